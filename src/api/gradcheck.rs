@@ -1,0 +1,218 @@
+//! Gradient checking as a feature: f64 central differences (Richardson-extrapolated) against the
+//! symbolic gradient, on random inputs in 2-D and 3-D, with the optional inputs present, and on
+//! stress points (empty, full and single-pixel targets, soft targets, logits at ±30 and ±100
+//! where the check is that value and gradient are finite).
+//!
+//! In: a [`Loss`]. Out: a [`GradcheckReport`]. Inputs are generated from the signature alone:
+//! differentiable inputs are N(0, 2²) scores, required data inputs are 0/1 maps (or soft values),
+//! optional inputs are 0/1 masks.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::api::Loss;
+use crate::error::Result;
+
+#[derive(Clone, Debug)]
+pub struct GradcheckOptions {
+    pub seed: u64,
+    /// Elements probed per differentiable input and trial (the largest gradients, then random ones).
+    pub probes: usize,
+    /// Largest accepted `max|fd - grad| / max|grad|`.
+    pub tolerance: f64,
+}
+
+impl Default for GradcheckOptions {
+    fn default() -> Self {
+        GradcheckOptions { seed: 0x5EED, probes: 8, tolerance: 1e-6 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Trial {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: f64,
+    /// Worst relative error of the finite differences (None where not checked).
+    pub max_rel_err: Option<f64>,
+    pub finite: bool,
+    pub passed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct GradcheckReport {
+    pub loss: String,
+    /// The inputs that receive gradients.
+    pub grad_inputs: Vec<String>,
+    pub trials: Vec<Trial>,
+    pub worst_rel_err: f64,
+    pub passed: bool,
+}
+
+/// Deterministic generator (splitmix64) for test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.uniform() * n as f64) as usize % n.max(1)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Random,
+    Empty,
+    Full,
+    Single,
+    Soft,
+}
+
+struct Spec {
+    name: &'static str,
+    three_d: bool,
+    target: Target,
+    logits: Option<f64>,
+    with_optional: bool,
+}
+
+const TRIALS: &[Spec] = &[
+    Spec { name: "random 2-D", three_d: false, target: Target::Random, logits: None, with_optional: false },
+    Spec { name: "random 3-D", three_d: true, target: Target::Random, logits: None, with_optional: false },
+    Spec { name: "masked", three_d: false, target: Target::Random, logits: None, with_optional: true },
+    Spec { name: "empty target", three_d: false, target: Target::Empty, logits: None, with_optional: false },
+    Spec { name: "full target", three_d: false, target: Target::Full, logits: None, with_optional: false },
+    Spec { name: "single foreground", three_d: false, target: Target::Single, logits: None, with_optional: false },
+    Spec { name: "soft target", three_d: false, target: Target::Soft, logits: None, with_optional: false },
+    Spec { name: "logits ±30", three_d: false, target: Target::Random, logits: Some(30.0), with_optional: false },
+    Spec { name: "logits ±100", three_d: false, target: Target::Random, logits: Some(100.0), with_optional: false },
+    Spec { name: "logits ±1e4", three_d: false, target: Target::Random, logits: Some(1e4), with_optional: true },
+];
+
+pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckReport> {
+    let sig = loss.signature().clone();
+    let mut rng = Rng::new(opts.seed);
+    let mut trials = Vec::new();
+    let mut grad_inputs = Vec::new();
+    let has_optional = sig.inputs.iter().any(|i| i.default.is_some());
+    for spec in TRIALS {
+        if spec.with_optional && !has_optional && spec.logits.is_none() {
+            continue;
+        }
+        // Axis dimensions for this trial.
+        let mut first_plain = true;
+        let dims: Vec<Vec<usize>> = (0..sig.space.names.len())
+            .map(|a| {
+                if sig.space.packs[a] {
+                    if spec.three_d {
+                        vec![3, 4, 3]
+                    } else {
+                        vec![5, 6]
+                    }
+                } else {
+                    let d = if first_plain && spec.three_d { 1 } else { 2 };
+                    first_plain = false;
+                    vec![d]
+                }
+            })
+            .collect();
+        let mut names = Vec::new();
+        let mut shapes = Vec::new();
+        let mut arrays: Vec<ArrayD<f64>> = Vec::new();
+        for inp in &sig.inputs {
+            if inp.default.is_some() && !spec.with_optional {
+                continue;
+            }
+            let shape: Vec<usize> = inp.axes.iter().flat_map(|&a| dims[a].iter().copied()).collect();
+            let n: usize = shape.iter().product();
+            let data: Vec<f64> = if inp.diff {
+                match spec.logits {
+                    Some(m) => (0..n).map(|_| if rng.uniform() < 0.5 { -m } else { m } + 0.05 * rng.normal()).collect(),
+                    None => (0..n).map(|_| 2.0 * rng.normal()).collect(),
+                }
+            } else if inp.default.is_some() {
+                (0..n).map(|_| if rng.uniform() < 0.8 { 1.0 } else { 0.0 }).collect()
+            } else {
+                match spec.target {
+                    Target::Random => (0..n).map(|_| if rng.uniform() < 0.4 { 1.0 } else { 0.0 }).collect(),
+                    Target::Empty => vec![0.0; n],
+                    Target::Full => vec![1.0; n],
+                    Target::Single => {
+                        let mut v = vec![0.0; n];
+                        v[rng.below(n)] = 1.0;
+                        v
+                    }
+                    Target::Soft => (0..n).map(|_| 0.02 + 0.96 * rng.uniform()).collect(),
+                }
+            };
+            names.push(inp.name.clone());
+            arrays.push(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data"));
+            shapes.push(shape);
+        }
+        let shape_refs: Vec<(&str, &[usize])> = names.iter().map(|s| s.as_str()).zip(shapes.iter().map(|s| s.as_slice())).collect();
+        let mut plan = loss.compile::<f64>(&shape_refs)?;
+        grad_inputs = plan.grad_inputs().iter().map(|s| s.to_string()).collect();
+        let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names.iter().map(|s| s.as_str()).zip(arrays.iter().map(|a| a.view())).collect();
+        let out = plan.value_and_grad(&views)?;
+        let finite = out.value.is_finite() && out.grads.iter().all(|(_, g)| g.iter().all(|x| x.is_finite()));
+        let mut max_rel: Option<f64> = None;
+        if finite && spec.logits.is_none() {
+            for (gname, grad) in &out.grads {
+                let k = names.iter().position(|n| n == gname).expect("gradient of a given input");
+                let gmax = grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                if gmax < 1e-12 {
+                    continue; // below what differences of an O(1) value resolve
+                }
+                let flat: Vec<f64> = grad.iter().copied().collect();
+                let mut order: Vec<usize> = (0..flat.len()).collect();
+                order.sort_by(|&a, &b| flat[b].abs().total_cmp(&flat[a].abs()));
+                let mut probes: Vec<usize> = order.iter().take(3).copied().collect();
+                while probes.len() < opts.probes.min(flat.len()) {
+                    let p = rng.below(flat.len());
+                    if !probes.contains(&p) {
+                        probes.push(p);
+                    }
+                }
+                let mut worst: f64 = 0.0;
+                for &p in &probes {
+                    let x0 = arrays[k].as_slice().expect("standard layout")[p];
+                    let h = 1e-4 * x0.abs().max(1.0);
+                    let mut f = |dx: f64, arrays: &mut Vec<ArrayD<f64>>| -> Result<f64> {
+                        arrays[k].as_slice_mut().expect("standard layout")[p] = x0 + dx;
+                        let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names.iter().map(|s| s.as_str()).zip(arrays.iter().map(|a| a.view())).collect();
+                        plan.value(&views)
+                    };
+                    let d1 = (f(h, &mut arrays)? - f(-h, &mut arrays)?) / (2.0 * h);
+                    let d2 = (f(h / 2.0, &mut arrays)? - f(-h / 2.0, &mut arrays)?) / h;
+                    arrays[k].as_slice_mut().expect("standard layout")[p] = x0;
+                    let fd = (4.0 * d2 - d1) / 3.0;
+                    worst = worst.max((fd - flat[p]).abs() / gmax);
+                }
+                max_rel = Some(max_rel.unwrap_or(0.0).max(worst));
+            }
+        }
+        let passed = finite && max_rel.is_none_or(|e| e <= opts.tolerance);
+        let shape = shapes.first().cloned().unwrap_or_default();
+        trials.push(Trial { name: spec.name.to_string(), shape, value: out.value, max_rel_err: max_rel, finite, passed });
+    }
+    let worst = trials.iter().filter_map(|t| t.max_rel_err).fold(0.0, f64::max);
+    let passed = trials.iter().all(|t| t.passed);
+    Ok(GradcheckReport { loss: sig.name.clone(), grad_inputs, trials, worst_rel_err: worst, passed })
+}

@@ -1,0 +1,514 @@
+//! The embedding API. In: `.loss` sources (the standard library compiled into the crate, a file,
+//! or a string), parameter values and tensor shapes. Out: compiled [`Plan`]s that evaluate the
+//! loss and its gradients on ndarray views, with typed [`Error`]s.
+//!
+//! The pipeline behind [`Loss::compile`]: lower (check) → stabilise/simplify → reverse-mode
+//! autodiff → simplify/stabilise → bind axis sizes → executor. Never here: op semantics or
+//! evaluation loops.
+
+pub mod gradcheck;
+pub mod library;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+
+use crate::autodiff;
+use crate::error::{Error, Result};
+use crate::exec::reference::Interpreter;
+use crate::exec::{Bound, Executor};
+use crate::ir::graph::{Graph, NodeId};
+use crate::ir::lower::{self, InputSpec, Lowered, ParamSpec, ParamValue, Signature};
+use crate::ir::program::{Def, Program};
+use crate::ops::math::Real;
+use crate::optimise;
+use crate::syntax::ast::ParamType;
+use crate::syntax::diag::{suggest, Diagnostics};
+
+pub use gradcheck::{GradcheckOptions, GradcheckReport, Trial};
+pub use library::Library;
+
+fn compile_error(d: &Diagnostics, prog: &Program) -> Error {
+    Error::Compile { rendered: d.render(&prog.sources), short: d.short(&prog.sources), codes: d.items.iter().map(|x| x.code).collect() }
+}
+
+/// A loss with its parameter values: cheap to clone, compiled per shape with [`Loss::compile`].
+#[derive(Clone)]
+pub struct Loss {
+    program: Arc<Program>,
+    def: Def,
+    sig: Signature,
+    params: Vec<(String, ParamValue)>,
+}
+
+/// The IR stages `lossc graph` can show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The checked forward graph as written (helpers and called losses inlined).
+    Parsed,
+    /// After stabilisation and reverse-mode autodiff, before simplification.
+    Autodiff,
+    /// Forward and backward graph after every rewrite.
+    Optimised,
+}
+
+/// The graph of one stage, with its roots named (`value`, `grad.<input>`).
+pub struct StageGraph {
+    pub graph: Graph,
+    pub roots: Vec<(String, NodeId)>,
+}
+
+impl Loss {
+    /// Compiles the loss defined in `source` (the one named like `name`'s file stem, else the
+    /// first). `use` looks in `dir` (if given) and then the standard library.
+    pub fn from_source_in(name: &str, source: &str, dir: Option<&Path>) -> Result<Loss> {
+        let mut diags = Diagnostics::default();
+        let lib = Library::standard();
+        let prog = Program::load(name, source, dir.map(|d| d.to_path_buf()), &lib, &mut diags);
+        if !diags.is_empty() {
+            return Err(compile_error(&diags, &prog));
+        }
+        let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let losses = prog.root_losses();
+        let def = losses
+            .iter()
+            .copied()
+            .find(|d| prog.loss(*d).is_some_and(|l| l.name.name == stem))
+            .or_else(|| losses.first().copied())
+            .ok_or_else(|| Error::UnknownLoss { name: stem.to_string(), hint: format!(": `{name}` defines no `loss`") })?;
+        Self::from_program(Arc::new(prog), def)
+    }
+
+    /// Compiles the loss defined in a source string.
+    pub fn from_source(source: &str) -> Result<Loss> {
+        Self::from_source_in("<source>.loss", source, None)
+    }
+
+    /// Reads and compiles a `.loss` file; `use` finds files beside it, then in the standard library.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Loss> {
+        let path = path.as_ref();
+        let src = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_source_in(&path.display().to_string(), &src, path.parent())
+    }
+
+    /// Every loss defined in a file (for `lossc check`).
+    pub fn all_in_file(path: &Path) -> Result<Vec<Loss>> {
+        let src = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+        let mut diags = Diagnostics::default();
+        let prog = Program::load(&path.display().to_string(), &src, path.parent().map(|p| p.to_path_buf()), &Library::standard(), &mut diags);
+        if !diags.is_empty() {
+            return Err(compile_error(&diags, &prog));
+        }
+        let prog = Arc::new(prog);
+        prog.root_losses().into_iter().map(|d| Self::from_program(prog.clone(), d)).collect()
+    }
+
+    pub(crate) fn from_program(program: Arc<Program>, def: Def) -> Result<Loss> {
+        let mut diags = Diagnostics::default();
+        let sig = lower::signature(&program, def, &mut diags);
+        let sig = match sig {
+            Some(s) if diags.is_empty() => s,
+            _ => return Err(compile_error(&diags, &program)),
+        };
+        let loss = Loss { program, def, sig, params: vec![] };
+        // Check the body once with default parameters, so errors surface at load time.
+        loss.lowered(&[])?;
+        Ok(loss)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.sig.name
+    }
+    pub fn signature(&self) -> &Signature {
+        &self.sig
+    }
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.sig.inputs
+    }
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.sig.params
+    }
+    /// The current value of every parameter (defaults unless set).
+    pub fn param_values(&self) -> Vec<(String, ParamValue)> {
+        self.sig
+            .params
+            .iter()
+            .map(|p| {
+                let v = self.params.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.clone()).unwrap_or_else(|| p.default.clone());
+                (p.name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Sets a parameter, checking its name and type: numbers for numeric parameters, one of the
+    /// declared options for enumerated ones (`"batch"`, `"image"`, `"class"`).
+    pub fn set(mut self, name: &str, value: impl Into<ParamValue>) -> Result<Loss> {
+        let value = value.into();
+        let Some(p) = self.sig.params.iter().find(|p| p.name == name) else {
+            let names: Vec<&str> = self.sig.params.iter().map(|p| p.name.as_str()).collect();
+            let declares = if names.is_empty() {
+                "it has no parameters".to_string()
+            } else {
+                format!("it declares {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+            };
+            let hint = suggest(name, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(Error::Param(format!("parameter `{name}` is not declared by `{}`; {declares}{hint}", self.sig.name)));
+        };
+        let value = match (&p.ty, value) {
+            (ParamType::Enum(opts), ParamValue::Text(s)) if opts.contains(&s) => ParamValue::Text(s),
+            (ParamType::Enum(opts), v) => {
+                return Err(Error::Param(format!("parameter `{name}` of `{}` is one of {}; got `{v}`", self.sig.name, opts.join(" | "))))
+            }
+            (ParamType::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
+            (ParamType::Number, ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
+            (ParamType::Int, ParamValue::Number(x)) => {
+                return Err(Error::Param(format!("parameter `{name}` of `{}` is an integer; got {x}", self.sig.name)))
+            }
+            (_, ParamValue::Text(s)) => {
+                // Accept numbers given as text (command lines, JSON strings).
+                match s.trim().parse::<f64>() {
+                    Ok(x) => return self.set(name, x),
+                    Err(_) => return Err(Error::Param(format!("parameter `{name}` of `{}` is a number; got `{s}`", self.sig.name))),
+                }
+            }
+            (_, ParamValue::Number(x)) => return Err(Error::Param(format!("parameter `{name}` of `{}` must be finite; got {x}", self.sig.name))),
+        };
+        self.params.retain(|(k, _)| k != name);
+        self.params.push((name.to_string(), value));
+        Ok(self)
+    }
+
+    fn lowered(&self, absent: &[usize]) -> Result<Lowered> {
+        let mut diags = Diagnostics::default();
+        let l = lower::lower_with(&self.program, self.def, &self.params, absent, &mut diags);
+        match l {
+            Some(l) if diags.is_empty() => Ok(l),
+            _ => Err(compile_error(&diags, &self.program)),
+        }
+    }
+
+    /// The graph at a stage, for the given absent optional inputs.
+    pub fn stage(&self, stage: Stage, absent: &[usize]) -> Result<StageGraph> {
+        let l = self.lowered(absent)?;
+        let diff: Vec<usize> = (0..l.sig.inputs.len()).filter(|&i| l.sig.inputs[i].diff && !absent.contains(&i)).collect();
+        let names: Vec<String> = std::iter::once("value".to_string()).chain(diff.iter().map(|&i| format!("grad.{}", l.sig.inputs[i].name))).collect();
+        if stage == Stage::Parsed {
+            return Ok(StageGraph { roots: vec![("value".into(), l.result)], graph: l.graph });
+        }
+        let mut roots = vec![l.result];
+        roots.extend(diff.iter().map(|&i| l.input_nodes[i]));
+        let (mut g, r) = optimise::before_autodiff(&l.graph, &roots);
+        let wrt: Vec<NodeId> = r[1..].to_vec();
+        let grads = autodiff::grad(&mut g, r[0], &wrt);
+        let mut out = vec![r[0]];
+        for gr in grads {
+            out.push(match gr {
+                Some(x) => x,
+                None => g.c(0.0),
+            });
+        }
+        if stage == Stage::Autodiff {
+            return Ok(StageGraph { roots: names.into_iter().zip(out).collect(), graph: g });
+        }
+        let (g2, r2) = optimise::after_autodiff(&g, &out);
+        Ok(StageGraph { roots: names.into_iter().zip(r2).collect(), graph: g2 })
+    }
+
+    /// Compiles the loss for the given input shapes. Optional inputs (declared with a default)
+    /// may be left out; the others must all be given.
+    pub fn compile<T: Real>(&self, shapes: &[(&str, &[usize])]) -> Result<Plan<T>> {
+        let binding = bind_shapes(&self.sig, shapes)?;
+        let absent: Vec<usize> = (0..self.sig.inputs.len()).filter(|&i| binding.shapes[i].is_none()).collect();
+        let sg = self.stage(Stage::Optimised, &absent)?;
+        let diff: Vec<usize> = (0..self.sig.inputs.len()).filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i)).collect();
+        let bound = Arc::new(Bound { graph: sg.graph, roots: sg.roots.iter().map(|r| r.1).collect(), sizes: binding.sizes.clone() });
+        Ok(Plan {
+            sig: self.sig.clone(),
+            diff,
+            binding,
+            exec: Box::new(Interpreter::new(bound.clone())),
+            bound,
+            check_finite: true,
+        })
+    }
+
+    /// Finite-difference check of the symbolic gradient in f64 on random inputs and stress points.
+    pub fn gradcheck(&self, opts: &GradcheckOptions) -> Result<GradcheckReport> {
+        gradcheck::run(self, opts)
+    }
+}
+
+/// Shapes bound to the loss's axes.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    /// Per input: the shape given (None if an optional input was left out).
+    pub shapes: Vec<Option<Vec<usize>>>,
+    /// Per input: the internal shape (one dimension per axis of the loss).
+    pub internal: Vec<Vec<usize>>,
+    /// Per axis: its size (packs flattened).
+    pub sizes: Vec<usize>,
+    /// Per axis: its dimensions (one for plain axes, any number for packs).
+    pub dims: Vec<Vec<usize>>,
+}
+
+fn expected_text(sig: &Signature, inp: &InputSpec, dims: &[Option<Vec<usize>>]) -> String {
+    let parts: Vec<String> = inp
+        .axes
+        .iter()
+        .map(|&a| {
+            let n = &sig.space.names[a];
+            let pre = if sig.space.packs[a] { ".." } else { "" };
+            match &dims[a] {
+                Some(d) if sig.space.packs[a] => format!("{pre}{n}={d:?}"),
+                Some(d) => format!("{n}={}", d.first().copied().unwrap_or(0)),
+                None => format!("{pre}{n}"),
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> {
+    let n_axes = sig.space.names.len();
+    let mut given: Vec<Option<Vec<usize>>> = vec![None; sig.inputs.len()];
+    for (name, shape) in shapes {
+        let Some(i) = sig.inputs.iter().position(|x| x.name == *name) else {
+            let names: Vec<String> = sig.inputs.iter().map(|x| format!("`{}`", x.name)).collect();
+            return Err(Error::UnknownInput { name: name.to_string(), loss: sig.name.clone(), expected: names.join(", ") });
+        };
+        if given[i].is_some() {
+            return Err(Error::DuplicateInput { input: name.to_string() });
+        }
+        given[i] = Some(shape.to_vec());
+    }
+    let mut dims: Vec<Option<Vec<usize>>> = vec![None; n_axes];
+    let mut bound_by: Vec<String> = vec![String::new(); n_axes];
+    for (i, inp) in sig.inputs.iter().enumerate() {
+        let Some(shape) = &given[i] else {
+            if inp.default.is_none() {
+                return Err(Error::MissingInput { name: inp.name.clone(), loss: sig.name.clone(), expected: sig.shape_text(inp) });
+            }
+            continue;
+        };
+        let has_pack = inp.axes.iter().any(|&a| sig.space.packs[a]);
+        let fixed = inp.axes.len() - usize::from(has_pack);
+        let rank_ok = if has_pack { shape.len() >= fixed } else { shape.len() == fixed };
+        if !rank_ok {
+            let want = if has_pack { format!("at least {fixed} dimensions") } else { format!("{fixed} dimensions") };
+            return Err(Error::Shape {
+                input: inp.name.clone(),
+                expected: expected_text(sig, inp, &dims),
+                received: shape.clone(),
+                detail: format!("expected {want}, got {}", shape.len()),
+            });
+        }
+        let pack_len = shape.len() - fixed;
+        let mut pos = 0;
+        for &a in &inp.axes {
+            let d: Vec<usize> = if sig.space.packs[a] { shape[pos..pos + pack_len].to_vec() } else { vec![shape[pos]] };
+            pos += d.len();
+            if d.contains(&0) {
+                return Err(Error::Shape {
+                    input: inp.name.clone(),
+                    expected: expected_text(sig, inp, &dims),
+                    received: shape.clone(),
+                    detail: format!("axis `{}` is empty", sig.space.names[a]),
+                });
+            }
+            match &dims[a] {
+                Some(prev) if prev != &d => {
+                    return Err(Error::Shape {
+                        input: inp.name.clone(),
+                        expected: expected_text(sig, inp, &dims),
+                        received: shape.clone(),
+                        detail: format!("axis `{}` is {:?} here but {:?} in `{}`", sig.space.names[a], d, prev, bound_by[a]),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    dims[a] = Some(d);
+                    bound_by[a] = inp.name.clone();
+                }
+            }
+        }
+    }
+    let mut sizes = Vec::with_capacity(n_axes);
+    let mut all_dims = Vec::with_capacity(n_axes);
+    for (a, d) in dims.iter().enumerate() {
+        match d {
+            Some(d) => {
+                sizes.push(d.iter().product());
+                all_dims.push(d.clone());
+            }
+            None => return Err(Error::Param(format!("axis `{}` of `{}` is not bound by any given input", sig.space.names[a], sig.name))),
+        }
+    }
+    let internal = sig
+        .inputs
+        .iter()
+        .map(|inp| (0..n_axes).map(|a| if inp.mask & (1 << a) != 0 { sizes[a] } else { 1 }).collect())
+        .collect();
+    Ok(Binding { shapes: given, internal, sizes, dims: all_dims })
+}
+
+/// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly.
+pub struct Plan<T: Real> {
+    sig: Signature,
+    diff: Vec<usize>,
+    binding: Binding,
+    bound: Arc<Bound>,
+    exec: Box<dyn Executor<T>>,
+    check_finite: bool,
+}
+
+/// The loss value and the gradient of each differentiable input (in the input's own shape).
+#[derive(Clone, Debug)]
+pub struct Output<T> {
+    pub value: T,
+    pub grads: Vec<(String, ArrayD<T>)>,
+}
+
+impl<T> Output<T> {
+    /// The gradient with respect to an input. Panics if the input is not differentiable; see
+    /// [`Output::try_grad`].
+    pub fn grad(&self, name: &str) -> &ArrayD<T> {
+        self.try_grad(name).unwrap_or_else(|| panic!("no gradient for `{name}`"))
+    }
+    pub fn try_grad(&self, name: &str) -> Option<&ArrayD<T>> {
+        self.grads.iter().find(|(n, _)| n == name).map(|(_, g)| g)
+    }
+}
+
+impl<T: Real> Plan<T> {
+    /// Turns the NaN/Inf input check off (it is on by default); non-finite values then propagate.
+    pub fn set_check_finite(&mut self, on: bool) {
+        self.check_finite = on;
+    }
+    /// Memory passes over N-sized data per call.
+    pub fn passes(&self) -> usize {
+        self.exec.passes()
+    }
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+    pub fn graph_len(&self) -> usize {
+        self.bound.graph.len()
+    }
+
+    /// The differentiable inputs that get gradients, in declaration order.
+    pub fn grad_inputs(&self) -> Vec<&str> {
+        self.diff.iter().map(|&i| self.sig.inputs[i].name.as_str()).collect()
+    }
+
+    fn prepare<'a>(&self, inputs: &'a [(&str, ArrayViewD<'a, T>)]) -> Result<Vec<ArrayViewD<'a, T>>> {
+        let mut views: Vec<Option<ArrayViewD<'a, T>>> = vec![None; self.sig.inputs.len()];
+        for (name, v) in inputs {
+            let Some(i) = self.sig.inputs.iter().position(|x| x.name == *name) else {
+                let names: Vec<String> = self.sig.inputs.iter().map(|x| format!("`{}`", x.name)).collect();
+                return Err(Error::UnknownInput { name: name.to_string(), loss: self.sig.name.clone(), expected: names.join(", ") });
+            };
+            if views[i].is_some() {
+                return Err(Error::DuplicateInput { input: name.to_string() });
+            }
+            let inp = &self.sig.inputs[i];
+            match &self.binding.shapes[i] {
+                None => {
+                    return Err(Error::Shape {
+                        input: inp.name.clone(),
+                        expected: "absent (the plan was compiled without it)".into(),
+                        received: v.shape().to_vec(),
+                        detail: "this optional input was not given to compile()".into(),
+                    })
+                }
+                Some(s) if s.as_slice() != v.shape() => {
+                    return Err(Error::Shape {
+                        input: inp.name.clone(),
+                        expected: format!("{s:?}"),
+                        received: v.shape().to_vec(),
+                        detail: "the shape differs from the one the plan was compiled for".into(),
+                    })
+                }
+                Some(_) => {}
+            }
+            if !v.is_standard_layout() {
+                return Err(Error::Shape {
+                    input: inp.name.clone(),
+                    expected: format!("{:?} in row-major (C) order", v.shape()),
+                    received: v.shape().to_vec(),
+                    detail: "the view is not contiguous in row-major order; pass `.as_standard_layout()`".into(),
+                });
+            }
+            if self.check_finite {
+                if let Some((index, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                    return Err(Error::NonFinite { input: inp.name.clone(), index, value: x.to_f64() });
+                }
+            }
+            let r = v.view().into_shape_with_order(IxDyn(&self.binding.internal[i])).map_err(|e| Error::Shape {
+                input: inp.name.clone(),
+                expected: format!("{:?}", self.binding.internal[i]),
+                received: v.shape().to_vec(),
+                detail: format!("cannot view in the internal layout: {e}"),
+            })?;
+            views[i] = Some(r);
+        }
+        let mut out = Vec::new();
+        for (i, v) in views.into_iter().enumerate() {
+            match v {
+                Some(v) => out.push(v),
+                None if self.binding.shapes[i].is_some() => {
+                    return Err(Error::MissingInput { name: self.sig.inputs[i].name.clone(), loss: self.sig.name.clone(), expected: format!("{:?}", self.binding.shapes[i].as_ref().map(|s| s.as_slice()).unwrap_or(&[])) })
+                }
+                // Absent optional inputs are constants inside the graph; the slot is unused.
+                None => out.push(ArrayViewD::from_shape(IxDyn(&[0]), &[]).expect("empty view")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Vec<ArrayD<T>>> {
+        let views = self.prepare(inputs)?;
+        Ok(self.exec.run(&views))
+    }
+
+    /// The loss value and the gradient of every differentiable input.
+    pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<T>> {
+        let outs = self.run(inputs)?;
+        let value = outs[0].iter().next().copied().unwrap_or_default();
+        let mut grads = Vec::new();
+        for (k, &i) in self.diff.iter().enumerate() {
+            let shape = self.binding.shapes[i].clone().unwrap_or_default();
+            let full = outs[k + 1].broadcast(IxDyn(&self.binding.internal[i])).expect("gradient broadcasts to its input").to_owned();
+            let g = full.into_shape_with_order(IxDyn(&shape)).expect("same element count");
+            grads.push((self.sig.inputs[i].name.clone(), g));
+        }
+        Ok(Output { value, grads })
+    }
+
+    /// Like [`Plan::value_and_grad`], writing each gradient into a caller-provided buffer of the
+    /// input's shape; returns the value.
+    pub fn value_and_grad_into(&mut self, inputs: &[(&str, ArrayViewD<T>)], grads: &mut [(&str, ArrayViewMutD<T>)]) -> Result<T> {
+        let outs = self.run(inputs)?;
+        for (name, buf) in grads.iter_mut() {
+            let Some(k) = self.diff.iter().position(|&i| self.sig.inputs[i].name == *name) else {
+                return Err(Error::UnknownInput { name: name.to_string(), loss: self.sig.name.clone(), expected: format!("a differentiable input: {}", self.grad_inputs().join(", ")) });
+            };
+            let i = self.diff[k];
+            let shape = self.binding.shapes[i].clone().unwrap_or_default();
+            if buf.shape() != shape.as_slice() {
+                return Err(Error::Shape { input: name.to_string(), expected: format!("{shape:?}"), received: buf.shape().to_vec(), detail: "the gradient buffer has the wrong shape".into() });
+            }
+            let full = outs[k + 1].broadcast(IxDyn(&self.binding.internal[i])).expect("gradient broadcasts to its input");
+            let flat = full.iter();
+            for (dst, &src) in buf.iter_mut().zip(flat) {
+                *dst = src;
+            }
+        }
+        Ok(outs[0].iter().next().copied().unwrap_or_default())
+    }
+
+    /// The loss value alone.
+    pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
+        Ok(self.run(inputs)?[0].iter().next().copied().unwrap_or_default())
+    }
+}

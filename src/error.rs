@@ -1,0 +1,39 @@
+//! The typed errors of the embedding API. Compile errors carry rendered diagnostics (with
+//! `file:line:col` and the marked source line); tensor errors name the input, the expected and
+//! the received shape.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Syntax, name, type, shape or differentiability errors in `.loss` source.
+    #[error("{rendered}")]
+    Compile {
+        /// Every diagnostic, rendered with source excerpts.
+        rendered: String,
+        /// One `file:line:col: error[CODE]: message` line per diagnostic.
+        short: String,
+        /// The error codes, in order.
+        codes: Vec<&'static str>,
+    },
+    #[error("unknown loss `{name}`{hint}")]
+    UnknownLoss { name: String, hint: String },
+    #[error("unknown input `{name}`: `{loss}` takes {expected}")]
+    UnknownInput { name: String, loss: String, expected: String },
+    #[error("missing input `{name}` of `{loss}` (shape {expected})")]
+    MissingInput { name: String, loss: String, expected: String },
+    #[error("input `{input}` is given twice")]
+    DuplicateInput { input: String },
+    #[error("input `{input}`: {detail} (expected shape {expected}, received {received:?})")]
+    Shape { input: String, expected: String, received: Vec<usize>, detail: String },
+    #[error("{0}")]
+    Param(String),
+    #[error("input `{input}` holds a non-finite value ({value}) at flat index {index}; losses reject NaN and Inf inputs")]
+    NonFinite { input: String, index: usize, value: f64 },
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Json(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

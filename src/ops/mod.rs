@@ -1,0 +1,233 @@
+//! The op table: the only place an op is defined. Each entry gives the op's DSL name, arity,
+//! class (which fixes its shape rule), differentiability, f64 and f32 elementwise kernels (one
+//! body, instantiated at both precisions), its reverse-mode derivative rule (which emits ops of
+//! this same table), the grid points its derivative is tested at, and its kink conventions.
+//!
+//! In: nothing. Out: [`Op`], [`OPS`], [`lookup`]. Never here: parsing, graph rewriting, buffers.
+//! Adding an op adds one entry to `define_ops!` and nothing else: the front end resolves call
+//! names against this table, and the per-op derivative and kernel tests iterate over it.
+
+pub mod math;
+
+use crate::ir::graph::{Attr, Graph, Node, NodeId};
+use math::*;
+
+/// How an op's output axes follow from its arguments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Class {
+    /// No arguments: constants, inputs, axis sizes.
+    Leaf,
+    /// Elementwise; arguments broadcast by axis name, the output has the union of their axes.
+    Map,
+    /// Folds the axes in `Attr::Axes` away with the kernel as combiner, starting from `init`.
+    Reduce { init: f64 },
+    /// Adds the axes in `Attr::Axes` (values repeat along them).
+    Broadcast,
+}
+
+/// Differentiability kind.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Diff {
+    /// Has a derivative (possibly with documented kinks).
+    Smooth,
+    /// Piecewise constant: derivative zero where defined; the output is data.
+    PiecewiseConstant,
+    /// Not differentiated through (comparisons, `stop_grad`): the output is data.
+    None,
+}
+
+/// Reverse-mode rule: given the node, its output id, the incoming adjoint `g` and which
+/// arguments need a gradient, returns the adjoint contribution for each argument.
+pub type GradRule = fn(&mut Graph, &Node, NodeId, NodeId, &[bool]) -> Vec<Option<NodeId>>;
+
+pub struct OpDef {
+    pub op: Op,
+    /// DSL / IR name. Names may repeat across arities (`max(a, b)` vs `max(x, over = ..)`).
+    pub name: &'static str,
+    pub arity: usize,
+    pub class: Class,
+    pub diff: Diff,
+    pub f64: fn(&[f64]) -> f64,
+    pub f32: fn(&[f32]) -> f32,
+    pub grad: GradRule,
+    /// Points (per argument) at which the derivative rule is checked against finite differences.
+    pub grid: &'static [f64],
+    /// Whether a user may call it by name (false for leaves and internal ops).
+    pub callable: bool,
+    pub doc: &'static str,
+}
+
+fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
+    vec![None; n.args.len()]
+}
+
+macro_rules! define_ops {
+    ($( $v:ident { $name:literal, $arity:literal, $class:expr, $diff:ident, callable: $callable:literal,
+        eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
+        /// Op identifiers, in table order.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum Op { $($v),* }
+
+        pub static OPS: &[OpDef] = &[ $( OpDef {
+            op: Op::$v, name: $name, arity: $arity, class: $class, diff: Diff::$diff,
+            f64: { #[allow(unused_variables, clippy::float_cmp)] fn f($x: &[f64]) -> f64 { $body } f },
+            f32: { #[allow(unused_variables, clippy::float_cmp)] fn f($x: &[f32]) -> f32 { $body } f },
+            grad: $grad, grid: $grid, callable: $callable, doc: $doc,
+        } ),* ];
+    };
+}
+
+const GRID: &[f64] = &[-2.5, -0.7, 0.3, 1.9];
+const POS: &[f64] = &[0.2, 0.9, 2.7];
+const UNIT: &[f64] = &[-0.6, 0.1, 0.8];
+
+define_ops! {
+    // ---- leaves ------------------------------------------------------------------------
+    Const { "const", 0, Class::Leaf, None, callable: false, eval: |x| 0.0, grad: no_grad, grid: &[],
+        doc: "A constant (Attr::Const)." }
+    Input { "input", 0, Class::Leaf, None, callable: false, eval: |x| 0.0, grad: no_grad, grid: &[],
+        doc: "A loss input (Attr::Input)." }
+    AxisSize { "axis_size", 0, Class::Leaf, None, callable: false, eval: |x| 0.0, grad: no_grad, grid: &[],
+        doc: "The number of elements along the axes in Attr::Axes, bound at call time." }
+    // ---- structure ---------------------------------------------------------------------
+    Broadcast { "broadcast", 1, Class::Broadcast, Smooth, callable: false, eval: |x| x[0],
+        grad: |_, _, _, g, _| vec![Some(g)], grid: &[],
+        doc: "Repeats its argument along new axes; the adjoint is summed back by autodiff." }
+    Sum { "sum", 1, Class::Reduce { init: 0.0 }, Smooth, callable: true, eval: |x| x[0] + x[1],
+        grad: |_, _, _, g, _| vec![Some(g)], grid: &[],
+        doc: "sum(x, over = [..]): sum over the named axes (all of x's axes without `over`)." }
+    MaxOver { "max", 1, Class::Reduce { init: f64::NEG_INFINITY }, Smooth, callable: true, eval: |x| if x[1] > x[0] { x[1] } else { x[0] },
+        grad: |b, n, out, g, _| { let m = b.op2(Op::Eq, n.args[0], out); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z))] }, grid: &[],
+        doc: "max(x, over = [..]). Kink: tied maxima each receive the full adjoint." }
+    MinOver { "min", 1, Class::Reduce { init: f64::INFINITY }, Smooth, callable: true, eval: |x| if x[1] < x[0] { x[1] } else { x[0] },
+        grad: |b, n, out, g, _| { let m = b.op2(Op::Eq, n.args[0], out); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z))] }, grid: &[],
+        doc: "min(x, over = [..]). Kink: tied minima each receive the full adjoint." }
+    // ---- arithmetic --------------------------------------------------------------------
+    Neg { "neg", 1, Class::Map, Smooth, callable: true, eval: |x| -x[0],
+        grad: |b, _, _, g, _| vec![Some(b.op1(Op::Neg, g))], grid: GRID, doc: "-x" }
+    Add { "add", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] + x[1],
+        grad: |_, _, _, g, _| vec![Some(g), Some(g)], grid: GRID, doc: "a + b" }
+    Sub { "sub", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] - x[1],
+        grad: |b, _, _, g, _| vec![Some(g), Some(b.op1(Op::Neg, g))], grid: GRID, doc: "a - b" }
+    Mul { "mul", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] * x[1],
+        grad: |b, n, _, g, _| vec![Some(b.op2(Op::Mul, g, n.args[1])), Some(b.op2(Op::Mul, g, n.args[0]))], grid: GRID, doc: "a * b" }
+    Div { "div", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] / x[1],
+        grad: |b, n, out, g, need| {
+            let da = b.op2(Op::Div, g, n.args[1]);
+            let db = if need[1] { let t = b.op2(Op::Mul, da, out); Some(b.op1(Op::Neg, t)) } else { None };
+            vec![Some(da), db] },
+        grid: POS, doc: "a / b" }
+    SafeDiv { "safe_div", 2, Class::Map, Smooth, callable: true, eval: |x| if x[1] == 0.0 { 0.0 } else { x[0] / x[1] },
+        grad: |b, n, out, g, need| {
+            let da = b.op2(Op::SafeDiv, g, n.args[1]);
+            let db = if need[1] { let t = b.op2(Op::Mul, g, out); let q = b.op2(Op::SafeDiv, t, n.args[1]); Some(b.op1(Op::Neg, q)) } else { None };
+            vec![Some(da), db] },
+        grid: POS, doc: "safe_div(a, b): a / b, and 0 where b = 0 (guarded division; the gradient is 0 there too)." }
+    Pow { "pow", 2, Class::Map, Smooth, callable: true, eval: |x| x[0].powf(x[1]),
+        grad: |b, n, out, g, need| {
+            let (a, e) = (n.args[0], n.args[1]);
+            let da = if need[0] { let one = b.c(1.0); let em1 = b.op2(Op::Sub, e, one); let p = b.op2(Op::Pow, a, em1); let t = b.op2(Op::Mul, e, p); Some(b.op2(Op::Mul, g, t)) } else { None };
+            let de = if need[1] { let l = b.op1(Op::Log, a); let t = b.op2(Op::Mul, out, l); Some(b.op2(Op::Mul, g, t)) } else { None };
+            vec![da, de] },
+        grid: POS, doc: "a ^ b. Bases that can reach 0 under a fractional exponent should be clamped (stdlib: max(base, 1e-6))." }
+    Max { "max", 2, Class::Map, Smooth, callable: true, eval: |x| if x[1] > x[0] { x[1] } else { x[0] },
+        grad: |b, n, _, g, _| { let m = b.op2(Op::Ge, n.args[0], n.args[1]); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z)), Some(b.op3(Op::Where, m, z, g))] },
+        grid: GRID, doc: "max(a, b). Kink: at a = b the adjoint goes to a." }
+    Min { "min", 2, Class::Map, Smooth, callable: true, eval: |x| if x[1] < x[0] { x[1] } else { x[0] },
+        grad: |b, n, _, g, _| { let m = b.op2(Op::Le, n.args[0], n.args[1]); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z)), Some(b.op3(Op::Where, m, z, g))] },
+        grid: GRID, doc: "min(a, b). Kink: at a = b the adjoint goes to a." }
+    // ---- transcendental ----------------------------------------------------------------
+    Exp { "exp", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].exp(),
+        grad: |b, _, out, g, _| vec![Some(b.op2(Op::Mul, g, out))], grid: GRID, doc: "exp(x)" }
+    Log { "log", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].ln(),
+        grad: |b, n, _, g, _| vec![Some(b.op2(Op::Div, g, n.args[0]))], grid: POS, doc: "natural log" }
+    Log1p { "log1p", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].ln_1p(),
+        grad: |b, n, _, g, _| { let one = b.c(1.0); let d = b.op2(Op::Add, one, n.args[0]); vec![Some(b.op2(Op::Div, g, d))] }, grid: POS, doc: "log(1 + x), accurate near 0" }
+    Expm1 { "expm1", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].exp_m1(),
+        grad: |b, n, _, g, _| { let e = b.op1(Op::Exp, n.args[0]); vec![Some(b.op2(Op::Mul, g, e))] }, grid: GRID, doc: "exp(x) - 1, accurate near 0" }
+    Sqrt { "sqrt", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].sqrt(),
+        grad: |b, _, out, g, _| { let two = b.c(2.0); let d = b.op2(Op::Mul, two, out); vec![Some(b.op2(Op::Div, g, d))] }, grid: POS, doc: "square root" }
+    Sigmoid { "sigmoid", 1, Class::Map, Smooth, callable: true, eval: |x| sigmoid(x[0]),
+        grad: |b, n, out, g, _| { let nx = b.op1(Op::Neg, n.args[0]); let q = b.op1(Op::Sigmoid, nx); let d = b.op2(Op::Mul, out, q); vec![Some(b.op2(Op::Mul, g, d))] },
+        grid: GRID, doc: "1/(1 + exp(-x)); derivative sigmoid(x)*sigmoid(-x), exact when either factor is tiny" }
+    LogSigmoid { "log_sigmoid", 1, Class::Map, Smooth, callable: true, eval: |x| log_sigmoid(x[0]),
+        grad: |b, n, _, g, _| { let nx = b.op1(Op::Neg, n.args[0]); let q = b.op1(Op::Sigmoid, nx); vec![Some(b.op2(Op::Mul, g, q))] },
+        grid: GRID, doc: "log(sigmoid(x)) = -softplus(-x)" }
+    Softplus { "softplus", 1, Class::Map, Smooth, callable: true, eval: |x| softplus(x[0]),
+        grad: |b, n, _, g, _| { let q = b.op1(Op::Sigmoid, n.args[0]); vec![Some(b.op2(Op::Mul, g, q))] },
+        grid: GRID, doc: "log(1 + exp(x)), exact for every x" }
+    Tanh { "tanh", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].tanh(),
+        grad: |b, _, out, g, _| { let sq = b.op2(Op::Mul, out, out); let one = b.c(1.0); let d = b.op2(Op::Sub, one, sq); vec![Some(b.op2(Op::Mul, g, d))] }, grid: GRID, doc: "tanh(x)" }
+    Cosh { "cosh", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].cosh(),
+        grad: |b, n, _, g, _| { let s = b.op1(Op::Sinh, n.args[0]); vec![Some(b.op2(Op::Mul, g, s))] }, grid: GRID, doc: "cosh(x)" }
+    Sinh { "sinh", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].sinh(),
+        grad: |b, n, _, g, _| { let s = b.op1(Op::Cosh, n.args[0]); vec![Some(b.op2(Op::Mul, g, s))] }, grid: GRID, doc: "sinh(x)" }
+    Abs { "abs", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].abs(),
+        grad: |b, n, _, g, _| { let s = b.op1(Op::Sign, n.args[0]); vec![Some(b.op2(Op::Mul, g, s))] }, grid: GRID, doc: "|x|. Kink: abs'(0) = 0." }
+    Relu { "relu", 1, Class::Map, Smooth, callable: true, eval: |x| if x[0] > 0.0 { x[0] } else { 0.0 },
+        grad: |b, n, _, g, _| { let z = b.c(0.0); let m = b.op2(Op::Gt, n.args[0], z); vec![Some(b.op3(Op::Where, m, g, z))] }, grid: GRID, doc: "max(x, 0). Kink: relu'(0) = 0." }
+    Xlogy { "xlogy", 2, Class::Map, Smooth, callable: true, eval: |x| if x[0] == 0.0 { 0.0 } else { x[0] * x[1].ln() },
+        grad: |b, n, _, g, need| {
+            let dx = if need[0] { Some(b.op2(Op::Xlogy, g, n.args[1])) } else { None };
+            let dy = if need[1] { let t = b.op2(Op::Mul, g, n.args[0]); Some(b.op2(Op::SafeDiv, t, n.args[1])) } else { None };
+            vec![dx, dy] },
+        grid: POS, doc: "x*log(y), and 0 where x = 0 (even for y = 0)" }
+    StopGrad { "stop_grad", 1, Class::Map, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "Identity whose output is treated as data: no gradient flows through it." }
+    // ---- data (piecewise constant / comparisons) ---------------------------------------
+    Sign { "sign", 1, Class::Map, PiecewiseConstant, callable: true, eval: |x| if x[0] > 0.0 { 1.0 } else if x[0] < 0.0 { -1.0 } else { 0.0 },
+        grad: no_grad, grid: &[], doc: "-1, 0 or 1" }
+    Gt { "gt", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] > x[1]), grad: no_grad, grid: UNIT, doc: "a > b as 0/1" }
+    Lt { "lt", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] < x[1]), grad: no_grad, grid: UNIT, doc: "a < b as 0/1" }
+    Ge { "ge", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] >= x[1]), grad: no_grad, grid: UNIT, doc: "a >= b as 0/1" }
+    Le { "le", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] <= x[1]), grad: no_grad, grid: UNIT, doc: "a <= b as 0/1" }
+    Eq { "eq", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] == x[1]), grad: no_grad, grid: UNIT, doc: "a == b as 0/1" }
+    Ne { "ne", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] != x[1]), grad: no_grad, grid: UNIT, doc: "a != b as 0/1" }
+    And { "and", 2, Class::Map, None, callable: false, eval: |x| truth(nonzero(x[0]) && nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a & b (nonzero is true)" }
+    Or { "or", 2, Class::Map, None, callable: false, eval: |x| truth(nonzero(x[0]) || nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a | b (nonzero is true)" }
+    Not { "not", 1, Class::Map, None, callable: false, eval: |x| truth(!nonzero(x[0])), grad: no_grad, grid: UNIT, doc: "!a (nonzero is true)" }
+    Where { "where", 3, Class::Map, Smooth, callable: true, eval: |x| if x[0] != 0.0 { x[1] } else { x[2] },
+        grad: |b, n, _, g, _| { let z = b.c(0.0); let c = n.args[0]; vec![None, Some(b.op3(Op::Where, c, g, z)), Some(b.op3(Op::Where, c, z, g))] },
+        grid: GRID, doc: "where(c, a, b): a where c is nonzero, else b. c is data; singular ops under a discarded branch are guarded by the stabilise pass." }
+}
+
+impl Op {
+    pub fn def(self) -> &'static OpDef {
+        &OPS[self as usize]
+    }
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+    /// Which argument positions carry a derivative.
+    pub fn differentiable_arg(self, i: usize) -> bool {
+        match self.def().diff {
+            Diff::Smooth => !(self == Op::Where && i == 0),
+            _ => false,
+        }
+    }
+}
+
+/// Resolves a callable name and arity to an op: `max(a, b)` is elementwise, `max(x)` and
+/// `max(x, over = ..)` reduce.
+pub fn lookup(name: &str, arity: usize) -> Option<Op> {
+    OPS.iter().find(|d| d.callable && d.name == name && d.arity == arity).map(|d| d.op)
+}
+
+/// Every callable name, for "did you mean" suggestions.
+pub fn callable_names() -> impl Iterator<Item = &'static str> {
+    OPS.iter().filter(|d| d.callable).map(|d| d.name)
+}
+
+/// The arities a callable name accepts.
+pub fn arities(name: &str) -> Vec<usize> {
+    OPS.iter().filter(|d| d.callable && d.name == name).map(|d| d.arity).collect()
+}
+
+/// Constant value of a node, if it is a constant.
+pub fn const_value(n: &Node) -> Option<f64> {
+    match (n.op, n.attr) {
+        (Op::Const, Attr::Const(bits)) => Some(f64::from_bits(bits)),
+        _ => None,
+    }
+}

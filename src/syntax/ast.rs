@@ -1,0 +1,140 @@
+//! The abstract syntax tree of a `.loss` file. Every node carries the byte span it came from,
+//! so later stages can point diagnostics at the source. Nothing here knows about ops or shapes.
+
+use crate::syntax::diag::FileId;
+
+/// A byte range in one source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Span {
+    pub file: FileId,
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct File {
+    pub uses: Vec<Ident>,
+    pub fns: Vec<FnDef>,
+    pub losses: Vec<LossDef>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FnDef {
+    pub name: Ident,
+    pub params: Vec<Ident>,
+    pub body: Body,
+}
+
+/// `let` bindings followed by the returned expression.
+#[derive(Clone, Debug)]
+pub struct Body {
+    pub lets: Vec<(Ident, Expr)>,
+    pub result: Expr,
+}
+
+#[derive(Clone, Debug)]
+pub struct LossDef {
+    pub name: Ident,
+    pub inputs: Vec<InputDecl>,
+    pub params: Vec<ParamDecl>,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug)]
+pub struct AxisDecl {
+    pub name: Ident,
+    /// `..S`: binds any number of trailing (spatial) dimensions.
+    pub pack: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct InputDecl {
+    pub name: Ident,
+    pub shape: Vec<AxisDecl>,
+    pub diff: bool,
+    /// `= 1`: the input is optional and defaults to this constant.
+    pub default: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamType {
+    Number,
+    Int,
+    Enum(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamDecl {
+    pub name: Ident,
+    pub ty: ParamType,
+    pub default: Expr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+impl BinOp {
+    /// The op-table name the operator lowers to.
+    pub fn op_name(self) -> &'static str {
+        match self {
+            BinOp::Add => "add",
+            BinOp::Sub => "sub",
+            BinOp::Mul => "mul",
+            BinOp::Div => "div",
+            BinOp::Pow => "pow",
+            BinOp::Gt => "gt",
+            BinOp::Lt => "lt",
+            BinOp::Ge => "ge",
+            BinOp::Le => "le",
+            BinOp::Eq => "eq",
+            BinOp::Ne => "ne",
+            BinOp::And => "and",
+            BinOp::Or => "or",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ExprKind {
+    Number(f64),
+    Name(String),
+    AxisList(Vec<Ident>),
+    Neg(Box<Expr>),
+    Not(Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    Call {
+        name: Ident,
+        args: Vec<Expr>,
+        kwargs: Vec<(Ident, Expr)>,
+    },
+    Match {
+        scrutinee: Ident,
+        arms: Vec<(Ident, Expr)>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}

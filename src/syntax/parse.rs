@@ -1,0 +1,375 @@
+//! Parsing: source text in, [`ast::File`] plus diagnostics out, using the pest grammar in
+//! `grammar/loss.pest`. A syntax error does not end parsing: the file is re-parsed item by item
+//! (`loss`, `fn`, `use` at the start of a line) so every broken item is reported and the good
+//! ones still reach the checker. Never panics on any input text.
+
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser;
+
+use crate::syntax::ast::*;
+use crate::syntax::diag::{Diagnostic, Diagnostics, FileId};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/loss.pest"]
+struct LossParser;
+
+/// Parses one file. Syntax errors go to `diags`; the returned AST holds every item that parsed.
+pub fn parse_file(file: FileId, src: &str, diags: &mut Diagnostics) -> File {
+    let mut out = File::default();
+    match LossParser::parse(Rule::file, src) {
+        Ok(mut pairs) => {
+            if let Some(p) = pairs.next() {
+                collect_items(p, file, 0, &mut out);
+            }
+        }
+        Err(_) => {
+            // Recover: parse each top-level chunk on its own so all broken items are reported.
+            for (start, end) in chunks(src) {
+                let text = &src[start..end];
+                match LossParser::parse(Rule::file, text) {
+                    Ok(mut pairs) => {
+                        if let Some(p) = pairs.next() {
+                            collect_items(p, file, start, &mut out);
+                        }
+                    }
+                    Err(e) => diags.push(syntax_error(&e, file, start, text)),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Byte ranges of the top-level items: a new chunk starts at each line whose first word is
+/// `loss`, `fn` or `use`.
+fn chunks(src: &str) -> Vec<(usize, usize)> {
+    let mut starts = vec![0];
+    let mut offset = 0;
+    for line in src.split_inclusive('\n') {
+        let t = line.trim_start();
+        let word: String = t.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if offset > 0 && matches!(word.as_str(), "loss" | "fn" | "use") {
+            starts.push(offset + (line.len() - t.len()));
+        }
+        offset += line.len();
+    }
+    let mut out = Vec::new();
+    for (i, &s) in starts.iter().enumerate() {
+        let e = starts.get(i + 1).copied().unwrap_or(src.len());
+        out.push((s, e));
+    }
+    out
+}
+
+fn describe(rule: &Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "end of file",
+        Rule::use_item | Rule::fn_item | Rule::loss_item => "`loss`, `fn` or `use`",
+        Rule::ident => "a name",
+        Rule::number | Rule::signed_number => "a number",
+        Rule::expr | Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr
+        | Rule::mul_expr | Rule::unary | Rule::power | Rule::paren | Rule::call
+        | Rule::axis_list | Rule::match_expr => "an expression",
+        Rule::shape => "a shape such as `[B, C, ..S]`",
+        Rule::axis_decl => "an axis name",
+        Rule::input_decl => "`input`",
+        Rule::param_decl => "`param`",
+        Rule::let_stmt => "`let`",
+        Rule::return_stmt => "`return`",
+        Rule::diff_mark => "`diff`",
+        Rule::param_type | Rule::variants | Rule::int_type => "a parameter type",
+        Rule::fn_params => "parameter names",
+        Rule::fn_short => "`=`",
+        Rule::block => "`{`",
+        Rule::kwarg => "`name = value`",
+        Rule::match_arm => "a match arm `option => expr`",
+        Rule::or_op | Rule::and_op | Rule::cmp_op | Rule::add_op | Rule::mul_op | Rule::pow_op => {
+            "an operator"
+        }
+        Rule::unary_op => "`-` or `!`",
+        _ => "something else",
+    }
+}
+
+fn syntax_error(e: &pest::error::Error<Rule>, file: FileId, base: usize, text: &str) -> Diagnostic {
+    let (s, end) = match e.location {
+        InputLocation::Pos(p) => (p, p),
+        InputLocation::Span((a, b)) => (a, b),
+    };
+    // Mark the offending token (up to the next whitespace), or one character.
+    let tok_end = if end > s {
+        end
+    } else {
+        let rest = &text[s.min(text.len())..];
+        let n = rest
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace())
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
+        s + n.clamp(usize::from(!rest.is_empty()), 24)
+    };
+    let found = text.get(s..tok_end).unwrap_or("").trim();
+    let mut expected: Vec<&str> = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.iter().map(describe).collect(),
+        ErrorVariant::CustomError { .. } => vec![],
+    };
+    expected.sort();
+    expected.dedup();
+    let found_txt = if found.is_empty() { "end of input".to_string() } else { format!("`{found}`") };
+    let message = format!("unexpected {found_txt}");
+    let span = Span { file, start: base + s, end: base + tok_end.min(text.len()) };
+    let mut d = Diagnostic::new("E0001", span, message).label(if expected.is_empty() {
+        "not valid here".to_string()
+    } else {
+        format!("expected {}", expected.join(" or "))
+    });
+    if found == "=" || found.starts_with('=') {
+        d = d.help("bindings are written `let name = expr`; keyword arguments `name = value` go inside a call's parentheses");
+    } else if expected.contains(&"`return`") {
+        d = d.help("a loss or function body is `let` bindings followed by `return expr`");
+    }
+    d
+}
+
+fn sp(p: &Pair<Rule>, file: FileId, base: usize) -> Span {
+    let s = p.as_span();
+    Span { file, start: base + s.start(), end: base + s.end() }
+}
+
+fn ident(p: Pair<Rule>, file: FileId, base: usize) -> Ident {
+    Ident { name: p.as_str().to_string(), span: sp(&p, file, base) }
+}
+
+fn collect_items(p: Pair<Rule>, file: FileId, base: usize, out: &mut File) {
+    for item in p.into_inner() {
+        match item.as_rule() {
+            Rule::use_item => {
+                for i in item.into_inner() {
+                    out.uses.push(ident(i, file, base));
+                }
+            }
+            Rule::fn_item => out.fns.push(fn_item(item, file, base)),
+            Rule::loss_item => out.losses.push(loss_item(item, file, base)),
+            _ => {}
+        }
+    }
+}
+
+fn fn_item(p: Pair<Rule>, file: FileId, base: usize) -> FnDef {
+    let mut inner = p.into_inner();
+    let name = ident(inner.next().expect("grammar: fn name"), file, base);
+    let mut params = Vec::new();
+    let mut body = None;
+    for q in inner {
+        match q.as_rule() {
+            Rule::fn_params => params = q.into_inner().map(|i| ident(i, file, base)).collect(),
+            Rule::fn_short => {
+                let e = expr(q.into_inner().next().expect("grammar: fn expr"), file, base);
+                body = Some(Body { lets: vec![], result: e });
+            }
+            Rule::block => body = Some(block(q, file, base)),
+            _ => {}
+        }
+    }
+    FnDef { name, params, body: body.expect("grammar: fn body") }
+}
+
+fn block(p: Pair<Rule>, file: FileId, base: usize) -> Body {
+    let mut lets = Vec::new();
+    let mut result = None;
+    for q in p.into_inner() {
+        match q.as_rule() {
+            Rule::let_stmt => lets.push(let_stmt(q, file, base)),
+            Rule::return_stmt => result = Some(expr(q.into_inner().next().expect("grammar"), file, base)),
+            _ => {}
+        }
+    }
+    Body { lets, result: result.expect("grammar: return") }
+}
+
+fn let_stmt(q: Pair<Rule>, file: FileId, base: usize) -> (Ident, Expr) {
+    let mut i = q.into_inner();
+    let n = ident(i.next().expect("grammar"), file, base);
+    let e = expr(i.next().expect("grammar"), file, base);
+    (n, e)
+}
+
+fn loss_item(p: Pair<Rule>, file: FileId, base: usize) -> LossDef {
+    let mut inner = p.into_inner();
+    let name = ident(inner.next().expect("grammar: loss name"), file, base);
+    let mut inputs = Vec::new();
+    let mut params = Vec::new();
+    let mut lets = Vec::new();
+    let mut result = None;
+    for q in inner {
+        match q.as_rule() {
+            Rule::input_decl => inputs.push(input_decl(q, file, base)),
+            Rule::param_decl => params.push(param_decl(q, file, base)),
+            Rule::let_stmt => lets.push(let_stmt(q, file, base)),
+            Rule::return_stmt => result = Some(expr(q.into_inner().next().expect("grammar"), file, base)),
+            _ => {}
+        }
+    }
+    LossDef { name, inputs, params, body: Body { lets, result: result.expect("grammar: return") } }
+}
+
+fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
+    let mut inner = p.into_inner();
+    let name = ident(inner.next().expect("grammar"), file, base);
+    let mut shape = Vec::new();
+    let mut diff = false;
+    let mut default = None;
+    for q in inner {
+        match q.as_rule() {
+            Rule::shape => {
+                for a in q.into_inner() {
+                    let mut pack = false;
+                    let mut nm = None;
+                    for x in a.into_inner() {
+                        match x.as_rule() {
+                            Rule::pack_mark => pack = true,
+                            Rule::ident => nm = Some(ident(x, file, base)),
+                            _ => {}
+                        }
+                    }
+                    shape.push(AxisDecl { name: nm.expect("grammar: axis"), pack });
+                }
+            }
+            Rule::diff_mark => diff = true,
+            Rule::signed_number => default = q.as_str().parse::<f64>().ok(),
+            _ => {}
+        }
+    }
+    InputDecl { name, shape, diff, default }
+}
+
+fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
+    let mut inner = p.into_inner();
+    let name = ident(inner.next().expect("grammar"), file, base);
+    let mut ty = ParamType::Number;
+    let mut default = None;
+    for q in inner {
+        match q.as_rule() {
+            Rule::param_type => {
+                let t = q.into_inner().next().expect("grammar");
+                ty = match t.as_rule() {
+                    Rule::int_type => ParamType::Int,
+                    _ => ParamType::Enum(t.into_inner().map(|i| i.as_str().to_string()).collect()),
+                };
+            }
+            Rule::expr => default = Some(expr(q, file, base)),
+            _ => {}
+        }
+    }
+    ParamDecl { name, ty, default: default.expect("grammar: default") }
+}
+
+fn mk(kind: ExprKind, span: Span) -> Expr {
+    Expr { kind, span }
+}
+
+fn join(a: Span, b: Span) -> Span {
+    Span { file: a.file, start: a.start.min(b.start), end: a.end.max(b.end) }
+}
+
+fn binop(s: &str) -> BinOp {
+    match s {
+        "+" => BinOp::Add,
+        "-" => BinOp::Sub,
+        "*" => BinOp::Mul,
+        "/" => BinOp::Div,
+        "^" => BinOp::Pow,
+        ">" => BinOp::Gt,
+        "<" => BinOp::Lt,
+        ">=" => BinOp::Ge,
+        "<=" => BinOp::Le,
+        "==" => BinOp::Eq,
+        "!=" => BinOp::Ne,
+        "&" => BinOp::And,
+        _ => BinOp::Or,
+    }
+}
+
+fn expr(p: Pair<Rule>, file: FileId, base: usize) -> Expr {
+    let span = sp(&p, file, base);
+    match p.as_rule() {
+        Rule::expr | Rule::paren => {
+            let inner = p.into_inner().next().expect("grammar");
+            let mut e = expr(inner, file, base);
+            e.span = span;
+            e
+        }
+        Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr => {
+            let mut inner = p.into_inner();
+            let mut acc = expr(inner.next().expect("grammar"), file, base);
+            while let Some(op) = inner.next() {
+                let rhs = expr(inner.next().expect("grammar"), file, base);
+                let s = join(acc.span, rhs.span);
+                acc = mk(ExprKind::Binary(binop(op.as_str()), Box::new(acc), Box::new(rhs)), s);
+            }
+            acc
+        }
+        Rule::unary => {
+            let parts: Vec<Pair<Rule>> = p.into_inner().collect();
+            let (ops, last) = parts.split_at(parts.len() - 1);
+            let mut e = expr(last[0].clone(), file, base);
+            for op in ops.iter().rev() {
+                let s = join(sp(op, file, base), e.span);
+                e = if op.as_str() == "-" {
+                    mk(ExprKind::Neg(Box::new(e)), s)
+                } else {
+                    mk(ExprKind::Not(Box::new(e)), s)
+                };
+            }
+            e
+        }
+        Rule::power => {
+            let mut inner = p.into_inner();
+            let lhs = expr(inner.next().expect("grammar"), file, base);
+            match (inner.next(), inner.next()) {
+                (Some(_), Some(rhs)) => {
+                    let rhs = expr(rhs, file, base);
+                    mk(ExprKind::Binary(BinOp::Pow, Box::new(lhs), Box::new(rhs)), span)
+                }
+                _ => lhs,
+            }
+        }
+        Rule::number => mk(ExprKind::Number(p.as_str().parse::<f64>().unwrap_or(f64::NAN)), span),
+        Rule::ident => mk(ExprKind::Name(p.as_str().to_string()), span),
+        Rule::axis_list => {
+            mk(ExprKind::AxisList(p.into_inner().map(|i| ident(i, file, base)).collect()), span)
+        }
+        Rule::call => {
+            let mut inner = p.into_inner();
+            let name = ident(inner.next().expect("grammar"), file, base);
+            let mut args = Vec::new();
+            let mut kwargs = Vec::new();
+            for a in inner {
+                if a.as_rule() == Rule::kwarg {
+                    let mut k = a.into_inner();
+                    let kn = ident(k.next().expect("grammar"), file, base);
+                    let kv = expr(k.next().expect("grammar"), file, base);
+                    kwargs.push((kn, kv));
+                } else {
+                    args.push(expr(a, file, base));
+                }
+            }
+            mk(ExprKind::Call { name, args, kwargs }, span)
+        }
+        Rule::match_expr => {
+            let mut inner = p.into_inner();
+            let scrutinee = ident(inner.next().expect("grammar"), file, base);
+            let arms = inner
+                .map(|arm| {
+                    let mut a = arm.into_inner();
+                    let n = ident(a.next().expect("grammar"), file, base);
+                    let e = expr(a.next().expect("grammar"), file, base);
+                    (n, e)
+                })
+                .collect();
+            mk(ExprKind::Match { scrutinee, arms }, span)
+        }
+        _ => mk(ExprKind::Number(f64::NAN), span),
+    }
+}

@@ -1,0 +1,37 @@
+//! Shared test helpers: reading golden files and building calls from them.
+#![allow(dead_code)]
+
+use losslang::ndarray::{ArrayD, IxDyn};
+use losslang::{Library, Loss};
+use serde_json::Value;
+
+pub fn golden(name: &str) -> Value {
+    let path = format!("{}/tests/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("golden JSON")
+}
+
+pub fn array(v: &Value) -> ArrayD<f64> {
+    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap()
+}
+
+/// The standard loss with a case's parameters applied.
+pub fn loss_for(name: &str, case: &Value) -> Loss {
+    let mut loss = Library::standard().get(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Some(params) = case["params"].as_object() {
+        for (k, v) in params {
+            loss = match v {
+                Value::String(s) => loss.set(k, s.as_str()),
+                _ => loss.set(k, v.as_f64().unwrap()),
+            }
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    loss
+}
+
+pub fn inputs(case: &Value) -> Vec<(String, ArrayD<f64>)> {
+    case["inputs"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), array(v))).collect()
+}
