@@ -1,1 +1,509 @@
-fn main(){}
+//! `lossc`: the command line. A client of the embedding API only (no access to internals beyond
+//! what `losslang` exports). Subcommands: `check`, `eval`, `graph`, `bench`, `list`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use losslang::api::gradcheck::Rng;
+use losslang::ir::graph::Graph;
+use losslang::ndarray::{ArrayD, IxDyn};
+use losslang::ops::math::Real;
+use losslang::{Error, GradcheckOptions, Library, Loss, ParamValue, Stage};
+use serde_json::{json, Map, Value};
+
+#[derive(Parser)]
+#[command(name = "lossc", version, about = "Check, evaluate, inspect and time segmentation losses written in the losslang language")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Dtype {
+    F32,
+    F64,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum StageArg {
+    Parsed,
+    Autodiff,
+    Optimised,
+    Fused,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse, type-check, differentiate and finite-difference-check .loss files (directories recurse).
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0x5EED)]
+        seed: u64,
+        /// Largest accepted max|fd - grad| / max|grad|.
+        #[arg(long, default_value_t = 1e-6)]
+        tolerance: f64,
+        /// Print every trial, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Evaluate a loss (a .loss file or a standard-library name) on inputs; prints JSON.
+    Eval {
+        file: String,
+        /// JSON object mapping input names to {"shape": [...], "data": [...]} (a golden case object also works).
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+        /// NAME=FILE.npy (repeatable), in place of or in addition to --inputs.
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        npy: Vec<String>,
+        /// NAME=VALUE parameter (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        #[arg(long, value_enum, default_value = "f64")]
+        dtype: Dtype,
+        /// Include the gradient of every differentiable input.
+        #[arg(long)]
+        grad: bool,
+        /// Let NaN/Inf inputs through instead of rejecting them.
+        #[arg(long)]
+        no_check_finite: bool,
+    },
+    /// Print the IR of a loss at a stage (text, or Graphviz with --dot).
+    Graph {
+        file: String,
+        #[arg(long, value_enum, default_value = "optimised")]
+        stage: StageArg,
+        #[arg(long)]
+        dot: bool,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Treat these optional inputs as given (by default they take their declared constant).
+        #[arg(long = "with", value_name = "INPUT")]
+        with: Vec<String>,
+    },
+    /// Time value_and_grad on random inputs; prints JSON.
+    Bench {
+        file: String,
+        /// B,C,D1,...,Dn
+        #[arg(long, value_delimiter = ',', required = true)]
+        shape: Vec<usize>,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// List the standard library's losses with their inputs and parameters.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Check { paths, seed, tolerance, verbose } => check(&paths, seed, tolerance, verbose),
+        Cmd::Eval { file, inputs, npy, set, dtype, grad, no_check_finite } => eval(&file, inputs.as_deref(), &npy, &set, dtype, grad, !no_check_finite),
+        Cmd::Graph { file, stage, dot, set, with } => graph(&file, stage, dot, &set, &with),
+        Cmd::Bench { file, shape, dtype, threads, iters, set } => bench(&file, &shape, dtype, threads, iters, &set),
+        Cmd::List => list(),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", e.to_string().trim_end());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A `.loss` path, or the name of a standard loss.
+fn load(file: &str) -> Result<Loss, Error> {
+    let p = Path::new(file);
+    if p.exists() || file.ends_with(".loss") {
+        Loss::from_file(p)
+    } else {
+        Library::standard().get(file)
+    }
+}
+
+fn parse_value(v: &str) -> ParamValue {
+    match v.trim().parse::<f64>() {
+        Ok(x) => ParamValue::Number(x),
+        Err(_) => ParamValue::Text(v.trim().to_string()),
+    }
+}
+
+fn apply_sets(mut loss: Loss, sets: &[String]) -> Result<Loss, Error> {
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(Error::Param(format!("--set takes NAME=VALUE, got `{s}`")));
+        };
+        loss = loss.set(k.trim(), parse_value(v))?;
+    }
+    Ok(loss)
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().and_then(|x| x.to_str()) == Some("loss") {
+                collect(&e, out)?;
+            }
+        }
+        Ok(())
+    } else if path.exists() {
+        out.push(path.to_path_buf());
+        Ok(())
+    } else {
+        Err(Error::Io(format!("no such file or directory: {}", path.display())))
+    }
+}
+
+fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<ExitCode, Error> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files)?;
+    }
+    let opts = GradcheckOptions { seed, tolerance, ..Default::default() };
+    let (mut ok, mut failed) = (0, 0);
+    for f in &files {
+        let losses = match Loss::all_in_file(f) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{}", e.to_string().trim_end());
+                println!("FAIL  {}: does not compile", f.display());
+                failed += 1;
+                continue;
+            }
+        };
+        if losses.is_empty() {
+            println!("ok    {}: helpers only (no loss), parses", f.display());
+            ok += 1;
+            continue;
+        }
+        for loss in losses {
+            match loss.gradcheck(&opts) {
+                Ok(rep) => {
+                    let status = if rep.passed { "ok  " } else { "FAIL" };
+                    println!(
+                        "{status}  {}: `{}`  gradients: {}  worst rel. gradient error {:.1e} over {} trials",
+                        f.display(),
+                        rep.loss,
+                        rep.grad_inputs.join(", "),
+                        rep.worst_rel_err,
+                        rep.trials.len()
+                    );
+                    for t in &rep.trials {
+                        if verbose || !t.passed {
+                            let err = match t.max_rel_err {
+                                Some(e) => format!("fd rel. err {e:.1e}"),
+                                None => "finite check".to_string(),
+                            };
+                            println!(
+                                "        {:<18} {:<16} value {:<12.6e} {err}{}",
+                                t.name,
+                                format!("{:?}", t.shape),
+                                t.value,
+                                if t.passed { "" } else if !t.finite { "  NON-FINITE" } else { "  TOO LARGE" }
+                            );
+                        }
+                    }
+                    if rep.passed {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{}", e.to_string().trim_end());
+                    println!("FAIL  {}: `{}` could not be evaluated", f.display(), loss.name());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    println!("{ok} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
+    let bad = |m: &str| Error::Json(format!("input `{name}`: {m}"));
+    let shape: Vec<usize> = v
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| bad("needs a \"shape\" array"))?
+        .iter()
+        .map(|x| x.as_u64().map(|u| u as usize).ok_or_else(|| bad("\"shape\" holds a non-integer")))
+        .collect::<Result<_, _>>()?;
+    let data: Vec<f64> = v
+        .get("data")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| bad("needs a \"data\" array"))?
+        .iter()
+        .map(|x| x.as_f64().ok_or_else(|| bad("\"data\" holds a non-number (NaN and Inf cannot be written in JSON)")))
+        .collect::<Result<_, _>>()?;
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(bad(&format!("shape {shape:?} has {n} elements but \"data\" has {}", data.len())));
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| bad(&e.to_string()))
+}
+
+fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
+    use losslang::ndarray::ArrayD as A;
+    let err = |e: String| Error::Io(format!("input `{name}`: cannot read {path}: {e}"));
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if let Ok(a) = ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(&bytes)) {
+        let a: A<f64> = a;
+        return Ok(a);
+    }
+    match ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(&bytes)) {
+        Ok(a) => {
+            let a: A<f32> = a;
+            Ok(a.mapv(|x| x as f64))
+        }
+        Err(e) => Err(err(format!("{e} (expected a float32 or float64 .npy array)"))),
+    }
+}
+
+fn eval(file: &str, inputs: Option<&Path>, npy: &[String], sets: &[String], dtype: Dtype, grad: bool, check_finite: bool) -> Result<ExitCode, Error> {
+    let mut loss = load(file)?;
+    let mut arrays: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
+    if let Some(p) = inputs {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json(format!("{}: {e}", p.display())))?;
+        let obj = v.as_object().ok_or_else(|| Error::Json(format!("{}: expected a JSON object mapping input names to arrays", p.display())))?;
+        // A golden case object ({"inputs": {...}, "params": {...}, ...}) is accepted as well.
+        let ins = match obj.get("inputs").and_then(|x| x.as_object()) {
+            Some(inner) => {
+                if let Some(params) = obj.get("params").and_then(|x| x.as_object()) {
+                    for (k, pv) in params {
+                        let val = match pv {
+                            Value::String(s) => ParamValue::Text(s.clone()),
+                            other => ParamValue::Number(other.as_f64().ok_or_else(|| Error::Json(format!("parameter `{k}` is neither a number nor a string")))?),
+                        };
+                        loss = loss.set(k, val)?;
+                    }
+                }
+                inner
+            }
+            None => obj,
+        };
+        for (k, a) in ins {
+            arrays.insert(k.clone(), json_array(a, k)?);
+        }
+    }
+    for s in npy {
+        let Some((k, path)) = s.split_once('=') else {
+            return Err(Error::Io(format!("--input takes NAME=FILE.npy, got `{s}`")));
+        };
+        arrays.insert(k.to_string(), read_npy(k, path)?);
+    }
+    if arrays.is_empty() {
+        return Err(Error::Io("no inputs: pass --inputs CASE.json or --input NAME=FILE.npy".into()));
+    }
+    let loss = apply_sets(loss, sets)?;
+    let out = match dtype {
+        Dtype::F64 => run_eval::<f64>(&loss, &arrays, grad, check_finite)?,
+        Dtype::F32 => run_eval::<f32>(&loss, &arrays, grad, check_finite)?,
+    };
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval<T: Real>(loss: &Loss, arrays: &BTreeMap<String, ArrayD<f64>>, grad: bool, check_finite: bool) -> Result<Value, Error> {
+    let typed: Vec<(&str, ArrayD<T>)> = arrays.iter().map(|(k, a)| (k.as_str(), a.mapv(T::from_f64))).collect();
+    let shapes: Vec<(&str, &[usize])> = typed.iter().map(|(k, a)| (*k, a.shape())).collect();
+    let mut plan = loss.compile::<T>(&shapes)?;
+    plan.set_check_finite(check_finite);
+    let views: Vec<(&str, _)> = typed.iter().map(|(k, a)| (*k, a.view())).collect();
+    let out = plan.value_and_grad(&views)?;
+    if !out.value.is_finite() {
+        eprintln!("warning: the loss value is not finite ({})", out.value);
+    }
+    let mut res = Map::new();
+    res.insert("value".into(), json!(out.value.to_f64()));
+    if grad {
+        let mut g = Map::new();
+        for (name, arr) in &out.grads {
+            let data: Vec<f64> = arr.iter().map(|x| x.to_f64()).collect();
+            g.insert(name.clone(), json!({"shape": arr.shape(), "data": data}));
+        }
+        res.insert("grad".into(), Value::Object(g));
+    }
+    Ok(Value::Object(res))
+}
+
+fn graph(file: &str, stage: StageArg, dot: bool, sets: &[String], with: &[String]) -> Result<ExitCode, Error> {
+    let loss = apply_sets(load(file)?, sets)?;
+    let stage = match stage {
+        StageArg::Parsed => Stage::Parsed,
+        StageArg::Autodiff => Stage::Autodiff,
+        StageArg::Optimised => Stage::Optimised,
+        StageArg::Fused => {
+            return Err(Error::Param("the `fused` stage comes with the fused executor, which is not built yet; use parsed, autodiff or optimised".into()))
+        }
+    };
+    for w in with {
+        if !loss.inputs().iter().any(|i| &i.name == w && i.default.is_some()) {
+            return Err(Error::Param(format!("--with `{w}`: `{}` has no optional input of that name", loss.name())));
+        }
+    }
+    let absent: Vec<usize> = loss.inputs().iter().enumerate().filter(|(_, i)| i.default.is_some() && !with.contains(&i.name)).map(|(k, _)| k).collect();
+    let sg = loss.stage(stage, &absent)?;
+    let names: Vec<String> = loss.inputs().iter().map(|i| i.name.clone()).collect();
+    if dot {
+        print!("{}", to_dot(&sg.graph, &sg.roots, &names, loss.name()));
+    } else {
+        print!("{}", to_text(&sg.graph, &sg.roots, &names, loss.name()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn live_nodes(g: &Graph, roots: &[(String, u32)]) -> Vec<u32> {
+    let r: Vec<u32> = roots.iter().map(|x| x.1).collect();
+    let live = g.reachable(&r);
+    (0..g.len() as u32).filter(|&i| live[i as usize]).collect()
+}
+
+fn input_name(g: &Graph, id: u32, names: &[String]) -> Option<String> {
+    match g.node(id).attr {
+        losslang::ir::graph::Attr::Input(i) if g.node(id).op == losslang::ops::Op::Input => names.get(i as usize).cloned(),
+        _ => None,
+    }
+}
+
+fn to_text(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> String {
+    let nodes = live_nodes(g, roots);
+    let mut s = format!("# {loss}: {} nodes, axes {}\n", nodes.len(), g.space.fmt(g.space.all()));
+    for id in nodes {
+        s.push_str(&g.describe(id));
+        if let Some(n) = input_name(g, id, names) {
+            s.push_str(&format!("  # {n}"));
+        }
+        s.push('\n');
+    }
+    for (n, r) in roots {
+        s.push_str(&format!("{n} = %{r}\n"));
+    }
+    s
+}
+
+fn to_dot(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> String {
+    let mut s = format!("digraph \"{loss}\" {{\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\"];\n");
+    for id in live_nodes(g, roots) {
+        let d = g.describe(id);
+        let label = d.split_once(" = ").map(|x| x.1).unwrap_or(&d).replace('"', "'");
+        let label = match input_name(g, id, names) {
+            Some(n) => format!("{n}\\n{label}"),
+            None => label,
+        };
+        s.push_str(&format!("  n{id} [label=\"%{id}: {label}\"];\n"));
+        for a in &g.node(id).args {
+            s.push_str(&format!("  n{a} -> n{id};\n"));
+        }
+    }
+    for (n, r) in roots {
+        s.push_str(&format!("  \"{n}\" [shape=ellipse];\n  n{r} -> \"{n}\";\n"));
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn bench(file: &str, shape: &[usize], dtype: Dtype, threads: usize, iters: usize, sets: &[String]) -> Result<ExitCode, Error> {
+    let loss = apply_sets(load(file)?, sets)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().map_err(|e| Error::Io(e.to_string()))?;
+    let out = pool.install(|| match dtype {
+        Dtype::F32 => run_bench::<f32>(&loss, shape, threads, iters),
+        Dtype::F64 => run_bench::<f64>(&loss, shape, threads, iters),
+    })?;
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench<T: Real>(loss: &Loss, shape: &[usize], threads: usize, iters: usize) -> Result<Value, Error> {
+    let mut rng = Rng::new(7);
+    let n: usize = shape.iter().product();
+    let mut arrays: Vec<(String, ArrayD<T>)> = Vec::new();
+    for inp in loss.inputs() {
+        if inp.default.is_some() {
+            continue;
+        }
+        let data: Vec<T> = if inp.diff {
+            (0..n).map(|_| T::from_f64(2.0 * rng.normal())).collect()
+        } else {
+            (0..n).map(|_| T::from_f64(if rng.uniform() < 0.3 { 1.0 } else { 0.0 })).collect()
+        };
+        arrays.push((inp.name.clone(), ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Io(e.to_string()))?));
+    }
+    let shapes: Vec<(&str, &[usize])> = arrays.iter().map(|(k, _)| (k.as_str(), shape)).collect();
+    let t0 = Instant::now();
+    let mut plan = loss.compile::<T>(&shapes)?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let views: Vec<(&str, _)> = arrays.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
+    for _ in 0..2 {
+        plan.value_and_grad(&views)?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    let mut value = 0.0;
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        let out = plan.value_and_grad(&views)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        value = out.value.to_f64();
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let bytes = ((arrays.len() + plan.grad_inputs().len()) * n * std::mem::size_of::<T>()) as f64;
+    Ok(json!({
+        "loss": loss.name(),
+        "dtype": T::NAME,
+        "shape": shape,
+        "elements": n,
+        "threads": threads,
+        "iters": times.len(),
+        "median_ms": median,
+        "min_ms": times[0],
+        "passes": plan.passes(),
+        "effective_gb_per_s": bytes / (median * 1e-3) / 1e9,
+        "compile_ms": compile_ms,
+        "executor": "reference",
+        "value": value,
+    }))
+}
+
+fn list() -> Result<ExitCode, Error> {
+    let lib = Library::standard();
+    for name in lib.names() {
+        let loss = lib.get(name)?;
+        let sig = loss.signature();
+        let ins: Vec<String> = sig
+            .inputs
+            .iter()
+            .map(|i| {
+                let mut s = format!("{}: {}", i.name, sig.shape_text(i));
+                if i.diff {
+                    s.push_str(" diff");
+                }
+                if let Some(d) = i.default {
+                    s.push_str(&format!(" = {d}"));
+                }
+                s
+            })
+            .collect();
+        let ps: Vec<String> = sig.params.iter().map(|p| format!("{} = {}", p.name, p.default)).collect();
+        println!("{name}({})  {}", ins.join(", "), ps.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

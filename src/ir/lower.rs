@@ -342,7 +342,7 @@ fn check_differentiable(l: &Lowered, diags: &mut Diagnostics, sources: &crate::s
             let why = match blocker.and_then(|b| l.origins.get(&b).map(|s| (b, s))) {
                 Some((b, s)) => {
                     let (line, col) = sources.line_col(s.file, s.start);
-                    format!("it only flows through `{}` (line {line}, column {col}), which has no derivative; use a smooth op, or wrap the path in `stop_grad` and drop `diff` if this is intended", g.node(b).op.name())
+                    format!("it only flows through `{}` (line {line}, column {col}), which has no derivative; use a smooth op, or wrap the path in `stop_grad` and drop `diff` if this is intended", op_symbol(g.node(b).op))
                 }
                 None if !dep[l.result as usize] => "the result does not use it at all".to_string(),
                 None => "every path to the result passes through a non-differentiable op".to_string(),
@@ -350,6 +350,22 @@ fn check_differentiable(l: &Lowered, diags: &mut Diagnostics, sources: &crate::s
             d = d.help(why);
             diags.push(d);
         }
+    }
+}
+
+/// How an op is written in source (operators by their symbol).
+fn op_symbol(op: Op) -> &'static str {
+    match op {
+        Op::Gt => ">",
+        Op::Lt => "<",
+        Op::Ge => ">=",
+        Op::Le => "<=",
+        Op::Eq => "==",
+        Op::Ne => "!=",
+        Op::And => "&",
+        Op::Or => "|",
+        Op::Not => "!",
+        other => other.name(),
     }
 }
 
