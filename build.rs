@@ -11,7 +11,11 @@ fn main() {
                 .filter_map(|e| {
                     let p = e.path();
                     (p.extension().and_then(|x| x.to_str()) == Some("loss"))
-                        .then(|| p.file_stem().and_then(|s| s.to_str()).map(|s| s.to_string()))
+                        .then(|| {
+                            p.file_stem()
+                                .and_then(|s| s.to_str())
+                                .map(|s| s.to_string())
+                        })
                         .flatten()
                 })
                 .collect()

@@ -19,17 +19,34 @@ pub enum Error {
     #[error("unknown loss `{name}`{hint}")]
     UnknownLoss { name: String, hint: String },
     #[error("unknown input `{name}`: `{loss}` takes {expected}")]
-    UnknownInput { name: String, loss: String, expected: String },
+    UnknownInput {
+        name: String,
+        loss: String,
+        expected: String,
+    },
     #[error("missing input `{name}` of `{loss}` (shape {expected})")]
-    MissingInput { name: String, loss: String, expected: String },
+    MissingInput {
+        name: String,
+        loss: String,
+        expected: String,
+    },
     #[error("input `{input}` is given twice")]
     DuplicateInput { input: String },
     #[error("input `{input}`: {detail} (expected shape {expected}, received {received:?})")]
-    Shape { input: String, expected: String, received: Vec<usize>, detail: String },
+    Shape {
+        input: String,
+        expected: String,
+        received: Vec<usize>,
+        detail: String,
+    },
     #[error("{0}")]
     Param(String),
     #[error("input `{input}` holds a non-finite value ({value}) at flat index {index}; losses reject NaN and Inf inputs")]
-    NonFinite { input: String, index: usize, value: f64 },
+    NonFinite {
+        input: String,
+        index: usize,
+        value: f64,
+    },
     #[error("{0}")]
     Io(String),
     #[error("{0}")]

@@ -6,11 +6,18 @@ use std::process::{Command, Output};
 mod common;
 
 fn lossc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lossc")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run lossc")
+    Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run lossc")
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn tmp(name: &str, contents: &str) -> PathBuf {
@@ -32,22 +39,46 @@ fn check_passes_on_the_standard_library() {
 
 #[test]
 fn check_fails_with_location_on_a_broken_file() {
-    let p = tmp("broken.loss", "loss broken {\n    input logits: [B, C, ..S] diff\n    return mean(sigmod(logits))\n}\n");
+    let p = tmp(
+        "broken.loss",
+        "loss broken {\n    input logits: [B, C, ..S] diff\n    return mean(sigmod(logits))\n}\n",
+    );
     let o = lossc(&["check", p.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(!o.status.success());
-    assert!(err.contains("broken.loss:3:17") && err.contains("did you mean `sigmoid`?"), "{err}");
+    assert!(
+        err.contains("broken.loss:3:17") && err.contains("did you mean `sigmoid`?"),
+        "{err}"
+    );
     assert!(out.contains("1 failed"), "{out}");
 }
 
 #[test]
 fn eval_matches_a_golden_case_in_both_dtypes() {
     let g = common::golden("tversky");
-    let case = g["cases"].as_array().unwrap().iter().find(|c| c["name"] == "rand_2x3x16x16_image").unwrap();
-    let p = tmp("tversky_case.json", &serde_json::to_string(&case["inputs"]).unwrap());
+    let case = g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "rand_2x3x16x16_image")
+        .unwrap();
+    let p = tmp(
+        "tversky_case.json",
+        &serde_json::to_string(&case["inputs"]).unwrap(),
+    );
     let want = case["value"].as_f64().unwrap();
     for (dtype, tol) in [("f64", 1e-12), ("f32", 1e-5)] {
-        let o = lossc(&["eval", "losses/tversky.loss", "--inputs", p.to_str().unwrap(), "--set", "reduction=image", "--dtype", dtype, "--grad"]);
+        let o = lossc(&[
+            "eval",
+            "losses/tversky.loss",
+            "--inputs",
+            p.to_str().unwrap(),
+            "--set",
+            "reduction=image",
+            "--dtype",
+            dtype,
+            "--grad",
+        ]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -57,15 +88,27 @@ fn eval_matches_a_golden_case_in_both_dtypes() {
         let gg = common::array(&v["grad"]["logits"]);
         assert_eq!(gw.shape(), gg.shape());
         let gmax = gw.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let worst = gw.iter().zip(gg.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(worst <= if dtype == "f64" { 1e-9 } else { 1e-3 } * gmax, "{dtype}: grad err {worst}");
+        let worst = gw
+            .iter()
+            .zip(gg.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= if dtype == "f64" { 1e-9 } else { 1e-3 } * gmax,
+            "{dtype}: grad err {worst}"
+        );
     }
 }
 
 #[test]
 fn eval_accepts_a_whole_golden_case_with_its_params() {
     let g = common::golden("focal");
-    let case = g["cases"].as_array().unwrap().iter().find(|c| c["name"] == "rand_2x1x16x16_a75g1p5").unwrap();
+    let case = g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "rand_2x1x16x16_a75g1p5")
+        .unwrap();
     let p = tmp("focal_case.json", &serde_json::to_string(case).unwrap());
     let o = lossc(&["eval", "focal", "--inputs", p.to_str().unwrap()]);
     let (out, err) = text(&o);
@@ -79,11 +122,26 @@ fn eval_accepts_a_whole_golden_case_with_its_params() {
 fn eval_reads_npy_inputs() {
     let dir = std::env::temp_dir().join(format!("lossc-npy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let logits = losslang::ndarray::ArrayD::<f32>::from_shape_vec(vec![1, 1, 2, 2], vec![0.5, -1.0, 2.0, 0.0]).unwrap();
-    let target = losslang::ndarray::ArrayD::<f64>::from_shape_vec(vec![1, 1, 2, 2], vec![1.0, 0.0, 1.0, 0.0]).unwrap();
+    let logits = losslang::ndarray::ArrayD::<f32>::from_shape_vec(
+        vec![1, 1, 2, 2],
+        vec![0.5, -1.0, 2.0, 0.0],
+    )
+    .unwrap();
+    let target = losslang::ndarray::ArrayD::<f64>::from_shape_vec(
+        vec![1, 1, 2, 2],
+        vec![1.0, 0.0, 1.0, 0.0],
+    )
+    .unwrap();
     ndarray_npy::write_npy(dir.join("z.npy"), &logits).unwrap();
     ndarray_npy::write_npy(dir.join("y.npy"), &target).unwrap();
-    let o = lossc(&["eval", "bce", "--input", &format!("logits={}", dir.join("z.npy").display()), "--input", &format!("target={}", dir.join("y.npy").display())]);
+    let o = lossc(&[
+        "eval",
+        "bce",
+        "--input",
+        &format!("logits={}", dir.join("z.npy").display()),
+        "--input",
+        &format!("target={}", dir.join("y.npy").display()),
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -95,24 +153,49 @@ fn eval_reads_npy_inputs() {
 
 #[test]
 fn eval_errors_are_clear() {
-    let p = tmp("bad_case.json", r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "target": {"shape": [1,2,2,2], "data": [0,0,0,0,0,0,0,0]}}"#);
+    let p = tmp(
+        "bad_case.json",
+        r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "target": {"shape": [1,2,2,2], "data": [0,0,0,0,0,0,0,0]}}"#,
+    );
     let o = lossc(&["eval", "dice", "--inputs", p.to_str().unwrap()]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
-    assert!(err.contains("input `target`") && err.contains("[1, 2, 2, 2]"), "{err}");
+    assert!(
+        err.contains("input `target`") && err.contains("[1, 2, 2, 2]"),
+        "{err}"
+    );
 
-    let p = tmp("extra_case.json", r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "target": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "weights": {"shape": [1], "data": [1]}}"#);
+    let p = tmp(
+        "extra_case.json",
+        r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "target": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "weights": {"shape": [1], "data": [1]}}"#,
+    );
     let (_, err) = text(&lossc(&["eval", "dice", "--inputs", p.to_str().unwrap()]));
     assert!(err.contains("unknown input `weights`"), "{err}");
 
-    let p = tmp("missing_case.json", r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}}"#);
+    let p = tmp(
+        "missing_case.json",
+        r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}}"#,
+    );
     let (_, err) = text(&lossc(&["eval", "dice", "--inputs", p.to_str().unwrap()]));
     assert!(err.contains("missing input `target`"), "{err}");
 
-    let p = tmp("ok_case.json", r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "target": {"shape": [1,1,2,2], "data": [0,0,0,0]}}"#);
-    let o = lossc(&["eval", "dice", "--inputs", p.to_str().unwrap(), "--set", "smoth=2"]);
+    let p = tmp(
+        "ok_case.json",
+        r#"{"logits": {"shape": [1,1,2,2], "data": [0,0,0,0]}, "target": {"shape": [1,1,2,2], "data": [0,0,0,0]}}"#,
+    );
+    let o = lossc(&[
+        "eval",
+        "dice",
+        "--inputs",
+        p.to_str().unwrap(),
+        "--set",
+        "smoth=2",
+    ]);
     let (_, err) = text(&o);
-    assert!(!o.status.success() && err.contains("parameter `smoth` is not declared by `dice`"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("parameter `smoth` is not declared by `dice`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -121,18 +204,33 @@ fn graph_prints_text_and_dot() {
         let o = lossc(&["graph", "losses/dice.loss", "--stage", stage]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{err}");
-        assert!(out.contains("sigmoid(") && out.contains("value = %"), "{stage}: {out}");
+        assert!(
+            out.contains("sigmoid(") && out.contains("value = %"),
+            "{stage}: {out}"
+        );
         if stage != "parsed" {
             assert!(out.contains("grad.logits = %"), "{out}");
         }
     }
     let (out, _) = text(&lossc(&["graph", "bce", "--dot", "--with", "mask"]));
-    assert!(out.starts_with("digraph") && out.contains("->") && out.contains("mask"), "{out}");
+    assert!(
+        out.starts_with("digraph") && out.contains("->") && out.contains("mask"),
+        "{out}"
+    );
 }
 
 #[test]
 fn bench_reports_json() {
-    let o = lossc(&["bench", "dice", "--shape", "2,1,32,32", "--iters", "3", "--threads", "2"]);
+    let o = lossc(&[
+        "bench",
+        "dice",
+        "--shape",
+        "2,1,32,32",
+        "--iters",
+        "3",
+        "--threads",
+        "2",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -6,7 +6,9 @@ use losslang::{Error, Loss};
 /// Compiles `src` as `t.loss` and returns the rendered diagnostics (panics if it compiles).
 fn errors(src: &str) -> (Vec<&'static str>, String) {
     match Loss::from_source_in("t.loss", src, None) {
-        Err(Error::Compile { rendered, codes, .. }) => (codes, rendered),
+        Err(Error::Compile {
+            rendered, codes, ..
+        }) => (codes, rendered),
         Err(e) => panic!("expected a compile error, got: {e}"),
         Ok(_) => panic!("expected a compile error, but it compiled"),
     }
@@ -14,9 +16,15 @@ fn errors(src: &str) -> (Vec<&'static str>, String) {
 
 fn expect(src: &str, code: &str, at: &str, parts: &[&str]) {
     let (codes, text) = errors(src);
-    assert!(codes.contains(&code), "expected {code} in {codes:?}:\n{text}");
+    assert!(
+        codes.contains(&code),
+        "expected {code} in {codes:?}:\n{text}"
+    );
     assert!(text.contains(&format!("error[{code}]")), "{text}");
-    assert!(text.contains(&format!("t.loss:{at}")), "expected location t.loss:{at} in:\n{text}");
+    assert!(
+        text.contains(&format!("t.loss:{at}")),
+        "expected location t.loss:{at} in:\n{text}"
+    );
     for p in parts {
         assert!(text.contains(p), "expected `{p}` in:\n{text}");
     }
@@ -41,83 +49,191 @@ fn e0001_syntax_error_reports_every_broken_item() {
 
 #[test]
 fn e0002_unknown_name_suggests() {
-    expect(&body("    return mean(sigmoid(logits) * targt)"), "E0002", "4:35", &["unknown name `targt`", "did you mean `target`?"]);
+    expect(
+        &body("    return mean(sigmoid(logits) * targt)"),
+        "E0002",
+        "4:35",
+        &["unknown name `targt`", "did you mean `target`?"],
+    );
 }
 
 #[test]
 fn e0003_unknown_function_suggests() {
-    expect(&body("    return mean(sigmod(logits))"), "E0003", "4:17", &["unknown function `sigmod`", "did you mean `sigmoid`?"]);
+    expect(
+        &body("    return mean(sigmod(logits))"),
+        "E0003",
+        "4:17",
+        &["unknown function `sigmod`", "did you mean `sigmoid`?"],
+    );
 }
 
 #[test]
 fn e0004_wrong_arity() {
-    expect(&body("    return mean(sigmoid(logits, target))"), "E0004", "4:17", &["`sigmoid` takes 1 argument(s), got 2"]);
+    expect(
+        &body("    return mean(sigmoid(logits, target))"),
+        "E0004",
+        "4:17",
+        &["`sigmoid` takes 1 argument(s), got 2"],
+    );
 }
 
 #[test]
 fn e0005_unknown_parameter_of_called_loss() {
-    let src = format!("use dice\n{}", body("    return dice(logits, target, smoth = 2)"));
-    expect(&src, "E0005", "5:33", &["parameter `smoth` is not declared by `dice`; it declares `smooth`, `reduction`", "did you mean `smooth`?"]);
+    let src = format!(
+        "use dice\n{}",
+        body("    return dice(logits, target, smoth = 2)")
+    );
+    expect(
+        &src,
+        "E0005",
+        "5:33",
+        &[
+            "parameter `smoth` is not declared by `dice`; it declares `smooth`, `reduction`",
+            "did you mean `smooth`?",
+        ],
+    );
 }
 
 #[test]
 fn e0006_axis_missing_from_argument() {
-    let src = format!("use dice\n{}", body("    return dice(logits, sum(target, over = [C]))"));
-    expect(&src, "E0006", "5:25", &["axis `C` is missing from `target`", "`dice` declares `target` with axes [B, C, S]"]);
+    let src = format!(
+        "use dice\n{}",
+        body("    return dice(logits, sum(target, over = [C]))")
+    );
+    expect(
+        &src,
+        "E0006",
+        "5:25",
+        &[
+            "axis `C` is missing from `target`",
+            "`dice` declares `target` with axes [B, C, S]",
+        ],
+    );
 }
 
 #[test]
 fn e0007_unknown_axis() {
-    expect(&body("    return mean(sum(logits, over = [K]))"), "E0007", "4:37", &["unknown axis `K`", "the loss's axes are B, C, S"]);
+    expect(
+        &body("    return mean(sum(logits, over = [K]))"),
+        "E0007",
+        "4:37",
+        &["unknown axis `K`", "the loss's axes are B, C, S"],
+    );
 }
 
 #[test]
 fn e0008_reduce_over_missing_axis() {
-    expect(&body("    return sum(sum(logits, over = [C]), over = [C, S])"), "E0008", "4:48", &["cannot reduce over [C]: the value has axes [B, S]"]);
+    expect(
+        &body("    return sum(sum(logits, over = [C]), over = [C, S])"),
+        "E0008",
+        "4:48",
+        &["cannot reduce over [C]: the value has axes [B, S]"],
+    );
 }
 
 #[test]
 fn e0009_not_differentiable() {
-    expect(&body("    return mean((logits > 0) * target)"), "E0009", "2:11", &["`logits` does not reach the result through differentiable operations", "it only flows through `>` (line 4, column 17)"]);
+    expect(
+        &body("    return mean((logits > 0) * target)"),
+        "E0009",
+        "2:11",
+        &[
+            "`logits` does not reach the result through differentiable operations",
+            "it only flows through `>` (line 4, column 17)",
+        ],
+    );
 }
 
 #[test]
 fn e0010_no_differentiable_input() {
-    expect("loss t {\n    input target: [B, C]\n    return mean(target)\n}\n", "E0010", "1:6", &["declares no differentiable input", "`input logits: [B, C, ..S] diff`"]);
+    expect(
+        "loss t {\n    input target: [B, C]\n    return mean(target)\n}\n",
+        "E0010",
+        "1:6",
+        &[
+            "declares no differentiable input",
+            "`input logits: [B, C, ..S] diff`",
+        ],
+    );
 }
 
 #[test]
 fn e0011_duplicate_definition() {
-    let src = format!("fn f(x) = x\nfn f(y) = y\n{}", body("    return mean(f(logits))"));
-    expect(&src, "E0011", "2:4", &["`f` is defined twice", "the first definition is at line 1, column 4"]);
+    let src = format!(
+        "fn f(x) = x\nfn f(y) = y\n{}",
+        body("    return mean(f(logits))")
+    );
+    expect(
+        &src,
+        "E0011",
+        "2:4",
+        &[
+            "`f` is defined twice",
+            "the first definition is at line 1, column 4",
+        ],
+    );
 }
 
 #[test]
 fn e0012_wrong_kind_of_value() {
-    expect(&body("    return mean(logits + [B])"), "E0012", "4:26", &["an operand of `+` must be a tensor, not an axis list"]);
+    expect(
+        &body("    return mean(logits + [B])"),
+        "E0012",
+        "4:26",
+        &["an operand of `+` must be a tensor, not an axis list"],
+    );
 }
 
 #[test]
 fn e0013_invalid_option() {
-    let src = format!("use dice\n{}", body("    return dice(logits, target, reduction = pixel)"));
-    expect(&src, "E0013", "5:45", &["`pixel` is not an option of `dice`'s parameter `reduction`", "expected one of batch | image | class"]);
+    let src = format!(
+        "use dice\n{}",
+        body("    return dice(logits, target, reduction = pixel)")
+    );
+    expect(
+        &src,
+        "E0013",
+        "5:45",
+        &[
+            "`pixel` is not an option of `dice`'s parameter `reduction`",
+            "expected one of batch | image | class",
+        ],
+    );
 }
 
 #[test]
 fn e0014_use_of_missing_file() {
     let src = format!("use nowhere\n{}", body("    return mean(logits)"));
-    expect(&src, "E0014", "1:5", &["cannot find `nowhere.loss`", "looks for `nowhere.loss` beside this file, then in the standard library"]);
+    expect(
+        &src,
+        "E0014",
+        "1:5",
+        &[
+            "cannot find `nowhere.loss`",
+            "looks for `nowhere.loss` beside this file, then in the standard library",
+        ],
+    );
 }
 
 #[test]
 fn e0015_recursion() {
     let src = format!("fn f(x) = f(x)\n{}", body("    return mean(f(logits))"));
-    expect(&src, "E0015", "1:11", &["`f` calls itself", "cannot recurse"]);
+    expect(
+        &src,
+        "E0015",
+        "1:11",
+        &["`f` calls itself", "cannot recurse"],
+    );
 }
 
 #[test]
 fn e0016_result_not_scalar() {
-    expect(&body("    return sum(logits, over = [S])"), "E0016", "4:12", &["has axes [B, C], but a loss must be a scalar", "reduce it"]);
+    expect(
+        &body("    return sum(logits, over = [S])"),
+        "E0016",
+        "4:12",
+        &["has axes [B, C], but a loss must be a scalar", "reduce it"],
+    );
 }
 
 #[test]
@@ -129,7 +245,10 @@ fn e0017_axis_order() {
 fn every_code_is_tested_here() {
     let me = include_str!("diagnostics.rs");
     for (code, _) in losslang::syntax::diag::CODES {
-        assert!(me.contains(&format!("fn {}_", code.to_lowercase())), "no test for {code}");
+        assert!(
+            me.contains(&format!("fn {}_", code.to_lowercase())),
+            "no test for {code}"
+        );
     }
 }
 

@@ -16,7 +16,16 @@ use losslang::ops::{Class, Diff, Op, OPS};
 fn points(grid: &[f64], arity: usize) -> Vec<Vec<f64>> {
     let mut out = vec![vec![]];
     for _ in 0..arity {
-        out = out.into_iter().flat_map(|p| grid.iter().map(move |&x| { let mut q = p.clone(); q.push(x); q })).collect();
+        out = out
+            .into_iter()
+            .flat_map(|p| {
+                grid.iter().map(move |&x| {
+                    let mut q = p.clone();
+                    q.push(x);
+                    q
+                })
+            })
+            .collect();
     }
     out
 }
@@ -29,38 +38,68 @@ fn symbolic(op: Op, at: &[f64]) -> (f64, Vec<Option<f64>>) {
     let grads = autodiff::grad(&mut g, out, &ins);
     let mut roots = vec![out];
     roots.extend(grads.iter().map(|x| x.unwrap_or(out)));
-    let mut exec = Interpreter::new(Arc::new(Bound { graph: g, roots, sizes: vec![] }));
-    let arrays: Vec<ArrayD<f64>> = at.iter().map(|&x| ArrayD::from_elem(IxDyn(&[]), x)).collect();
+    let mut exec = Interpreter::new(Arc::new(Bound {
+        graph: g,
+        roots,
+        sizes: vec![],
+    }));
+    let arrays: Vec<ArrayD<f64>> = at
+        .iter()
+        .map(|&x| ArrayD::from_elem(IxDyn(&[]), x))
+        .collect();
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
     let res = Executor::<f64>::run(&mut exec, &views);
     let v = res[0].iter().next().copied().unwrap();
-    let gs = grads.iter().enumerate().map(|(k, x)| x.map(|_| res[k + 1].iter().next().copied().unwrap())).collect();
+    let gs = grads
+        .iter()
+        .enumerate()
+        .map(|(k, x)| x.map(|_| res[k + 1].iter().next().copied().unwrap()))
+        .collect();
     (v, gs)
 }
 
 #[test]
 fn derivative_rules_match_finite_differences_at_grid_points() {
     let mut checked = 0;
-    for def in OPS.iter().filter(|d| d.class == Class::Map && d.diff == Diff::Smooth && !d.grid.is_empty()) {
+    for def in OPS
+        .iter()
+        .filter(|d| d.class == Class::Map && d.diff == Diff::Smooth && !d.grid.is_empty())
+    {
         for at in points(def.grid, def.arity) {
             // Documented kink of max/min: at a tie the adjoint goes to the first argument.
             if matches!(def.op, Op::Max | Op::Min) && at[0] == at[1] {
                 continue;
             }
             let (v, grads) = symbolic(def.op, &at);
-            assert!((v - (def.f64)(&at)).abs() <= 1e-15 * v.abs().max(1.0), "{} value at {at:?}", def.name);
+            assert!(
+                (v - (def.f64)(&at)).abs() <= 1e-15 * v.abs().max(1.0),
+                "{} value at {at:?}",
+                def.name
+            );
             for (k, gk) in grads.iter().enumerate() {
                 if !def.op.differentiable_arg(k) {
-                    assert!(gk.is_none(), "{}: argument {k} is data but got a gradient", def.name);
+                    assert!(
+                        gk.is_none(),
+                        "{}: argument {k} is data but got a gradient",
+                        def.name
+                    );
                     continue;
                 }
                 let gk = gk.unwrap_or_else(|| panic!("{}: no gradient for argument {k}", def.name));
-                let f = |d: f64| { let mut p = at.clone(); p[k] += d; (def.f64)(&p) };
+                let f = |d: f64| {
+                    let mut p = at.clone();
+                    p[k] += d;
+                    (def.f64)(&p)
+                };
                 let h = 1e-5 * at[k].abs().max(1.0);
                 let d1 = (f(h) - f(-h)) / (2.0 * h);
                 let d2 = (f(h / 2.0) - f(-h / 2.0)) / h;
                 let fd = (4.0 * d2 - d1) / 3.0;
-                assert!((fd - gk).abs() <= 1e-7 * fd.abs().max(1.0), "{} d/darg{k} at {at:?}: rule {gk}, fd {fd}", def.name);
+                assert!(
+                    (fd - gk).abs() <= 1e-7 * fd.abs().max(1.0),
+                    "{} d/darg{k} at {at:?}: rule {gk}, fd {fd}",
+                    def.name
+                );
                 checked += 1;
             }
         }
@@ -70,7 +109,10 @@ fn derivative_rules_match_finite_differences_at_grid_points() {
 
 #[test]
 fn f32_kernels_match_the_f64_reference() {
-    for def in OPS.iter().filter(|d| d.class == Class::Map && !d.grid.is_empty()) {
+    for def in OPS
+        .iter()
+        .filter(|d| d.class == Class::Map && !d.grid.is_empty())
+    {
         for at in points(def.grid, def.arity) {
             let want = (def.f64)(&at);
             let at32: Vec<f32> = at.iter().map(|&x| x as f32).collect();
@@ -78,21 +120,35 @@ fn f32_kernels_match_the_f64_reference() {
             // Inputs are rounded to f32 first, so compare against the f64 value at the rounded point.
             let at_r: Vec<f64> = at32.iter().map(|&x| x as f64).collect();
             let want_r = (def.f64)(&at_r);
-            assert!((got - want_r).abs() <= 4.0 * f32::EPSILON as f64 * want_r.abs().max(1e-30) + 1e-37, "{} at {at:?}: f32 {got} vs f64 {want_r} ({want})", def.name);
+            assert!(
+                (got - want_r).abs() <= 4.0 * f32::EPSILON as f64 * want_r.abs().max(1e-30) + 1e-37,
+                "{} at {at:?}: f32 {got} vs f64 {want_r} ({want})",
+                def.name
+            );
         }
     }
 }
 
 #[test]
 fn reduction_rules_match_finite_differences() {
-    let space = AxisSpace { names: vec!["N".into()], packs: vec![false] };
+    let space = AxisSpace {
+        names: vec!["N".into()],
+        packs: vec![false],
+    };
     let x = [0.3, -1.2, 2.5, 0.9, -0.4];
-    for def in OPS.iter().filter(|d| matches!(d.class, Class::Reduce { .. })) {
+    for def in OPS
+        .iter()
+        .filter(|d| matches!(d.class, Class::Reduce { .. }))
+    {
         let mut g = Graph::new(space.clone());
         let inp = g.input(0, 1);
         let out = g.reduce(def.op, inp, 1);
         let gr = autodiff::grad(&mut g, out, &[inp])[0].expect("reductions are differentiable");
-        let mut exec = Interpreter::new(Arc::new(Bound { graph: g, roots: vec![out, gr], sizes: vec![x.len()] }));
+        let mut exec = Interpreter::new(Arc::new(Bound {
+            graph: g,
+            roots: vec![out, gr],
+            sizes: vec![x.len()],
+        }));
         let a = ArrayD::from_shape_vec(IxDyn(&[x.len()]), x.to_vec()).unwrap();
         let res = Executor::<f64>::run(&mut exec, &[a.view()]);
         let grad = res[1].broadcast(IxDyn(&[x.len()])).unwrap().to_owned();
@@ -100,10 +156,21 @@ fn reduction_rules_match_finite_differences() {
             let f = |d: f64| {
                 let mut p = x.to_vec();
                 p[i] += d;
-                p.iter().fold(match def.class { Class::Reduce { init } => init, _ => 0.0 }, |s, &v| (def.f64)(&[s, v]))
+                p.iter().fold(
+                    match def.class {
+                        Class::Reduce { init } => init,
+                        _ => 0.0,
+                    },
+                    |s, &v| (def.f64)(&[s, v]),
+                )
             };
             let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
-            assert!((fd - grad[i]).abs() < 1e-6, "{} element {i}: rule {} fd {fd}", def.name, grad[i]);
+            assert!(
+                (fd - grad[i]).abs() < 1e-6,
+                "{} element {i}: rule {} fd {fd}",
+                def.name,
+                grad[i]
+            );
         }
     }
 }
@@ -113,7 +180,11 @@ fn table_is_consistent() {
     for (i, def) in OPS.iter().enumerate() {
         assert_eq!(def.op as usize, i, "{} is out of order", def.name);
         if def.callable {
-            assert!(losslang::ops::lookup(def.name, def.arity) == Some(def.op), "{} does not resolve", def.name);
+            assert!(
+                losslang::ops::lookup(def.name, def.arity) == Some(def.op),
+                "{} does not resolve",
+                def.name
+            );
         }
         assert!(!def.doc.is_empty(), "{} has no doc", def.name);
     }

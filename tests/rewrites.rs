@@ -27,14 +27,41 @@ enum E {
 }
 
 fn expr() -> impl Strategy<Value = E> {
-    let leaf = prop_oneof![Just(E::X), Just(E::Y), prop::sample::select(vec![0.0, 1.0, -1.0, 0.5, 2.0]).prop_map(E::C)];
+    let leaf = prop_oneof![
+        Just(E::X),
+        Just(E::Y),
+        prop::sample::select(vec![0.0, 1.0, -1.0, 0.5, 2.0]).prop_map(E::C)
+    ];
     leaf.prop_recursive(5, 24, 2, |inner| {
         prop_oneof![
-            (prop::sample::select(vec![Op::Neg, Op::Sigmoid, Op::Softplus, Op::LogSigmoid, Op::Tanh]), inner.clone()).prop_map(|(o, a)| E::Un(o, Box::new(a))),
-            (prop::sample::select(vec![Op::Add, Op::Sub, Op::Mul, Op::Max]), inner.clone(), inner.clone()).prop_map(|(o, a, b)| E::Bin(o, Box::new(a), Box::new(b))),
-            inner.clone().prop_map(|a| E::OneMinus(Box::new(E::Un(Op::Sigmoid, Box::new(a))))),
-            inner.clone().prop_map(|a| E::Un(Op::Log, Box::new(E::Un(Op::Sigmoid, Box::new(a))))),
-            (inner.clone(), prop::sample::select(vec![0.0, 1.0, 1.5, 2.0])).prop_map(|(a, c)| E::PowC(Box::new(E::Un(Op::Sigmoid, Box::new(a))), c)),
+            (
+                prop::sample::select(vec![
+                    Op::Neg,
+                    Op::Sigmoid,
+                    Op::Softplus,
+                    Op::LogSigmoid,
+                    Op::Tanh
+                ]),
+                inner.clone()
+            )
+                .prop_map(|(o, a)| E::Un(o, Box::new(a))),
+            (
+                prop::sample::select(vec![Op::Add, Op::Sub, Op::Mul, Op::Max]),
+                inner.clone(),
+                inner.clone()
+            )
+                .prop_map(|(o, a, b)| E::Bin(o, Box::new(a), Box::new(b))),
+            inner
+                .clone()
+                .prop_map(|a| E::OneMinus(Box::new(E::Un(Op::Sigmoid, Box::new(a))))),
+            inner
+                .clone()
+                .prop_map(|a| E::Un(Op::Log, Box::new(E::Un(Op::Sigmoid, Box::new(a))))),
+            (
+                inner.clone(),
+                prop::sample::select(vec![0.0, 1.0, 1.5, 2.0])
+            )
+                .prop_map(|(a, c)| E::PowC(Box::new(E::Un(Op::Sigmoid, Box::new(a))), c)),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| E::Where(Box::new(a), Box::new(b))),
             inner.prop_map(|a| E::SumTimes(Box::new(a))),
         ]
@@ -46,23 +73,67 @@ fn build(g: &mut Graph, e: &E, x: NodeId, y: NodeId) -> NodeId {
         E::X => x,
         E::Y => y,
         E::C(c) => g.c(*c),
-        E::Un(o, a) => { let a = build(g, a, x, y); g.op1(*o, a) }
-        E::Bin(o, a, b) => { let a = build(g, a, x, y); let b = build(g, b, x, y); g.op2(*o, a, b) }
-        E::OneMinus(a) => { let a = build(g, a, x, y); let one = g.c(1.0); g.op2(Op::Sub, one, a) }
-        E::Where(a, b) => { let a = build(g, a, x, y); let b = build(g, b, x, y); let h = g.c(0.5); let c = g.op2(Op::Gt, y, h); g.op3(Op::Where, c, a, b) }
-        E::PowC(a, c) => { let a = build(g, a, x, y); let k = g.c(*c); g.op2(Op::Pow, a, k) }
-        E::SumTimes(a) => { let a = build(g, a, x, y); let s = g.reduce(Op::Sum, a, g.axes(a)); let t = g.c(0.1); let s = g.op2(Op::Mul, s, t); g.op2(Op::Mul, s, x) }
+        E::Un(o, a) => {
+            let a = build(g, a, x, y);
+            g.op1(*o, a)
+        }
+        E::Bin(o, a, b) => {
+            let a = build(g, a, x, y);
+            let b = build(g, b, x, y);
+            g.op2(*o, a, b)
+        }
+        E::OneMinus(a) => {
+            let a = build(g, a, x, y);
+            let one = g.c(1.0);
+            g.op2(Op::Sub, one, a)
+        }
+        E::Where(a, b) => {
+            let a = build(g, a, x, y);
+            let b = build(g, b, x, y);
+            let h = g.c(0.5);
+            let c = g.op2(Op::Gt, y, h);
+            g.op3(Op::Where, c, a, b)
+        }
+        E::PowC(a, c) => {
+            let a = build(g, a, x, y);
+            let k = g.c(*c);
+            g.op2(Op::Pow, a, k)
+        }
+        E::SumTimes(a) => {
+            let a = build(g, a, x, y);
+            let s = g.reduce(Op::Sum, a, g.axes(a));
+            let t = g.c(0.1);
+            let s = g.op2(Op::Mul, s, t);
+            g.op2(Op::Mul, s, x)
+        }
     }
 }
 
-fn run<T: losslang::ops::math::Real>(g: Graph, roots: Vec<NodeId>, xs: &[f64], ys: &[f64]) -> Vec<Vec<f64>> {
+fn run<T: losslang::ops::math::Real>(
+    g: Graph,
+    roots: Vec<NodeId>,
+    xs: &[f64],
+    ys: &[f64],
+) -> Vec<Vec<f64>> {
     let n = xs.len();
-    let mut exec = Interpreter::new(Arc::new(Bound { graph: g, roots, sizes: vec![n] }));
-    let a = ArrayD::from_shape_vec(IxDyn(&[n]), xs.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
-    let b = ArrayD::from_shape_vec(IxDyn(&[n]), ys.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
+    let mut exec = Interpreter::new(Arc::new(Bound {
+        graph: g,
+        roots,
+        sizes: vec![n],
+    }));
+    let a =
+        ArrayD::from_shape_vec(IxDyn(&[n]), xs.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
+    let b =
+        ArrayD::from_shape_vec(IxDyn(&[n]), ys.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
     Executor::<T>::run(&mut exec, &[a.view(), b.view()])
         .into_iter()
-        .map(|r| r.broadcast(IxDyn(&[n])).unwrap().iter().map(|v| v.to_f64()).collect())
+        .map(|r| {
+            r.broadcast(IxDyn(&[n]))
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f64())
+                .collect()
+        })
         .collect()
 }
 

@@ -8,8 +8,19 @@ use losslang::ops::math::Real;
 use losslang::{Error, Library};
 
 const LOSSES: &[&str] = &[
-    "bce", "weighted_bce", "balanced_bce", "focal", "dice", "jaccard", "tversky", "focal_tversky",
-    "log_cosh_dice", "sensitivity_specificity", "combo", "exp_log", "bce_dice",
+    "bce",
+    "weighted_bce",
+    "balanced_bce",
+    "focal",
+    "dice",
+    "jaccard",
+    "tversky",
+    "focal_tversky",
+    "log_cosh_dice",
+    "sensitivity_specificity",
+    "combo",
+    "exp_log",
+    "bce_dice",
 ];
 
 fn targets(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f64>)> {
@@ -19,7 +30,12 @@ fn targets(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f64>)> {
         ("empty", vec![0.0; n]),
         ("full", vec![1.0; n]),
         ("single", single),
-        ("random", (0..n).map(|_| if rng.uniform() < 0.3 { 1.0 } else { 0.0 }).collect()),
+        (
+            "random",
+            (0..n)
+                .map(|_| if rng.uniform() < 0.3 { 1.0 } else { 0.0 })
+                .collect(),
+        ),
         ("soft", (0..n).map(|_| rng.uniform()).collect()),
     ]
 }
@@ -29,21 +45,58 @@ fn finite_everywhere<T: Real>() {
     let n: usize = shape.iter().product();
     let mut rng = Rng::new(11);
     for name in LOSSES {
-        let reductions: &[&str] = if Library::standard().get(name).unwrap().params().iter().any(|p| p.name == "reduction") { &["batch", "image", "class"] } else { &[""] };
+        let reductions: &[&str] = if Library::standard()
+            .get(name)
+            .unwrap()
+            .params()
+            .iter()
+            .any(|p| p.name == "reduction")
+        {
+            &["batch", "image", "class"]
+        } else {
+            &[""]
+        };
         for red in reductions {
             let mut loss = Library::standard().get(name).unwrap();
             if !red.is_empty() {
                 loss = loss.set("reduction", *red).unwrap();
             }
-            let mut plan = loss.compile::<T>(&[("logits", &shape[..]), ("target", &shape[..])]).unwrap();
+            let mut plan = loss
+                .compile::<T>(&[("logits", &shape[..]), ("target", &shape[..])])
+                .unwrap();
             for scale in [0.0, 30.0, 100.0, 1e4] {
                 for (tname, t) in targets(n, &mut rng) {
-                    let z: Vec<T> = (0..n).map(|_| T::from_f64(if scale == 0.0 { 2.0 * rng.normal() } else if rng.uniform() < 0.5 { -scale } else { scale })).collect();
+                    let z: Vec<T> = (0..n)
+                        .map(|_| {
+                            T::from_f64(if scale == 0.0 {
+                                2.0 * rng.normal()
+                            } else if rng.uniform() < 0.5 {
+                                -scale
+                            } else {
+                                scale
+                            })
+                        })
+                        .collect();
                     let logits = ArrayD::from_shape_vec(IxDyn(&shape), z).unwrap();
-                    let target = ArrayD::from_shape_vec(IxDyn(&shape), t.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
-                    let out = plan.value_and_grad(&[("logits", logits.view()), ("target", target.view())]).unwrap();
-                    assert!(out.value.is_finite(), "{name} {red} |z|={scale} {tname} {}: value {}", T::NAME, out.value);
-                    assert!(out.grad("logits").iter().all(|g| g.is_finite()), "{name} {red} |z|={scale} {tname} {}: non-finite gradient", T::NAME);
+                    let target = ArrayD::from_shape_vec(
+                        IxDyn(&shape),
+                        t.iter().map(|&v| T::from_f64(v)).collect(),
+                    )
+                    .unwrap();
+                    let out = plan
+                        .value_and_grad(&[("logits", logits.view()), ("target", target.view())])
+                        .unwrap();
+                    assert!(
+                        out.value.is_finite(),
+                        "{name} {red} |z|={scale} {tname} {}: value {}",
+                        T::NAME,
+                        out.value
+                    );
+                    assert!(
+                        out.grad("logits").iter().all(|g| g.is_finite()),
+                        "{name} {red} |z|={scale} {tname} {}: non-finite gradient",
+                        T::NAME
+                    );
                 }
             }
         }
@@ -64,7 +117,9 @@ fn finite_on_stress_points_f32() {
 fn non_finite_inputs_are_rejected_by_name() {
     let loss = Library::standard().get("dice").unwrap();
     let shape = [1usize, 1, 2, 2];
-    let mut plan = loss.compile::<f64>(&[("logits", &shape[..]), ("target", &shape[..])]).unwrap();
+    let mut plan = loss
+        .compile::<f64>(&[("logits", &shape[..]), ("target", &shape[..])])
+        .unwrap();
     let mut logits = ArrayD::<f64>::zeros(IxDyn(&shape));
     let target = ArrayD::<f64>::zeros(IxDyn(&shape));
     logits[[0, 0, 1, 0]] = f64::NAN;
@@ -77,17 +132,26 @@ fn non_finite_inputs_are_rejected_by_name() {
     }
     // With checking off, NaN propagates (never silently replaced).
     plan.set_check_finite(false);
-    let out = plan.value_and_grad(&[("logits", logits.view()), ("target", target.view())]).unwrap();
+    let out = plan
+        .value_and_grad(&[("logits", logits.view()), ("target", target.view())])
+        .unwrap();
     assert!(out.value.is_nan());
 }
 
 #[test]
 fn gradcheck_passes_for_every_standard_loss() {
     for name in Library::standard().names() {
-        let rep = Library::standard().get(name).unwrap().gradcheck(&Default::default()).unwrap();
+        let rep = Library::standard()
+            .get(name)
+            .unwrap()
+            .gradcheck(&Default::default())
+            .unwrap();
         assert!(rep.passed, "{name}: {:#?}", rep.trials);
         assert_eq!(rep.grad_inputs, vec!["logits".to_string()], "{name}");
-        assert!(rep.trials.iter().any(|t| t.max_rel_err.is_some()), "{name}: no finite-difference trial ran");
+        assert!(
+            rep.trials.iter().any(|t| t.max_rel_err.is_some()),
+            "{name}: no finite-difference trial ran"
+        );
     }
 }
 
@@ -96,22 +160,55 @@ fn gradcheck_catches_a_wrong_gradient() {
     // `stop_grad` hides part of the dependence: the symbolic gradient misses it, so the
     // finite differences must disagree.
     let src = "loss wrong {\n    input logits: [B, C, ..S] diff\n    input target: [B, C, ..S]\n    return mean(sigmoid(logits) * stop_grad(logits) * target)\n}\n";
-    let rep = losslang::Loss::from_source(src).unwrap().gradcheck(&Default::default()).unwrap();
+    let rep = losslang::Loss::from_source(src)
+        .unwrap()
+        .gradcheck(&Default::default())
+        .unwrap();
     assert!(!rep.passed);
 }
 
 #[test]
 fn shape_errors_name_the_input_and_both_shapes() {
     let loss = Library::standard().get("dice").unwrap();
-    let e = loss.compile::<f32>(&[("logits", &[2, 3, 16, 16][..]), ("target", &[2, 1, 16, 16][..])]).err().unwrap();
+    let e = loss
+        .compile::<f32>(&[
+            ("logits", &[2, 3, 16, 16][..]),
+            ("target", &[2, 1, 16, 16][..]),
+        ])
+        .err()
+        .unwrap();
     let msg = e.to_string();
-    assert!(msg.contains("input `target`") && msg.contains("axis `C` is [1] here but [3] in `logits`") && msg.contains("[2, 1, 16, 16]"), "{msg}");
-    let e = loss.compile::<f32>(&[("logits", &[2, 3][..])]).err().unwrap().to_string();
-    assert!(e.contains("at least 2 dimensions") || e.contains("missing input `target`"), "{e}");
-    let e = loss.compile::<f32>(&[("logit", &[2, 3, 4][..])]).err().unwrap().to_string();
-    assert!(e.contains("unknown input `logit`") && e.contains("`logits`"), "{e}");
+    assert!(
+        msg.contains("input `target`")
+            && msg.contains("axis `C` is [1] here but [3] in `logits`")
+            && msg.contains("[2, 1, 16, 16]"),
+        "{msg}"
+    );
+    let e = loss
+        .compile::<f32>(&[("logits", &[2, 3][..])])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("at least 2 dimensions") || e.contains("missing input `target`"),
+        "{e}"
+    );
+    let e = loss
+        .compile::<f32>(&[("logit", &[2, 3, 4][..])])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("unknown input `logit`") && e.contains("`logits`"),
+        "{e}"
+    );
     let e = loss.clone().set("smoth", 1.0).err().unwrap().to_string();
-    assert!(e.contains("parameter `smoth` is not declared by `dice`; it declares `smooth`, `reduction`"), "{e}");
+    assert!(
+        e.contains(
+            "parameter `smoth` is not declared by `dice`; it declares `smooth`, `reduction`"
+        ),
+        "{e}"
+    );
     let e = loss.set("reduction", "pixel").err().unwrap().to_string();
     assert!(e.contains("one of batch | image | class"), "{e}");
 }

@@ -23,7 +23,11 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { seed: 0x5EED, probes: 8, tolerance: 1e-6 }
+        GradcheckOptions {
+            seed: 0x5EED,
+            probes: 8,
+            tolerance: 1e-6,
+        }
     }
 }
 
@@ -94,16 +98,76 @@ struct Spec {
 }
 
 const TRIALS: &[Spec] = &[
-    Spec { name: "random 2-D", three_d: false, target: Target::Random, logits: None, with_optional: false },
-    Spec { name: "random 3-D", three_d: true, target: Target::Random, logits: None, with_optional: false },
-    Spec { name: "masked", three_d: false, target: Target::Random, logits: None, with_optional: true },
-    Spec { name: "empty target", three_d: false, target: Target::Empty, logits: None, with_optional: false },
-    Spec { name: "full target", three_d: false, target: Target::Full, logits: None, with_optional: false },
-    Spec { name: "single foreground", three_d: false, target: Target::Single, logits: None, with_optional: false },
-    Spec { name: "soft target", three_d: false, target: Target::Soft, logits: None, with_optional: false },
-    Spec { name: "logits ±30", three_d: false, target: Target::Random, logits: Some(30.0), with_optional: false },
-    Spec { name: "logits ±100", three_d: false, target: Target::Random, logits: Some(100.0), with_optional: false },
-    Spec { name: "logits ±1e4", three_d: false, target: Target::Random, logits: Some(1e4), with_optional: true },
+    Spec {
+        name: "random 2-D",
+        three_d: false,
+        target: Target::Random,
+        logits: None,
+        with_optional: false,
+    },
+    Spec {
+        name: "random 3-D",
+        three_d: true,
+        target: Target::Random,
+        logits: None,
+        with_optional: false,
+    },
+    Spec {
+        name: "masked",
+        three_d: false,
+        target: Target::Random,
+        logits: None,
+        with_optional: true,
+    },
+    Spec {
+        name: "empty target",
+        three_d: false,
+        target: Target::Empty,
+        logits: None,
+        with_optional: false,
+    },
+    Spec {
+        name: "full target",
+        three_d: false,
+        target: Target::Full,
+        logits: None,
+        with_optional: false,
+    },
+    Spec {
+        name: "single foreground",
+        three_d: false,
+        target: Target::Single,
+        logits: None,
+        with_optional: false,
+    },
+    Spec {
+        name: "soft target",
+        three_d: false,
+        target: Target::Soft,
+        logits: None,
+        with_optional: false,
+    },
+    Spec {
+        name: "logits ±30",
+        three_d: false,
+        target: Target::Random,
+        logits: Some(30.0),
+        with_optional: false,
+    },
+    Spec {
+        name: "logits ±100",
+        three_d: false,
+        target: Target::Random,
+        logits: Some(100.0),
+        with_optional: false,
+    },
+    Spec {
+        name: "logits ±1e4",
+        three_d: false,
+        target: Target::Random,
+        logits: Some(1e4),
+        with_optional: true,
+    },
 ];
 
 pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckReport> {
@@ -140,18 +204,28 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             if inp.default.is_some() && !spec.with_optional {
                 continue;
             }
-            let shape: Vec<usize> = inp.axes.iter().flat_map(|&a| dims[a].iter().copied()).collect();
+            let shape: Vec<usize> = inp
+                .axes
+                .iter()
+                .flat_map(|&a| dims[a].iter().copied())
+                .collect();
             let n: usize = shape.iter().product();
             let data: Vec<f64> = if inp.diff {
                 match spec.logits {
-                    Some(m) => (0..n).map(|_| if rng.uniform() < 0.5 { -m } else { m } + 0.05 * rng.normal()).collect(),
+                    Some(m) => (0..n)
+                        .map(|_| if rng.uniform() < 0.5 { -m } else { m } + 0.05 * rng.normal())
+                        .collect(),
                     None => (0..n).map(|_| 2.0 * rng.normal()).collect(),
                 }
             } else if inp.default.is_some() {
-                (0..n).map(|_| if rng.uniform() < 0.8 { 1.0 } else { 0.0 }).collect()
+                (0..n)
+                    .map(|_| if rng.uniform() < 0.8 { 1.0 } else { 0.0 })
+                    .collect()
             } else {
                 match spec.target {
-                    Target::Random => (0..n).map(|_| if rng.uniform() < 0.4 { 1.0 } else { 0.0 }).collect(),
+                    Target::Random => (0..n)
+                        .map(|_| if rng.uniform() < 0.4 { 1.0 } else { 0.0 })
+                        .collect(),
                     Target::Empty => vec![0.0; n],
                     Target::Full => vec![1.0; n],
                     Target::Single => {
@@ -166,16 +240,31 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             arrays.push(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data"));
             shapes.push(shape);
         }
-        let shape_refs: Vec<(&str, &[usize])> = names.iter().map(|s| s.as_str()).zip(shapes.iter().map(|s| s.as_slice())).collect();
+        let shape_refs: Vec<(&str, &[usize])> = names
+            .iter()
+            .map(|s| s.as_str())
+            .zip(shapes.iter().map(|s| s.as_slice()))
+            .collect();
         let mut plan = loss.compile::<f64>(&shape_refs)?;
         grad_inputs = plan.grad_inputs().iter().map(|s| s.to_string()).collect();
-        let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names.iter().map(|s| s.as_str()).zip(arrays.iter().map(|a| a.view())).collect();
+        let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
+            .iter()
+            .map(|s| s.as_str())
+            .zip(arrays.iter().map(|a| a.view()))
+            .collect();
         let out = plan.value_and_grad(&views)?;
-        let finite = out.value.is_finite() && out.grads.iter().all(|(_, g)| g.iter().all(|x| x.is_finite()));
+        let finite = out.value.is_finite()
+            && out
+                .grads
+                .iter()
+                .all(|(_, g)| g.iter().all(|x| x.is_finite()));
         let mut max_rel: Option<f64> = None;
         if finite && spec.logits.is_none() {
             for (gname, grad) in &out.grads {
-                let k = names.iter().position(|n| n == gname).expect("gradient of a given input");
+                let k = names
+                    .iter()
+                    .position(|n| n == gname)
+                    .expect("gradient of a given input");
                 let gmax = grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
                 if gmax < 1e-12 {
                     continue; // below what differences of an O(1) value resolve
@@ -196,7 +285,11 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                     let h = 1e-4 * x0.abs().max(1.0);
                     let mut f = |dx: f64, arrays: &mut Vec<ArrayD<f64>>| -> Result<f64> {
                         arrays[k].as_slice_mut().expect("standard layout")[p] = x0 + dx;
-                        let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names.iter().map(|s| s.as_str()).zip(arrays.iter().map(|a| a.view())).collect();
+                        let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
+                            .iter()
+                            .map(|s| s.as_str())
+                            .zip(arrays.iter().map(|a| a.view()))
+                            .collect();
                         plan.value(&views)
                     };
                     let d1 = (f(h, &mut arrays)? - f(-h, &mut arrays)?) / (2.0 * h);
@@ -210,9 +303,25 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
         }
         let passed = finite && max_rel.is_none_or(|e| e <= opts.tolerance);
         let shape = shapes.first().cloned().unwrap_or_default();
-        trials.push(Trial { name: spec.name.to_string(), shape, value: out.value, max_rel_err: max_rel, finite, passed });
+        trials.push(Trial {
+            name: spec.name.to_string(),
+            shape,
+            value: out.value,
+            max_rel_err: max_rel,
+            finite,
+            passed,
+        });
     }
-    let worst = trials.iter().filter_map(|t| t.max_rel_err).fold(0.0, f64::max);
+    let worst = trials
+        .iter()
+        .filter_map(|t| t.max_rel_err)
+        .fold(0.0, f64::max);
     let passed = trials.iter().all(|t| t.passed);
-    Ok(GradcheckReport { loss: sig.name.clone(), grad_inputs, trials, worst_rel_err: worst, passed })
+    Ok(GradcheckReport {
+        loss: sig.name.clone(),
+        grad_inputs,
+        trials,
+        worst_rel_err: worst,
+        passed,
+    })
 }

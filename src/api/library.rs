@@ -29,7 +29,13 @@ impl Library {
     pub fn names(&self) -> Vec<&'static str> {
         STDLIB
             .iter()
-            .filter(|(n, s)| s.lines().any(|l| l.trim_start().strip_prefix("loss ").is_some_and(|r| r.trim_start().starts_with(n))))
+            .filter(|(n, s)| {
+                s.lines().any(|l| {
+                    l.trim_start()
+                        .strip_prefix("loss ")
+                        .is_some_and(|r| r.trim_start().starts_with(n))
+                })
+            })
             .map(|(n, _)| *n)
             .collect()
     }
@@ -37,8 +43,13 @@ impl Library {
     /// A standard loss by name, with default parameters.
     pub fn get(&self, name: &str) -> Result<Loss> {
         let Some(src) = self.source(name) else {
-            let hint = suggest(name, self.names()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_else(|| format!("; the library has {}", self.names().join(", ")));
-            return Err(Error::UnknownLoss { name: name.to_string(), hint });
+            let hint = suggest(name, self.names())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("; the library has {}", self.names().join(", ")));
+            return Err(Error::UnknownLoss {
+                name: name.to_string(),
+                hint,
+            });
         };
         let file = format!("losses/{name}.loss");
         let mut diags = Diagnostics::default();
@@ -50,19 +61,27 @@ impl Library {
             .root_losses()
             .into_iter()
             .find(|d| prog.loss(*d).is_some_and(|l| l.name.name == name))
-            .ok_or_else(|| Error::UnknownLoss { name: name.to_string(), hint: format!(": losses/{name}.loss defines no loss `{name}`") })?;
+            .ok_or_else(|| Error::UnknownLoss {
+                name: name.to_string(),
+                hint: format!(": losses/{name}.loss defines no loss `{name}`"),
+            })?;
         Loss::from_program(Arc::new(prog), def)
     }
 }
 
 impl Resolver for Library {
-    fn resolve(&self, name: &str, from_dir: Option<&Path>) -> Option<(String, String, Option<PathBuf>)> {
+    fn resolve(
+        &self,
+        name: &str,
+        from_dir: Option<&Path>,
+    ) -> Option<(String, String, Option<PathBuf>)> {
         if let Some(dir) = from_dir {
             let p = dir.join(format!("{name}.loss"));
             if let Ok(src) = std::fs::read_to_string(&p) {
                 return Some((p.display().to_string(), src, Some(dir.to_path_buf())));
             }
         }
-        self.source(name).map(|s| (format!("losses/{name}.loss"), s.to_string(), None))
+        self.source(name)
+            .map(|s| (format!("losses/{name}.loss"), s.to_string(), None))
     }
 }

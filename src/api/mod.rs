@@ -30,7 +30,11 @@ pub use gradcheck::{GradcheckOptions, GradcheckReport, Trial};
 pub use library::Library;
 
 fn compile_error(d: &Diagnostics, prog: &Program) -> Error {
-    Error::Compile { rendered: d.render(&prog.sources), short: d.short(&prog.sources), codes: d.items.iter().map(|x| x.code).collect() }
+    Error::Compile {
+        rendered: d.render(&prog.sources),
+        short: d.short(&prog.sources),
+        codes: d.items.iter().map(|x| x.code).collect(),
+    }
 }
 
 /// A loss with its parameter values: cheap to clone, compiled per shape with [`Loss::compile`].
@@ -69,14 +73,20 @@ impl Loss {
         if !diags.is_empty() {
             return Err(compile_error(&diags, &prog));
         }
-        let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let stem = Path::new(name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("");
         let losses = prog.root_losses();
         let def = losses
             .iter()
             .copied()
             .find(|d| prog.loss(*d).is_some_and(|l| l.name.name == stem))
             .or_else(|| losses.first().copied())
-            .ok_or_else(|| Error::UnknownLoss { name: stem.to_string(), hint: format!(": `{name}` defines no `loss`") })?;
+            .ok_or_else(|| Error::UnknownLoss {
+                name: stem.to_string(),
+                hint: format!(": `{name}` defines no `loss`"),
+            })?;
         Self::from_program(Arc::new(prog), def)
     }
 
@@ -88,20 +98,31 @@ impl Loss {
     /// Reads and compiles a `.loss` file; `use` finds files beside it, then in the standard library.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Loss> {
         let path = path.as_ref();
-        let src = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
         Self::from_source_in(&path.display().to_string(), &src, path.parent())
     }
 
     /// Every loss defined in a file (for `lossc check`).
     pub fn all_in_file(path: &Path) -> Result<Vec<Loss>> {
-        let src = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
         let mut diags = Diagnostics::default();
-        let prog = Program::load(&path.display().to_string(), &src, path.parent().map(|p| p.to_path_buf()), &Library::standard(), &mut diags);
+        let prog = Program::load(
+            &path.display().to_string(),
+            &src,
+            path.parent().map(|p| p.to_path_buf()),
+            &Library::standard(),
+            &mut diags,
+        );
         if !diags.is_empty() {
             return Err(compile_error(&diags, &prog));
         }
         let prog = Arc::new(prog);
-        prog.root_losses().into_iter().map(|d| Self::from_program(prog.clone(), d)).collect()
+        prog.root_losses()
+            .into_iter()
+            .map(|d| Self::from_program(prog.clone(), d))
+            .collect()
     }
 
     pub(crate) fn from_program(program: Arc<Program>, def: Def) -> Result<Loss> {
@@ -111,7 +132,12 @@ impl Loss {
             Some(s) if diags.is_empty() => s,
             _ => return Err(compile_error(&diags, &program)),
         };
-        let loss = Loss { program, def, sig, params: vec![] };
+        let loss = Loss {
+            program,
+            def,
+            sig,
+            params: vec![],
+        };
         // Check the body once with default parameters, so errors surface at load time.
         loss.lowered(&[])?;
         Ok(loss)
@@ -135,7 +161,12 @@ impl Loss {
             .params
             .iter()
             .map(|p| {
-                let v = self.params.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.clone()).unwrap_or_else(|| p.default.clone());
+                let v = self
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == &p.name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| p.default.clone());
                 (p.name.clone(), v)
             })
             .collect()
@@ -150,29 +181,60 @@ impl Loss {
             let declares = if names.is_empty() {
                 "it has no parameters".to_string()
             } else {
-                format!("it declares {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+                format!(
+                    "it declares {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
-            let hint = suggest(name, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-            return Err(Error::Param(format!("parameter `{name}` is not declared by `{}`; {declares}{hint}", self.sig.name)));
+            let hint = suggest(name, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(Error::Param(format!(
+                "parameter `{name}` is not declared by `{}`; {declares}{hint}",
+                self.sig.name
+            )));
         };
         let value = match (&p.ty, value) {
-            (ParamType::Enum(opts), ParamValue::Text(s)) if opts.contains(&s) => ParamValue::Text(s),
+            (ParamType::Enum(opts), ParamValue::Text(s)) if opts.contains(&s) => {
+                ParamValue::Text(s)
+            }
             (ParamType::Enum(opts), v) => {
-                return Err(Error::Param(format!("parameter `{name}` of `{}` is one of {}; got `{v}`", self.sig.name, opts.join(" | "))))
+                return Err(Error::Param(format!(
+                    "parameter `{name}` of `{}` is one of {}; got `{v}`",
+                    self.sig.name,
+                    opts.join(" | ")
+                )))
             }
             (ParamType::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
             (ParamType::Number, ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
             (ParamType::Int, ParamValue::Number(x)) => {
-                return Err(Error::Param(format!("parameter `{name}` of `{}` is an integer; got {x}", self.sig.name)))
+                return Err(Error::Param(format!(
+                    "parameter `{name}` of `{}` is an integer; got {x}",
+                    self.sig.name
+                )))
             }
             (_, ParamValue::Text(s)) => {
                 // Accept numbers given as text (command lines, JSON strings).
                 match s.trim().parse::<f64>() {
                     Ok(x) => return self.set(name, x),
-                    Err(_) => return Err(Error::Param(format!("parameter `{name}` of `{}` is a number; got `{s}`", self.sig.name))),
+                    Err(_) => {
+                        return Err(Error::Param(format!(
+                            "parameter `{name}` of `{}` is a number; got `{s}`",
+                            self.sig.name
+                        )))
+                    }
                 }
             }
-            (_, ParamValue::Number(x)) => return Err(Error::Param(format!("parameter `{name}` of `{}` must be finite; got {x}", self.sig.name))),
+            (_, ParamValue::Number(x)) => {
+                return Err(Error::Param(format!(
+                    "parameter `{name}` of `{}` must be finite; got {x}",
+                    self.sig.name
+                )))
+            }
         };
         self.params.retain(|(k, _)| k != name);
         self.params.push((name.to_string(), value));
@@ -191,10 +253,20 @@ impl Loss {
     /// The graph at a stage, for the given absent optional inputs.
     pub fn stage(&self, stage: Stage, absent: &[usize]) -> Result<StageGraph> {
         let l = self.lowered(absent)?;
-        let diff: Vec<usize> = (0..l.sig.inputs.len()).filter(|&i| l.sig.inputs[i].diff && !absent.contains(&i)).collect();
-        let names: Vec<String> = std::iter::once("value".to_string()).chain(diff.iter().map(|&i| format!("grad.{}", l.sig.inputs[i].name))).collect();
+        let diff: Vec<usize> = (0..l.sig.inputs.len())
+            .filter(|&i| l.sig.inputs[i].diff && !absent.contains(&i))
+            .collect();
+        let names: Vec<String> = std::iter::once("value".to_string())
+            .chain(
+                diff.iter()
+                    .map(|&i| format!("grad.{}", l.sig.inputs[i].name)),
+            )
+            .collect();
         if stage == Stage::Parsed {
-            return Ok(StageGraph { roots: vec![("value".into(), l.result)], graph: l.graph });
+            return Ok(StageGraph {
+                roots: vec![("value".into(), l.result)],
+                graph: l.graph,
+            });
         }
         let mut roots = vec![l.result];
         roots.extend(diff.iter().map(|&i| l.input_nodes[i]));
@@ -209,20 +281,36 @@ impl Loss {
             });
         }
         if stage == Stage::Autodiff {
-            return Ok(StageGraph { roots: names.into_iter().zip(out).collect(), graph: g });
+            return Ok(StageGraph {
+                roots: names.into_iter().zip(out).collect(),
+                graph: g,
+            });
         }
         let (g2, r2) = optimise::after_autodiff(&g, &out);
-        Ok(StageGraph { roots: names.into_iter().zip(r2).collect(), graph: g2 })
+        Ok(StageGraph {
+            roots: names.into_iter().zip(r2).collect(),
+            graph: g2,
+        })
     }
 
     /// Compiles the loss for the given input shapes. Optional inputs (declared with a default)
     /// may be left out; the others must all be given.
     pub fn compile<T: Real>(&self, shapes: &[(&str, &[usize])]) -> Result<Plan<T>> {
         let binding = bind_shapes(&self.sig, shapes)?;
-        let absent: Vec<usize> = (0..self.sig.inputs.len()).filter(|&i| binding.shapes[i].is_none()).collect();
+        let absent: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| binding.shapes[i].is_none())
+            .collect();
         let sg = self.stage(Stage::Optimised, &absent)?;
-        let diff: Vec<usize> = (0..self.sig.inputs.len()).filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i)).collect();
-        let bound = Arc::new(Bound { graph: sg.graph, roots: sg.roots.iter().map(|r| r.1).collect(), sizes: binding.sizes.clone() });
+        let diff: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
+            .collect();
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
+        let bound = Arc::new(Bound {
+            graph,
+            roots,
+            sizes: binding.sizes.clone(),
+        });
         Ok(Plan {
             sig: self.sig.clone(),
             diff,
@@ -275,10 +363,16 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
     for (name, shape) in shapes {
         let Some(i) = sig.inputs.iter().position(|x| x.name == *name) else {
             let names: Vec<String> = sig.inputs.iter().map(|x| format!("`{}`", x.name)).collect();
-            return Err(Error::UnknownInput { name: name.to_string(), loss: sig.name.clone(), expected: names.join(", ") });
+            return Err(Error::UnknownInput {
+                name: name.to_string(),
+                loss: sig.name.clone(),
+                expected: names.join(", "),
+            });
         };
         if given[i].is_some() {
-            return Err(Error::DuplicateInput { input: name.to_string() });
+            return Err(Error::DuplicateInput {
+                input: name.to_string(),
+            });
         }
         given[i] = Some(shape.to_vec());
     }
@@ -287,15 +381,27 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
     for (i, inp) in sig.inputs.iter().enumerate() {
         let Some(shape) = &given[i] else {
             if inp.default.is_none() {
-                return Err(Error::MissingInput { name: inp.name.clone(), loss: sig.name.clone(), expected: sig.shape_text(inp) });
+                return Err(Error::MissingInput {
+                    name: inp.name.clone(),
+                    loss: sig.name.clone(),
+                    expected: sig.shape_text(inp),
+                });
             }
             continue;
         };
         let has_pack = inp.axes.iter().any(|&a| sig.space.packs[a]);
         let fixed = inp.axes.len() - usize::from(has_pack);
-        let rank_ok = if has_pack { shape.len() >= fixed } else { shape.len() == fixed };
+        let rank_ok = if has_pack {
+            shape.len() >= fixed
+        } else {
+            shape.len() == fixed
+        };
         if !rank_ok {
-            let want = if has_pack { format!("at least {fixed} dimensions") } else { format!("{fixed} dimensions") };
+            let want = if has_pack {
+                format!("at least {fixed} dimensions")
+            } else {
+                format!("{fixed} dimensions")
+            };
             return Err(Error::Shape {
                 input: inp.name.clone(),
                 expected: expected_text(sig, inp, &dims),
@@ -306,7 +412,11 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
         let pack_len = shape.len() - fixed;
         let mut pos = 0;
         for &a in &inp.axes {
-            let d: Vec<usize> = if sig.space.packs[a] { shape[pos..pos + pack_len].to_vec() } else { vec![shape[pos]] };
+            let d: Vec<usize> = if sig.space.packs[a] {
+                shape[pos..pos + pack_len].to_vec()
+            } else {
+                vec![shape[pos]]
+            };
             pos += d.len();
             if d.contains(&0) {
                 return Err(Error::Shape {
@@ -322,7 +432,10 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
                         input: inp.name.clone(),
                         expected: expected_text(sig, inp, &dims),
                         received: shape.clone(),
-                        detail: format!("axis `{}` is {:?} here but {:?} in `{}`", sig.space.names[a], d, prev, bound_by[a]),
+                        detail: format!(
+                            "axis `{}` is {:?} here but {:?} in `{}`",
+                            sig.space.names[a], d, prev, bound_by[a]
+                        ),
                     })
                 }
                 Some(_) => {}
@@ -341,15 +454,35 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
                 sizes.push(d.iter().product());
                 all_dims.push(d.clone());
             }
-            None => return Err(Error::Param(format!("axis `{}` of `{}` is not bound by any given input", sig.space.names[a], sig.name))),
+            None => {
+                return Err(Error::Param(format!(
+                    "axis `{}` of `{}` is not bound by any given input",
+                    sig.space.names[a], sig.name
+                )))
+            }
         }
     }
     let internal = sig
         .inputs
         .iter()
-        .map(|inp| (0..n_axes).map(|a| if inp.mask & (1 << a) != 0 { sizes[a] } else { 1 }).collect())
+        .map(|inp| {
+            (0..n_axes)
+                .map(|a| {
+                    if inp.mask & (1 << a) != 0 {
+                        sizes[a]
+                    } else {
+                        1
+                    }
+                })
+                .collect()
+        })
         .collect();
-    Ok(Binding { shapes: given, internal, sizes, dims: all_dims })
+    Ok(Binding {
+        shapes: given,
+        internal,
+        sizes,
+        dims: all_dims,
+    })
 }
 
 /// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly.
@@ -373,7 +506,8 @@ impl<T> Output<T> {
     /// The gradient with respect to an input. Panics if the input is not differentiable; see
     /// [`Output::try_grad`].
     pub fn grad(&self, name: &str) -> &ArrayD<T> {
-        self.try_grad(name).unwrap_or_else(|| panic!("no gradient for `{name}`"))
+        self.try_grad(name)
+            .unwrap_or_else(|| panic!("no gradient for `{name}`"))
     }
     pub fn try_grad(&self, name: &str) -> Option<&ArrayD<T>> {
         self.grads.iter().find(|(n, _)| n == name).map(|(_, g)| g)
@@ -398,18 +532,35 @@ impl<T: Real> Plan<T> {
 
     /// The differentiable inputs that get gradients, in declaration order.
     pub fn grad_inputs(&self) -> Vec<&str> {
-        self.diff.iter().map(|&i| self.sig.inputs[i].name.as_str()).collect()
+        self.diff
+            .iter()
+            .map(|&i| self.sig.inputs[i].name.as_str())
+            .collect()
     }
 
-    fn prepare<'a>(&self, inputs: &'a [(&str, ArrayViewD<'a, T>)]) -> Result<Vec<ArrayViewD<'a, T>>> {
+    fn prepare<'a>(
+        &self,
+        inputs: &'a [(&str, ArrayViewD<'a, T>)],
+    ) -> Result<Vec<ArrayViewD<'a, T>>> {
         let mut views: Vec<Option<ArrayViewD<'a, T>>> = vec![None; self.sig.inputs.len()];
         for (name, v) in inputs {
             let Some(i) = self.sig.inputs.iter().position(|x| x.name == *name) else {
-                let names: Vec<String> = self.sig.inputs.iter().map(|x| format!("`{}`", x.name)).collect();
-                return Err(Error::UnknownInput { name: name.to_string(), loss: self.sig.name.clone(), expected: names.join(", ") });
+                let names: Vec<String> = self
+                    .sig
+                    .inputs
+                    .iter()
+                    .map(|x| format!("`{}`", x.name))
+                    .collect();
+                return Err(Error::UnknownInput {
+                    name: name.to_string(),
+                    loss: self.sig.name.clone(),
+                    expected: names.join(", "),
+                });
             };
             if views[i].is_some() {
-                return Err(Error::DuplicateInput { input: name.to_string() });
+                return Err(Error::DuplicateInput {
+                    input: name.to_string(),
+                });
             }
             let inp = &self.sig.inputs[i];
             match &self.binding.shapes[i] {
@@ -441,15 +592,22 @@ impl<T: Real> Plan<T> {
             }
             if self.check_finite {
                 if let Some((index, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-                    return Err(Error::NonFinite { input: inp.name.clone(), index, value: x.to_f64() });
+                    return Err(Error::NonFinite {
+                        input: inp.name.clone(),
+                        index,
+                        value: x.to_f64(),
+                    });
                 }
             }
-            let r = v.view().into_shape_with_order(IxDyn(&self.binding.internal[i])).map_err(|e| Error::Shape {
-                input: inp.name.clone(),
-                expected: format!("{:?}", self.binding.internal[i]),
-                received: v.shape().to_vec(),
-                detail: format!("cannot view in the internal layout: {e}"),
-            })?;
+            let r = v
+                .view()
+                .into_shape_with_order(IxDyn(&self.binding.internal[i]))
+                .map_err(|e| Error::Shape {
+                    input: inp.name.clone(),
+                    expected: format!("{:?}", self.binding.internal[i]),
+                    received: v.shape().to_vec(),
+                    detail: format!("cannot view in the internal layout: {e}"),
+                })?;
             views[i] = Some(r);
         }
         let mut out = Vec::new();
@@ -457,7 +615,15 @@ impl<T: Real> Plan<T> {
             match v {
                 Some(v) => out.push(v),
                 None if self.binding.shapes[i].is_some() => {
-                    return Err(Error::MissingInput { name: self.sig.inputs[i].name.clone(), loss: self.sig.name.clone(), expected: format!("{:?}", self.binding.shapes[i].as_ref().map(|s| s.as_slice()).unwrap_or(&[])) })
+                    return Err(Error::MissingInput {
+                        name: self.sig.inputs[i].name.clone(),
+                        loss: self.sig.name.clone(),
+                        expected: format!(
+                            "{:?}",
+                            self.binding.shapes[i].as_deref()
+                                .unwrap_or(&[])
+                        ),
+                    })
                 }
                 // Absent optional inputs are constants inside the graph; the slot is unused.
                 None => out.push(ArrayViewD::from_shape(IxDyn(&[0]), &[]).expect("empty view")),
@@ -478,8 +644,13 @@ impl<T: Real> Plan<T> {
         let mut grads = Vec::new();
         for (k, &i) in self.diff.iter().enumerate() {
             let shape = self.binding.shapes[i].clone().unwrap_or_default();
-            let full = outs[k + 1].broadcast(IxDyn(&self.binding.internal[i])).expect("gradient broadcasts to its input").to_owned();
-            let g = full.into_shape_with_order(IxDyn(&shape)).expect("same element count");
+            let full = outs[k + 1]
+                .broadcast(IxDyn(&self.binding.internal[i]))
+                .expect("gradient broadcasts to its input")
+                .to_owned();
+            let g = full
+                .into_shape_with_order(IxDyn(&shape))
+                .expect("same element count");
             grads.push((self.sig.inputs[i].name.clone(), g));
         }
         Ok(Output { value, grads })
@@ -487,18 +658,37 @@ impl<T: Real> Plan<T> {
 
     /// Like [`Plan::value_and_grad`], writing each gradient into a caller-provided buffer of the
     /// input's shape; returns the value.
-    pub fn value_and_grad_into(&mut self, inputs: &[(&str, ArrayViewD<T>)], grads: &mut [(&str, ArrayViewMutD<T>)]) -> Result<T> {
+    pub fn value_and_grad_into(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<T>)],
+        grads: &mut [(&str, ArrayViewMutD<T>)],
+    ) -> Result<T> {
         let outs = self.run(inputs)?;
         for (name, buf) in grads.iter_mut() {
-            let Some(k) = self.diff.iter().position(|&i| self.sig.inputs[i].name == *name) else {
-                return Err(Error::UnknownInput { name: name.to_string(), loss: self.sig.name.clone(), expected: format!("a differentiable input: {}", self.grad_inputs().join(", ")) });
+            let Some(k) = self
+                .diff
+                .iter()
+                .position(|&i| self.sig.inputs[i].name == *name)
+            else {
+                return Err(Error::UnknownInput {
+                    name: name.to_string(),
+                    loss: self.sig.name.clone(),
+                    expected: format!("a differentiable input: {}", self.grad_inputs().join(", ")),
+                });
             };
             let i = self.diff[k];
             let shape = self.binding.shapes[i].clone().unwrap_or_default();
             if buf.shape() != shape.as_slice() {
-                return Err(Error::Shape { input: name.to_string(), expected: format!("{shape:?}"), received: buf.shape().to_vec(), detail: "the gradient buffer has the wrong shape".into() });
+                return Err(Error::Shape {
+                    input: name.to_string(),
+                    expected: format!("{shape:?}"),
+                    received: buf.shape().to_vec(),
+                    detail: "the gradient buffer has the wrong shape".into(),
+                });
             }
-            let full = outs[k + 1].broadcast(IxDyn(&self.binding.internal[i])).expect("gradient broadcasts to its input");
+            let full = outs[k + 1]
+                .broadcast(IxDyn(&self.binding.internal[i]))
+                .expect("gradient broadcasts to its input");
             let flat = full.iter();
             for (dst, &src) in buf.iter_mut().zip(flat) {
                 *dst = src;
@@ -509,6 +699,10 @@ impl<T: Real> Plan<T> {
 
     /// The loss value alone.
     pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
-        Ok(self.run(inputs)?[0].iter().next().copied().unwrap_or_default())
+        Ok(self.run(inputs)?[0]
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or_default())
     }
 }

@@ -28,7 +28,11 @@ pub fn grad(g: &mut Graph, out: NodeId, wrt: &[NodeId]) -> Vec<Option<NodeId>> {
             continue;
         }
         let node = g.node(id as NodeId);
-        active[id] = node.args.iter().enumerate().any(|(k, &a)| active[a as usize] && node.op.differentiable_arg(k));
+        active[id] = node
+            .args
+            .iter()
+            .enumerate()
+            .any(|(k, &a)| active[a as usize] && node.op.differentiable_arg(k));
     }
     let mut adj: HashMap<NodeId, NodeId> = HashMap::new();
     if !active[out as usize] {
@@ -45,17 +49,28 @@ pub fn grad(g: &mut Graph, out: NodeId, wrt: &[NodeId]) -> Vec<Option<NodeId>> {
         if node.args.is_empty() {
             continue;
         }
-        let need: Vec<bool> = node.args.iter().enumerate().map(|(k, &a)| active[a as usize] && node.op.differentiable_arg(k)).collect();
+        let need: Vec<bool> = node
+            .args
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| active[a as usize] && node.op.differentiable_arg(k))
+            .collect();
         if !need.iter().any(|&b| b) {
             continue;
         }
         let contribs = (node.op.def().grad)(g, &node, id, gid, &need);
         for (k, c) in contribs.into_iter().enumerate() {
-            let (Some(c), true) = (c, need[k]) else { continue };
+            let (Some(c), true) = (c, need[k]) else {
+                continue;
+            };
             let arg = node.args[k];
             // Unbroadcast: the adjoint of an argument has at most the argument's axes.
             let extra = g.axes(c) & !g.axes(arg);
-            let c = if extra != 0 { g.reduce(Op::Sum, c, extra) } else { c };
+            let c = if extra != 0 {
+                g.reduce(Op::Sum, c, extra)
+            } else {
+                c
+            };
             let acc = match adj.get(&arg) {
                 Some(&prev) => g.op2(Op::Add, prev, c),
                 None => c,

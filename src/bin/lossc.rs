@@ -15,7 +15,11 @@ use losslang::{Error, GradcheckOptions, Library, Loss, ParamValue, Stage};
 use serde_json::{json, Map, Value};
 
 #[derive(Parser)]
-#[command(name = "lossc", version, about = "Check, evaluate, inspect and time segmentation losses written in the losslang language")]
+#[command(
+    name = "lossc",
+    version,
+    about = "Check, evaluate, inspect and time segmentation losses written in the losslang language"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -107,10 +111,44 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Check { paths, seed, tolerance, verbose } => check(&paths, seed, tolerance, verbose),
-        Cmd::Eval { file, inputs, npy, set, dtype, grad, no_check_finite } => eval(&file, inputs.as_deref(), &npy, &set, dtype, grad, !no_check_finite),
-        Cmd::Graph { file, stage, dot, set, with } => graph(&file, stage, dot, &set, &with),
-        Cmd::Bench { file, shape, dtype, threads, iters, set } => bench(&file, &shape, dtype, threads, iters, &set),
+        Cmd::Check {
+            paths,
+            seed,
+            tolerance,
+            verbose,
+        } => check(&paths, seed, tolerance, verbose),
+        Cmd::Eval {
+            file,
+            inputs,
+            npy,
+            set,
+            dtype,
+            grad,
+            no_check_finite,
+        } => eval(
+            &file,
+            inputs.as_deref(),
+            &npy,
+            &set,
+            dtype,
+            grad,
+            !no_check_finite,
+        ),
+        Cmd::Graph {
+            file,
+            stage,
+            dot,
+            set,
+            with,
+        } => graph(&file, stage, dot, &set, &with),
+        Cmd::Bench {
+            file,
+            shape,
+            dtype,
+            threads,
+            iters,
+            set,
+        } => bench(&file, &shape, dtype, threads, iters, &set),
         Cmd::List => list(),
     };
     match r {
@@ -166,7 +204,10 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         out.push(path.to_path_buf());
         Ok(())
     } else {
-        Err(Error::Io(format!("no such file or directory: {}", path.display())))
+        Err(Error::Io(format!(
+            "no such file or directory: {}",
+            path.display()
+        )))
     }
 }
 
@@ -175,7 +216,11 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
     for p in paths {
         collect(p, &mut files)?;
     }
-    let opts = GradcheckOptions { seed, tolerance, ..Default::default() };
+    let opts = GradcheckOptions {
+        seed,
+        tolerance,
+        ..Default::default()
+    };
     let (mut ok, mut failed) = (0, 0);
     for f in &files {
         let losses = match Loss::all_in_file(f) {
@@ -215,7 +260,13 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
                                 t.name,
                                 format!("{:?}", t.shape),
                                 t.value,
-                                if t.passed { "" } else if !t.finite { "  NON-FINITE" } else { "  TOO LARGE" }
+                                if t.passed {
+                                    ""
+                                } else if !t.finite {
+                                    "  NON-FINITE"
+                                } else {
+                                    "  TOO LARGE"
+                                }
                             );
                         }
                     }
@@ -227,14 +278,22 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
                 }
                 Err(e) => {
                     eprintln!("{}", e.to_string().trim_end());
-                    println!("FAIL  {}: `{}` could not be evaluated", f.display(), loss.name());
+                    println!(
+                        "FAIL  {}: `{}` could not be evaluated",
+                        f.display(),
+                        loss.name()
+                    );
                     failed += 1;
                 }
             }
         }
     }
     println!("{ok} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
@@ -244,18 +303,29 @@ fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
         .and_then(|s| s.as_array())
         .ok_or_else(|| bad("needs a \"shape\" array"))?
         .iter()
-        .map(|x| x.as_u64().map(|u| u as usize).ok_or_else(|| bad("\"shape\" holds a non-integer")))
+        .map(|x| {
+            x.as_u64()
+                .map(|u| u as usize)
+                .ok_or_else(|| bad("\"shape\" holds a non-integer"))
+        })
         .collect::<Result<_, _>>()?;
     let data: Vec<f64> = v
         .get("data")
         .and_then(|s| s.as_array())
         .ok_or_else(|| bad("needs a \"data\" array"))?
         .iter()
-        .map(|x| x.as_f64().ok_or_else(|| bad("\"data\" holds a non-number (NaN and Inf cannot be written in JSON)")))
+        .map(|x| {
+            x.as_f64().ok_or_else(|| {
+                bad("\"data\" holds a non-number (NaN and Inf cannot be written in JSON)")
+            })
+        })
         .collect::<Result<_, _>>()?;
     let n: usize = shape.iter().product();
     if n != data.len() {
-        return Err(bad(&format!("shape {shape:?} has {n} elements but \"data\" has {}", data.len())));
+        return Err(bad(&format!(
+            "shape {shape:?} has {n} elements but \"data\" has {}",
+            data.len()
+        )));
     }
     ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| bad(&e.to_string()))
 }
@@ -273,17 +343,34 @@ fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
             let a: A<f32> = a;
             Ok(a.mapv(|x| x as f64))
         }
-        Err(e) => Err(err(format!("{e} (expected a float32 or float64 .npy array)"))),
+        Err(e) => Err(err(format!(
+            "{e} (expected a float32 or float64 .npy array)"
+        ))),
     }
 }
 
-fn eval(file: &str, inputs: Option<&Path>, npy: &[String], sets: &[String], dtype: Dtype, grad: bool, check_finite: bool) -> Result<ExitCode, Error> {
+fn eval(
+    file: &str,
+    inputs: Option<&Path>,
+    npy: &[String],
+    sets: &[String],
+    dtype: Dtype,
+    grad: bool,
+    check_finite: bool,
+) -> Result<ExitCode, Error> {
     let mut loss = load(file)?;
     let mut arrays: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
     if let Some(p) = inputs {
-        let text = std::fs::read_to_string(p).map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json(format!("{}: {e}", p.display())))?;
-        let obj = v.as_object().ok_or_else(|| Error::Json(format!("{}: expected a JSON object mapping input names to arrays", p.display())))?;
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Json(format!("{}: {e}", p.display())))?;
+        let obj = v.as_object().ok_or_else(|| {
+            Error::Json(format!(
+                "{}: expected a JSON object mapping input names to arrays",
+                p.display()
+            ))
+        })?;
         // A golden case object ({"inputs": {...}, "params": {...}, ...}) is accepted as well.
         let ins = match obj.get("inputs").and_then(|x| x.as_object()) {
             Some(inner) => {
@@ -291,7 +378,11 @@ fn eval(file: &str, inputs: Option<&Path>, npy: &[String], sets: &[String], dtyp
                     for (k, pv) in params {
                         let val = match pv {
                             Value::String(s) => ParamValue::Text(s.clone()),
-                            other => ParamValue::Number(other.as_f64().ok_or_else(|| Error::Json(format!("parameter `{k}` is neither a number nor a string")))?),
+                            other => ParamValue::Number(other.as_f64().ok_or_else(|| {
+                                Error::Json(format!(
+                                    "parameter `{k}` is neither a number nor a string"
+                                ))
+                            })?),
                         };
                         loss = loss.set(k, val)?;
                     }
@@ -311,7 +402,9 @@ fn eval(file: &str, inputs: Option<&Path>, npy: &[String], sets: &[String], dtyp
         arrays.insert(k.to_string(), read_npy(k, path)?);
     }
     if arrays.is_empty() {
-        return Err(Error::Io("no inputs: pass --inputs CASE.json or --input NAME=FILE.npy".into()));
+        return Err(Error::Io(
+            "no inputs: pass --inputs CASE.json or --input NAME=FILE.npy".into(),
+        ));
     }
     let loss = apply_sets(loss, sets)?;
     let out = match dtype {
@@ -322,8 +415,16 @@ fn eval(file: &str, inputs: Option<&Path>, npy: &[String], sets: &[String], dtyp
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_eval<T: Real>(loss: &Loss, arrays: &BTreeMap<String, ArrayD<f64>>, grad: bool, check_finite: bool) -> Result<Value, Error> {
-    let typed: Vec<(&str, ArrayD<T>)> = arrays.iter().map(|(k, a)| (k.as_str(), a.mapv(T::from_f64))).collect();
+fn run_eval<T: Real>(
+    loss: &Loss,
+    arrays: &BTreeMap<String, ArrayD<f64>>,
+    grad: bool,
+    check_finite: bool,
+) -> Result<Value, Error> {
+    let typed: Vec<(&str, ArrayD<T>)> = arrays
+        .iter()
+        .map(|(k, a)| (k.as_str(), a.mapv(T::from_f64)))
+        .collect();
     let shapes: Vec<(&str, &[usize])> = typed.iter().map(|(k, a)| (*k, a.shape())).collect();
     let mut plan = loss.compile::<T>(&shapes)?;
     plan.set_check_finite(check_finite);
@@ -345,7 +446,13 @@ fn run_eval<T: Real>(loss: &Loss, arrays: &BTreeMap<String, ArrayD<f64>>, grad: 
     Ok(Value::Object(res))
 }
 
-fn graph(file: &str, stage: StageArg, dot: bool, sets: &[String], with: &[String]) -> Result<ExitCode, Error> {
+fn graph(
+    file: &str,
+    stage: StageArg,
+    dot: bool,
+    sets: &[String],
+    with: &[String],
+) -> Result<ExitCode, Error> {
     let loss = apply_sets(load(file)?, sets)?;
     let stage = match stage {
         StageArg::Parsed => Stage::Parsed,
@@ -356,11 +463,24 @@ fn graph(file: &str, stage: StageArg, dot: bool, sets: &[String], with: &[String
         }
     };
     for w in with {
-        if !loss.inputs().iter().any(|i| &i.name == w && i.default.is_some()) {
-            return Err(Error::Param(format!("--with `{w}`: `{}` has no optional input of that name", loss.name())));
+        if !loss
+            .inputs()
+            .iter()
+            .any(|i| &i.name == w && i.default.is_some())
+        {
+            return Err(Error::Param(format!(
+                "--with `{w}`: `{}` has no optional input of that name",
+                loss.name()
+            )));
         }
     }
-    let absent: Vec<usize> = loss.inputs().iter().enumerate().filter(|(_, i)| i.default.is_some() && !with.contains(&i.name)).map(|(k, _)| k).collect();
+    let absent: Vec<usize> = loss
+        .inputs()
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.default.is_some() && !with.contains(&i.name))
+        .map(|(k, _)| k)
+        .collect();
     let sg = loss.stage(stage, &absent)?;
     let names: Vec<String> = loss.inputs().iter().map(|i| i.name.clone()).collect();
     if dot {
@@ -379,14 +499,20 @@ fn live_nodes(g: &Graph, roots: &[(String, u32)]) -> Vec<u32> {
 
 fn input_name(g: &Graph, id: u32, names: &[String]) -> Option<String> {
     match g.node(id).attr {
-        losslang::ir::graph::Attr::Input(i) if g.node(id).op == losslang::ops::Op::Input => names.get(i as usize).cloned(),
+        losslang::ir::graph::Attr::Input(i) if g.node(id).op == losslang::ops::Op::Input => {
+            names.get(i as usize).cloned()
+        }
         _ => None,
     }
 }
 
 fn to_text(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> String {
     let nodes = live_nodes(g, roots);
-    let mut s = format!("# {loss}: {} nodes, axes {}\n", nodes.len(), g.space.fmt(g.space.all()));
+    let mut s = format!(
+        "# {loss}: {} nodes, axes {}\n",
+        nodes.len(),
+        g.space.fmt(g.space.all())
+    );
     for id in nodes {
         s.push_str(&g.describe(id));
         if let Some(n) = input_name(g, id, names) {
@@ -401,10 +527,16 @@ fn to_text(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> 
 }
 
 fn to_dot(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> String {
-    let mut s = format!("digraph \"{loss}\" {{\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut s = format!(
+        "digraph \"{loss}\" {{\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\"];\n"
+    );
     for id in live_nodes(g, roots) {
         let d = g.describe(id);
-        let label = d.split_once(" = ").map(|x| x.1).unwrap_or(&d).replace('"', "'");
+        let label = d
+            .split_once(" = ")
+            .map(|x| x.1)
+            .unwrap_or(&d)
+            .replace('"', "'");
         let label = match input_name(g, id, names) {
             Some(n) => format!("{n}\\n{label}"),
             None => label,
@@ -421,9 +553,19 @@ fn to_dot(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> S
     s
 }
 
-fn bench(file: &str, shape: &[usize], dtype: Dtype, threads: usize, iters: usize, sets: &[String]) -> Result<ExitCode, Error> {
+fn bench(
+    file: &str,
+    shape: &[usize],
+    dtype: Dtype,
+    threads: usize,
+    iters: usize,
+    sets: &[String],
+) -> Result<ExitCode, Error> {
     let loss = apply_sets(load(file)?, sets)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().map_err(|e| Error::Io(e.to_string()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| Error::Io(e.to_string()))?;
     let out = pool.install(|| match dtype {
         Dtype::F32 => run_bench::<f32>(&loss, shape, threads, iters),
         Dtype::F64 => run_bench::<f64>(&loss, shape, threads, iters),
@@ -432,7 +574,12 @@ fn bench(file: &str, shape: &[usize], dtype: Dtype, threads: usize, iters: usize
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_bench<T: Real>(loss: &Loss, shape: &[usize], threads: usize, iters: usize) -> Result<Value, Error> {
+fn run_bench<T: Real>(
+    loss: &Loss,
+    shape: &[usize],
+    threads: usize,
+    iters: usize,
+) -> Result<Value, Error> {
     let mut rng = Rng::new(7);
     let n: usize = shape.iter().product();
     let mut arrays: Vec<(String, ArrayD<T>)> = Vec::new();
@@ -443,9 +590,14 @@ fn run_bench<T: Real>(loss: &Loss, shape: &[usize], threads: usize, iters: usize
         let data: Vec<T> = if inp.diff {
             (0..n).map(|_| T::from_f64(2.0 * rng.normal())).collect()
         } else {
-            (0..n).map(|_| T::from_f64(if rng.uniform() < 0.3 { 1.0 } else { 0.0 })).collect()
+            (0..n)
+                .map(|_| T::from_f64(if rng.uniform() < 0.3 { 1.0 } else { 0.0 }))
+                .collect()
         };
-        arrays.push((inp.name.clone(), ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Io(e.to_string()))?));
+        arrays.push((
+            inp.name.clone(),
+            ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Io(e.to_string()))?,
+        ));
     }
     let shapes: Vec<(&str, &[usize])> = arrays.iter().map(|(k, _)| (k.as_str(), shape)).collect();
     let t0 = Instant::now();
@@ -502,7 +654,11 @@ fn list() -> Result<ExitCode, Error> {
                 s
             })
             .collect();
-        let ps: Vec<String> = sig.params.iter().map(|p| format!("{} = {}", p.name, p.default)).collect();
+        let ps: Vec<String> = sig
+            .params
+            .iter()
+            .map(|p| format!("{} = {}", p.name, p.default))
+            .collect();
         println!("{name}({})  {}", ins.join(", "), ps.join(", "));
     }
     Ok(ExitCode::SUCCESS)

@@ -21,6 +21,7 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
+    #[allow(clippy::needless_range_loop)]
     pub fn new(bound: std::sync::Arc<Bound>) -> Self {
         let g = &bound.graph;
         let live = g.reachable(&bound.roots);
@@ -35,11 +36,20 @@ impl Interpreter {
         for &r in &bound.roots {
             last_use[r as usize] = usize::MAX;
         }
-        Interpreter { bound, last_use, live }
+        Interpreter {
+            bound,
+            last_use,
+            live,
+        }
     }
 
     fn shape_of(&self, axes: u16) -> Vec<usize> {
-        self.bound.sizes.iter().enumerate().map(|(i, &s)| if axes & (1 << i) != 0 { s } else { 1 }).collect()
+        self.bound
+            .sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| if axes & (1 << i) != 0 { s } else { 1 })
+            .collect()
     }
 }
 
@@ -54,28 +64,50 @@ impl<T: Real> Executor<T> for Interpreter {
             let n = g.node(id as NodeId);
             let shape = self.shape_of(n.axes);
             let out: ArrayD<T> = match (n.op, n.op.def().class) {
-                (Op::Const, _) => ArrayD::from_elem(IxDyn(&shape), T::from_f64(const_value(n).unwrap_or(f64::NAN))),
+                (Op::Const, _) => ArrayD::from_elem(
+                    IxDyn(&shape),
+                    T::from_f64(const_value(n).unwrap_or(f64::NAN)),
+                ),
                 (Op::Input, _) => match n.attr {
                     Attr::Input(i) => inputs[i as usize].to_owned(),
                     _ => unreachable!("input node without index"),
                 },
                 (Op::AxisSize, _) => {
-                    let Attr::Axes(a) = n.attr else { unreachable!("axis_size without axes") };
-                    let count: usize = self.bound.sizes.iter().enumerate().filter(|(i, _)| a & (1 << i) != 0).map(|(_, &s)| s).product();
+                    let Attr::Axes(a) = n.attr else {
+                        unreachable!("axis_size without axes")
+                    };
+                    let count: usize = self
+                        .bound
+                        .sizes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| a & (1 << i) != 0)
+                        .map(|(_, &s)| s)
+                        .product();
                     ArrayD::from_elem(IxDyn(&shape), T::from_f64(count as f64))
                 }
                 (_, Class::Broadcast) => {
-                    let a = vals[n.args[0] as usize].as_ref().expect("argument evaluated");
-                    a.broadcast(IxDyn(&shape)).expect("broadcast to declared axes").to_owned()
+                    let a = vals[n.args[0] as usize]
+                        .as_ref()
+                        .expect("argument evaluated");
+                    a.broadcast(IxDyn(&shape))
+                        .expect("broadcast to declared axes")
+                        .to_owned()
                 }
                 (_, Class::Reduce { init }) => {
-                    let Attr::Axes(over) = n.attr else { unreachable!("reduction without axes") };
-                    let a = vals[n.args[0] as usize].as_ref().expect("argument evaluated");
+                    let Attr::Axes(over) = n.attr else {
+                        unreachable!("reduction without axes")
+                    };
+                    let a = vals[n.args[0] as usize]
+                        .as_ref()
+                        .expect("argument evaluated");
                     let combine = n.op.def().f64;
                     let mut acc: ArrayD<f64> = a.mapv(|x| x.to_f64());
                     for ax in 0..self.bound.sizes.len() {
                         if over & (1 << ax) != 0 {
-                            acc = acc.fold_axis(Axis(ax), init, |&s, &x| combine(&[s, x])).insert_axis(Axis(ax));
+                            acc = acc
+                                .fold_axis(Axis(ax), init, |&s, &x| combine(&[s, x]))
+                                .insert_axis(Axis(ax));
                         }
                     }
                     acc.mapv(T::from_f64)
@@ -83,10 +115,19 @@ impl<T: Real> Executor<T> for Interpreter {
                 (_, Class::Map) => {
                     let f = T::kernel(n.op.def());
                     let mut out = ArrayD::from_elem(IxDyn(&shape), T::default());
-                    let arg = |k: usize| vals[n.args[k] as usize].as_ref().expect("argument evaluated");
+                    let arg = |k: usize| {
+                        vals[n.args[k] as usize]
+                            .as_ref()
+                            .expect("argument evaluated")
+                    };
                     match n.args.len() {
-                        1 => Zip::from(&mut out).and_broadcast(arg(0)).for_each(|o, &a| *o = f(&[a])),
-                        2 => Zip::from(&mut out).and_broadcast(arg(0)).and_broadcast(arg(1)).for_each(|o, &a, &b| *o = f(&[a, b])),
+                        1 => Zip::from(&mut out)
+                            .and_broadcast(arg(0))
+                            .for_each(|o, &a| *o = f(&[a])),
+                        2 => Zip::from(&mut out)
+                            .and_broadcast(arg(0))
+                            .and_broadcast(arg(1))
+                            .for_each(|o, &a, &b| *o = f(&[a, b])),
                         3 => Zip::from(&mut out)
                             .and_broadcast(arg(0))
                             .and_broadcast(arg(1))
@@ -106,12 +147,22 @@ impl<T: Real> Executor<T> for Interpreter {
             }
             vals[id] = Some(out);
         }
-        self.bound.roots.iter().map(|&r| vals[r as usize].clone().expect("root evaluated")).collect()
+        self.bound
+            .roots
+            .iter()
+            .map(|&r| vals[r as usize].clone().expect("root evaluated"))
+            .collect()
     }
 
     fn passes(&self) -> usize {
         let g = &self.bound.graph;
         let full = self.bound.graph.space.all();
-        (0..g.len()).filter(|&i| self.live[i] && g.node(i as NodeId).axes == full && g.node(i as NodeId).op != Op::Input).count()
+        (0..g.len())
+            .filter(|&i| {
+                self.live[i]
+                    && g.node(i as NodeId).axes == full
+                    && g.node(i as NodeId).op != Op::Input
+            })
+            .count()
     }
 }

@@ -50,7 +50,10 @@ impl AxisSpace {
         ((1u32 << self.names.len()) - 1) as Axes
     }
     pub fn list(&self, axes: Axes) -> Vec<&str> {
-        (0..self.names.len()).filter(|i| axes & (1 << i) != 0).map(|i| self.names[i].as_str()).collect()
+        (0..self.names.len())
+            .filter(|i| axes & (1 << i) != 0)
+            .map(|i| self.names[i].as_str())
+            .collect()
     }
     pub fn fmt(&self, axes: Axes) -> String {
         format!("[{}]", self.list(axes).join(", "))
@@ -66,7 +69,11 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(space: AxisSpace) -> Self {
-        Graph { space, nodes: Vec::new(), memo: HashMap::new() }
+        Graph {
+            space,
+            nodes: Vec::new(),
+            memo: HashMap::new(),
+        }
     }
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -93,12 +100,20 @@ impl Graph {
             _ => 0,
         };
         if def.class == Class::Map && op != Op::StopGrad && !args.is_empty() {
-            let vals: Option<Vec<f64>> = args.iter().map(|&a| crate::ops::const_value(self.node(a))).collect();
+            let vals: Option<Vec<f64>> = args
+                .iter()
+                .map(|&a| crate::ops::const_value(self.node(a)))
+                .collect();
             if let Some(v) = vals {
                 return self.c((def.f64)(&v));
             }
         }
-        self.intern(Node { op, args, attr, axes })
+        self.intern(Node {
+            op,
+            args,
+            attr,
+            axes,
+        })
     }
 
     fn intern(&mut self, n: Node) -> NodeId {
@@ -114,13 +129,28 @@ impl Graph {
     pub fn c(&mut self, v: f64) -> NodeId {
         // One canonical zero: -0.0 and 0.0 behave alike in every op we have but would hash apart.
         let v = if v == 0.0 { 0.0 } else { v };
-        self.intern(Node { op: Op::Const, args: vec![], attr: Attr::Const(v.to_bits()), axes: 0 })
+        self.intern(Node {
+            op: Op::Const,
+            args: vec![],
+            attr: Attr::Const(v.to_bits()),
+            axes: 0,
+        })
     }
     pub fn input(&mut self, index: usize, axes: Axes) -> NodeId {
-        self.intern(Node { op: Op::Input, args: vec![], attr: Attr::Input(index as u16), axes })
+        self.intern(Node {
+            op: Op::Input,
+            args: vec![],
+            attr: Attr::Input(index as u16),
+            axes,
+        })
     }
     pub fn axis_size(&mut self, axes: Axes) -> NodeId {
-        self.intern(Node { op: Op::AxisSize, args: vec![], attr: Attr::Axes(axes), axes: 0 })
+        self.intern(Node {
+            op: Op::AxisSize,
+            args: vec![],
+            attr: Attr::Axes(axes),
+            axes: 0,
+        })
     }
     pub fn op1(&mut self, op: Op, a: NodeId) -> NodeId {
         self.add(op, vec![a], Attr::None)

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::ir::graph::{AxisSpace, Axes, Graph, NodeId};
+use crate::ir::graph::{Axes, AxisSpace, Graph, NodeId};
 use crate::ir::program::{Def, Program};
 use crate::ops::{self, Class, Op};
 use crate::syntax::ast::*;
@@ -139,7 +139,13 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
     let Def::Loss(file, _) = def else { return None };
     let before = diags.len();
     let (space, inputs) = root_inputs(loss, diags);
-    let mut cx = Cx { prog, g: Graph::new(space.clone()), diags, origins: HashMap::new(), stack: vec![] };
+    let mut cx = Cx {
+        prog,
+        g: Graph::new(space.clone()),
+        diags,
+        origins: HashMap::new(),
+        stack: vec![],
+    };
     let vals = cx.bind_params(loss, file, HashMap::new());
     let params = loss
         .params
@@ -149,7 +155,9 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
             ty: p.ty.clone(),
             default: match vals.get(&p.name.name) {
                 Some(Val::Opt(s, _)) => ParamValue::Text(s.clone()),
-                Some(Val::T(id)) => ParamValue::Number(ops::const_value(cx.g.node(*id)).unwrap_or(f64::NAN)),
+                Some(Val::T(id)) => {
+                    ParamValue::Number(ops::const_value(cx.g.node(*id)).unwrap_or(f64::NAN))
+                }
                 _ => ParamValue::Number(f64::NAN),
             },
             span: p.name.span,
@@ -158,7 +166,12 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
     if diags.len() > before {
         return None;
     }
-    Some(Signature { name: loss.name.name.clone(), inputs, params, space })
+    Some(Signature {
+        name: loss.name.name.clone(),
+        inputs,
+        params,
+        space,
+    })
 }
 
 /// Builds the axis space from the root loss's input declarations.
@@ -170,8 +183,12 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
         if let Some(first) = seen.get(inp.name.name.as_str()) {
             let _ = first;
             diags.push(
-                Diagnostic::new("E0011", inp.name.span, format!("input `{}` is declared twice", inp.name.name))
-                    .label("second declaration"),
+                Diagnostic::new(
+                    "E0011",
+                    inp.name.span,
+                    format!("input `{}` is declared twice", inp.name.name),
+                )
+                .label("second declaration"),
             );
             continue;
         }
@@ -184,18 +201,34 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             let idx = match space.index(&a.name.name) {
                 Some(i) => {
                     if space.packs[i] != a.pack {
-                        let what = if space.packs[i] { "a pack (`..` axes)" } else { "a single axis" };
+                        let what = if space.packs[i] {
+                            "a pack (`..` axes)"
+                        } else {
+                            "a single axis"
+                        };
                         diags.push(
-                            Diagnostic::new("E0017", a.name.span, format!("axis `{}` was declared as {what} by an earlier input", a.name.name))
-                                .label("declared differently here")
-                                .help("write the axis the same way in every input, e.g. `..S` everywhere"),
+                            Diagnostic::new(
+                                "E0017",
+                                a.name.span,
+                                format!(
+                                    "axis `{}` was declared as {what} by an earlier input",
+                                    a.name.name
+                                ),
+                            )
+                            .label("declared differently here")
+                            .help(
+                                "write the axis the same way in every input, e.g. `..S` everywhere",
+                            ),
                         );
                     }
                     i
                 }
                 None => {
                     if space.names.len() >= 15 {
-                        diags.push(Diagnostic::new("E0017", a.name.span, "a loss may use at most 15 axes").label("one too many"));
+                        diags.push(
+                            Diagnostic::new("E0017", a.name.span, "a loss may use at most 15 axes")
+                                .label("one too many"),
+                        );
                         continue;
                     }
                     space.names.push(a.name.name.clone());
@@ -204,7 +237,17 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
                 }
             };
             if mask & (1 << idx) != 0 {
-                diags.push(Diagnostic::new("E0011", a.name.span, format!("axis `{}` appears twice in `{}`", a.name.name, inp.name.name)).label("repeated axis"));
+                diags.push(
+                    Diagnostic::new(
+                        "E0011",
+                        a.name.span,
+                        format!(
+                            "axis `{}` appears twice in `{}`",
+                            a.name.name, inp.name.name
+                        ),
+                    )
+                    .label("repeated axis"),
+                );
                 continue;
             }
             if let Some(l) = last {
@@ -224,26 +267,57 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             axes.push(idx);
         }
         if packs > 1 {
-            diags.push(Diagnostic::new("E0017", inp.name.span, format!("input `{}` has more than one `..` axis", inp.name.name)).label("at most one pack axis per input"));
+            diags.push(
+                Diagnostic::new(
+                    "E0017",
+                    inp.name.span,
+                    format!("input `{}` has more than one `..` axis", inp.name.name),
+                )
+                .label("at most one pack axis per input"),
+            );
         }
-        inputs.push(InputSpec { name: inp.name.name.clone(), axes, mask, diff: inp.diff, default: inp.default, span: inp.name.span });
+        inputs.push(InputSpec {
+            name: inp.name.name.clone(),
+            axes,
+            mask,
+            diff: inp.diff,
+            default: inp.default,
+            span: inp.name.span,
+        });
     }
     (space, inputs)
 }
 
 /// Lowers `def` with the given parameter values (defaults for the rest). Parameter names and
 /// value types are checked by the caller against the [`Signature`] first.
-pub fn lower(prog: &Program, def: Def, params: &[(String, ParamValue)], diags: &mut Diagnostics) -> Option<Lowered> {
+pub fn lower(
+    prog: &Program,
+    def: Def,
+    params: &[(String, ParamValue)],
+    diags: &mut Diagnostics,
+) -> Option<Lowered> {
     lower_with(prog, def, params, &[], diags)
 }
 
 /// As [`lower`], with the optional inputs at positions `absent` replaced by their defaults.
-pub fn lower_with(prog: &Program, def: Def, params: &[(String, ParamValue)], absent: &[usize], diags: &mut Diagnostics) -> Option<Lowered> {
+pub fn lower_with(
+    prog: &Program,
+    def: Def,
+    params: &[(String, ParamValue)],
+    absent: &[usize],
+    diags: &mut Diagnostics,
+) -> Option<Lowered> {
     let loss = prog.loss(def)?;
     let Def::Loss(file, _) = def else { return None };
     let before = diags.len();
     let (space, inputs) = root_inputs(loss, diags);
-    let mut cx = Cx { prog, g: Graph::new(space.clone()), diags, origins: HashMap::new(), stack: vec![loss.name.name.clone()] };
+    let mut cx = Cx {
+        prog,
+        g: Graph::new(space.clone()),
+        diags,
+        origins: HashMap::new(),
+        stack: vec![loss.name.name.clone()],
+    };
     let mut given = HashMap::new();
     for (k, v) in params {
         let val = match v {
@@ -280,26 +354,57 @@ pub fn lower_with(prog: &Program, def: Def, params: &[(String, ParamValue)], abs
             let ax = cx.g.axes(id);
             if ax != 0 {
                 cx.diags.push(
-                    Diagnostic::new("E0016", loss.body.result.span, format!("the result of `{}` has axes {}, but a loss must be a scalar", loss.name.name, cx.g.space.fmt(ax)))
-                        .label("not a scalar")
-                        .help(format!("reduce it, e.g. `mean(...)` or `sum(..., over = {})`", cx.g.space.fmt(ax))),
+                    Diagnostic::new(
+                        "E0016",
+                        loss.body.result.span,
+                        format!(
+                            "the result of `{}` has axes {}, but a loss must be a scalar",
+                            loss.name.name,
+                            cx.g.space.fmt(ax)
+                        ),
+                    )
+                    .label("not a scalar")
+                    .help(format!(
+                        "reduce it, e.g. `mean(...)` or `sum(..., over = {})`",
+                        cx.g.space.fmt(ax)
+                    )),
                 );
             }
             Some(id)
         }
         Val::Err => None,
         _ => {
-            cx.diags.push(Diagnostic::new("E0012", loss.body.result.span, "the result of a loss must be a tensor").label("not a tensor"));
+            cx.diags.push(
+                Diagnostic::new(
+                    "E0012",
+                    loss.body.result.span,
+                    "the result of a loss must be a tensor",
+                )
+                .label("not a tensor"),
+            );
             None
         }
     };
     let result = result?;
-    let mut lowered = Lowered { sig: Signature { name: loss.name.name.clone(), inputs, params: vec![], space }, graph: cx.g, result, input_nodes, origins: cx.origins };
+    let mut lowered = Lowered {
+        sig: Signature {
+            name: loss.name.name.clone(),
+            inputs,
+            params: vec![],
+            space,
+        },
+        graph: cx.g,
+        result,
+        input_nodes,
+        origins: cx.origins,
+    };
     check_differentiable(&lowered, cx.diags, &prog.sources);
     if diags_grew(cx.diags, before) {
         return None;
     }
-    lowered.sig.params = signature(prog, def, &mut Diagnostics::default()).map(|s| s.params).unwrap_or_default();
+    lowered.sig.params = signature(prog, def, &mut Diagnostics::default())
+        .map(|s| s.params)
+        .unwrap_or_default();
     Some(lowered)
 }
 
@@ -308,7 +413,11 @@ fn diags_grew(d: &Diagnostics, before: usize) -> bool {
 }
 
 /// E0009: every `diff` input must reach the result through differentiable argument positions.
-fn check_differentiable(l: &Lowered, diags: &mut Diagnostics, sources: &crate::syntax::diag::SourceMap) {
+fn check_differentiable(
+    l: &Lowered,
+    diags: &mut Diagnostics,
+    sources: &crate::syntax::diag::SourceMap,
+) {
     let g = &l.graph;
     for (i, inp) in l.sig.inputs.iter().enumerate() {
         if !inp.diff {
@@ -337,15 +446,24 @@ fn check_differentiable(l: &Lowered, diags: &mut Diagnostics, sources: &crate::s
             }
         }
         if !act[l.result as usize] {
-            let mut d = Diagnostic::new("E0009", inp.span, format!("`{}` does not reach the result through differentiable operations", inp.name))
-                .label("declared `diff` here");
+            let mut d = Diagnostic::new(
+                "E0009",
+                inp.span,
+                format!(
+                    "`{}` does not reach the result through differentiable operations",
+                    inp.name
+                ),
+            )
+            .label("declared `diff` here");
             let why = match blocker.and_then(|b| l.origins.get(&b).map(|s| (b, s))) {
                 Some((b, s)) => {
                     let (line, col) = sources.line_col(s.file, s.start);
                     format!("it only flows through `{}` (line {line}, column {col}), which has no derivative; use a smooth op, or wrap the path in `stop_grad` and drop `diff` if this is intended", op_symbol(g.node(b).op))
                 }
                 None if !dep[l.result as usize] => "the result does not use it at all".to_string(),
-                None => "every path to the result passes through a non-differentiable op".to_string(),
+                None => {
+                    "every path to the result passes through a non-differentiable op".to_string()
+                }
             };
             d = d.help(why);
             diags.push(d);
@@ -380,11 +498,25 @@ impl<'a> Cx<'a> {
             Val::T(id) => Some(id),
             Val::Err => None,
             Val::Axes(_) => {
-                self.err(Diagnostic::new("E0012", span, format!("{what} must be a tensor, not an axis list")).label("axis list"));
+                self.err(
+                    Diagnostic::new(
+                        "E0012",
+                        span,
+                        format!("{what} must be a tensor, not an axis list"),
+                    )
+                    .label("axis list"),
+                );
                 None
             }
             Val::Opt(s, _) => {
-                self.err(Diagnostic::new("E0012", span, format!("{what} must be a tensor, not the option `{s}`")).label("option"));
+                self.err(
+                    Diagnostic::new(
+                        "E0012",
+                        span,
+                        format!("{what} must be a tensor, not the option `{s}`"),
+                    )
+                    .label("option"),
+                );
                 None
             }
         }
@@ -397,11 +529,26 @@ impl<'a> Cx<'a> {
 
     /// Evaluates parameter values: given ones are validated, the rest come from defaults
     /// (which may use earlier parameters).
-    fn bind_params(&mut self, loss: &LossDef, file: FileId, mut given: HashMap<String, (Val, Span)>) -> HashMap<String, Val> {
-        let mut env = Env { file, vars: HashMap::new() };
+    fn bind_params(
+        &mut self,
+        loss: &LossDef,
+        file: FileId,
+        mut given: HashMap<String, (Val, Span)>,
+    ) -> HashMap<String, Val> {
+        let mut env = Env {
+            file,
+            vars: HashMap::new(),
+        };
         for p in &loss.params {
             if env.vars.contains_key(&p.name.name) {
-                self.err(Diagnostic::new("E0011", p.name.span, format!("parameter `{}` is declared twice", p.name.name)).label("second declaration"));
+                self.err(
+                    Diagnostic::new(
+                        "E0011",
+                        p.name.span,
+                        format!("parameter `{}` is declared twice", p.name.name),
+                    )
+                    .label("second declaration"),
+                );
                 continue;
             }
             let (v, span) = match given.remove(&p.name.name) {
@@ -486,11 +633,15 @@ impl<'a> Cx<'a> {
                 Some(i) => m |= 1 << i,
                 None => {
                     let names: Vec<&str> = self.g.space.names.iter().map(|s| s.as_str()).collect();
-                    let mut d = Diagnostic::new("E0007", a.span, format!("unknown axis `{}`", a.name))
-                        .label("not an axis of this loss")
-                        .help(format!("the loss's axes are {}", names.join(", ")));
+                    let mut d =
+                        Diagnostic::new("E0007", a.span, format!("unknown axis `{}`", a.name))
+                            .label("not an axis of this loss")
+                            .help(format!("the loss's axes are {}", names.join(", ")));
                     if let Some(s) = suggest(&a.name, names.iter().copied()) {
-                        d = d.help(format!("did you mean `{s}`? (the loss's axes are {})", names.join(", ")));
+                        d = d.help(format!(
+                            "did you mean `{s}`? (the loss's axes are {})",
+                            names.join(", ")
+                        ));
                     }
                     self.err(d);
                     ok = false;
@@ -506,20 +657,23 @@ impl<'a> Cx<'a> {
                 let id = self.g.c(*v);
                 self.note(id, e.span)
             }
-            ExprKind::Name(n) => match env.vars.get(n) {
-                Some(v) => v.clone(),
-                None => {
-                    let mut d = Diagnostic::new("E0002", e.span, format!("unknown name `{n}`")).label("not defined here");
-                    if let Some(s) = suggest(n, env.vars.keys().map(|k| k.as_str())) {
-                        d = d.help(format!("did you mean `{s}`?"));
-                    } else if self.g.space.index(n).is_some() {
-                        d = d.help(format!("`{n}` is an axis; axis lists are written `[{n}]`, e.g. `sum(x, over = [{n}])`"));
-                    } else {
-                        d = d.help("names are inputs, parameters, `let` bindings and function parameters");
+            ExprKind::Name(n) => {
+                match env.vars.get(n) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let mut d = Diagnostic::new("E0002", e.span, format!("unknown name `{n}`"))
+                            .label("not defined here");
+                        if let Some(s) = suggest(n, env.vars.keys().map(|k| k.as_str())) {
+                            d = d.help(format!("did you mean `{s}`?"));
+                        } else if self.g.space.index(n).is_some() {
+                            d = d.help(format!("`{n}` is an axis; axis lists are written `[{n}]`, e.g. `sum(x, over = [{n}])`"));
+                        } else {
+                            d = d.help("names are inputs, parameters, `let` bindings and function parameters");
+                        }
+                        self.err(d)
                     }
-                    self.err(d)
                 }
-            },
+            }
             ExprKind::AxisList(list) => match self.axes_of(list) {
                 Some(m) => Val::Axes(m),
                 None => Val::Err,
@@ -549,7 +703,11 @@ impl<'a> Cx<'a> {
                 let ib = self.tensor(vb, b.span, &what);
                 match (ia, ib) {
                     (Some(x), Some(y)) => {
-                        let op = ops::OPS.iter().find(|d| d.name == op.op_name() && d.arity == 2).map(|d| d.op).unwrap_or(Op::Add);
+                        let op = ops::OPS
+                            .iter()
+                            .find(|d| d.name == op.op_name() && d.arity == 2)
+                            .map(|d| d.op)
+                            .unwrap_or(Op::Add);
                         let id = self.g.op2(op, x, y);
                         self.note(id, e.span)
                     }
@@ -558,7 +716,14 @@ impl<'a> Cx<'a> {
             }
             ExprKind::Match { scrutinee, arms } => {
                 let Some(v) = env.vars.get(&scrutinee.name).cloned() else {
-                    return self.err(Diagnostic::new("E0002", scrutinee.span, format!("unknown name `{}`", scrutinee.name)).label("not defined here"));
+                    return self.err(
+                        Diagnostic::new(
+                            "E0002",
+                            scrutinee.span,
+                            format!("unknown name `{}`", scrutinee.name),
+                        )
+                        .label("not defined here"),
+                    );
                 };
                 match v {
                     Val::Opt(s, opts) => {
@@ -567,8 +732,15 @@ impl<'a> Cx<'a> {
                             if !opts.is_empty() && !opts.contains(&arm.name) {
                                 bad = true;
                                 self.err(
-                                    Diagnostic::new("E0013", arm.span, format!("`{}` is not an option of `{}`", arm.name, scrutinee.name))
-                                        .label(format!("options are {}", opts.join(" | "))),
+                                    Diagnostic::new(
+                                        "E0013",
+                                        arm.span,
+                                        format!(
+                                            "`{}` is not an option of `{}`",
+                                            arm.name, scrutinee.name
+                                        ),
+                                    )
+                                    .label(format!("options are {}", opts.join(" | "))),
                                 );
                             }
                         }
@@ -578,16 +750,27 @@ impl<'a> Cx<'a> {
                         match arms.iter().find(|(a, _)| a.name == s) {
                             Some((_, body)) => self.expr(body, env),
                             None => self.err(
-                                Diagnostic::new("E0013", e.span, format!("no arm for `{} = {s}`", scrutinee.name))
-                                    .label("incomplete match")
-                                    .help(format!("add an arm `{s} => ...`")),
+                                Diagnostic::new(
+                                    "E0013",
+                                    e.span,
+                                    format!("no arm for `{} = {s}`", scrutinee.name),
+                                )
+                                .label("incomplete match")
+                                .help(format!("add an arm `{s} => ...`")),
                             ),
                         }
                     }
                     Val::Err => Val::Err,
                     _ => self.err(
-                        Diagnostic::new("E0012", scrutinee.span, format!("`match` needs an option-valued parameter; `{}` is not one", scrutinee.name))
-                            .label("not an option"),
+                        Diagnostic::new(
+                            "E0012",
+                            scrutinee.span,
+                            format!(
+                                "`match` needs an option-valued parameter; `{}` is not one",
+                                scrutinee.name
+                            ),
+                        )
+                        .label("not an option"),
                     ),
                 }
             }
@@ -607,14 +790,27 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn call(&mut self, name: &Ident, args: &[Expr], kwargs: &[(Ident, Expr)], span: Span, env: &Env) -> Val {
+    fn call(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
         if self.stack.len() > MAX_DEPTH {
-            return self.err(Diagnostic::new("E0015", name.span, "calls nest too deeply").label("here"));
+            return self
+                .err(Diagnostic::new("E0015", name.span, "calls nest too deeply").label("here"));
         }
         if name.name == "mean" {
             return self.reduction(Op::Sum, true, name, args, kwargs, span, env);
         }
-        if let Some(&def) = self.prog.scopes.get(env.file).and_then(|s| s.get(&name.name)) {
+        if let Some(&def) = self
+            .prog
+            .scopes
+            .get(env.file)
+            .and_then(|s| s.get(&name.name))
+        {
             if self.stack.iter().any(|s| s == &name.name) {
                 return self.err(
                     Diagnostic::new("E0015", name.span, format!("`{}` calls itself", name.name))
@@ -629,18 +825,26 @@ impl<'a> Cx<'a> {
         }
         let nargs = args.len();
         match ops::lookup(&name.name, nargs) {
-            Some(op) if matches!(op.def().class, Class::Reduce { .. }) => self.reduction(op, false, name, args, kwargs, span, env),
+            Some(op) if matches!(op.def().class, Class::Reduce { .. }) => {
+                self.reduction(op, false, name, args, kwargs, span, env)
+            }
             Some(op) => {
                 if let Some((k, _)) = kwargs.first() {
                     return self.err(
-                        Diagnostic::new("E0005", k.span, format!("`{}` takes no keyword argument `{}`", name.name, k.name))
-                            .label("unknown keyword"),
+                        Diagnostic::new(
+                            "E0005",
+                            k.span,
+                            format!("`{}` takes no keyword argument `{}`", name.name, k.name),
+                        )
+                        .label("unknown keyword"),
                     );
                 }
                 let mut ids = Vec::new();
                 for (i, a) in args.iter().enumerate() {
                     let v = self.expr(a, env);
-                    if let Some(id) = self.tensor(v, a.span, &format!("argument {} of `{}`", i + 1, name.name)) {
+                    if let Some(id) =
+                        self.tensor(v, a.span, &format!("argument {} of `{}`", i + 1, name.name))
+                    {
                         ids.push(id);
                     }
                 }
@@ -655,15 +859,33 @@ impl<'a> Cx<'a> {
                 if !ar.is_empty() {
                     let list: Vec<String> = ar.iter().map(|a| a.to_string()).collect();
                     return self.err(
-                        Diagnostic::new("E0004", name.span, format!("`{}` takes {} argument(s), got {nargs}", name.name, list.join(" or ")))
-                            .label("wrong number of arguments"),
+                        Diagnostic::new(
+                            "E0004",
+                            name.span,
+                            format!(
+                                "`{}` takes {} argument(s), got {nargs}",
+                                name.name,
+                                list.join(" or ")
+                            ),
+                        )
+                        .label("wrong number of arguments"),
                     );
                 }
                 let mut cands: Vec<&str> = ops::callable_names().collect();
                 cands.extend(BUILTINS.iter().copied());
-                let scope_names: Vec<String> = self.prog.scopes.get(env.file).map(|s| s.keys().cloned().collect()).unwrap_or_default();
+                let scope_names: Vec<String> = self
+                    .prog
+                    .scopes
+                    .get(env.file)
+                    .map(|s| s.keys().cloned().collect())
+                    .unwrap_or_default();
                 cands.extend(scope_names.iter().map(|s| s.as_str()));
-                let mut d = Diagnostic::new("E0003", name.span, format!("unknown function `{}`", name.name)).label("not an op, function or loss in scope");
+                let mut d = Diagnostic::new(
+                    "E0003",
+                    name.span,
+                    format!("unknown function `{}`", name.name),
+                )
+                .label("not an op, function or loss in scope");
                 d = match suggest(&name.name, cands) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help("`use other` brings in the functions and losses of other.loss"),
@@ -674,37 +896,81 @@ impl<'a> Cx<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn reduction(&mut self, op: Op, mean: bool, name: &Ident, args: &[Expr], kwargs: &[(Ident, Expr)], span: Span, env: &Env) -> Val {
+    fn reduction(
+        &mut self,
+        op: Op,
+        mean: bool,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
         if args.len() != 1 {
             return self.err(
-                Diagnostic::new("E0004", name.span, format!("`{}` reduces one tensor, got {} arguments", name.name, args.len()))
-                    .label("wrong number of arguments")
-                    .help(format!("write `{}(x, over = [..])`", name.name)),
+                Diagnostic::new(
+                    "E0004",
+                    name.span,
+                    format!(
+                        "`{}` reduces one tensor, got {} arguments",
+                        name.name,
+                        args.len()
+                    ),
+                )
+                .label("wrong number of arguments")
+                .help(format!("write `{}(x, over = [..])`", name.name)),
             );
         }
         let v = self.expr(&args[0], env);
-        let Some(x) = self.tensor(v, args[0].span, &format!("the argument of `{}`", name.name)) else { return Val::Err };
+        let Some(x) = self.tensor(v, args[0].span, &format!("the argument of `{}`", name.name))
+        else {
+            return Val::Err;
+        };
         let xa = self.g.axes(x);
         let mut over = xa;
         for (k, e) in kwargs {
             if k.name != "over" {
                 return self.err(
-                    Diagnostic::new("E0005", k.span, format!("`{}` takes no keyword argument `{}`", name.name, k.name))
-                        .label("unknown keyword")
-                        .help("the only keyword of a reduction is `over = [axes]`"),
+                    Diagnostic::new(
+                        "E0005",
+                        k.span,
+                        format!("`{}` takes no keyword argument `{}`", name.name, k.name),
+                    )
+                    .label("unknown keyword")
+                    .help("the only keyword of a reduction is `over = [axes]`"),
                 );
             }
             match self.expr(e, env) {
                 Val::Axes(m) => over = m,
                 Val::Err => return Val::Err,
-                _ => return self.err(Diagnostic::new("E0012", e.span, "`over` takes an axis list such as `[B, S]`").label("not an axis list")),
+                _ => {
+                    return self.err(
+                        Diagnostic::new(
+                            "E0012",
+                            e.span,
+                            "`over` takes an axis list such as `[B, S]`",
+                        )
+                        .label("not an axis list"),
+                    )
+                }
             }
             let missing = over & !xa;
             if missing != 0 {
                 return self.err(
-                    Diagnostic::new("E0008", e.span, format!("cannot reduce over {}: the value has axes {}", self.g.space.fmt(missing), self.g.space.fmt(xa)))
-                        .label("axis not present")
-                        .help(format!("reduce over axes the value has, e.g. `over = {}`", self.g.space.fmt(xa))),
+                    Diagnostic::new(
+                        "E0008",
+                        e.span,
+                        format!(
+                            "cannot reduce over {}: the value has axes {}",
+                            self.g.space.fmt(missing),
+                            self.g.space.fmt(xa)
+                        ),
+                    )
+                    .label("axis not present")
+                    .help(format!(
+                        "reduce over axes the value has, e.g. `over = {}`",
+                        self.g.space.fmt(xa)
+                    )),
                 );
             }
         }
@@ -719,22 +985,52 @@ impl<'a> Cx<'a> {
         self.note(id, span)
     }
 
-    fn call_fn(&mut self, def: Def, name: &Ident, args: &[Expr], kwargs: &[(Ident, Expr)], _span: Span, env: &Env) -> Val {
-        let Some(f) = self.prog.func(def) else { return Val::Err };
-        let Def::Fn(file, _) = def else { return Val::Err };
+    fn call_fn(
+        &mut self,
+        def: Def,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        _span: Span,
+        env: &Env,
+    ) -> Val {
+        let Some(f) = self.prog.func(def) else {
+            return Val::Err;
+        };
+        let Def::Fn(file, _) = def else {
+            return Val::Err;
+        };
         if let Some((k, _)) = kwargs.first() {
             return self.err(
-                Diagnostic::new("E0005", k.span, format!("function `{}` takes positional arguments only", name.name)).label("keyword argument"),
+                Diagnostic::new(
+                    "E0005",
+                    k.span,
+                    format!("function `{}` takes positional arguments only", name.name),
+                )
+                .label("keyword argument"),
             );
         }
         if args.len() != f.params.len() {
             let ps: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
             return self.err(
-                Diagnostic::new("E0004", name.span, format!("`{}` takes {} argument(s) ({}), got {}", name.name, ps.len(), ps.join(", "), args.len()))
-                    .label("wrong number of arguments"),
+                Diagnostic::new(
+                    "E0004",
+                    name.span,
+                    format!(
+                        "`{}` takes {} argument(s) ({}), got {}",
+                        name.name,
+                        ps.len(),
+                        ps.join(", "),
+                        args.len()
+                    ),
+                )
+                .label("wrong number of arguments"),
             );
         }
-        let mut inner = Env { file, vars: HashMap::new() };
+        let mut inner = Env {
+            file,
+            vars: HashMap::new(),
+        };
         for (p, a) in f.params.iter().zip(args) {
             let v = self.param_or_expr(a, env);
             inner.vars.insert(p.name.clone(), v);
@@ -750,15 +1046,35 @@ impl<'a> Cx<'a> {
         self.expr(e, env)
     }
 
-    fn call_loss(&mut self, def: Def, name: &Ident, args: &[Expr], kwargs: &[(Ident, Expr)], span: Span, env: &Env) -> Val {
-        let Some(loss) = self.prog.loss(def) else { return Val::Err };
-        let Def::Loss(file, _) = def else { return Val::Err };
+    fn call_loss(
+        &mut self,
+        def: Def,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
+        let Some(loss) = self.prog.loss(def) else {
+            return Val::Err;
+        };
+        let Def::Loss(file, _) = def else {
+            return Val::Err;
+        };
         let n_in = loss.inputs.len();
         if args.len() > n_in {
             return self.err(
-                Diagnostic::new("E0004", name.span, format!("`{}` takes at most {n_in} positional input(s), got {}", name.name, args.len()))
-                    .label("too many arguments")
-                    .help("parameters are passed by name: `name = value`"),
+                Diagnostic::new(
+                    "E0004",
+                    name.span,
+                    format!(
+                        "`{}` takes at most {n_in} positional input(s), got {}",
+                        name.name,
+                        args.len()
+                    ),
+                )
+                .label("too many arguments")
+                .help("parameters are passed by name: `name = value`"),
             );
         }
         let mut bound: Vec<Option<(Val, Span)>> = vec![None; n_in];
@@ -770,7 +1086,14 @@ impl<'a> Cx<'a> {
         for (k, e) in kwargs {
             if let Some(i) = loss.inputs.iter().position(|x| x.name.name == k.name) {
                 if bound[i].is_some() {
-                    self.err(Diagnostic::new("E0011", k.span, format!("input `{}` is given twice", k.name)).label("already passed by position"));
+                    self.err(
+                        Diagnostic::new(
+                            "E0011",
+                            k.span,
+                            format!("input `{}` is given twice", k.name),
+                        )
+                        .label("already passed by position"),
+                    );
                     bad = true;
                 }
                 bound[i] = Some((self.expr(e, env), e.span));
@@ -780,8 +1103,24 @@ impl<'a> Cx<'a> {
             } else {
                 let ps: Vec<&str> = loss.params.iter().map(|p| p.name.name.as_str()).collect();
                 let ins: Vec<&str> = loss.inputs.iter().map(|p| p.name.name.as_str()).collect();
-                let mut d = Diagnostic::new("E0005", k.span, format!("parameter `{}` is not declared by `{}`; it declares {}", k.name, name.name, if ps.is_empty() { "no parameters".to_string() } else { ps.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ") }))
-                    .label("unknown parameter");
+                let mut d = Diagnostic::new(
+                    "E0005",
+                    k.span,
+                    format!(
+                        "parameter `{}` is not declared by `{}`; it declares {}",
+                        k.name,
+                        name.name,
+                        if ps.is_empty() {
+                            "no parameters".to_string()
+                        } else {
+                            ps.iter()
+                                .map(|p| format!("`{p}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                )
+                .label("unknown parameter");
                 if let Some(s) = suggest(&k.name, ps.iter().chain(ins.iter()).copied()) {
                     d = d.help(format!("did you mean `{s}`?"));
                 } else {
@@ -809,35 +1148,53 @@ impl<'a> Cx<'a> {
                 }
             }
             let val = match bound[i].take() {
-                Some((v, s)) => match self.tensor(v, s, &format!("input `{}` of `{}`", decl.name.name, name.name)) {
-                    Some(id) => {
-                        let have = self.g.axes(id);
-                        let is_const = ops::const_value(self.g.node(id)).is_some();
-                        let missing = want & !have;
-                        let extra = have & !want;
-                        if extra != 0 {
-                            bad = true;
-                            self.err(
+                Some((v, s)) => {
+                    match self.tensor(
+                        v,
+                        s,
+                        &format!("input `{}` of `{}`", decl.name.name, name.name),
+                    ) {
+                        Some(id) => {
+                            let have = self.g.axes(id);
+                            let is_const = ops::const_value(self.g.node(id)).is_some();
+                            let missing = want & !have;
+                            let extra = have & !want;
+                            if extra != 0 {
+                                bad = true;
+                                self.err(
                                 Diagnostic::new("E0006", s, format!("axis {} of this argument is not declared by `{}` for `{}`", self.g.space.fmt(extra), name.name, decl.name.name))
                                     .label(format!("has axes {}", self.g.space.fmt(have)))
                                     .help(format!("`{}` expects `{}` with axes {}", name.name, decl.name.name, self.g.space.fmt(want))),
                             );
-                            Val::Err
-                        } else if missing != 0 && !is_const {
-                            bad = true;
-                            let miss = self.g.space.list(missing).join("`, `");
-                            self.err(
-                                Diagnostic::new("E0006", s, format!("axis `{miss}` is missing from `{}`", decl.name.name))
+                                Val::Err
+                            } else if missing != 0 && !is_const {
+                                bad = true;
+                                let miss = self.g.space.list(missing).join("`, `");
+                                self.err(
+                                    Diagnostic::new(
+                                        "E0006",
+                                        s,
+                                        format!(
+                                            "axis `{miss}` is missing from `{}`",
+                                            decl.name.name
+                                        ),
+                                    )
                                     .label(format!("has axes {}", self.g.space.fmt(have)))
-                                    .help(format!("`{}` declares `{}` with axes {}", name.name, decl.name.name, self.g.space.fmt(want))),
-                            );
-                            Val::Err
-                        } else {
-                            Val::T(self.g.broadcast(id, want))
+                                    .help(format!(
+                                        "`{}` declares `{}` with axes {}",
+                                        name.name,
+                                        decl.name.name,
+                                        self.g.space.fmt(want)
+                                    )),
+                                );
+                                Val::Err
+                            } else {
+                                Val::T(self.g.broadcast(id, want))
+                            }
                         }
+                        None => Val::Err,
                     }
-                    None => Val::Err,
-                },
+                }
                 None => match decl.default {
                     Some(c) => {
                         let k = self.g.c(c);
@@ -846,9 +1203,13 @@ impl<'a> Cx<'a> {
                     None => {
                         bad = true;
                         self.err(
-                            Diagnostic::new("E0004", name.span, format!("missing input `{}` of `{}`", decl.name.name, name.name))
-                                .label("not passed")
-                                .help("pass it by position or as `name = value`"),
+                            Diagnostic::new(
+                                "E0004",
+                                name.span,
+                                format!("missing input `{}` of `{}`", decl.name.name, name.name),
+                            )
+                            .label("not passed")
+                            .help("pass it by position or as `name = value`"),
                         )
                     }
                 },
@@ -864,11 +1225,15 @@ impl<'a> Cx<'a> {
         if let Val::T(id) = r {
             if self.g.axes(id) != 0 {
                 return self.err(
-                    Diagnostic::new("E0016", span, format!("`{}` does not return a scalar", name.name)).label("called here"),
+                    Diagnostic::new(
+                        "E0016",
+                        span,
+                        format!("`{}` does not return a scalar", name.name),
+                    )
+                    .label("called here"),
                 );
             }
         }
         r
     }
 }
-

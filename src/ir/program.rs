@@ -22,7 +22,11 @@ pub enum Def {
 
 /// Finds the source of `use name` from a file: returns a display name and the text.
 pub trait Resolver {
-    fn resolve(&self, name: &str, from_dir: Option<&Path>) -> Option<(String, String, Option<PathBuf>)>;
+    fn resolve(
+        &self,
+        name: &str,
+        from_dir: Option<&Path>,
+    ) -> Option<(String, String, Option<PathBuf>)>;
 }
 
 #[derive(Clone, Default)]
@@ -80,9 +84,9 @@ impl Program {
             }
         }
         // Scopes: own definitions first, then those of used files (own ones win).
-        for f in 0..p.files.len() {
+        for (f, used) in uses.iter().enumerate() {
             let mut scope = p.own_defs(f, diags);
-            for &u in &uses[f] {
+            for &u in used {
                 for (name, def) in p.own_defs(u, &mut Diagnostics::default()) {
                     scope.entry(name).or_insert(def);
                 }
@@ -92,7 +96,13 @@ impl Program {
         p
     }
 
-    fn add_file(&mut self, name: &str, src: &str, dir: Option<PathBuf>, diags: &mut Diagnostics) -> FileId {
+    fn add_file(
+        &mut self,
+        name: &str,
+        src: &str,
+        dir: Option<PathBuf>,
+        diags: &mut Diagnostics,
+    ) -> FileId {
         let id = self.sources.add(name, src);
         let file = parse_file(id, src, diags);
         self.files.push(file);
@@ -108,14 +118,25 @@ impl Program {
             .iter()
             .enumerate()
             .map(|(i, d)| (&d.name, Def::Fn(f, i)))
-            .chain(file.losses.iter().enumerate().map(|(i, d)| (&d.name, Def::Loss(f, i))));
+            .chain(
+                file.losses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (&d.name, Def::Loss(f, i))),
+            );
         for (name, def) in items {
             if let Some((_, first)) = m.get(&name.name) {
                 let (l, c) = self.sources.line_col(first.file, first.start);
                 diags.push(
-                    Diagnostic::new("E0011", name.span, format!("`{}` is defined twice", name.name))
-                        .label("second definition")
-                        .help(format!("the first definition is at line {l}, column {c}; rename one of them")),
+                    Diagnostic::new(
+                        "E0011",
+                        name.span,
+                        format!("`{}` is defined twice", name.name),
+                    )
+                    .label("second definition")
+                    .help(format!(
+                        "the first definition is at line {l}, column {c}; rename one of them"
+                    )),
                 );
             } else {
                 m.insert(name.name.clone(), (def, name.span));
@@ -139,6 +160,8 @@ impl Program {
 
     /// The losses defined in the root file (file 0), in order.
     pub fn root_losses(&self) -> Vec<Def> {
-        (0..self.files.first().map_or(0, |f| f.losses.len())).map(|i| Def::Loss(0, i)).collect()
+        (0..self.files.first().map_or(0, |f| f.losses.len()))
+            .map(|i| Def::Loss(0, i))
+            .collect()
     }
 }

@@ -211,7 +211,9 @@ impl Op {
 /// Resolves a callable name and arity to an op: `max(a, b)` is elementwise, `max(x)` and
 /// `max(x, over = ..)` reduce.
 pub fn lookup(name: &str, arity: usize) -> Option<Op> {
-    OPS.iter().find(|d| d.callable && d.name == name && d.arity == arity).map(|d| d.op)
+    OPS.iter()
+        .find(|d| d.callable && d.name == name && d.arity == arity)
+        .map(|d| d.op)
 }
 
 /// Every callable name, for "did you mean" suggestions.
@@ -221,7 +223,10 @@ pub fn callable_names() -> impl Iterator<Item = &'static str> {
 
 /// The arities a callable name accepts.
 pub fn arities(name: &str) -> Vec<usize> {
-    OPS.iter().filter(|d| d.callable && d.name == name).map(|d| d.arity).collect()
+    OPS.iter()
+        .filter(|d| d.callable && d.name == name)
+        .map(|d| d.arity)
+        .collect()
 }
 
 /// Constant value of a node, if it is a constant.

@@ -16,8 +16,17 @@ pub struct Rule {
     pub apply: fn(&mut Graph, &Node) -> Option<NodeId>,
 }
 
+/// The constant value of a node, looking through a broadcast of a constant.
+fn constant(g: &Graph, id: NodeId) -> Option<f64> {
+    let n = g.node(id);
+    match n.op {
+        Op::Broadcast => const_value(g.node(n.args[0])),
+        _ => const_value(n),
+    }
+}
+
 fn is_const(g: &Graph, id: NodeId, v: f64) -> bool {
-    const_value(g.node(id)) == Some(v)
+    constant(g, id) == Some(v)
 }
 
 fn un(g: &Graph, id: NodeId, op: Op) -> Option<NodeId> {
@@ -38,6 +47,21 @@ pub const SIMPLIFY: &[Rule] = &[
         apply: |g, n| match n.op { Op::Mul if is_const(g, n.args[1], 1.0) => Some(n.args[0]), Op::Mul if is_const(g, n.args[0], 1.0) => Some(n.args[1]), _ => None } },
     Rule { name: "mul_minus_one", identity: "x * -1 -> -x, -1 * x -> -x",
         apply: |g, n| match n.op { Op::Mul if is_const(g, n.args[1], -1.0) => Some(g.op1(Op::Neg, n.args[0])), Op::Mul if is_const(g, n.args[0], -1.0) => Some(g.op1(Op::Neg, n.args[1])), _ => None } },
+    Rule { name: "sum_of_broadcast", identity: "sum(broadcast(x, A), over = R) -> sum(x, over = R - A) * axis_size(R & A): counts without materialising (the default mask)",
+        apply: |g, n| {
+            if n.op != Op::Sum { return None; }
+            let b = g.node(n.args[0]).clone();
+            let (Op::Broadcast, Attr::Axes(added), Attr::Axes(over)) = (b.op, b.attr, n.attr) else { return None };
+            let x = b.args[0];
+            let rest = over & !added;
+            let inner = if rest != 0 { g.reduce(Op::Sum, x, rest) } else { x };
+            let both = over & added;
+            if both == 0 { return Some(inner); }
+            let k = g.axis_size(both);
+            Some(g.op2(Op::Mul, inner, k))
+        } },
+    Rule { name: "safe_div_nonzero", identity: "safe_div(a, c) -> a / c for a constant c != 0: the guard is dead",
+        apply: |g, n| if n.op == Op::SafeDiv { constant(g, n.args[1]).filter(|&c| c != 0.0).map(|_| g.op2(Op::Div, n.args[0], n.args[1])) } else { None } },
     Rule { name: "div_one", identity: "x / 1 -> x",
         apply: |g, n| (n.op == Op::Div && is_const(g, n.args[1], 1.0)).then(|| n.args[0]) },
     Rule { name: "neg_neg", identity: "-(-x) -> x",
@@ -164,6 +188,40 @@ pub fn before_autodiff(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
 /// Passes after autodiff: simplify and stabilise the joint forward + backward graph.
 pub fn after_autodiff(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
     rewrite(g, roots, &[SIMPLIFY, STABILISE])
+}
+
+/// Shape specialisation: replaces every `axis_size` by its value for the bound sizes, then
+/// simplifies again (guards on counts, `where` on constant conditions, ... fold away).
+pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec<NodeId>) {
+    let mut g = Graph::new(src.space.clone());
+    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
+    let live = src.reachable(roots);
+    for id in 0..src.len() {
+        if !live[id] {
+            continue;
+        }
+        let n = src.node(id as NodeId);
+        map[id] = match (n.op, n.attr) {
+            (Op::Const, _) => g.c(const_value(n).unwrap_or(f64::NAN)),
+            (Op::Input, Attr::Input(i)) => g.input(i as usize, n.axes),
+            (Op::AxisSize, Attr::Axes(a)) => {
+                let count: usize = sizes
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| a & (1 << k) != 0)
+                    .map(|(_, &s)| s)
+                    .product();
+                g.c(count as f64)
+            }
+            _ => g.add(
+                n.op,
+                n.args.iter().map(|&a| map[a as usize]).collect(),
+                n.attr,
+            ),
+        };
+    }
+    let r: Vec<NodeId> = roots.iter().map(|&x| map[x as usize]).collect();
+    rewrite(&g, &r, &[SIMPLIFY, STABILISE])
 }
 
 /// The ordered list of every rule, for documentation (`lossc graph --rules`).

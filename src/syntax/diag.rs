@@ -21,7 +21,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0006", "an argument lacks an axis the callee declares"),
     ("E0007", "unknown axis name"),
     ("E0008", "reduction over an axis the value does not have"),
-    ("E0009", "a differentiable input does not reach the result through differentiable operations"),
+    (
+        "E0009",
+        "a differentiable input does not reach the result through differentiable operations",
+    ),
     ("E0010", "a loss declares no differentiable input"),
     ("E0011", "duplicate definition"),
     ("E0012", "wrong kind of value (tensor, axis list or option)"),
@@ -43,7 +46,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(code: &'static str, span: Span, message: impl Into<String>) -> Self {
-        Diagnostic { code, message: message.into(), span, label: String::new(), help: None }
+        Diagnostic {
+            code,
+            message: message.into(),
+            span,
+            label: String::new(),
+            help: None,
+        }
     }
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
@@ -71,7 +80,10 @@ impl SourceMap {
         &self.names[id]
     }
     pub fn source(&self, id: FileId) -> &str {
-        self.files.get(id).map(|f| f.source().as_str()).unwrap_or("")
+        self.files
+            .get(id)
+            .map(|f| f.source().as_str())
+            .unwrap_or("")
     }
     pub fn find(&self, name: &str) -> Option<FileId> {
         self.names.iter().position(|n| n == name)
@@ -93,7 +105,11 @@ pub struct Diagnostics {
 impl Diagnostics {
     pub fn push(&mut self, d: Diagnostic) {
         // The same error reached twice (e.g. a helper inlined at two call sites) is shown once.
-        if !self.items.iter().any(|e| e.code == d.code && e.span == d.span && e.message == d.message) {
+        if !self
+            .items
+            .iter()
+            .any(|e| e.code == d.code && e.span == d.span && e.message == d.message)
+        {
             self.items.push(d);
         }
     }
@@ -113,8 +129,9 @@ impl Diagnostics {
             let mut cs = CsDiagnostic::error()
                 .with_code(d.code)
                 .with_message(&d.message)
-                .with_labels(vec![Label::primary(d.span.file, d.span.start..d.span.end)
-                    .with_message(&d.label)]);
+                .with_labels(vec![
+                    Label::primary(d.span.file, d.span.start..d.span.end).with_message(&d.label)
+                ]);
             if let Some(h) = &d.help {
                 cs = cs.with_notes(vec![format!("help: {h}")]);
             }

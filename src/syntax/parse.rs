@@ -48,7 +48,10 @@ fn chunks(src: &str) -> Vec<(usize, usize)> {
     let mut offset = 0;
     for line in src.split_inclusive('\n') {
         let t = line.trim_start();
-        let word: String = t.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let word: String = t
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         if offset > 0 && matches!(word.as_str(), "loss" | "fn" | "use") {
             starts.push(offset + (line.len() - t.len()));
         }
@@ -68,9 +71,18 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::use_item | Rule::fn_item | Rule::loss_item => "`loss`, `fn` or `use`",
         Rule::ident => "a name",
         Rule::number | Rule::signed_number => "a number",
-        Rule::expr | Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr
-        | Rule::mul_expr | Rule::unary | Rule::power | Rule::paren | Rule::call
-        | Rule::axis_list | Rule::match_expr => "an expression",
+        Rule::expr
+        | Rule::or_expr
+        | Rule::and_expr
+        | Rule::cmp_expr
+        | Rule::add_expr
+        | Rule::mul_expr
+        | Rule::unary
+        | Rule::power
+        | Rule::paren
+        | Rule::call
+        | Rule::axis_list
+        | Rule::match_expr => "an expression",
         Rule::shape => "a shape such as `[B, C, ..S]`",
         Rule::axis_decl => "an axis name",
         Rule::input_decl => "`input`",
@@ -116,9 +128,17 @@ fn syntax_error(e: &pest::error::Error<Rule>, file: FileId, base: usize, text: &
     };
     expected.sort();
     expected.dedup();
-    let found_txt = if found.is_empty() { "end of input".to_string() } else { format!("`{found}`") };
+    let found_txt = if found.is_empty() {
+        "end of input".to_string()
+    } else {
+        format!("`{found}`")
+    };
     let message = format!("unexpected {found_txt}");
-    let span = Span { file, start: base + s, end: base + tok_end.min(text.len()) };
+    let span = Span {
+        file,
+        start: base + s,
+        end: base + tok_end.min(text.len()),
+    };
     let mut d = Diagnostic::new("E0001", span, message).label(if expected.is_empty() {
         "not valid here".to_string()
     } else {
@@ -134,11 +154,18 @@ fn syntax_error(e: &pest::error::Error<Rule>, file: FileId, base: usize, text: &
 
 fn sp(p: &Pair<Rule>, file: FileId, base: usize) -> Span {
     let s = p.as_span();
-    Span { file, start: base + s.start(), end: base + s.end() }
+    Span {
+        file,
+        start: base + s.start(),
+        end: base + s.end(),
+    }
 }
 
 fn ident(p: Pair<Rule>, file: FileId, base: usize) -> Ident {
-    Ident { name: p.as_str().to_string(), span: sp(&p, file, base) }
+    Ident {
+        name: p.as_str().to_string(),
+        span: sp(&p, file, base),
+    }
 }
 
 fn collect_items(p: Pair<Rule>, file: FileId, base: usize, out: &mut File) {
@@ -166,13 +193,20 @@ fn fn_item(p: Pair<Rule>, file: FileId, base: usize) -> FnDef {
             Rule::fn_params => params = q.into_inner().map(|i| ident(i, file, base)).collect(),
             Rule::fn_short => {
                 let e = expr(q.into_inner().next().expect("grammar: fn expr"), file, base);
-                body = Some(Body { lets: vec![], result: e });
+                body = Some(Body {
+                    lets: vec![],
+                    result: e,
+                });
             }
             Rule::block => body = Some(block(q, file, base)),
             _ => {}
         }
     }
-    FnDef { name, params, body: body.expect("grammar: fn body") }
+    FnDef {
+        name,
+        params,
+        body: body.expect("grammar: fn body"),
+    }
 }
 
 fn block(p: Pair<Rule>, file: FileId, base: usize) -> Body {
@@ -181,11 +215,16 @@ fn block(p: Pair<Rule>, file: FileId, base: usize) -> Body {
     for q in p.into_inner() {
         match q.as_rule() {
             Rule::let_stmt => lets.push(let_stmt(q, file, base)),
-            Rule::return_stmt => result = Some(expr(q.into_inner().next().expect("grammar"), file, base)),
+            Rule::return_stmt => {
+                result = Some(expr(q.into_inner().next().expect("grammar"), file, base))
+            }
             _ => {}
         }
     }
-    Body { lets, result: result.expect("grammar: return") }
+    Body {
+        lets,
+        result: result.expect("grammar: return"),
+    }
 }
 
 fn let_stmt(q: Pair<Rule>, file: FileId, base: usize) -> (Ident, Expr) {
@@ -207,11 +246,21 @@ fn loss_item(p: Pair<Rule>, file: FileId, base: usize) -> LossDef {
             Rule::input_decl => inputs.push(input_decl(q, file, base)),
             Rule::param_decl => params.push(param_decl(q, file, base)),
             Rule::let_stmt => lets.push(let_stmt(q, file, base)),
-            Rule::return_stmt => result = Some(expr(q.into_inner().next().expect("grammar"), file, base)),
+            Rule::return_stmt => {
+                result = Some(expr(q.into_inner().next().expect("grammar"), file, base))
+            }
             _ => {}
         }
     }
-    LossDef { name, inputs, params, body: Body { lets, result: result.expect("grammar: return") } }
+    LossDef {
+        name,
+        inputs,
+        params,
+        body: Body {
+            lets,
+            result: result.expect("grammar: return"),
+        },
+    }
 }
 
 fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
@@ -233,7 +282,10 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
                             _ => {}
                         }
                     }
-                    shape.push(AxisDecl { name: nm.expect("grammar: axis"), pack });
+                    shape.push(AxisDecl {
+                        name: nm.expect("grammar: axis"),
+                        pack,
+                    });
                 }
             }
             Rule::diff_mark => diff = true,
@@ -241,7 +293,12 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
             _ => {}
         }
     }
-    InputDecl { name, shape, diff, default }
+    InputDecl {
+        name,
+        shape,
+        diff,
+        default,
+    }
 }
 
 fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
@@ -262,7 +319,11 @@ fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
             _ => {}
         }
     }
-    ParamDecl { name, ty, default: default.expect("grammar: default") }
+    ParamDecl {
+        name,
+        ty,
+        default: default.expect("grammar: default"),
+    }
 }
 
 fn mk(kind: ExprKind, span: Span) -> Expr {
@@ -270,7 +331,11 @@ fn mk(kind: ExprKind, span: Span) -> Expr {
 }
 
 fn join(a: Span, b: Span) -> Span {
-    Span { file: a.file, start: a.start.min(b.start), end: a.end.max(b.end) }
+    Span {
+        file: a.file,
+        start: a.start.min(b.start),
+        end: a.end.max(b.end),
+    }
 }
 
 fn binop(s: &str) -> BinOp {
@@ -306,7 +371,10 @@ fn expr(p: Pair<Rule>, file: FileId, base: usize) -> Expr {
             while let Some(op) = inner.next() {
                 let rhs = expr(inner.next().expect("grammar"), file, base);
                 let s = join(acc.span, rhs.span);
-                acc = mk(ExprKind::Binary(binop(op.as_str()), Box::new(acc), Box::new(rhs)), s);
+                acc = mk(
+                    ExprKind::Binary(binop(op.as_str()), Box::new(acc), Box::new(rhs)),
+                    s,
+                );
             }
             acc
         }
@@ -330,16 +398,23 @@ fn expr(p: Pair<Rule>, file: FileId, base: usize) -> Expr {
             match (inner.next(), inner.next()) {
                 (Some(_), Some(rhs)) => {
                     let rhs = expr(rhs, file, base);
-                    mk(ExprKind::Binary(BinOp::Pow, Box::new(lhs), Box::new(rhs)), span)
+                    mk(
+                        ExprKind::Binary(BinOp::Pow, Box::new(lhs), Box::new(rhs)),
+                        span,
+                    )
                 }
                 _ => lhs,
             }
         }
-        Rule::number => mk(ExprKind::Number(p.as_str().parse::<f64>().unwrap_or(f64::NAN)), span),
+        Rule::number => mk(
+            ExprKind::Number(p.as_str().parse::<f64>().unwrap_or(f64::NAN)),
+            span,
+        ),
         Rule::ident => mk(ExprKind::Name(p.as_str().to_string()), span),
-        Rule::axis_list => {
-            mk(ExprKind::AxisList(p.into_inner().map(|i| ident(i, file, base)).collect()), span)
-        }
+        Rule::axis_list => mk(
+            ExprKind::AxisList(p.into_inner().map(|i| ident(i, file, base)).collect()),
+            span,
+        ),
         Rule::call => {
             let mut inner = p.into_inner();
             let name = ident(inner.next().expect("grammar"), file, base);

@@ -12,14 +12,26 @@ pub fn golden(name: &str) -> Value {
 }
 
 pub fn array(v: &Value) -> ArrayD<f64> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f64> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
     ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap()
 }
 
 /// The standard loss with a case's parameters applied.
 pub fn loss_for(name: &str, case: &Value) -> Loss {
-    let mut loss = Library::standard().get(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut loss = Library::standard()
+        .get(name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     if let Some(params) = case["params"].as_object() {
         for (k, v) in params {
             loss = match v {
@@ -33,5 +45,10 @@ pub fn loss_for(name: &str, case: &Value) -> Loss {
 }
 
 pub fn inputs(case: &Value) -> Vec<(String, ArrayD<f64>)> {
-    case["inputs"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), array(v))).collect()
+    case["inputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), array(v)))
+        .collect()
 }
