@@ -618,11 +618,7 @@ impl<T: Real> Plan<T> {
                     return Err(Error::MissingInput {
                         name: self.sig.inputs[i].name.clone(),
                         loss: self.sig.name.clone(),
-                        expected: format!(
-                            "{:?}",
-                            self.binding.shapes[i].as_deref()
-                                .unwrap_or(&[])
-                        ),
+                        expected: format!("{:?}", self.binding.shapes[i].as_deref().unwrap_or(&[])),
                     })
                 }
                 // Absent optional inputs are constants inside the graph; the slot is unused.

@@ -26,16 +26,29 @@ pub trait Real:
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
+    fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
+    fn exp_m1(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    fn cosh(self) -> Self;
+    fn sinh(self) -> Self;
+    fn powf(self, e: Self) -> Self;
     fn abs(self) -> Self;
+    /// Vectorisable polynomial versions (src/ops/fast.rs).
+    fn fast_exp(self) -> Self;
+    fn fast_ln(self) -> Self;
+    fn fast_ln_1p(self) -> Self;
     fn maxr(self, o: Self) -> Self;
     fn is_finite(self) -> bool;
+    /// Round half away from zero, branch-free (no libm call without SSE4.1).
+    fn round_(self) -> Self;
     /// The op's elementwise kernel at this precision.
     fn kernel(def: &OpDef) -> fn(&[Self]) -> Self;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $field:ident, $name:literal) => {
+    ($t:ty, $field:ident, $name:literal, $fexp:path, $fln:path, $fln1p:path) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             #[inline]
@@ -55,6 +68,46 @@ macro_rules! impl_real {
                 <$t>::ln_1p(self)
             }
             #[inline]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline]
+            fn exp_m1(self) -> Self {
+                <$t>::exp_m1(self)
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline]
+            fn cosh(self) -> Self {
+                <$t>::cosh(self)
+            }
+            #[inline]
+            fn sinh(self) -> Self {
+                <$t>::sinh(self)
+            }
+            #[inline]
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            #[inline(always)]
+            fn fast_exp(self) -> Self {
+                $fexp(self)
+            }
+            #[inline(always)]
+            fn fast_ln(self) -> Self {
+                $fln(self)
+            }
+            #[inline(always)]
+            fn fast_ln_1p(self) -> Self {
+                $fln1p(self)
+            }
+            #[inline]
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
@@ -66,46 +119,168 @@ macro_rules! impl_real {
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
+            #[inline(always)]
+            fn round_(self) -> Self {
+                // Values beyond 2^(mantissa bits) are already integral.
+                let big: $t = 1.0 / <$t>::EPSILON;
+                let a = self.abs();
+                let r = (a + big) - big;
+                let r = if r - a > 0.5 {
+                    r - 1.0
+                } else if a - r >= 0.5 {
+                    r + 1.0
+                } else {
+                    r
+                };
+                let r = if a >= big { a } else { r };
+                if self < 0.0 {
+                    -r
+                } else {
+                    r
+                }
+            }
             fn kernel(def: &OpDef) -> fn(&[Self]) -> Self {
                 def.$field
             }
         }
     };
 }
-impl_real!(f64, f64, "f64");
-impl_real!(f32, f32, "f32");
+impl_real!(
+    f64,
+    f64,
+    "f64",
+    crate::ops::fast::exp_f64,
+    crate::ops::fast::ln_f64,
+    crate::ops::fast::ln_1p_f64
+);
+impl_real!(
+    f32,
+    f32,
+    "f32",
+    crate::ops::fast::exp_f32,
+    crate::ops::fast::ln_f32,
+    crate::ops::fast::ln_1p_f32
+);
 
-/// `log(1 + exp(x))`, exact for all x (no linear cut-over).
-#[inline]
-pub fn softplus<T: Real>(x: T) -> T {
-    x.maxr(T::from_f64(0.0)) + (-x.abs()).exp().ln_1p()
+/// The stable compound primitives, written once over a module's `exp`/`log1p`.
+macro_rules! stable_primitives {
+    () => {
+        /// `log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))`, exact for every x.
+        #[inline(always)]
+        pub fn softplus<T: Real>(x: T) -> T {
+            x.maxr(T::from_f64(0.0)) + log1p(exp(-x.abs()))
+        }
+        /// `1/(1 + exp(-x))` from `e = exp(-|x|)`: never overflows, no branch.
+        #[inline(always)]
+        pub fn sigmoid<T: Real>(x: T) -> T {
+            let e = exp(-x.abs());
+            let one = T::from_f64(1.0);
+            let num = if x >= T::from_f64(0.0) { one } else { e };
+            num / (one + e)
+        }
+        /// `log(sigmoid(x)) = -softplus(-x)`.
+        #[inline(always)]
+        pub fn log_sigmoid<T: Real>(x: T) -> T {
+            -softplus(-x)
+        }
+        /// 1 where the condition value is nonzero (true), else 0.
+        #[inline(always)]
+        pub fn truth<T: Real>(b: bool) -> T {
+            T::from_f64(if b { 1.0 } else { 0.0 })
+        }
+        #[inline(always)]
+        pub fn nonzero<T: Real>(x: T) -> bool {
+            x != T::from_f64(0.0)
+        }
+        #[inline(always)]
+        pub fn sqrt<T: Real>(x: T) -> T {
+            x.sqrt()
+        }
+        #[inline(always)]
+        pub fn abs<T: Real>(x: T) -> T {
+            x.abs()
+        }
+        #[inline(always)]
+        pub fn tanh<T: Real>(x: T) -> T {
+            x.tanh()
+        }
+        #[inline(always)]
+        pub fn cosh<T: Real>(x: T) -> T {
+            x.cosh()
+        }
+        #[inline(always)]
+        pub fn sinh<T: Real>(x: T) -> T {
+            x.sinh()
+        }
+        #[inline(always)]
+        pub fn expm1<T: Real>(x: T) -> T {
+            x.exp_m1()
+        }
+    };
 }
 
-/// `1 / (1 + exp(-x))`, never forming `exp` of a large positive number.
-#[inline]
-pub fn sigmoid<T: Real>(x: T) -> T {
-    let one = T::from_f64(1.0);
-    if x >= T::from_f64(0.0) {
-        one / (one + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (one + e)
+/// The f64/f32 reference semantics: libm. The oracle for every kernel.
+pub mod reference {
+    use super::Real;
+    #[inline(always)]
+    pub fn exp<T: Real>(x: T) -> T {
+        x.exp()
     }
+    #[inline(always)]
+    pub fn ln<T: Real>(x: T) -> T {
+        x.ln()
+    }
+    #[inline(always)]
+    pub fn log1p<T: Real>(x: T) -> T {
+        x.ln_1p()
+    }
+    #[inline(always)]
+    pub fn powf<T: Real>(a: T, b: T) -> T {
+        a.powf(b)
+    }
+    stable_primitives!();
 }
 
-/// `log(sigmoid(x)) = -softplus(-x)`.
-#[inline]
-pub fn log_sigmoid<T: Real>(x: T) -> T {
-    -softplus(-x)
-}
-
-/// 1 where the condition value is nonzero (true), else 0.
-#[inline]
-pub fn truth<T: Real>(b: bool) -> T {
-    T::from_f64(if b { 1.0 } else { 0.0 })
-}
-
-#[inline]
-pub fn nonzero<T: Real>(x: T) -> bool {
-    x != T::from_f64(0.0)
+/// Block-kernel semantics: the vectorisable polynomials of `fast.rs` (≤ 2 ulp from the reference).
+pub mod fast {
+    use super::Real;
+    #[inline(always)]
+    pub fn exp<T: Real>(x: T) -> T {
+        x.fast_exp()
+    }
+    #[inline(always)]
+    pub fn ln<T: Real>(x: T) -> T {
+        x.fast_ln()
+    }
+    #[inline(always)]
+    pub fn log1p<T: Real>(x: T) -> T {
+        x.fast_ln_1p()
+    }
+    /// a^b = exp(b ln|a|), with the sign of a negative base for integral b, NaN for a
+    /// non-integral b, and a^0 = 1.
+    #[inline(always)]
+    pub fn powf<T: Real>(a: T, b: T) -> T {
+        let zero = T::from_f64(0.0);
+        let r = exp(b * ln(a.abs()));
+        let half = b * T::from_f64(0.5);
+        let integral = b == b.round_();
+        let odd = integral && half != half.round_();
+        let r = if a < zero {
+            if !integral {
+                T::from_f64(f64::NAN)
+            } else if odd {
+                -r
+            } else {
+                r
+            }
+        } else {
+            r
+        };
+        if b == zero {
+            T::from_f64(1.0)
+        } else {
+            r
+        }
+    }
+    stable_primitives!();
 }

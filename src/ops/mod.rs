@@ -7,10 +7,10 @@
 //! Adding an op adds one entry to `define_ops!` and nothing else: the front end resolves call
 //! names against this table, and the per-op derivative and kernel tests iterate over it.
 
+pub mod fast;
 pub mod math;
 
 use crate::ir::graph::{Attr, Graph, Node, NodeId};
-use math::*;
 
 /// How an op's output axes follow from its arguments.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,10 +71,33 @@ macro_rules! define_ops {
 
         pub static OPS: &[OpDef] = &[ $( OpDef {
             op: Op::$v, name: $name, arity: $arity, class: $class, diff: Diff::$diff,
-            f64: { #[allow(unused_variables, clippy::float_cmp)] fn f($x: &[f64]) -> f64 { $body } f },
-            f32: { #[allow(unused_variables, clippy::float_cmp)] fn f($x: &[f32]) -> f32 { $body } f },
+            f64: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f64]) -> f64 { use $crate::ops::math::reference::*; $body } f },
+            f32: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f32]) -> f32 { use $crate::ops::math::reference::*; $body } f },
             grad: $grad, grid: $grid, callable: $callable, doc: $doc,
         } ),* ];
+
+        /// The f32 block kernel of every op: one loop over the block per op, with the op's body
+        /// inlined and the vectorisable math of `math::fast`. Arguments an op lacks are passed
+        /// as its first argument. `#[inline(always)]` so it is compiled with the target features
+        /// of the executor function that calls it.
+        #[inline(always)]
+        #[allow(unused_variables, unused_imports, clippy::float_cmp, clippy::needless_range_loop)]
+        pub fn block_kernel_f32(op: Op, out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+            use $crate::ops::math::fast::*;
+            let n = out.len();
+            let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+            match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+        }
+
+        /// The f64 block kernel of every op (as [`block_kernel_f32`]).
+        #[inline(always)]
+        #[allow(unused_variables, unused_imports, clippy::float_cmp, clippy::needless_range_loop)]
+        pub fn block_kernel_f64(op: Op, out: &mut [f64], a: &[f64], b: &[f64], c: &[f64]) {
+            use $crate::ops::math::fast::*;
+            let n = out.len();
+            let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+            match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+        }
     };
 }
 
@@ -124,7 +147,7 @@ define_ops! {
             let db = if need[1] { let t = b.op2(Op::Mul, g, out); let q = b.op2(Op::SafeDiv, t, n.args[1]); Some(b.op1(Op::Neg, q)) } else { None };
             vec![Some(da), db] },
         grid: POS, doc: "safe_div(a, b): a / b, and 0 where b = 0 (guarded division; the gradient is 0 there too)." }
-    Pow { "pow", 2, Class::Map, Smooth, callable: true, eval: |x| x[0].powf(x[1]),
+    Pow { "pow", 2, Class::Map, Smooth, callable: true, eval: |x| powf(x[0], x[1]),
         grad: |b, n, out, g, need| {
             let (a, e) = (n.args[0], n.args[1]);
             let da = if need[0] { let one = b.c(1.0); let em1 = b.op2(Op::Sub, e, one); let p = b.op2(Op::Pow, a, em1); let t = b.op2(Op::Mul, e, p); Some(b.op2(Op::Mul, g, t)) } else { None };
@@ -138,15 +161,15 @@ define_ops! {
         grad: |b, n, _, g, _| { let m = b.op2(Op::Le, n.args[0], n.args[1]); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z)), Some(b.op3(Op::Where, m, z, g))] },
         grid: GRID, doc: "min(a, b). Kink: at a = b the adjoint goes to a." }
     // ---- transcendental ----------------------------------------------------------------
-    Exp { "exp", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].exp(),
+    Exp { "exp", 1, Class::Map, Smooth, callable: true, eval: |x| exp(x[0]),
         grad: |b, _, out, g, _| vec![Some(b.op2(Op::Mul, g, out))], grid: GRID, doc: "exp(x)" }
-    Log { "log", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].ln(),
+    Log { "log", 1, Class::Map, Smooth, callable: true, eval: |x| ln(x[0]),
         grad: |b, n, _, g, _| vec![Some(b.op2(Op::Div, g, n.args[0]))], grid: POS, doc: "natural log" }
-    Log1p { "log1p", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].ln_1p(),
+    Log1p { "log1p", 1, Class::Map, Smooth, callable: true, eval: |x| log1p(x[0]),
         grad: |b, n, _, g, _| { let one = b.c(1.0); let d = b.op2(Op::Add, one, n.args[0]); vec![Some(b.op2(Op::Div, g, d))] }, grid: POS, doc: "log(1 + x), accurate near 0" }
-    Expm1 { "expm1", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].exp_m1(),
+    Expm1 { "expm1", 1, Class::Map, Smooth, callable: true, eval: |x| expm1(x[0]),
         grad: |b, n, _, g, _| { let e = b.op1(Op::Exp, n.args[0]); vec![Some(b.op2(Op::Mul, g, e))] }, grid: GRID, doc: "exp(x) - 1, accurate near 0" }
-    Sqrt { "sqrt", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].sqrt(),
+    Sqrt { "sqrt", 1, Class::Map, Smooth, callable: true, eval: |x| sqrt(x[0]),
         grad: |b, _, out, g, _| { let two = b.c(2.0); let d = b.op2(Op::Mul, two, out); vec![Some(b.op2(Op::Div, g, d))] }, grid: POS, doc: "square root" }
     Sigmoid { "sigmoid", 1, Class::Map, Smooth, callable: true, eval: |x| sigmoid(x[0]),
         grad: |b, n, out, g, _| { let nx = b.op1(Op::Neg, n.args[0]); let q = b.op1(Op::Sigmoid, nx); let d = b.op2(Op::Mul, out, q); vec![Some(b.op2(Op::Mul, g, d))] },
@@ -157,17 +180,17 @@ define_ops! {
     Softplus { "softplus", 1, Class::Map, Smooth, callable: true, eval: |x| softplus(x[0]),
         grad: |b, n, _, g, _| { let q = b.op1(Op::Sigmoid, n.args[0]); vec![Some(b.op2(Op::Mul, g, q))] },
         grid: GRID, doc: "log(1 + exp(x)), exact for every x" }
-    Tanh { "tanh", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].tanh(),
+    Tanh { "tanh", 1, Class::Map, Smooth, callable: true, eval: |x| tanh(x[0]),
         grad: |b, _, out, g, _| { let sq = b.op2(Op::Mul, out, out); let one = b.c(1.0); let d = b.op2(Op::Sub, one, sq); vec![Some(b.op2(Op::Mul, g, d))] }, grid: GRID, doc: "tanh(x)" }
-    Cosh { "cosh", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].cosh(),
+    Cosh { "cosh", 1, Class::Map, Smooth, callable: true, eval: |x| cosh(x[0]),
         grad: |b, n, _, g, _| { let s = b.op1(Op::Sinh, n.args[0]); vec![Some(b.op2(Op::Mul, g, s))] }, grid: GRID, doc: "cosh(x)" }
-    Sinh { "sinh", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].sinh(),
+    Sinh { "sinh", 1, Class::Map, Smooth, callable: true, eval: |x| sinh(x[0]),
         grad: |b, n, _, g, _| { let s = b.op1(Op::Cosh, n.args[0]); vec![Some(b.op2(Op::Mul, g, s))] }, grid: GRID, doc: "sinh(x)" }
-    Abs { "abs", 1, Class::Map, Smooth, callable: true, eval: |x| x[0].abs(),
+    Abs { "abs", 1, Class::Map, Smooth, callable: true, eval: |x| abs(x[0]),
         grad: |b, n, _, g, _| { let s = b.op1(Op::Sign, n.args[0]); vec![Some(b.op2(Op::Mul, g, s))] }, grid: GRID, doc: "|x|. Kink: abs'(0) = 0." }
     Relu { "relu", 1, Class::Map, Smooth, callable: true, eval: |x| if x[0] > 0.0 { x[0] } else { 0.0 },
         grad: |b, n, _, g, _| { let z = b.c(0.0); let m = b.op2(Op::Gt, n.args[0], z); vec![Some(b.op3(Op::Where, m, g, z))] }, grid: GRID, doc: "max(x, 0). Kink: relu'(0) = 0." }
-    Xlogy { "xlogy", 2, Class::Map, Smooth, callable: true, eval: |x| if x[0] == 0.0 { 0.0 } else { x[0] * x[1].ln() },
+    Xlogy { "xlogy", 2, Class::Map, Smooth, callable: true, eval: |x| if x[0] == 0.0 { 0.0 } else { x[0] * ln(x[1]) },
         grad: |b, n, _, g, need| {
             let dx = if need[0] { Some(b.op2(Op::Xlogy, g, n.args[1])) } else { None };
             let dy = if need[1] { let t = b.op2(Op::Mul, g, n.args[0]); Some(b.op2(Op::SafeDiv, t, n.args[1])) } else { None };

@@ -1,0 +1,178 @@
+//! Branch-free polynomial `exp`, `ln` and `ln_1p` for f32 and f64, written so LLVM vectorises
+//! them inside block kernels (no libm calls, no data-dependent branches: selects only; no
+//! `mul_add`, which is a libm call without FMA; rounding by the 1.5·2^p magic constant).
+//! Special values follow IEEE: NaN propagates, exp(+inf) = inf, exp(-inf) = 0, ln(0) = -inf,
+//! ln(x < 0) = NaN, ln(inf) = inf; denormal inputs and results are handled.
+//! Error bounds are tested in `tests/fast_math.rs` against the f64/libm reference.
+
+// ---- f32 ------------------------------------------------------------------------------------
+
+const LOG2E_F32: f32 = std::f32::consts::LOG2_E;
+const LN2_HI_F32: f32 = 0.693_359_4; // ln 2 split: hi has few mantissa bits, so n*hi is exact
+const LN2_LO_F32: f32 = -2.121_944_4e-4;
+const MAGIC_F32: f32 = 12_582_912.0; // 1.5 * 2^23
+
+/// e^x for f32 (Cephes coefficients on [-ln2/2, ln2/2]).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let xc = x.clamp(-104.0, 89.0); // NaN stays NaN
+    let t = xc * LOG2E_F32 + MAGIC_F32;
+    let n = t - MAGIC_F32;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = xc - n * LN2_HI_F32 - n * LN2_LO_F32;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let p = p * r * r + r + 1.0;
+    // 2^n as two normal factors, so results in the denormal range round once.
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
+    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    p * s1 * s2
+}
+
+/// Natural log for f32 (Cephes logf).
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    let tiny = x < f32::MIN_POSITIVE;
+    let xs = if tiny { x * 8_388_608.0 } else { x }; // 2^23: denormals become normal
+    let bits = xs.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 126 - if tiny { 23 } else { 0 };
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000); // [0.5, 1)
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    e -= i32::from(small);
+    let f = if small { m + m - 1.0 } else { m - 1.0 };
+    let z = f * f;
+    let mut y = 7.037_683_6e-2f32;
+    y = y * f - 1.151_461e-1;
+    y = y * f + 1.167_699_9e-1;
+    y = y * f - 1.242_014_1e-1;
+    y = y * f + 1.424_932_3e-1;
+    y = y * f - 1.666_805_8e-1;
+    y = y * f + 2.000_071_4e-1;
+    y = y * f - 2.499_999_4e-1;
+    y = y * f + 3.333_333_1e-1;
+    let ef = e as f32;
+    let y = y * f * z + ef * LN2_LO_F32 - 0.5 * z;
+    let r = f + y + ef * LN2_HI_F32;
+    let r = if x == f32::INFINITY { x } else { r };
+    let r = if x == 0.0 { f32::NEG_INFINITY } else { r };
+    if x < 0.0 || x.is_nan() {
+        f32::NAN
+    } else {
+        r
+    }
+}
+
+/// ln(1 + x) for f32: x·ln(u)/(u - 1) with u = 1 + x (exact correction of the rounding of u).
+#[inline(always)]
+pub fn ln_1p_f32(x: f32) -> f32 {
+    let u = 1.0 + x;
+    let d = u - 1.0;
+    let l = ln_f32(u);
+    let r = if d == 0.0 { x } else { l * (x / d) };
+    // u = inf: the ratio is inf/inf; ln(u) is right.
+    if u == f32::INFINITY {
+        l
+    } else {
+        r
+    }
+}
+
+// ---- f64 ------------------------------------------------------------------------------------
+
+const LOG2E_F64: f64 = std::f64::consts::LOG2_E;
+const LN2_HI_F64: f64 = 6.931_471_803_691_238_2e-1;
+const LN2_LO_F64: f64 = 1.908_214_929_270_587_7e-10;
+const MAGIC_F64: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+
+/// e^x for f64 (degree-13 Taylor polynomial on [-ln2/2, ln2/2], error below 1e-17 relative).
+#[inline(always)]
+pub fn exp_f64(x: f64) -> f64 {
+    let xc = x.clamp(-746.0, 710.0);
+    let t = xc * LOG2E_F64 + MAGIC_F64;
+    let n = t - MAGIC_F64;
+    let ni = (t.to_bits() as i64).wrapping_sub(0x4338_0000_0000_0000) as i32;
+    let r = xc - n * LN2_HI_F64 - n * LN2_LO_F64;
+    let mut p = 1.0 / 6_227_020_800.0; // 1/13!
+    p = p * r + 1.0 / 479_001_600.0;
+    p = p * r + 1.0 / 39_916_800.0;
+    p = p * r + 1.0 / 3_628_800.0;
+    p = p * r + 1.0 / 362_880.0;
+    p = p * r + 1.0 / 40_320.0;
+    p = p * r + 1.0 / 5_040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    let p = p * r * r + r + 1.0;
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f64::from_bits(((n1 + 1023) as u64) << 52);
+    let s2 = f64::from_bits(((n2 + 1023) as u64) << 52);
+    p * s1 * s2
+}
+
+/// Natural log for f64: ln(m) = 2 atanh(s), s = (m - 1)/(m + 1), m in [√½, √2).
+#[inline(always)]
+pub fn ln_f64(x: f64) -> f64 {
+    let tiny = x < f64::MIN_POSITIVE;
+    let xs = if tiny {
+        x * 18_014_398_509_481_984.0
+    } else {
+        x
+    }; // 2^54
+    let bits = xs.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023 - if tiny { 54 } else { 0 };
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000); // [1, 2)
+    let big = m > std::f64::consts::SQRT_2;
+    e += i64::from(big);
+    let m = if big { m * 0.5 } else { m };
+    let f = m - 1.0;
+    let s = f / (m + 1.0);
+    let z = s * s;
+    // atanh series: 2s(1 + z/3 + z²/5 + ...), |z| <= 0.0295
+    let mut p = 2.0 / 25.0;
+    p = p * z + 2.0 / 23.0;
+    p = p * z + 2.0 / 21.0;
+    p = p * z + 2.0 / 19.0;
+    p = p * z + 2.0 / 17.0;
+    p = p * z + 2.0 / 15.0;
+    p = p * z + 2.0 / 13.0;
+    p = p * z + 2.0 / 11.0;
+    p = p * z + 2.0 / 9.0;
+    p = p * z + 2.0 / 7.0;
+    p = p * z + 2.0 / 5.0;
+    p = p * z + 2.0 / 3.0;
+    // ln m = f - s f + s·(z p) (the hf trick keeps the leading term exact)
+    let hfsq = 0.5 * f * f;
+    let rr = s * (hfsq + z * p);
+    let ef = e as f64;
+    let r = ef * LN2_HI_F64 - ((hfsq - (rr + ef * LN2_LO_F64)) - f);
+    let r = if x == f64::INFINITY { x } else { r };
+    let r = if x == 0.0 { f64::NEG_INFINITY } else { r };
+    if x < 0.0 || x.is_nan() {
+        f64::NAN
+    } else {
+        r
+    }
+}
+
+/// ln(1 + x) for f64, as [`ln_1p_f32`].
+#[inline(always)]
+pub fn ln_1p_f64(x: f64) -> f64 {
+    let u = 1.0 + x;
+    let d = u - 1.0;
+    let l = ln_f64(u);
+    let r = if d == 0.0 { x } else { l * (x / d) };
+    if u == f64::INFINITY {
+        l
+    } else {
+        r
+    }
+}

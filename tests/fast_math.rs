@@ -1,0 +1,157 @@
+//! Error bounds of the vectorisable exp/ln/ln_1p (src/ops/fast.rs) against the reference: for
+//! f32 the correctly rounded value (computed in f64 with libm, then rounded), for f64 libm itself.
+//! Sweeps the whole range (denormals, huge values), plus inf, NaN, zeros and negatives.
+
+use losslang::ops::fast::*;
+
+fn ulps32(a: f32, b: f32) -> u64 {
+    if a.is_nan() && b.is_nan() || a == b {
+        return 0;
+    }
+    let o = |x: f32| {
+        let i = x.to_bits() as i32;
+        if i < 0 {
+            i64::from(i32::MIN) - i64::from(i)
+        } else {
+            i64::from(i)
+        }
+    };
+    (o(a) - o(b)).unsigned_abs()
+}
+
+fn ulps64(a: f64, b: f64) -> u64 {
+    if a.is_nan() && b.is_nan() || a == b {
+        return 0;
+    }
+    let o = |x: f64| {
+        let i = x.to_bits() as i64;
+        if i < 0 {
+            i128::from(i64::MIN) - i128::from(i)
+        } else {
+            i128::from(i)
+        }
+    };
+    (o(a) - o(b)).unsigned_abs() as u64
+}
+
+/// Every 97th f32 bit pattern in [lo, hi] (positive patterns), both signs.
+fn sweep32() -> impl Iterator<Item = f32> {
+    (0u32..0x7f80_0000)
+        .step_by(97)
+        .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
+}
+
+fn sweep64() -> impl Iterator<Item = f64> {
+    (0u64..0x7ff0_0000_0000_0000)
+        .step_by(0x0000_1357_9bdf_0001)
+        .flat_map(|b| [f64::from_bits(b), -f64::from_bits(b)])
+}
+
+const SPECIALS32: &[f32] = &[
+    0.0,
+    -0.0,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    f32::NAN,
+    f32::MIN_POSITIVE,
+    1e-45,
+    f32::MAX,
+    1.0,
+    -1.0,
+    88.72,
+    88.73,
+    -87.3,
+    -103.9,
+    -104.0,
+    1e-8,
+    -1e-8,
+];
+const SPECIALS64: &[f64] = &[
+    0.0,
+    -0.0,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    f64::NAN,
+    f64::MIN_POSITIVE,
+    5e-324,
+    f64::MAX,
+    1.0,
+    -1.0,
+    709.78,
+    709.79,
+    -708.4,
+    -745.1,
+    -746.0,
+    1e-17,
+    -1e-17,
+];
+
+#[test]
+fn exp_f32_within_2_ulp() {
+    let mut worst = 0;
+    for x in sweep32().chain(SPECIALS32.iter().copied()) {
+        let want = ((x as f64).exp()) as f32;
+        let got = exp_f32(x);
+        let u = ulps32(got, want);
+        assert!(u <= 2, "exp_f32({x:e}) = {got:e}, want {want:e} ({u} ulp)");
+        worst = worst.max(u);
+    }
+    println!("exp_f32 worst {worst} ulp");
+}
+
+#[test]
+fn ln_f32_within_2_ulp() {
+    for x in sweep32().chain(SPECIALS32.iter().copied()) {
+        let want = ((x as f64).ln()) as f32;
+        let got = ln_f32(x);
+        assert!(
+            ulps32(got, want) <= 2,
+            "ln_f32({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+}
+
+#[test]
+fn ln_1p_f32_within_2_ulp() {
+    for x in sweep32().chain(SPECIALS32.iter().copied()) {
+        let want = ((x as f64).ln_1p()) as f32;
+        let got = ln_1p_f32(x);
+        assert!(
+            ulps32(got, want) <= 2,
+            "ln_1p_f32({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+}
+
+#[test]
+fn exp_f64_within_2_ulp_of_libm() {
+    for x in sweep64().chain(SPECIALS64.iter().copied()) {
+        let (got, want) = (exp_f64(x), x.exp());
+        assert!(
+            ulps64(got, want) <= 2,
+            "exp_f64({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+}
+
+#[test]
+fn ln_f64_within_2_ulp_of_libm() {
+    for x in sweep64().chain(SPECIALS64.iter().copied()) {
+        let (got, want) = (ln_f64(x), x.ln());
+        assert!(
+            ulps64(got, want) <= 2,
+            "ln_f64({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+}
+
+#[test]
+fn ln_1p_f64_within_2_ulp_of_libm() {
+    for x in sweep64().chain(SPECIALS64.iter().copied()) {
+        let (got, want) = (ln_1p_f64(x), x.ln_1p());
+        assert!(
+            ulps64(got, want) <= 2,
+            "ln_1p_f64({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+}
