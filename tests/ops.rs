@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use losslang::autodiff;
 use losslang::exec::reference::Interpreter;
-use losslang::exec::{Bound, Executor};
+use losslang::exec::Bound;
 use losslang::ir::graph::{AxisSpace, Graph, NodeId};
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::ops::{Class, Diff, Op, OPS};
@@ -38,17 +38,18 @@ fn symbolic(op: Op, at: &[f64]) -> (f64, Vec<Option<f64>>) {
     let grads = autodiff::grad(&mut g, out, &ins);
     let mut roots = vec![out];
     roots.extend(grads.iter().map(|x| x.unwrap_or(out)));
-    let mut exec = Interpreter::new(Arc::new(Bound {
+    let exec = Interpreter::new(Arc::new(Bound {
         graph: g,
         roots,
         sizes: vec![],
+        grad_axes: vec![],
     }));
     let arrays: Vec<ArrayD<f64>> = at
         .iter()
         .map(|&x| ArrayD::from_elem(IxDyn(&[]), x))
         .collect();
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-    let res = Executor::<f64>::run(&mut exec, &views);
+    let res = exec.evaluate(&views);
     let v = res[0].iter().next().copied().unwrap();
     let gs = grads
         .iter()
@@ -144,13 +145,14 @@ fn reduction_rules_match_finite_differences() {
         let inp = g.input(0, 1);
         let out = g.reduce(def.op, inp, 1);
         let gr = autodiff::grad(&mut g, out, &[inp])[0].expect("reductions are differentiable");
-        let mut exec = Interpreter::new(Arc::new(Bound {
+        let exec = Interpreter::new(Arc::new(Bound {
             graph: g,
             roots: vec![out, gr],
             sizes: vec![x.len()],
+            grad_axes: vec![],
         }));
         let a = ArrayD::from_shape_vec(IxDyn(&[x.len()]), x.to_vec()).unwrap();
-        let res = Executor::<f64>::run(&mut exec, &[a.view()]);
+        let res = exec.evaluate(&[a.view()]);
         let grad = res[1].broadcast(IxDyn(&[x.len()])).unwrap().to_owned();
         for i in 0..x.len() {
             let f = |d: f64| {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use losslang::autodiff;
 use losslang::exec::reference::Interpreter;
+use losslang::exec::vm::Vm;
 use losslang::exec::{Bound, Executor};
 use losslang::ir::graph::{AxisSpace, Graph, NodeId};
 use losslang::ndarray::{ArrayD, IxDyn};
@@ -116,16 +117,17 @@ fn run<T: losslang::ops::math::Real>(
     ys: &[f64],
 ) -> Vec<Vec<f64>> {
     let n = xs.len();
-    let mut exec = Interpreter::new(Arc::new(Bound {
+    let exec = Interpreter::new(Arc::new(Bound {
         graph: g,
         roots,
         sizes: vec![n],
+        grad_axes: vec![1],
     }));
     let a =
         ArrayD::from_shape_vec(IxDyn(&[n]), xs.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
     let b =
         ArrayD::from_shape_vec(IxDyn(&[n]), ys.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
-    Executor::<T>::run(&mut exec, &[a.view(), b.view()])
+    exec.evaluate(&[a.view(), b.view()])
         .into_iter()
         .map(|r| {
             r.broadcast(IxDyn(&[n]))
@@ -135,6 +137,31 @@ fn run<T: losslang::ops::math::Real>(
                 .collect()
         })
         .collect()
+}
+
+/// The same roots (value, gradient) through the fused block VM.
+fn run_fused<T: losslang::ops::math::Real>(
+    g: Graph,
+    roots: Vec<NodeId>,
+    xs: &[f64],
+    ys: &[f64],
+) -> Vec<Vec<f64>> {
+    let n = xs.len();
+    let mut vm = Vm::<T>::new(Arc::new(Bound {
+        graph: g,
+        roots,
+        sizes: vec![n],
+        grad_axes: vec![1],
+    }))
+    .expect("fusable");
+    let a: Vec<T> = xs.iter().map(|&v| T::from_f64(v)).collect();
+    let b: Vec<T> = ys.iter().map(|&v| T::from_f64(v)).collect();
+    let mut grad = vec![T::default(); n];
+    let value = vm.run(&[&a, &b], &mut [&mut grad], false).unwrap();
+    vec![
+        vec![value.to_f64()],
+        grad.iter().map(|v| v.to_f64()).collect(),
+    ]
 }
 
 fn close(a: f64, b: f64, rel: f64, abs: f64) -> bool {
@@ -171,6 +198,19 @@ proptest! {
                 if want[1][i].is_finite() {
                     prop_assert!(close(got[1][i], want[1][i], 1e-8, 1e-10), "grad[{i}] {} vs {}", got[1][i], want[1][i]);
                 }
+            }
+        }
+        // The fused VM (f64) equals the reference interpreter to 1e-12 relative.
+        if has_grad {
+            let fused = run_fused::<f64>(g2.clone(), r2.clone(), &xs, &ys);
+            prop_assert!(close(fused[0][0], got[0][0], 1e-12, 1e-13), "fused value {} vs {}", fused[0][0], got[0][0]);
+            for i in 0..xs.len() {
+                prop_assert!(close(fused[1][i], got[1][i], 1e-12, 1e-13), "fused grad[{i}] {} vs {}", fused[1][i], got[1][i]);
+            }
+            let fused32 = run_fused::<f32>(g2.clone(), r2.clone(), &xs, &ys);
+            let gscale = got[1].iter().fold(1.0f64, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+            for i in 0..xs.len() {
+                prop_assert!(close(fused32[1][i], got[1][i], 1e-3, 1e-3 * gscale), "fused f32 grad[{i}] {} vs {}", fused32[1][i], got[1][i]);
             }
         }
         // f32 against the f64 reference on the optimised graph.

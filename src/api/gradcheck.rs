@@ -253,14 +253,18 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             .zip(arrays.iter().map(|a| a.view()))
             .collect();
         let out = plan.value_and_grad(&views)?;
-        let finite = out.value.is_finite()
-            && out
-                .grads
+        let value = out.value;
+        let out_grads: Vec<(String, ArrayD<f64>)> = out
+            .grads()
+            .map(|(n, g)| (n.to_string(), g.clone()))
+            .collect();
+        let finite = value.is_finite()
+            && out_grads
                 .iter()
                 .all(|(_, g)| g.iter().all(|x| x.is_finite()));
         let mut max_rel: Option<f64> = None;
         if finite && spec.logits.is_none() {
-            for (gname, grad) in &out.grads {
+            for (gname, grad) in &out_grads {
                 let k = names
                     .iter()
                     .position(|n| n == gname)
@@ -306,7 +310,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
         trials.push(Trial {
             name: spec.name.to_string(),
             shape,
-            value: out.value,
+            value,
             max_rel_err: max_rel,
             finite,
             passed,

@@ -293,32 +293,19 @@ impl Loss {
         })
     }
 
+    /// The optimised graph partitioned into fused kernels (memory passes) and tails.
+    pub fn fused(&self, absent: &[usize]) -> Result<(StageGraph, optimise::fuse::Schedule)> {
+        let sg = self.stage(Stage::Optimised, absent)?;
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let sched = optimise::fuse::schedule(&sg.graph, &roots)
+            .map_err(|e| Error::Param(format!("`{}` cannot be fused: {}", self.sig.name, e.0)))?;
+        Ok((sg, sched))
+    }
+
     /// Compiles the loss for the given input shapes. Optional inputs (declared with a default)
     /// may be left out; the others must all be given.
     pub fn compile<T: Real>(&self, shapes: &[(&str, &[usize])]) -> Result<Plan<T>> {
-        let binding = bind_shapes(&self.sig, shapes)?;
-        let absent: Vec<usize> = (0..self.sig.inputs.len())
-            .filter(|&i| binding.shapes[i].is_none())
-            .collect();
-        let sg = self.stage(Stage::Optimised, &absent)?;
-        let diff: Vec<usize> = (0..self.sig.inputs.len())
-            .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
-            .collect();
-        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
-        let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
-        let bound = Arc::new(Bound {
-            graph,
-            roots,
-            sizes: binding.sizes.clone(),
-        });
-        Ok(Plan {
-            sig: self.sig.clone(),
-            diff,
-            binding,
-            exec: Box::new(Interpreter::new(bound.clone())),
-            bound,
-            check_finite: true,
-        })
+        self.compile_with(shapes, ExecutorKind::Fused)
     }
 
     /// Finite-difference check of the symbolic gradient in f64 on random inputs and stress points.
@@ -485,32 +472,148 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
     })
 }
 
-/// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly.
+/// The error for a non-finite value in input `i` (found by the executor while it read the data).
+fn non_finite<T: Real>(sig: &Signature, slices: &[&[T]], i: usize) -> Error {
+    let (index, value) = slices[i]
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !x.is_finite())
+        .map(|(k, x)| (k, x.to_f64()))
+        .unwrap_or((0, f64::NAN));
+    Error::NonFinite {
+        input: sig.inputs[i].name.clone(),
+        index,
+        value,
+    }
+}
+
+/// Most inputs a loss may declare.
+pub const MAX_INPUTS: usize = 16;
+/// Most differentiable inputs a loss may declare.
+pub const MAX_GRADS: usize = 8;
+
+/// Which executor runs a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// The fused block VM (falls back to the reference interpreter for graphs it cannot fuse).
+    Fused,
+    /// The f64/f32 reference interpreter: whole-buffer, node by node.
+    Reference,
+}
+
+/// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly. After the first
+/// call, evaluation allocates nothing.
 pub struct Plan<T: Real> {
     sig: Signature,
     diff: Vec<usize>,
     binding: Binding,
     bound: Arc<Bound>,
     exec: Box<dyn Executor<T>>,
+    executor: &'static str,
     check_finite: bool,
+    grads: Vec<(String, ArrayD<T>)>,
 }
 
-/// The loss value and the gradient of each differentiable input (in the input's own shape).
-#[derive(Clone, Debug)]
-pub struct Output<T> {
+/// The loss value and the gradient of each differentiable input (in the input's own shape),
+/// borrowed from the plan's buffers.
+#[derive(Debug)]
+pub struct Output<'a, T> {
     pub value: T,
-    pub grads: Vec<(String, ArrayD<T>)>,
+    grads: &'a [(String, ArrayD<T>)],
 }
 
-impl<T> Output<T> {
+impl<'a, T> Output<'a, T> {
     /// The gradient with respect to an input. Panics if the input is not differentiable; see
     /// [`Output::try_grad`].
-    pub fn grad(&self, name: &str) -> &ArrayD<T> {
+    pub fn grad(&self, name: &str) -> &'a ArrayD<T> {
         self.try_grad(name)
             .unwrap_or_else(|| panic!("no gradient for `{name}`"))
     }
-    pub fn try_grad(&self, name: &str) -> Option<&ArrayD<T>> {
+    pub fn try_grad(&self, name: &str) -> Option<&'a ArrayD<T>> {
         self.grads.iter().find(|(n, _)| n == name).map(|(_, g)| g)
+    }
+    /// (input name, gradient) for every differentiable input.
+    pub fn grads(&self) -> impl Iterator<Item = (&'a str, &'a ArrayD<T>)> {
+        self.grads.iter().map(|(n, g)| (n.as_str(), g))
+    }
+}
+
+impl Loss {
+    /// Compiles with a chosen executor ([`Loss::compile`] uses the fused one).
+    pub fn compile_with<T: Real>(
+        &self,
+        shapes: &[(&str, &[usize])],
+        kind: ExecutorKind,
+    ) -> Result<Plan<T>> {
+        let binding = bind_shapes(&self.sig, shapes)?;
+        if self.sig.inputs.len() > MAX_INPUTS {
+            return Err(Error::Param(format!(
+                "`{}` declares {} inputs; at most {MAX_INPUTS} are supported",
+                self.sig.name,
+                self.sig.inputs.len()
+            )));
+        }
+        let absent: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| binding.shapes[i].is_none())
+            .collect();
+        let sg = self.stage(Stage::Optimised, &absent)?;
+        let diff: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
+            .collect();
+        if diff.len() > MAX_GRADS {
+            return Err(Error::Param(format!(
+                "`{}` has {} differentiable inputs; at most {MAX_GRADS} are supported",
+                self.sig.name,
+                diff.len()
+            )));
+        }
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
+        let grad_axes = diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
+        let bound = Arc::new(Bound {
+            graph,
+            roots,
+            sizes: binding.sizes.clone(),
+            grad_axes,
+        });
+        let (exec, executor): (Box<dyn Executor<T>>, &'static str) = match kind {
+            ExecutorKind::Reference => (Box::new(Interpreter::new(bound.clone())), "reference"),
+            ExecutorKind::Fused => {
+                let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
+                let kb = Arc::new(Bound {
+                    graph: kg,
+                    roots: kr,
+                    sizes: bound.sizes.clone(),
+                    grad_axes: bound.grad_axes.clone(),
+                });
+                match crate::exec::vm::Vm::<T>::new(kb) {
+                    Ok(vm) => (Box::new(vm), "fused"),
+                    Err(_) => (Box::new(Interpreter::new(bound.clone())), "reference"),
+                }
+            }
+        };
+        let grads = diff
+            .iter()
+            .map(|&i| {
+                (
+                    self.sig.inputs[i].name.clone(),
+                    ArrayD::from_elem(
+                        IxDyn(binding.shapes[i].as_deref().unwrap_or(&[])),
+                        T::default(),
+                    ),
+                )
+            })
+            .collect();
+        Ok(Plan {
+            sig: self.sig.clone(),
+            diff,
+            binding,
+            bound,
+            exec,
+            executor,
+            check_finite: true,
+            grads,
+        })
     }
 }
 
@@ -522,6 +625,10 @@ impl<T: Real> Plan<T> {
     /// Memory passes over N-sized data per call.
     pub fn passes(&self) -> usize {
         self.exec.passes()
+    }
+    /// `"fused"` or `"reference"`.
+    pub fn executor(&self) -> &'static str {
+        self.executor
     }
     pub fn binding(&self) -> &Binding {
         &self.binding
@@ -538,11 +645,13 @@ impl<T: Real> Plan<T> {
             .collect()
     }
 
+    /// Checks the inputs and returns their data in declaration order (empty for absent ones).
     fn prepare<'a>(
         &self,
         inputs: &'a [(&str, ArrayViewD<'a, T>)],
-    ) -> Result<Vec<ArrayViewD<'a, T>>> {
-        let mut views: Vec<Option<ArrayViewD<'a, T>>> = vec![None; self.sig.inputs.len()];
+    ) -> Result<[&'a [T]; MAX_INPUTS]> {
+        let mut slices: [&'a [T]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        let mut seen = [false; MAX_INPUTS];
         for (name, v) in inputs {
             let Some(i) = self.sig.inputs.iter().position(|x| x.name == *name) else {
                 let names: Vec<String> = self
@@ -557,11 +666,12 @@ impl<T: Real> Plan<T> {
                     expected: names.join(", "),
                 });
             };
-            if views[i].is_some() {
+            if seen[i] {
                 return Err(Error::DuplicateInput {
                     input: name.to_string(),
                 });
             }
+            seen[i] = true;
             let inp = &self.sig.inputs[i];
             match &self.binding.shapes[i] {
                 None => {
@@ -582,85 +692,62 @@ impl<T: Real> Plan<T> {
                 }
                 Some(_) => {}
             }
-            if !v.is_standard_layout() {
+            let Some(data) = v.as_slice() else {
                 return Err(Error::Shape {
                     input: inp.name.clone(),
                     expected: format!("{:?} in row-major (C) order", v.shape()),
                     received: v.shape().to_vec(),
                     detail: "the view is not contiguous in row-major order; pass `.as_standard_layout()`".into(),
                 });
-            }
-            if self.check_finite {
-                if let Some((index, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-                    return Err(Error::NonFinite {
-                        input: inp.name.clone(),
-                        index,
-                        value: x.to_f64(),
-                    });
-                }
-            }
-            let r = v
-                .view()
-                .into_shape_with_order(IxDyn(&self.binding.internal[i]))
-                .map_err(|e| Error::Shape {
-                    input: inp.name.clone(),
-                    expected: format!("{:?}", self.binding.internal[i]),
-                    received: v.shape().to_vec(),
-                    detail: format!("cannot view in the internal layout: {e}"),
-                })?;
-            views[i] = Some(r);
+            };
+            slices[i] = data;
         }
-        let mut out = Vec::new();
-        for (i, v) in views.into_iter().enumerate() {
-            match v {
-                Some(v) => out.push(v),
-                None if self.binding.shapes[i].is_some() => {
-                    return Err(Error::MissingInput {
-                        name: self.sig.inputs[i].name.clone(),
-                        loss: self.sig.name.clone(),
-                        expected: format!("{:?}", self.binding.shapes[i].as_deref().unwrap_or(&[])),
-                    })
-                }
-                // Absent optional inputs are constants inside the graph; the slot is unused.
-                None => out.push(ArrayViewD::from_shape(IxDyn(&[0]), &[]).expect("empty view")),
+        for (i, inp) in self.sig.inputs.iter().enumerate() {
+            if !seen[i] && self.binding.shapes[i].is_some() {
+                return Err(Error::MissingInput {
+                    name: inp.name.clone(),
+                    loss: self.sig.name.clone(),
+                    expected: format!("{:?}", self.binding.shapes[i].as_deref().unwrap_or(&[])),
+                });
             }
         }
-        Ok(out)
+        Ok(slices)
     }
 
-    fn run(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Vec<ArrayD<T>>> {
-        let views = self.prepare(inputs)?;
-        Ok(self.exec.run(&views))
+    /// The loss value and the gradient of every differentiable input (borrowed from the plan).
+    pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<'_, T>> {
+        let slices = self.prepare(inputs)?;
+        let mut it = self.grads.iter_mut();
+        let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|_| match it.next() {
+            Some((_, a)) => a.as_slice_mut().expect("plan buffers are contiguous"),
+            None => &mut [],
+        });
+        let n = self.diff.len();
+        let value = self
+            .exec
+            .run(
+                &slices[..self.sig.inputs.len()],
+                &mut bufs[..n],
+                self.check_finite,
+            )
+            .map_err(|i| non_finite(&self.sig, &slices, i))?;
+        Ok(Output {
+            value,
+            grads: &self.grads,
+        })
     }
 
-    /// The loss value and the gradient of every differentiable input.
-    pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<T>> {
-        let outs = self.run(inputs)?;
-        let value = outs[0].iter().next().copied().unwrap_or_default();
-        let mut grads = Vec::new();
-        for (k, &i) in self.diff.iter().enumerate() {
-            let shape = self.binding.shapes[i].clone().unwrap_or_default();
-            let full = outs[k + 1]
-                .broadcast(IxDyn(&self.binding.internal[i]))
-                .expect("gradient broadcasts to its input")
-                .to_owned();
-            let g = full
-                .into_shape_with_order(IxDyn(&shape))
-                .expect("same element count");
-            grads.push((self.sig.inputs[i].name.clone(), g));
-        }
-        Ok(Output { value, grads })
-    }
-
-    /// Like [`Plan::value_and_grad`], writing each gradient into a caller-provided buffer of the
-    /// input's shape; returns the value.
+    /// Like [`Plan::value_and_grad`], writing the gradients into caller-provided buffers of the
+    /// inputs' shapes (row-major); a differentiable input without a buffer here goes to the
+    /// plan's own. Returns the value.
     pub fn value_and_grad_into(
         &mut self,
         inputs: &[(&str, ArrayViewD<T>)],
         grads: &mut [(&str, ArrayViewMutD<T>)],
     ) -> Result<T> {
-        let outs = self.run(inputs)?;
-        for (name, buf) in grads.iter_mut() {
+        let slices = self.prepare(inputs)?;
+        let mut user: [Option<usize>; MAX_GRADS] = [None; MAX_GRADS];
+        for (j, (name, buf)) in grads.iter().enumerate() {
             let Some(k) = self
                 .diff
                 .iter()
@@ -672,33 +759,44 @@ impl<T: Real> Plan<T> {
                     expected: format!("a differentiable input: {}", self.grad_inputs().join(", ")),
                 });
             };
-            let i = self.diff[k];
-            let shape = self.binding.shapes[i].clone().unwrap_or_default();
-            if buf.shape() != shape.as_slice() {
+            let shape = self.binding.shapes[self.diff[k]].as_deref().unwrap_or(&[]);
+            if buf.shape() != shape || !buf.is_standard_layout() {
                 return Err(Error::Shape {
                     input: name.to_string(),
-                    expected: format!("{shape:?}"),
+                    expected: format!("{shape:?}, row-major"),
                     received: buf.shape().to_vec(),
-                    detail: "the gradient buffer has the wrong shape".into(),
+                    detail: "the gradient buffer has the wrong shape or layout".into(),
                 });
             }
-            let full = outs[k + 1]
-                .broadcast(IxDyn(&self.binding.internal[i]))
-                .expect("gradient broadcasts to its input");
-            let flat = full.iter();
-            for (dst, &src) in buf.iter_mut().zip(flat) {
-                *dst = src;
+            user[k] = Some(j);
+        }
+        let mut own = self.grads.iter_mut();
+        let mut theirs: [Option<&mut [T]>; MAX_GRADS] = std::array::from_fn(|_| None);
+        for (j, (_, buf)) in grads.iter_mut().enumerate() {
+            if let Some(k) = user.iter().position(|u| *u == Some(j)) {
+                theirs[k] = buf.as_slice_mut();
             }
         }
-        Ok(outs[0].iter().next().copied().unwrap_or_default())
+        let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|k| {
+            let mine = own.next();
+            match (theirs[k].take(), mine) {
+                (Some(t), _) => t,
+                (None, Some((_, a))) => a.as_slice_mut().expect("plan buffers are contiguous"),
+                (None, None) => &mut [],
+            }
+        });
+        let n = self.diff.len();
+        self.exec
+            .run(
+                &slices[..self.sig.inputs.len()],
+                &mut bufs[..n],
+                self.check_finite,
+            )
+            .map_err(|i| non_finite(&self.sig, &slices, i))
     }
 
     /// The loss value alone.
     pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
-        Ok(self.run(inputs)?[0]
-            .iter()
-            .next()
-            .copied()
-            .unwrap_or_default())
+        Ok(self.value_and_grad(inputs)?.value)
     }
 }

@@ -11,6 +11,7 @@ use losslang::api::gradcheck::Rng;
 use losslang::ir::graph::Graph;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::ops::math::Real;
+use losslang::optimise::fuse::Schedule;
 use losslang::{Error, GradcheckOptions, Library, Loss, ParamValue, Stage};
 use serde_json::{json, Map, Value};
 
@@ -437,9 +438,12 @@ fn run_eval<T: Real>(
     res.insert("value".into(), json!(out.value.to_f64()));
     if grad {
         let mut g = Map::new();
-        for (name, arr) in &out.grads {
+        for (name, arr) in out.grads() {
             let data: Vec<f64> = arr.iter().map(|x| x.to_f64()).collect();
-            g.insert(name.clone(), json!({"shape": arr.shape(), "data": data}));
+            g.insert(
+                name.to_string(),
+                json!({"shape": arr.shape(), "data": data}),
+            );
         }
         res.insert("grad".into(), Value::Object(g));
     }
@@ -454,13 +458,12 @@ fn graph(
     with: &[String],
 ) -> Result<ExitCode, Error> {
     let loss = apply_sets(load(file)?, sets)?;
+    let fused = stage == StageArg::Fused;
     let stage = match stage {
         StageArg::Parsed => Stage::Parsed,
         StageArg::Autodiff => Stage::Autodiff,
         StageArg::Optimised => Stage::Optimised,
-        StageArg::Fused => {
-            return Err(Error::Param("the `fused` stage comes with the fused executor, which is not built yet; use parsed, autodiff or optimised".into()))
-        }
+        StageArg::Fused => Stage::Optimised,
     };
     for w in with {
         if !loss
@@ -481,8 +484,20 @@ fn graph(
         .filter(|(_, i)| i.default.is_some() && !with.contains(&i.name))
         .map(|(k, _)| k)
         .collect();
-    let sg = loss.stage(stage, &absent)?;
     let names: Vec<String> = loss.inputs().iter().map(|i| i.name.clone()).collect();
+    if fused {
+        let (sg, sched) = loss.fused(&absent)?;
+        print!(
+            "{}",
+            if dot {
+                fused_dot(&sg.graph, &sg.roots, &sched, &names, loss.name())
+            } else {
+                fused_text(&sg.graph, &sg.roots, &sched, &names, loss.name())
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sg = loss.stage(stage, &absent)?;
     if dot {
         print!("{}", to_dot(&sg.graph, &sg.roots, &names, loss.name()));
     } else {
@@ -544,6 +559,119 @@ fn to_dot(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> S
         s.push_str(&format!("  n{id} [label=\"%{id}: {label}\"];\n"));
         for a in &g.node(id).args {
             s.push_str(&format!("  n{a} -> n{id};\n"));
+        }
+    }
+    for (n, r) in roots {
+        s.push_str(&format!("  \"{n}\" [shape=ellipse];\n  n{r} -> \"{n}\";\n"));
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn fused_text(
+    g: &Graph,
+    roots: &[(String, u32)],
+    sched: &Schedule,
+    names: &[String],
+    loss: &str,
+) -> String {
+    let mut s = format!("# {loss}: {} memory pass(es)\n", sched.passes());
+    let line = |id: u32| {
+        let mut l = format!("    {}", g.describe(id));
+        if let Some(n) = input_name(g, id, names) {
+            l.push_str(&format!("  # {n}"));
+        }
+        l.push('\n');
+        l
+    };
+    for (p, k) in sched.kernels.iter().enumerate() {
+        if !sched.tails[p].is_empty() {
+            s.push_str(&format!("tail before pass {p}:\n"));
+            for &id in &sched.tails[p] {
+                s.push_str(&line(id));
+            }
+        }
+        s.push_str(&format!(
+            "pass {p}: {:?} kernel, {} nodes per element\n",
+            k.kind,
+            k.nodes.len()
+        ));
+        for &id in &k.nodes {
+            s.push_str(&line(id));
+        }
+        for &r in &k.reductions {
+            s.push_str(&format!(
+                "  accumulate{}",
+                line(r).trim_start_matches("   ")
+            ));
+        }
+        for (root, id) in &k.stores {
+            s.push_str(&format!("  store {} = %{id}\n", roots[*root].0));
+        }
+    }
+    let last = sched.tails.len() - 1;
+    if !sched.tails[last].is_empty() {
+        s.push_str("tail after the last pass:\n");
+        for &id in &sched.tails[last] {
+            s.push_str(&line(id));
+        }
+    }
+    for (n, r) in roots {
+        s.push_str(&format!("{n} = %{r}\n"));
+    }
+    s
+}
+
+fn fused_dot(
+    g: &Graph,
+    roots: &[(String, u32)],
+    sched: &Schedule,
+    names: &[String],
+    loss: &str,
+) -> String {
+    let mut s = format!("digraph \"{loss}\" {{\n  rankdir=BT;\n  compound=true;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let label = |id: u32| {
+        let d = g.describe(id);
+        let l = d
+            .split_once(" = ")
+            .map(|x| x.1.to_string())
+            .unwrap_or(d)
+            .replace('"', "'");
+        match input_name(g, id, names) {
+            Some(n) => format!("{n}\\n{l}"),
+            None => l,
+        }
+    };
+    let mut placed = std::collections::HashSet::new();
+    for (p, k) in sched.kernels.iter().enumerate() {
+        s.push_str(&format!("  subgraph cluster_pass{p} {{\n    label=\"pass {p}: {:?}\";\n    style=filled; color=lightgrey;\n", k.kind));
+        for &id in k.nodes.iter().chain(&k.reductions) {
+            // A node recomputed in a later pass is drawn in the first one.
+            if placed.insert(id) {
+                s.push_str(&format!("    n{id} [label=\"%{id}: {}\"];\n", label(id)));
+            }
+        }
+        s.push_str("  }\n");
+    }
+    for (p, t) in sched.tails.iter().enumerate() {
+        if t.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "  subgraph cluster_tail{p} {{\n    label=\"tail {p}\";\n    style=dashed;\n"
+        ));
+        for &id in t {
+            if placed.insert(id) {
+                s.push_str(&format!("    n{id} [label=\"%{id}: {}\"];\n", label(id)));
+            }
+        }
+        s.push_str("  }\n");
+    }
+    for &id in &placed {
+        for a in &g.node(id).args {
+            if placed.contains(a) {
+                s.push_str(&format!("  n{a} -> n{id};\n"));
+            }
         }
     }
     for (n, r) in roots {
@@ -630,7 +758,7 @@ fn run_bench<T: Real>(
         "passes": plan.passes(),
         "effective_gb_per_s": bytes / (median * 1e-3) / 1e9,
         "compile_ms": compile_ms,
-        "executor": "reference",
+        "executor": plan.executor(),
         "value": value,
     }))
 }

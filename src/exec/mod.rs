@@ -5,8 +5,7 @@
 //! Invariant 7: nothing here knows about the language — only about graphs of table ops.
 
 pub mod reference;
-
-use ndarray::{ArrayD, ArrayViewD};
+pub mod vm;
 
 use crate::ir::graph::{Graph, NodeId};
 use crate::ops::math::Real;
@@ -19,14 +18,24 @@ pub struct Bound {
     pub roots: Vec<NodeId>,
     /// Size of each axis of the graph's axis space (packs flattened).
     pub sizes: Vec<usize>,
+    /// Per gradient root (roots 1..): the axes of the input it belongs to.
+    pub grad_axes: Vec<crate::ir::graph::Axes>,
 }
 
 /// Runs a bound graph. Implementations must be deterministic: the same inputs give bitwise the
 /// same outputs whatever the thread count.
 pub trait Executor<T: Real>: Send {
-    /// `inputs[i]` has the internal shape of input `i`; returns one array per root, each with
-    /// size 1 along the axes the root lacks.
-    fn run(&mut self, inputs: &[ArrayViewD<T>]) -> Vec<ArrayD<T>>;
+    /// `inputs[i]`: the contiguous row-major data of input `i` in its internal shape (empty
+    /// for an absent optional input). `grads[k]`: the buffer of root `k + 1`, with the full
+    /// internal shape of the input it is the gradient of. Returns the value (root 0), or with
+    /// `check_finite`, `Err(i)` if input `i` holds a NaN or an infinity (the outputs are then
+    /// unspecified).
+    fn run(
+        &mut self,
+        inputs: &[&[T]],
+        grads: &mut [&mut [T]],
+        check_finite: bool,
+    ) -> Result<T, usize>;
     /// Memory passes over N-sized data the executor makes per call.
     fn passes(&self) -> usize;
 }

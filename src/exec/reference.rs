@@ -54,7 +54,70 @@ impl Interpreter {
 }
 
 impl<T: Real> Executor<T> for Interpreter {
-    fn run(&mut self, inputs: &[ArrayViewD<T>]) -> Vec<ArrayD<T>> {
+    fn run(
+        &mut self,
+        inputs: &[&[T]],
+        grads: &mut [&mut [T]],
+        check_finite: bool,
+    ) -> Result<T, usize> {
+        if check_finite {
+            if let Some(i) = inputs.iter().position(|x| x.iter().any(|v| !v.is_finite())) {
+                return Err(i);
+            }
+        }
+        let g = &self.bound.graph;
+        let mut axes: Vec<u16> = vec![0; inputs.len()];
+        for id in 0..g.len() {
+            if let (Op::Input, Attr::Input(i)) =
+                (g.node(id as NodeId).op, g.node(id as NodeId).attr)
+            {
+                if let Some(a) = axes.get_mut(i as usize) {
+                    *a = g.node(id as NodeId).axes;
+                }
+            }
+        }
+        let views: Vec<ArrayViewD<T>> = inputs
+            .iter()
+            .zip(&axes)
+            .map(|(x, &a)| {
+                let shape = if x.is_empty() {
+                    vec![0]
+                } else {
+                    self.shape_of(a)
+                };
+                ArrayViewD::from_shape(IxDyn(&shape), x).expect("input matches its internal shape")
+            })
+            .collect();
+        let outs = self.evaluate(&views);
+        for (k, buf) in grads.iter_mut().enumerate() {
+            let shape = self.shape_of(self.bound.grad_axes[k]);
+            let full = outs[k + 1]
+                .broadcast(IxDyn(&shape))
+                .expect("gradient broadcasts to its input");
+            for (d, s) in buf.iter_mut().zip(full.iter()) {
+                *d = *s;
+            }
+        }
+        Ok(outs[0].iter().next().copied().unwrap_or_default())
+    }
+
+    fn passes(&self) -> usize {
+        let g = &self.bound.graph;
+        let full = self.bound.graph.space.all();
+        (0..g.len())
+            .filter(|&i| {
+                self.live[i]
+                    && g.node(i as NodeId).axes == full
+                    && g.node(i as NodeId).op != Op::Input
+            })
+            .count()
+    }
+}
+
+impl Interpreter {
+    /// Evaluates every root over whole arrays (`inputs[i]` in its internal shape); each result
+    /// has size 1 along the axes the root lacks.
+    pub fn evaluate<T: Real>(&self, inputs: &[ArrayViewD<T>]) -> Vec<ArrayD<T>> {
         let g = &self.bound.graph;
         let mut vals: Vec<Option<ArrayD<T>>> = vec![None; g.len()];
         for id in 0..g.len() {
@@ -152,17 +215,5 @@ impl<T: Real> Executor<T> for Interpreter {
             .iter()
             .map(|&r| vals[r as usize].clone().expect("root evaluated"))
             .collect()
-    }
-
-    fn passes(&self) -> usize {
-        let g = &self.bound.graph;
-        let full = self.bound.graph.space.all();
-        (0..g.len())
-            .filter(|&i| {
-                self.live[i]
-                    && g.node(i as NodeId).axes == full
-                    && g.node(i as NodeId).op != Op::Input
-            })
-            .count()
     }
 }

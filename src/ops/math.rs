@@ -45,10 +45,12 @@ pub trait Real:
     fn round_(self) -> Self;
     /// The op's elementwise kernel at this precision.
     fn kernel(def: &OpDef) -> fn(&[Self]) -> Self;
+    /// The op's block kernel at this precision (vectorisable math).
+    fn block_kernel(op: crate::ops::Op, out: &mut [Self], a: &[Self], b: &[Self], c: &[Self]);
 }
 
 macro_rules! impl_real {
-    ($t:ty, $field:ident, $name:literal, $fexp:path, $fln:path, $fln1p:path) => {
+    ($t:ty, $field:ident, $name:literal, $fexp:path, $fln:path, $fln1p:path, $blk:path) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             #[inline]
@@ -142,6 +144,16 @@ macro_rules! impl_real {
             fn kernel(def: &OpDef) -> fn(&[Self]) -> Self {
                 def.$field
             }
+            #[inline(always)]
+            fn block_kernel(
+                op: crate::ops::Op,
+                out: &mut [Self],
+                a: &[Self],
+                b: &[Self],
+                c: &[Self],
+            ) {
+                $blk(op, out, a, b, c)
+            }
         }
     };
 }
@@ -151,7 +163,8 @@ impl_real!(
     "f64",
     crate::ops::fast::exp_f64,
     crate::ops::fast::ln_f64,
-    crate::ops::fast::ln_1p_f64
+    crate::ops::fast::ln_1p_f64,
+    crate::ops::block_kernel_f64
 );
 impl_real!(
     f32,
@@ -159,7 +172,8 @@ impl_real!(
     "f32",
     crate::ops::fast::exp_f32,
     crate::ops::fast::ln_f32,
-    crate::ops::fast::ln_1p_f32
+    crate::ops::fast::ln_1p_f32,
+    crate::ops::block_kernel_f32
 );
 
 /// The stable compound primitives, written once over a module's `exp`/`log1p`.

@@ -6,6 +6,8 @@
 //! Invariant: a rewrite never changes a value (up to rounding), and never changes a node's axes
 //! (a result with fewer axes is broadcast back). Never here: evaluation or autodiff.
 
+pub mod fuse;
+
 use crate::ir::graph::{Attr, Graph, Node, NodeId};
 use crate::ops::{const_value, Op};
 
@@ -118,6 +120,44 @@ pub const STABILISE: &[Rule] = &[
         } },
 ];
 
+/// Expansion for kernels: the stable primitives rewritten over one shared `e = exp(-|x|)`, so
+/// that `softplus(x)`, `softplus(-x)`, `sigmoid(x)`, `sigmoid(-x)` and `log_sigmoid` of the same
+/// logits cost one `exp`, one `log1p` and one division together (CSE shares the pieces). The
+/// identities are exact; only the rounding of the last operation can differ (≤ 1 ulp).
+pub const EXPAND: &[Rule] = &[
+    Rule { name: "abs_neg", identity: "|-x| -> |x|: lets sigmoid(-x) and softplus(-x) share exp(-|x|) with x",
+        apply: |g, n| if n.op == Op::Abs { un(g, n.args[0], Op::Neg).map(|x| g.op1(Op::Abs, x)) } else { None } },
+    Rule { name: "expand_softplus", identity: "softplus(x) -> relu(x) + log1p(exp(-|x|)): exact, shares exp(-|x|)",
+        apply: |g, n| if n.op == Op::Softplus { let x = n.args[0]; let l = softplus_tail(g, x); let r = g.op1(Op::Relu, x); Some(g.op2(Op::Add, r, l)) } else { None } },
+    Rule { name: "expand_log_sigmoid", identity: "log_sigmoid(x) -> -(relu(-x) + log1p(exp(-|x|))): exact, shares exp(-|x|)",
+        apply: |g, n| if n.op == Op::LogSigmoid { let x = n.args[0]; let l = softplus_tail(g, x); let nx = g.op1(Op::Neg, x); let r = g.op1(Op::Relu, nx); let s = g.op2(Op::Add, r, l); Some(g.op1(Op::Neg, s)) } else { None } },
+    Rule { name: "expand_sigmoid", identity: "sigmoid(x) -> where(x >= 0, r, e*r), e = exp(-|x|), r = 1/(1 + e): one division shared by sigmoid(x) and sigmoid(-x)",
+        apply: |g, n| if n.op == Op::Sigmoid {
+            let x = n.args[0];
+            let base = un(g, x, Op::Neg).unwrap_or(x);
+            let e = exp_neg_abs(g, base);
+            let one = g.c(1.0);
+            let d = g.op2(Op::Add, one, e);
+            let r = g.op2(Op::Div, one, d);
+            let er = g.op2(Op::Mul, e, r);
+            let zero = g.c(0.0);
+            let c = g.op2(Op::Ge, x, zero);
+            Some(g.op3(Op::Where, c, r, er))
+        } else { None } },
+];
+
+fn exp_neg_abs(g: &mut Graph, x: NodeId) -> NodeId {
+    let a = g.op1(Op::Abs, x);
+    let na = g.op1(Op::Neg, a);
+    g.op1(Op::Exp, na)
+}
+
+fn softplus_tail(g: &mut Graph, x: NodeId) -> NodeId {
+    let base = un(g, x, Op::Neg).unwrap_or(x);
+    let e = exp_neg_abs(g, base);
+    g.op1(Op::Log1p, e)
+}
+
 /// Rebuilds the part of `src` that `roots` reach, applying `rules` (in order, first match wins)
 /// to every node, until nothing changes (at most a few rounds).
 pub fn rewrite(src: &Graph, roots: &[NodeId], rules: &[&[Rule]]) -> (Graph, Vec<NodeId>) {
@@ -224,7 +264,12 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
     rewrite(&g, &r, &[SIMPLIFY, STABILISE])
 }
 
+/// Kernel preparation after size binding: the [`EXPAND`] rules, then simplification.
+pub fn for_kernels(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
+    rewrite(g, roots, &[EXPAND, SIMPLIFY])
+}
+
 /// The ordered list of every rule, for documentation (`lossc graph --rules`).
 pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
-    STABILISE.iter().chain(SIMPLIFY.iter())
+    STABILISE.iter().chain(SIMPLIFY.iter()).chain(EXPAND.iter())
 }

@@ -1,0 +1,754 @@
+//! The block VM: runs a fused [`Schedule`] as bytecode whose every instruction loops over one
+//! block of up to [`BLOCK`] lanes held in a small register file (numexpr's design), so each
+//! instruction is one vectorised loop and dispatch is paid once per block.
+//!
+//! - Registers are reused by liveness; the small values a pass reads (per-image, per-class,
+//!   scalar) sit in pinned registers, splatted once per chunk (constants) or when the block's
+//!   plane changes (everything else). Blocks never straddle a plane (all axes but the innermost).
+//! - Work is split into chunks of [`CHUNK_BLOCKS`] blocks that depend only on the problem size;
+//!   each chunk accumulates its reductions in f64 in block order into its own partials, and the
+//!   partials are combined in chunk order: results are bitwise identical at any thread count.
+//! - The chunk loop is compiled three times — AVX-512, AVX2+FMA and baseline — and chosen by
+//!   run-time CPU detection; no FP contraction is allowed, so all three give the same bits.
+//! - Everything is allocated when the executor is built or on its first call; later calls
+//!   allocate nothing.
+//!
+//! Never here: language knowledge (invariant 7). Small nodes (the tail) are evaluated in f64 with
+//! the op table's reference kernels.
+
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+
+use crate::exec::{Bound, Executor};
+use crate::ir::graph::{Attr, Axes, NodeId};
+use crate::ops::math::Real;
+use crate::ops::{const_value, Class, Op};
+use crate::optimise::fuse::{schedule, NotFusable, Schedule};
+
+/// Lanes per block (register length).
+pub const BLOCK: usize = 1024;
+/// Blocks per chunk (the unit of parallel work).
+pub const CHUNK_BLOCKS: usize = 16;
+
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    Reg(u16),
+    Input(u16),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Instr {
+    Map {
+        op: Op,
+        dst: u16,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    Reduce {
+        src: Src,
+        red: u16,
+    },
+    Store {
+        src: Src,
+        out: u16,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Reduction {
+    node: NodeId,
+    op: Op,
+    init: f64,
+    /// Per outer axis: the stride of the group index (0 for axes the result lacks).
+    strides: Vec<usize>,
+    /// First partial slot of this reduction; it has `groups` slots.
+    base: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Splat {
+    reg: u16,
+    node: NodeId,
+    strides: Vec<usize>,
+    constant: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+struct PassCode {
+    code: Vec<Instr>,
+    n_regs: usize,
+    splats: Vec<Splat>,
+    reductions: Vec<Reduction>,
+    slots: usize,
+}
+
+/// Index maps of a small node over its arguments, for the f64 tail.
+#[derive(Clone, Debug)]
+struct SmallNode {
+    id: NodeId,
+    /// Per argument, per output element: the argument's flat index (Map, Broadcast); for a
+    /// small-to-small reduction, per *input* element the output index.
+    maps: Vec<Vec<usize>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Isa {
+    Base,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("LOSSLANG_NO_SIMD").is_none() {
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512dq")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx512;
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return Isa::Avx2;
+                }
+            }
+        }
+        Isa::Base
+    }
+}
+
+pub struct Vm<T: Real> {
+    bound: Arc<Bound>,
+    sched: Schedule,
+    passes: Vec<PassCode>,
+    small: Vec<SmallNode>,
+    /// Values of small nodes (f64), indexed by node id (empty for big nodes).
+    vals: Vec<Vec<f64>>,
+    partials: Vec<f64>,
+    regfiles: Vec<Mutex<Vec<T>>>,
+    /// Elements along the innermost axis; planes; blocks per plane; total blocks; chunks.
+    inner: usize,
+    planes: usize,
+    bpp: usize,
+    n_chunks: usize,
+    /// Sizes of the outer axes (all but the innermost).
+    outer: Vec<usize>,
+    /// Inputs read per element (checked for NaN/Inf in the first pass).
+    big_inputs: Vec<u16>,
+    isa: Isa,
+}
+
+fn strides_for(axes: Axes, sizes: &[usize], n_outer: usize) -> Vec<usize> {
+    // Row-major strides of a value with `axes` over the loss's axes; 0 where it lacks an axis.
+    let n = sizes.len();
+    let mut st = vec![0usize; n];
+    let mut s = 1;
+    for a in (0..n).rev() {
+        if axes & (1 << a) != 0 {
+            st[a] = s;
+            s *= sizes[a];
+        }
+    }
+    st.truncate(n_outer);
+    st
+}
+
+fn numel(axes: Axes, sizes: &[usize]) -> usize {
+    sizes
+        .iter()
+        .enumerate()
+        .filter(|(a, _)| axes & (1 << a) != 0)
+        .map(|(_, &s)| s)
+        .product()
+}
+
+impl<T: Real> Vm<T> {
+    pub fn new(bound: Arc<Bound>) -> Result<Vm<T>, NotFusable> {
+        let g = &bound.graph;
+        let sizes = &bound.sizes;
+        let sched = schedule(g, &bound.roots)?;
+        if bound.roots.len() > 9 {
+            return Err(NotFusable("more than 8 gradient outputs".into()));
+        }
+        let n_axes = sizes.len();
+        let inner = sizes[n_axes - 1];
+        let outer: Vec<usize> = sizes[..n_axes - 1].to_vec();
+        let planes: usize = outer.iter().product();
+        let bpp = inner.div_ceil(BLOCK);
+        let n_chunks = (planes * bpp).div_ceil(CHUNK_BLOCKS);
+        // Bytecode per pass.
+        let mut passes = Vec::new();
+        let mut max_slots = 0;
+        for k in &sched.kernels {
+            let mut last_use = vec![usize::MAX; g.len()];
+            let mut uses: Vec<(usize, NodeId)> = Vec::new();
+            for (pos, &id) in k.nodes.iter().enumerate() {
+                for &a in &g.node(id).args {
+                    uses.push((pos, a));
+                }
+            }
+            let end = k.nodes.len();
+            for &r in &k.reductions {
+                uses.push((end, g.node(r).args[0]));
+            }
+            for &(_, s) in &k.stores {
+                uses.push((end, s));
+            }
+            for &(pos, a) in &uses {
+                last_use[a as usize] = if last_use[a as usize] == usize::MAX {
+                    pos
+                } else {
+                    last_use[a as usize].max(pos)
+                };
+            }
+            // Small values read by this pass: pinned registers.
+            let mut splats: Vec<Splat> = Vec::new();
+            let mut reg_of: std::collections::HashMap<NodeId, u16> =
+                std::collections::HashMap::new();
+            let mut n_regs = 0usize;
+            for &(_, a) in &uses {
+                if !sched.big[a as usize] && !reg_of.contains_key(&a) {
+                    let r = n_regs as u16;
+                    n_regs += 1;
+                    reg_of.insert(a, r);
+                    let node = g.node(a);
+                    splats.push(Splat {
+                        reg: r,
+                        node: a,
+                        strides: strides_for(node.axes, sizes, n_axes - 1),
+                        constant: const_value(node),
+                    });
+                }
+            }
+            let pinned = n_regs;
+            let mut free: Vec<u16> = Vec::new();
+            let mut code = Vec::new();
+            let src_of = |id: NodeId, reg_of: &std::collections::HashMap<NodeId, u16>| -> Src {
+                let node = g.node(id);
+                match (node.op, node.attr) {
+                    (Op::Input, Attr::Input(i)) if sched.big[id as usize] => Src::Input(i),
+                    _ => Src::Reg(reg_of[&id]),
+                }
+            };
+            for (pos, &id) in k.nodes.iter().enumerate() {
+                let node = g.node(id);
+                if node.op == Op::Input {
+                    continue;
+                }
+                let dst = match free.pop() {
+                    Some(r) => r,
+                    None => {
+                        n_regs += 1;
+                        (n_regs - 1) as u16
+                    }
+                };
+                let args: Vec<Src> = node.args.iter().map(|&a| src_of(a, &reg_of)).collect();
+                let op = if node.op == Op::Broadcast {
+                    Op::StopGrad
+                } else {
+                    node.op
+                }; // identity copy of a splat
+                let a = args[0];
+                let b = *args.get(1).unwrap_or(&a);
+                let c = *args.get(2).unwrap_or(&a);
+                code.push(Instr::Map { op, dst, a, b, c });
+                reg_of.insert(id, dst);
+                for &x in &node.args {
+                    if sched.big[x as usize] && last_use[x as usize] == pos {
+                        if let Some(&r) = reg_of.get(&x) {
+                            if r as usize >= pinned && g.node(x).op != Op::Input {
+                                free.push(r);
+                            }
+                        }
+                    }
+                }
+            }
+            let mut reductions = Vec::new();
+            let mut slots = 0;
+            for (i, &r) in k.reductions.iter().enumerate() {
+                let node = g.node(r);
+                let Class::Reduce { init } = node.op.def().class else {
+                    unreachable!("reduction")
+                };
+                code.push(Instr::Reduce {
+                    src: src_of(node.args[0], &reg_of),
+                    red: i as u16,
+                });
+                reductions.push(Reduction {
+                    node: r,
+                    op: node.op,
+                    init,
+                    strides: strides_for(node.axes, sizes, n_axes - 1),
+                    base: slots,
+                });
+                slots += numel(node.axes, sizes);
+            }
+            for &(root, s) in &k.stores {
+                code.push(Instr::Store {
+                    src: src_of(s, &reg_of),
+                    out: (root - 1) as u16,
+                });
+            }
+            max_slots = max_slots.max(slots);
+            passes.push(PassCode {
+                code,
+                n_regs: n_regs.max(1),
+                splats,
+                reductions,
+                slots,
+            });
+        }
+        let mut big_inputs: Vec<u16> = (0..g.len())
+            .filter_map(
+                |id| match (g.node(id as NodeId).op, g.node(id as NodeId).attr) {
+                    (Op::Input, Attr::Input(i)) if sched.big[id] => Some(i),
+                    _ => None,
+                },
+            )
+            .collect();
+        big_inputs.sort_unstable();
+        // Tail index maps.
+        let mut small = Vec::new();
+        let mut vals: Vec<Vec<f64>> = vec![Vec::new(); g.len()];
+        for tail in &sched.tails {
+            for &id in tail {
+                let node = g.node(id);
+                let out_n = numel(node.axes, sizes);
+                vals[id as usize] = vec![0.0; out_n];
+                let out_strides = strides_for(node.axes, sizes, n_axes);
+                let coords_of = |flat: usize| -> Vec<usize> {
+                    let mut c = vec![0; n_axes];
+                    let mut rem = flat;
+                    for a in 0..n_axes {
+                        if out_strides[a] != 0 {
+                            c[a] = rem / out_strides[a];
+                            rem %= out_strides[a];
+                        }
+                    }
+                    c
+                };
+                let maps = match node.op.def().class {
+                    Class::Reduce { .. } => {
+                        let arg = node.args[0];
+                        let an = g.node(arg);
+                        let in_strides = strides_for(an.axes, sizes, n_axes);
+                        let in_n = numel(an.axes, sizes);
+                        let map: Vec<usize> = (0..in_n)
+                            .map(|flat| {
+                                let mut rem = flat;
+                                let mut o = 0;
+                                for a in 0..n_axes {
+                                    if in_strides[a] != 0 {
+                                        let c = rem / in_strides[a];
+                                        rem %= in_strides[a];
+                                        o += c * out_strides[a];
+                                    }
+                                }
+                                o
+                            })
+                            .collect();
+                        vec![map]
+                    }
+                    _ => node
+                        .args
+                        .iter()
+                        .map(|&a| {
+                            let st = strides_for(g.node(a).axes, sizes, n_axes);
+                            (0..out_n)
+                                .map(|f| coords_of(f).iter().zip(&st).map(|(c, s)| c * s).sum())
+                                .collect()
+                        })
+                        .collect(),
+                };
+                small.push(SmallNode { id, maps });
+            }
+        }
+        for k in &sched.kernels {
+            for &r in &k.reductions {
+                vals[r as usize] = vec![0.0; numel(g.node(r).axes, sizes)];
+            }
+        }
+        if std::env::var_os("LOSSLANG_DUMP_VM").is_some() {
+            for (p, pc) in passes.iter().enumerate() {
+                eprintln!(
+                    "pass {p}: {} registers, {} splats",
+                    pc.n_regs,
+                    pc.splats.len()
+                );
+                for i in &pc.code {
+                    eprintln!("  {i:?}");
+                }
+            }
+        }
+        Ok(Vm {
+            sched,
+            passes,
+            small,
+            vals,
+            partials: vec![0.0; (max_slots + big_inputs.len()).max(1) * n_chunks],
+            big_inputs,
+            regfiles: Vec::new(),
+            inner,
+            planes,
+            bpp,
+            n_chunks,
+            outer,
+            isa: Isa::detect(),
+            bound,
+        })
+    }
+
+    /// Evaluates the tail nodes of stage `p` in f64.
+    fn run_tail(&mut self, p: usize, inputs: &[&[T]]) {
+        let g = &self.bound.graph;
+        let tail_ids = &self.sched.tails[p];
+        for sn in self.small.iter().filter(|s| tail_ids.contains(&s.id)) {
+            let node = g.node(sn.id);
+            let mut out = std::mem::take(&mut self.vals[sn.id as usize]);
+            match (node.op, node.op.def().class) {
+                (Op::Const, _) => out.fill(const_value(node).unwrap_or(f64::NAN)),
+                (Op::Input, _) => {
+                    if let Attr::Input(i) = node.attr {
+                        for (o, x) in out.iter_mut().zip(inputs[i as usize]) {
+                            *o = x.to_f64();
+                        }
+                    }
+                }
+                (Op::AxisSize, _) => {
+                    let Attr::Axes(a) = node.attr else {
+                        unreachable!("axes")
+                    };
+                    out.fill(numel(a, &self.bound.sizes) as f64);
+                }
+                (_, Class::Reduce { init }) => {
+                    out.fill(init);
+                    let f = node.op.def().f64;
+                    let src = &self.vals[node.args[0] as usize];
+                    for (i, &o) in sn.maps[0].iter().enumerate() {
+                        out[o] = f(&[out[o], src[i]]);
+                    }
+                }
+                _ => {
+                    let f = node.op.def().f64;
+                    let na = node.args.len();
+                    let mut buf = [0.0f64; 3];
+                    for (i, o) in out.iter_mut().enumerate() {
+                        for k in 0..na {
+                            buf[k] = self.vals[node.args[k] as usize][sn.maps[k][i]];
+                        }
+                        *o = f(&buf[..na]);
+                    }
+                }
+            }
+            self.vals[sn.id as usize] = out;
+        }
+    }
+}
+
+/// Shared, read-only state of one pass for the chunk loop.
+struct Ctx<'a, T: Real> {
+    pass: &'a PassCode,
+    vals: &'a [Vec<f64>],
+    inputs: &'a [&'a [T]],
+    outs: &'a [OutPtr<T>],
+    inner: usize,
+    bpp: usize,
+    total_blocks: usize,
+    outer: &'a [usize],
+    /// Big inputs whose finiteness this pass checks (slots after the reductions').
+    checks: &'a [u16],
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T, usize);
+// SAFETY: chunks write disjoint element ranges of each output buffer.
+unsafe impl<T: Send> Send for OutPtr<T> {}
+unsafe impl<T: Sync> Sync for OutPtr<T> {}
+
+#[inline(always)]
+fn block_sum<T: Real>(x: &[T]) -> f64 {
+    block_sum_map(x, |v| v)
+}
+
+#[inline(always)]
+fn block_sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
+    // 16 independent f64 lanes in a fixed order, then a fixed tree: the same bits on every ISA.
+    let mut acc = [0.0f64; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let c: &[T; 16] = c.try_into().expect("chunk of 16");
+        for j in 0..16 {
+            acc[j] += f(c[j]).to_f64();
+        }
+    }
+    for (j, v) in rest.iter().enumerate() {
+        acc[j] += f(*v).to_f64();
+    }
+    for w in [8, 4, 2, 1] {
+        for j in 0..w {
+            acc[j] += acc[j + w];
+        }
+    }
+    acc[0]
+}
+
+#[inline(always)]
+fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    let pass = ctx.pass;
+    part[pass.slots..].fill(0.0);
+    for r in &pass.reductions {
+        let groups = r
+            .strides
+            .iter()
+            .zip(ctx.outer)
+            .map(|(s, n)| if *s != 0 { *n } else { 1 })
+            .product::<usize>();
+        part[r.base..r.base + groups].fill(r.init);
+    }
+    let mut coords = [0usize; 16];
+    let mut last_plane = usize::MAX;
+    let first = chunk * CHUNK_BLOCKS;
+    let last = (first + CHUNK_BLOCKS).min(ctx.total_blocks);
+    for blk in first..last {
+        let plane = blk / ctx.bpp;
+        let k = blk % ctx.bpp;
+        let start = plane * ctx.inner + k * BLOCK;
+        let len = BLOCK.min(ctx.inner - k * BLOCK);
+        if plane != last_plane {
+            let mut rem = plane;
+            for a in (0..ctx.outer.len()).rev() {
+                coords[a] = rem % ctx.outer[a];
+                rem /= ctx.outer[a];
+            }
+            for s in &pass.splats {
+                if s.constant.is_some() && last_plane != usize::MAX {
+                    continue;
+                }
+                let idx: usize = s.strides.iter().zip(&coords).map(|(st, c)| st * c).sum();
+                let v = T::from_f64(s.constant.unwrap_or_else(|| ctx.vals[s.node as usize][idx]));
+                regs[s.reg as usize * BLOCK..(s.reg as usize + 1) * BLOCK].fill(v);
+            }
+            last_plane = plane;
+        }
+        let base = regs.as_mut_ptr();
+        let src = |s: Src| -> &[T] {
+            match s {
+                // SAFETY: registers are disjoint BLOCK-sized ranges of `regs`; an instruction's
+                // destination register is never one of its operands (allocated before they are freed).
+                Src::Reg(r) => unsafe {
+                    std::slice::from_raw_parts(base.add(r as usize * BLOCK), len)
+                },
+                Src::Input(i) => &ctx.inputs[i as usize][start..start + len],
+            }
+        };
+        for (k, &i) in ctx.checks.iter().enumerate() {
+            // x - x is 0 for finite x and NaN otherwise: the sum flags any NaN or infinity.
+            let x = &ctx.inputs[i as usize][start..start + len];
+            part[pass.slots + k] += block_sum_map(x, |v| v - v);
+        }
+        for ins in &pass.code {
+            match *ins {
+                Instr::Map { op, dst, a, b, c } => {
+                    // SAFETY: see above; `dst` differs from every operand register.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(base.add(dst as usize * BLOCK), len)
+                    };
+                    T::block_kernel(op, out, src(a), src(b), src(c));
+                }
+                Instr::Reduce { src: s, red } => {
+                    let r = &pass.reductions[red as usize];
+                    let slot = r.base
+                        + r.strides
+                            .iter()
+                            .zip(&coords)
+                            .map(|(st, c)| st * c)
+                            .sum::<usize>();
+                    let x = src(s);
+                    part[slot] = match r.op {
+                        Op::Sum => part[slot] + block_sum(x),
+                        Op::MaxOver => x.iter().fold(part[slot], |m, v| m.max(v.to_f64())),
+                        _ => x.iter().fold(part[slot], |m, v| m.min(v.to_f64())),
+                    };
+                }
+                Instr::Store { src: s, out } => {
+                    let o = ctx.outs[out as usize];
+                    debug_assert!(start + len <= o.1);
+                    // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) };
+                    dst.copy_from_slice(src(s));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+unsafe fn run_chunk_avx512<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    run_chunk(ctx, chunk, part, regs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_chunk_avx2<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    run_chunk(ctx, chunk, part, regs)
+}
+
+fn run_chunk_base<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    run_chunk(ctx, chunk, part, regs)
+}
+
+fn dispatch<T: Real>(isa: Isa, ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    match isa {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { run_chunk_avx512(ctx, chunk, part, regs) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { run_chunk_avx2(ctx, chunk, part, regs) },
+        Isa::Base => run_chunk_base(ctx, chunk, part, regs),
+    }
+}
+
+impl<T: Real> Executor<T> for Vm<T> {
+    fn run(
+        &mut self,
+        inputs: &[&[T]],
+        grads: &mut [&mut [T]],
+        check_finite: bool,
+    ) -> Result<T, usize> {
+        let nt = rayon::current_num_threads() + 1;
+        let max_regs = self.passes.iter().map(|p| p.n_regs).max().unwrap_or(1);
+        if self.regfiles.len() < nt
+            || self
+                .regfiles
+                .first()
+                .is_some_and(|r| r.lock().map(|v| v.len()).unwrap_or(0) < max_regs * BLOCK)
+        {
+            self.regfiles = (0..nt)
+                .map(|_| Mutex::new(vec![T::default(); max_regs * BLOCK]))
+                .collect();
+        }
+        let outs: [OutPtr<T>; 8] = std::array::from_fn(|k| match grads.get_mut(k) {
+            Some(g) => OutPtr(g.as_mut_ptr(), g.len()),
+            None => OutPtr(std::ptr::null_mut(), 0),
+        });
+        let total_blocks = self.planes * self.bpp;
+        if check_finite {
+            // Small inputs are checked here; big ones inside the first pass, while they are read.
+            for (i, x) in inputs.iter().enumerate() {
+                if !self.big_inputs.contains(&(i as u16)) && x.iter().any(|v| !v.is_finite()) {
+                    return Err(i);
+                }
+            }
+            if self.passes.is_empty() {
+                if let Some(&i) = self
+                    .big_inputs
+                    .iter()
+                    .find(|&&i| inputs[i as usize].iter().any(|v| !v.is_finite()))
+                {
+                    return Err(i as usize);
+                }
+            }
+        }
+        for p in 0..self.passes.len() {
+            self.run_tail(p, inputs);
+            let pass = &self.passes[p];
+            let checks: &[u16] = if check_finite && p == 0 {
+                &self.big_inputs
+            } else {
+                &[]
+            };
+            let slots = (pass.slots + checks.len()).max(1);
+            let parts = &mut self.partials[..slots * self.n_chunks];
+            let ctx = Ctx {
+                pass,
+                vals: &self.vals,
+                inputs,
+                outs: &outs,
+                inner: self.inner,
+                bpp: self.bpp,
+                total_blocks,
+                outer: &self.outer,
+                checks,
+            };
+            let isa = self.isa;
+            let regfiles = &self.regfiles;
+            if self.n_chunks < 2 {
+                let mut regs = regfiles[nt - 1].lock().expect("register file");
+                for (c, part) in parts.chunks_mut(slots).enumerate() {
+                    dispatch(isa, &ctx, c, part, &mut regs);
+                }
+            } else {
+                parts
+                    .par_chunks_mut(slots)
+                    .enumerate()
+                    .for_each(|(c, part)| {
+                        let t = rayon::current_thread_index().unwrap_or(nt - 1).min(nt - 1);
+                        let mut regs = regfiles[t].lock().expect("register file");
+                        dispatch(isa, &ctx, c, part, &mut regs);
+                    });
+            }
+            for (k, &i) in checks.iter().enumerate() {
+                if (0..self.n_chunks).any(|c| self.partials[c * slots + pass.slots + k] != 0.0) {
+                    return Err(i as usize);
+                }
+            }
+            // Combine partials in chunk order.
+            for r in &pass.reductions {
+                let out = &mut self.vals[r.node as usize];
+                out.fill(r.init);
+                for c in 0..self.n_chunks {
+                    let part = &self.partials[c * slots + r.base..c * slots + r.base + out.len()];
+                    for (o, &v) in out.iter_mut().zip(part) {
+                        *o = match r.op {
+                            Op::Sum => *o + v,
+                            Op::MaxOver => o.max(v),
+                            _ => o.min(v),
+                        };
+                    }
+                }
+            }
+        }
+        let last = self.passes.len();
+        self.run_tail(last, inputs);
+        // Small gradient roots: broadcast into the buffer.
+        let g = &self.bound.graph;
+        for (k, &root) in self.bound.roots.iter().enumerate().skip(1) {
+            if self.sched.big[root as usize] {
+                continue;
+            }
+            let node = g.node(root);
+            let st = strides_for(node.axes, &self.bound.sizes, self.bound.sizes.len());
+            let v = &self.vals[root as usize];
+            let buf = &mut grads[k - 1];
+            let sizes = &self.bound.sizes;
+            for (flat, o) in buf.iter_mut().enumerate() {
+                let mut rem = flat;
+                let mut idx = 0;
+                for a in (0..sizes.len()).rev() {
+                    idx += (rem % sizes[a]) * st[a];
+                    rem /= sizes[a];
+                }
+                *o = T::from_f64(v[idx]);
+            }
+        }
+        Ok(T::from_f64(
+            self.vals[self.bound.roots[0] as usize]
+                .first()
+                .copied()
+                .unwrap_or(f64::NAN),
+        ))
+    }
+
+    fn passes(&self) -> usize {
+        self.passes.len()
+    }
+}

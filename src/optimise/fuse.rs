@@ -1,0 +1,151 @@
+//! Fusion: partitions a size-bound graph into memory passes. In: a graph and its roots (value,
+//! gradients). Out: a [`Schedule`] — per pass one fused kernel (a `Map` when it only writes
+//! gradients, a `MapReduce` when it also accumulates sums), and the `Tail` of small nodes
+//! evaluated between passes. Never here: bytecode or buffers.
+//!
+//! Nodes are *big* (they have every axis of the loss: one value per element) or *small* (they
+//! lack the innermost axis: per-image, per-class or scalar values, broadcast per block). A
+//! reduction of a big node ends a pass: its result is available from the next pass on. Big nodes
+//! are recomputed in every pass that needs them, so no N-sized temporary is ever stored: a
+//! pixel-wise loss runs in one pass, a region loss in two.
+
+use crate::ir::graph::{Graph, NodeId};
+use crate::ops::Class;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    /// Writes gradients only.
+    Map,
+    /// Accumulates reductions (and possibly writes gradients).
+    MapReduce,
+}
+
+/// One fused kernel: a single pass over memory.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub kind: KernelKind,
+    /// The big nodes computed per block, in topological order.
+    pub nodes: Vec<NodeId>,
+    /// Reductions of big nodes accumulated in this pass.
+    pub reductions: Vec<NodeId>,
+    /// Big roots written to memory in this pass: (root index, node).
+    pub stores: Vec<(usize, NodeId)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub big: Vec<bool>,
+    pub kernels: Vec<Kernel>,
+    /// `tails[p]`: small nodes evaluated before pass `p`; `tails[passes]` after the last one.
+    pub tails: Vec<Vec<NodeId>>,
+}
+
+impl Schedule {
+    pub fn passes(&self) -> usize {
+        self.kernels.len()
+    }
+}
+
+/// Why a graph cannot be fused (it then runs on the reference interpreter).
+#[derive(Clone, Debug)]
+pub struct NotFusable(pub String);
+
+pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
+    let n = g.len();
+    let full = g.space.all();
+    let n_axes = g.space.names.len();
+    if n_axes == 0 {
+        return Err(NotFusable("the loss has no axes".into()));
+    }
+    let inner = 1u16 << (n_axes - 1);
+    let live = g.reachable(roots);
+    let mut big = vec![false; n];
+    let mut stage = vec![0usize; n];
+    for id in 0..n {
+        if !live[id] {
+            continue;
+        }
+        let node = g.node(id as NodeId);
+        big[id] = node.axes == full;
+        if !big[id] && node.axes & inner != 0 {
+            return Err(NotFusable(format!(
+                "%{id} has the innermost axis but not every axis ({})",
+                g.space.fmt(node.axes)
+            )));
+        }
+        let from_args = node
+            .args
+            .iter()
+            .map(|&a| stage[a as usize])
+            .max()
+            .unwrap_or(0);
+        stage[id] = match node.op.def().class {
+            Class::Reduce { .. } if big[node.args[0] as usize] => from_args + 1,
+            _ => from_args,
+        };
+    }
+    let is_big_reduction = |id: usize| -> bool {
+        let node = g.node(id as NodeId);
+        matches!(node.op.def().class, Class::Reduce { .. }) && big[node.args[0] as usize]
+    };
+    let mut passes = 0;
+    for id in 0..n {
+        if live[id] && is_big_reduction(id) {
+            passes = passes.max(stage[id]);
+        }
+    }
+    for &r in roots {
+        if big[r as usize] {
+            passes = passes.max(stage[r as usize] + 1);
+        }
+    }
+    let mut kernels = Vec::new();
+    for p in 0..passes {
+        let reductions: Vec<NodeId> = (0..n)
+            .filter(|&id| live[id] && is_big_reduction(id) && stage[id] == p + 1)
+            .map(|id| id as NodeId)
+            .collect();
+        let stores: Vec<(usize, NodeId)> = roots
+            .iter()
+            .enumerate()
+            .filter(|(_, &r)| big[r as usize] && stage[r as usize] == p)
+            .map(|(k, &r)| (k, r))
+            .collect();
+        // The big nodes these need (recomputed here rather than stored by an earlier pass).
+        let mut need = vec![false; n];
+        let mut stack: Vec<NodeId> = reductions
+            .iter()
+            .map(|&r| g.node(r).args[0])
+            .chain(stores.iter().map(|s| s.1))
+            .collect();
+        while let Some(x) = stack.pop() {
+            if big[x as usize] && !need[x as usize] {
+                need[x as usize] = true;
+                stack.extend(g.node(x).args.iter().copied());
+            }
+        }
+        let nodes: Vec<NodeId> = (0..n).filter(|&i| need[i]).map(|i| i as NodeId).collect();
+        let kind = if reductions.is_empty() {
+            KernelKind::Map
+        } else {
+            KernelKind::MapReduce
+        };
+        kernels.push(Kernel {
+            kind,
+            nodes,
+            reductions,
+            stores,
+        });
+    }
+    let mut tails = vec![Vec::new(); passes + 1];
+    for id in 0..n {
+        if live[id] && !big[id] && !is_big_reduction(id) {
+            tails[stage[id].min(passes)].push(id as NodeId);
+        }
+    }
+    Ok(Schedule {
+        big,
+        kernels,
+        tails,
+    })
+}
