@@ -220,6 +220,61 @@ fn graph_prints_text_and_dot() {
 }
 
 #[test]
+fn fused_stage_shows_passes_and_clusters() {
+    let (out, err) = text(&lossc(&["graph", "bce", "--stage", "fused"]));
+    assert!(
+        out.contains("1 memory pass(es)") && out.contains("pass 0: MapReduce kernel"),
+        "{out}{err}"
+    );
+    let (out, _) = text(&lossc(&["graph", "dice", "--stage", "fused"]));
+    assert!(
+        out.contains("2 memory pass(es)")
+            && out.contains("pass 1: Map kernel")
+            && out.contains("store grad.logits"),
+        "{out}"
+    );
+    let (out, _) = text(&lossc(&["graph", "tversky", "--stage", "fused", "--dot"]));
+    assert!(
+        out.contains("subgraph cluster_pass0") && out.contains("subgraph cluster_pass1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bench_reports_the_pass_counts() {
+    for (loss, passes) in [
+        ("bce", 1),
+        ("focal", 1),
+        ("weighted_bce", 1),
+        ("dice", 2),
+        ("jaccard", 2),
+        ("tversky", 2),
+        ("focal_tversky", 2),
+        ("log_cosh_dice", 2),
+        ("combo", 2),
+        ("bce_dice", 2),
+    ] {
+        for extra in [&[][..], &["--set", "reduction=image"][..]] {
+            if !extra.is_empty()
+                && !matches!(
+                    loss,
+                    "dice" | "jaccard" | "tversky" | "focal_tversky" | "log_cosh_dice"
+                )
+            {
+                continue;
+            }
+            let mut args = vec!["bench", loss, "--shape", "2,3,40,40", "--iters", "1"];
+            args.extend_from_slice(extra);
+            let (out, err) = text(&lossc(&args));
+            let v: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|_| panic!("{loss}: {out}{err}"));
+            assert_eq!(v["passes"], passes, "{loss} {extra:?}: {out}");
+            assert_eq!(v["executor"], "fused", "{loss}");
+        }
+    }
+}
+
+#[test]
 fn bench_reports_json() {
     let o = lossc(&[
         "bench",

@@ -297,6 +297,16 @@ impl Loss {
     pub fn fused(&self, absent: &[usize]) -> Result<(StageGraph, optimise::fuse::Schedule)> {
         let sg = self.stage(Stage::Optimised, absent)?;
         let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (graph, roots) = optimise::for_kernels(&sg.graph, &roots);
+        let sg = StageGraph {
+            roots: sg
+                .roots
+                .iter()
+                .map(|r| r.0.clone())
+                .zip(roots.iter().copied())
+                .collect(),
+            graph,
+        };
         let sched = optimise::fuse::schedule(&sg.graph, &roots)
             .map_err(|e| Error::Param(format!("`{}` cannot be fused: {}", self.sig.name, e.0)))?;
         Ok((sg, sched))

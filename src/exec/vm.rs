@@ -27,9 +27,9 @@ use crate::ops::{const_value, Class, Op};
 use crate::optimise::fuse::{schedule, NotFusable, Schedule};
 
 /// Lanes per block (register length).
-pub const BLOCK: usize = 1024;
+pub const BLOCK: usize = 512;
 /// Blocks per chunk (the unit of parallel work).
-pub const CHUNK_BLOCKS: usize = 16;
+pub const CHUNK_BLOCKS: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 enum Src {
@@ -327,8 +327,8 @@ impl<T: Real> Vm<T> {
                     let mut c = vec![0; n_axes];
                     let mut rem = flat;
                     for a in 0..n_axes {
-                        if out_strides[a] != 0 {
-                            c[a] = rem / out_strides[a];
+                        if let Some(q) = rem.checked_div(out_strides[a]) {
+                            c[a] = q;
                             rem %= out_strides[a];
                         }
                     }
@@ -345,8 +345,7 @@ impl<T: Real> Vm<T> {
                                 let mut rem = flat;
                                 let mut o = 0;
                                 for a in 0..n_axes {
-                                    if in_strides[a] != 0 {
-                                        let c = rem / in_strides[a];
+                                    if let Some(c) = rem.checked_div(in_strides[a]) {
                                         rem %= in_strides[a];
                                         o += c * out_strides[a];
                                     }
@@ -440,8 +439,8 @@ impl<T: Real> Vm<T> {
                     let na = node.args.len();
                     let mut buf = [0.0f64; 3];
                     for (i, o) in out.iter_mut().enumerate() {
-                        for k in 0..na {
-                            buf[k] = self.vals[node.args[k] as usize][sn.maps[k][i]];
+                        for (k, b) in buf.iter_mut().enumerate().take(na) {
+                            *b = self.vals[node.args[k] as usize][sn.maps[k][i]];
                         }
                         *o = f(&buf[..na]);
                     }
@@ -552,7 +551,9 @@ fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [
         for (k, &i) in ctx.checks.iter().enumerate() {
             // x - x is 0 for finite x and NaN otherwise: the sum flags any NaN or infinity.
             let x = &ctx.inputs[i as usize][start..start + len];
-            part[pass.slots + k] += block_sum_map(x, |v| v - v);
+            #[allow(clippy::eq_op)]
+            let probe = block_sum_map(x, |v| v - v);
+            part[pass.slots + k] += probe;
         }
         for ins in &pass.code {
             match *ins {

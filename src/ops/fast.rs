@@ -1,3 +1,4 @@
+#![allow(clippy::excessive_precision)]
 //! Branch-free polynomial `exp`, `ln` and `ln_1p` for f32 and f64, written so LLVM vectorises
 //! them inside block kernels (no libm calls, no data-dependent branches: selects only; no
 //! `mul_add`, which is a libm call without FMA; rounding by the 1.5·2^p magic constant).

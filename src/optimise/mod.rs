@@ -264,9 +264,51 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
     rewrite(&g, &r, &[SIMPLIFY, STABILISE])
 }
 
-/// Kernel preparation after size binding: the [`EXPAND`] rules, then simplification.
+/// Kernel preparation after size binding: where two or more distinct stable primitives
+/// (`sigmoid`, `softplus`, `log_sigmoid` of `x` or `-x`) share one `x`, they are expanded by the
+/// [`EXPAND`] rules so they share `exp(-|x|)`; a lone primitive stays one (cheaper) op.
+#[allow(clippy::needless_range_loop)]
 pub fn for_kernels(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    rewrite(g, roots, &[EXPAND, SIMPLIFY])
+    let live = g.reachable(roots);
+    let mut families: std::collections::HashMap<NodeId, usize> = std::collections::HashMap::new();
+    for id in 0..g.len() {
+        let n = g.node(id as NodeId);
+        if live[id] && matches!(n.op, Op::Sigmoid | Op::Softplus | Op::LogSigmoid) {
+            let base = un(g, n.args[0], Op::Neg).unwrap_or(n.args[0]);
+            *families.entry(base).or_default() += 1;
+        }
+    }
+    if families.values().all(|&c| c < 2) {
+        return rewrite(g, roots, &[SIMPLIFY]);
+    }
+    // Expand only the shared families: rebuild, applying EXPAND to their members.
+    let mut out = Graph::new(g.space.clone());
+    let mut map: Vec<NodeId> = vec![NodeId::MAX; g.len()];
+    for id in 0..g.len() {
+        if !live[id] {
+            continue;
+        }
+        let n = g.node(id as NodeId);
+        map[id] = match (n.op, n.attr) {
+            (Op::Const, _) => out.c(const_value(n).unwrap_or(f64::NAN)),
+            (Op::Input, Attr::Input(i)) => out.input(i as usize, n.axes),
+            _ => {
+                let args: Vec<NodeId> = n.args.iter().map(|&a| map[a as usize]).collect();
+                let shared = matches!(n.op, Op::Sigmoid | Op::Softplus | Op::LogSigmoid) && {
+                    let base = un(g, n.args[0], Op::Neg).unwrap_or(n.args[0]);
+                    families.get(&base).copied().unwrap_or(0) >= 2
+                };
+                let built = out.add(n.op, args, n.attr);
+                if shared {
+                    apply_rules(&mut out, built, &[EXPAND])
+                } else {
+                    built
+                }
+            }
+        };
+    }
+    let r: Vec<NodeId> = roots.iter().map(|&x| map[x as usize]).collect();
+    rewrite(&out, &r, &[SIMPLIFY])
 }
 
 /// The ordered list of every rule, for documentation (`lossc graph --rules`).
