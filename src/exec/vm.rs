@@ -46,6 +46,14 @@ enum Instr {
         b: Src,
         c: Src,
     },
+    /// The stable primitives of one `x` in one loop sharing `exp(-|x|)`: writes
+    /// [sigmoid(x), sigmoid(-x), softplus(x), softplus(-x), log_sigmoid(x), log_sigmoid(-x)]
+    /// (slots 0-1 only for `Sig`, 2-5 only for `Softplus`; unused slots go to scratch registers).
+    Family {
+        x: Src,
+        kind: FamilyKind,
+        dst: [u16; 6],
+    },
     Reduce {
         src: Src,
         red: u16,
@@ -54,6 +62,255 @@ enum Instr {
         src: Src,
         out: u16,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FamilyKind {
+    Sig,
+    Softplus,
+    Both,
+}
+
+/// The family slot of a stable primitive: (slot, its argument is `-x`).
+fn family_slot(op: Op) -> Option<usize> {
+    match op {
+        Op::Sigmoid => Some(0),
+        Op::Softplus => Some(2),
+        Op::LogSigmoid => Some(4),
+        _ => None,
+    }
+}
+
+/// Bytecode for one fused kernel: family grouping of the stable primitives, dead-node
+/// skipping, register allocation by liveness (an instruction's destinations are allocated
+/// before its operands are freed, so they never alias).
+fn codegen(
+    g: &crate::ir::graph::Graph,
+    sched: &Schedule,
+    k: &crate::optimise::fuse::Kernel,
+    sizes: &[usize],
+) -> PassCode {
+    use std::collections::HashMap;
+    let n_axes = sizes.len();
+    let big = |id: NodeId| sched.big[id as usize];
+    // Families: members (sigmoid/softplus/log_sigmoid of x or -x) grouped by x.
+    let mut family_of: HashMap<NodeId, (NodeId, usize)> = HashMap::new(); // member -> (x, slot)
+    let mut members: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &id in &k.nodes {
+        let n = g.node(id);
+        if let Some(slot) = family_slot(n.op) {
+            let a = n.args[0];
+            let (x, neg) = match g.node(a).op {
+                Op::Neg if big(g.node(a).args[0]) => (g.node(a).args[0], 1),
+                _ => (a, 0),
+            };
+            family_of.insert(id, (x, slot + neg));
+            members.entry(x).or_default().push(id);
+        }
+    }
+    family_of.retain(|_, (x, _)| members.get(x).is_some_and(|m| m.len() >= 2));
+    // Which nodes must be computed: consumers first (reverse topological order).
+    let mut needed: HashMap<NodeId, bool> = HashMap::new();
+    for &r in &k.reductions {
+        needed.insert(g.node(r).args[0], true);
+    }
+    for &(_, s) in &k.stores {
+        needed.insert(s, true);
+    }
+    for &id in k.nodes.iter().rev() {
+        if !needed.get(&id).copied().unwrap_or(false) {
+            continue;
+        }
+        match family_of.get(&id) {
+            Some(&(x, _)) => {
+                needed.insert(x, true);
+            }
+            None => {
+                for &a in &g.node(id).args {
+                    needed.insert(a, true);
+                }
+            }
+        }
+    }
+    let is_needed = |id: NodeId| needed.get(&id).copied().unwrap_or(false);
+    // Uses (position in the emitted order) for liveness.
+    let order: Vec<NodeId> = k
+        .nodes
+        .iter()
+        .copied()
+        .filter(|&id| is_needed(id))
+        .collect();
+    let mut last_use: HashMap<NodeId, usize> = HashMap::new();
+    let mut small_used: Vec<NodeId> = Vec::new();
+    let mut note_use = |a: NodeId, pos: usize, last_use: &mut HashMap<NodeId, usize>| {
+        let e = last_use.entry(a).or_insert(pos);
+        *e = (*e).max(pos);
+        if !big(a) && !small_used.contains(&a) {
+            small_used.push(a);
+        }
+    };
+    for (pos, &id) in order.iter().enumerate() {
+        match family_of.get(&id) {
+            Some(&(x, _)) => note_use(x, pos, &mut last_use),
+            None => {
+                for &a in &g.node(id).args {
+                    note_use(a, pos, &mut last_use);
+                }
+            }
+        }
+    }
+    let end = order.len();
+    for &r in &k.reductions {
+        note_use(g.node(r).args[0], end, &mut last_use);
+    }
+    for &(_, s) in &k.stores {
+        note_use(s, end, &mut last_use);
+    }
+    // Small values read by this pass: pinned registers.
+    let mut reg_of: HashMap<NodeId, u16> = HashMap::new();
+    let mut splats = Vec::new();
+    for &a in &small_used {
+        let r = splats.len() as u16;
+        reg_of.insert(a, r);
+        let node = g.node(a);
+        splats.push(Splat {
+            reg: r,
+            node: a,
+            strides: strides_for(node.axes, sizes, n_axes - 1),
+            constant: const_value(node),
+        });
+    }
+    let pinned = splats.len();
+    let mut n_regs = pinned;
+    let mut free: Vec<u16> = Vec::new();
+    let alloc = |free: &mut Vec<u16>, n_regs: &mut usize| match free.pop() {
+        Some(r) => r,
+        None => {
+            *n_regs += 1;
+            (*n_regs - 1) as u16
+        }
+    };
+    let src_of = |id: NodeId, reg_of: &HashMap<NodeId, u16>| -> Src {
+        let node = g.node(id);
+        match (node.op, node.attr) {
+            (Op::Input, Attr::Input(i)) if big(id) => Src::Input(i),
+            _ => Src::Reg(reg_of[&id]),
+        }
+    };
+    let mut code = Vec::new();
+    let mut family_done: HashMap<NodeId, bool> = HashMap::new();
+    for (pos, &id) in order.iter().enumerate() {
+        let node = g.node(id);
+        if node.op == Op::Input {
+            continue;
+        }
+        let mut read: Vec<NodeId> = node.args.clone();
+        if let Some(&(x, _)) = family_of.get(&id) {
+            read = vec![x];
+            if family_done.contains_key(&x) {
+                continue; // emitted with the first member
+            }
+            family_done.insert(x, true);
+            let ms: Vec<NodeId> = members[&x]
+                .iter()
+                .copied()
+                .filter(|&m| is_needed(m) && family_of.contains_key(&m))
+                .collect();
+            let has_sig = ms.iter().any(|m| family_of[m].1 < 2);
+            let has_sp = ms.iter().any(|m| family_of[m].1 >= 2);
+            let kind = match (has_sig, has_sp) {
+                (true, false) => FamilyKind::Sig,
+                (false, true) => FamilyKind::Softplus,
+                _ => FamilyKind::Both,
+            };
+            let mut dst = [0u16; 6];
+            let mut scratch = Vec::new();
+            for (slot, d) in dst.iter_mut().enumerate() {
+                let used_by_kind = match kind {
+                    FamilyKind::Sig => slot < 2,
+                    FamilyKind::Softplus => slot >= 2,
+                    FamilyKind::Both => true,
+                };
+                if !used_by_kind {
+                    continue;
+                }
+                match ms.iter().find(|m| family_of[*m].1 == slot) {
+                    Some(&m) => {
+                        let r = alloc(&mut free, &mut n_regs);
+                        reg_of.insert(m, r);
+                        *d = r;
+                    }
+                    None => {
+                        let r = alloc(&mut free, &mut n_regs);
+                        scratch.push(r);
+                        *d = r;
+                    }
+                }
+            }
+            code.push(Instr::Family {
+                x: src_of(x, &reg_of),
+                kind,
+                dst,
+            });
+            free.extend(scratch);
+        } else {
+            let dst = alloc(&mut free, &mut n_regs);
+            let args: Vec<Src> = node.args.iter().map(|&a| src_of(a, &reg_of)).collect();
+            // A broadcast of a small value is a copy of its pinned register.
+            let op = if node.op == Op::Broadcast {
+                Op::StopGrad
+            } else {
+                node.op
+            };
+            let a = args[0];
+            let b = *args.get(1).unwrap_or(&a);
+            let c = *args.get(2).unwrap_or(&a);
+            code.push(Instr::Map { op, dst, a, b, c });
+            reg_of.insert(id, dst);
+        }
+        for x in read {
+            if big(x) && last_use.get(&x) == Some(&pos) && g.node(x).op != Op::Input {
+                if let Some(&r) = reg_of.get(&x) {
+                    if r as usize >= pinned {
+                        free.push(r);
+                    }
+                }
+            }
+        }
+    }
+    let mut reductions = Vec::new();
+    let mut slots = 0;
+    for (i, &r) in k.reductions.iter().enumerate() {
+        let node = g.node(r);
+        let Class::Reduce { init } = node.op.def().class else {
+            unreachable!("reduction")
+        };
+        code.push(Instr::Reduce {
+            src: src_of(node.args[0], &reg_of),
+            red: i as u16,
+        });
+        reductions.push(Reduction {
+            node: r,
+            op: node.op,
+            init,
+            strides: strides_for(node.axes, sizes, n_axes - 1),
+            base: slots,
+        });
+        slots += numel(node.axes, sizes);
+    }
+    for &(root, s) in &k.stores {
+        code.push(Instr::Store {
+            src: src_of(s, &reg_of),
+            out: (root - 1) as u16,
+        });
+    }
+    PassCode {
+        code,
+        n_regs: n_regs.max(1),
+        splats,
+        reductions,
+        slots,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -187,123 +444,9 @@ impl<T: Real> Vm<T> {
         let mut passes = Vec::new();
         let mut max_slots = 0;
         for k in &sched.kernels {
-            let mut last_use = vec![usize::MAX; g.len()];
-            let mut uses: Vec<(usize, NodeId)> = Vec::new();
-            for (pos, &id) in k.nodes.iter().enumerate() {
-                for &a in &g.node(id).args {
-                    uses.push((pos, a));
-                }
-            }
-            let end = k.nodes.len();
-            for &r in &k.reductions {
-                uses.push((end, g.node(r).args[0]));
-            }
-            for &(_, s) in &k.stores {
-                uses.push((end, s));
-            }
-            for &(pos, a) in &uses {
-                last_use[a as usize] = if last_use[a as usize] == usize::MAX {
-                    pos
-                } else {
-                    last_use[a as usize].max(pos)
-                };
-            }
-            // Small values read by this pass: pinned registers.
-            let mut splats: Vec<Splat> = Vec::new();
-            let mut reg_of: std::collections::HashMap<NodeId, u16> =
-                std::collections::HashMap::new();
-            let mut n_regs = 0usize;
-            for &(_, a) in &uses {
-                if !sched.big[a as usize] && !reg_of.contains_key(&a) {
-                    let r = n_regs as u16;
-                    n_regs += 1;
-                    reg_of.insert(a, r);
-                    let node = g.node(a);
-                    splats.push(Splat {
-                        reg: r,
-                        node: a,
-                        strides: strides_for(node.axes, sizes, n_axes - 1),
-                        constant: const_value(node),
-                    });
-                }
-            }
-            let pinned = n_regs;
-            let mut free: Vec<u16> = Vec::new();
-            let mut code = Vec::new();
-            let src_of = |id: NodeId, reg_of: &std::collections::HashMap<NodeId, u16>| -> Src {
-                let node = g.node(id);
-                match (node.op, node.attr) {
-                    (Op::Input, Attr::Input(i)) if sched.big[id as usize] => Src::Input(i),
-                    _ => Src::Reg(reg_of[&id]),
-                }
-            };
-            for (pos, &id) in k.nodes.iter().enumerate() {
-                let node = g.node(id);
-                if node.op == Op::Input {
-                    continue;
-                }
-                let dst = match free.pop() {
-                    Some(r) => r,
-                    None => {
-                        n_regs += 1;
-                        (n_regs - 1) as u16
-                    }
-                };
-                let args: Vec<Src> = node.args.iter().map(|&a| src_of(a, &reg_of)).collect();
-                let op = if node.op == Op::Broadcast {
-                    Op::StopGrad
-                } else {
-                    node.op
-                }; // identity copy of a splat
-                let a = args[0];
-                let b = *args.get(1).unwrap_or(&a);
-                let c = *args.get(2).unwrap_or(&a);
-                code.push(Instr::Map { op, dst, a, b, c });
-                reg_of.insert(id, dst);
-                for &x in &node.args {
-                    if sched.big[x as usize] && last_use[x as usize] == pos {
-                        if let Some(&r) = reg_of.get(&x) {
-                            if r as usize >= pinned && g.node(x).op != Op::Input {
-                                free.push(r);
-                            }
-                        }
-                    }
-                }
-            }
-            let mut reductions = Vec::new();
-            let mut slots = 0;
-            for (i, &r) in k.reductions.iter().enumerate() {
-                let node = g.node(r);
-                let Class::Reduce { init } = node.op.def().class else {
-                    unreachable!("reduction")
-                };
-                code.push(Instr::Reduce {
-                    src: src_of(node.args[0], &reg_of),
-                    red: i as u16,
-                });
-                reductions.push(Reduction {
-                    node: r,
-                    op: node.op,
-                    init,
-                    strides: strides_for(node.axes, sizes, n_axes - 1),
-                    base: slots,
-                });
-                slots += numel(node.axes, sizes);
-            }
-            for &(root, s) in &k.stores {
-                code.push(Instr::Store {
-                    src: src_of(s, &reg_of),
-                    out: (root - 1) as u16,
-                });
-            }
-            max_slots = max_slots.max(slots);
-            passes.push(PassCode {
-                code,
-                n_regs: n_regs.max(1),
-                splats,
-                reductions,
-                slots,
-            });
+            let pc = codegen(g, &sched, k, sizes);
+            max_slots = max_slots.max(pc.slots);
+            passes.push(pc);
         }
         let mut big_inputs: Vec<u16> = (0..g.len())
             .filter_map(
@@ -499,6 +642,72 @@ fn block_sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
     acc[0]
 }
 
+/// sigmoid(x), sigmoid(-x) from one `e = exp(-|x|)` and one division.
+#[inline(always)]
+fn family_sig<T: Real>(x: &[T], sp: &mut [T], sn: &mut [T]) {
+    use crate::ops::math::fast::exp;
+    let n = x.len();
+    let (sp, sn) = (&mut sp[..n], &mut sn[..n]);
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    for i in 0..n {
+        let e = exp(-x[i].abs());
+        let r = one / (one + e);
+        let er = e * r;
+        sp[i] = if x[i] >= zero { r } else { er };
+        sn[i] = if x[i] <= zero { r } else { er };
+    }
+}
+
+/// softplus(±x), log_sigmoid(±x) from one `exp` and one `log1p`.
+#[inline(always)]
+fn family_softplus<T: Real>(x: &[T], o: [&mut [T]; 4]) {
+    use crate::ops::math::fast::{exp, log1p};
+    let n = x.len();
+    let [a, b, c, d] = o;
+    let (a, b, c, d) = (&mut a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
+    let zero = T::from_f64(0.0);
+    for i in 0..n {
+        let l = log1p(exp(-x[i].abs()));
+        let pos = x[i].maxr(zero) + l;
+        let neg = (-x[i]).maxr(zero) + l;
+        a[i] = pos;
+        b[i] = neg;
+        c[i] = -neg;
+        d[i] = -pos;
+    }
+}
+
+/// All six family members from one `exp`, one `log1p` and one division.
+#[inline(always)]
+fn family_both<T: Real>(x: &[T], o: [&mut [T]; 6]) {
+    use crate::ops::math::fast::{exp, log1p};
+    let n = x.len();
+    let [s0, s1, s2, s3, s4, s5] = o;
+    let (s0, s1, s2, s3, s4, s5) = (
+        &mut s0[..n],
+        &mut s1[..n],
+        &mut s2[..n],
+        &mut s3[..n],
+        &mut s4[..n],
+        &mut s5[..n],
+    );
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    for i in 0..n {
+        let e = exp(-x[i].abs());
+        let r = one / (one + e);
+        let er = e * r;
+        let l = log1p(e);
+        let pos = x[i].maxr(zero) + l;
+        let neg = (-x[i]).maxr(zero) + l;
+        s0[i] = if x[i] >= zero { r } else { er };
+        s1[i] = if x[i] <= zero { r } else { er };
+        s2[i] = pos;
+        s3[i] = neg;
+        s4[i] = -neg;
+        s5[i] = -pos;
+    }
+}
+
 #[inline(always)]
 fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
     let pass = ctx.pass;
@@ -563,6 +772,20 @@ fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [
                         std::slice::from_raw_parts_mut(base.add(dst as usize * BLOCK), len)
                     };
                     T::block_kernel(op, out, src(a), src(b), src(c));
+                }
+                Instr::Family { x, kind, dst } => {
+                    // SAFETY: the six destination registers are distinct from each other and
+                    // from `x` (allocated together, before `x` is freed).
+                    let o = |k: usize| unsafe {
+                        std::slice::from_raw_parts_mut(base.add(dst[k] as usize * BLOCK), len)
+                    };
+                    match kind {
+                        FamilyKind::Sig => family_sig(src(x), o(0), o(1)),
+                        FamilyKind::Softplus => family_softplus(src(x), [o(2), o(3), o(4), o(5)]),
+                        FamilyKind::Both => {
+                            family_both(src(x), [o(0), o(1), o(2), o(3), o(4), o(5)])
+                        }
+                    }
                 }
                 Instr::Reduce { src: s, red } => {
                     let r = &pass.reductions[red as usize];

@@ -120,44 +120,6 @@ pub const STABILISE: &[Rule] = &[
         } },
 ];
 
-/// Expansion for kernels: the stable primitives rewritten over one shared `e = exp(-|x|)`, so
-/// that `softplus(x)`, `softplus(-x)`, `sigmoid(x)`, `sigmoid(-x)` and `log_sigmoid` of the same
-/// logits cost one `exp`, one `log1p` and one division together (CSE shares the pieces). The
-/// identities are exact; only the rounding of the last operation can differ (≤ 1 ulp).
-pub const EXPAND: &[Rule] = &[
-    Rule { name: "abs_neg", identity: "|-x| -> |x|: lets sigmoid(-x) and softplus(-x) share exp(-|x|) with x",
-        apply: |g, n| if n.op == Op::Abs { un(g, n.args[0], Op::Neg).map(|x| g.op1(Op::Abs, x)) } else { None } },
-    Rule { name: "expand_softplus", identity: "softplus(x) -> relu(x) + log1p(exp(-|x|)): exact, shares exp(-|x|)",
-        apply: |g, n| if n.op == Op::Softplus { let x = n.args[0]; let l = softplus_tail(g, x); let r = g.op1(Op::Relu, x); Some(g.op2(Op::Add, r, l)) } else { None } },
-    Rule { name: "expand_log_sigmoid", identity: "log_sigmoid(x) -> -(relu(-x) + log1p(exp(-|x|))): exact, shares exp(-|x|)",
-        apply: |g, n| if n.op == Op::LogSigmoid { let x = n.args[0]; let l = softplus_tail(g, x); let nx = g.op1(Op::Neg, x); let r = g.op1(Op::Relu, nx); let s = g.op2(Op::Add, r, l); Some(g.op1(Op::Neg, s)) } else { None } },
-    Rule { name: "expand_sigmoid", identity: "sigmoid(x) -> where(x >= 0, r, e*r), e = exp(-|x|), r = 1/(1 + e): one division shared by sigmoid(x) and sigmoid(-x)",
-        apply: |g, n| if n.op == Op::Sigmoid {
-            let x = n.args[0];
-            let base = un(g, x, Op::Neg).unwrap_or(x);
-            let e = exp_neg_abs(g, base);
-            let one = g.c(1.0);
-            let d = g.op2(Op::Add, one, e);
-            let r = g.op2(Op::Div, one, d);
-            let er = g.op2(Op::Mul, e, r);
-            let zero = g.c(0.0);
-            let c = g.op2(Op::Ge, x, zero);
-            Some(g.op3(Op::Where, c, r, er))
-        } else { None } },
-];
-
-fn exp_neg_abs(g: &mut Graph, x: NodeId) -> NodeId {
-    let a = g.op1(Op::Abs, x);
-    let na = g.op1(Op::Neg, a);
-    g.op1(Op::Exp, na)
-}
-
-fn softplus_tail(g: &mut Graph, x: NodeId) -> NodeId {
-    let base = un(g, x, Op::Neg).unwrap_or(x);
-    let e = exp_neg_abs(g, base);
-    g.op1(Op::Log1p, e)
-}
-
 /// Rebuilds the part of `src` that `roots` reach, applying `rules` (in order, first match wins)
 /// to every node, until nothing changes (at most a few rounds).
 pub fn rewrite(src: &Graph, roots: &[NodeId], rules: &[&[Rule]]) -> (Graph, Vec<NodeId>) {
@@ -264,54 +226,13 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
     rewrite(&g, &r, &[SIMPLIFY, STABILISE])
 }
 
-/// Kernel preparation after size binding: where two or more distinct stable primitives
-/// (`sigmoid`, `softplus`, `log_sigmoid` of `x` or `-x`) share one `x`, they are expanded by the
-/// [`EXPAND`] rules so they share `exp(-|x|)`; a lone primitive stays one (cheaper) op.
-#[allow(clippy::needless_range_loop)]
+/// Kernel preparation after size binding. The stable primitives of one `x` are grouped into one
+/// instruction by the VM's code generator, so nothing is expanded here.
 pub fn for_kernels(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    let live = g.reachable(roots);
-    let mut families: std::collections::HashMap<NodeId, usize> = std::collections::HashMap::new();
-    for id in 0..g.len() {
-        let n = g.node(id as NodeId);
-        if live[id] && matches!(n.op, Op::Sigmoid | Op::Softplus | Op::LogSigmoid) {
-            let base = un(g, n.args[0], Op::Neg).unwrap_or(n.args[0]);
-            *families.entry(base).or_default() += 1;
-        }
-    }
-    if families.values().all(|&c| c < 2) {
-        return rewrite(g, roots, &[SIMPLIFY]);
-    }
-    // Expand only the shared families: rebuild, applying EXPAND to their members.
-    let mut out = Graph::new(g.space.clone());
-    let mut map: Vec<NodeId> = vec![NodeId::MAX; g.len()];
-    for id in 0..g.len() {
-        if !live[id] {
-            continue;
-        }
-        let n = g.node(id as NodeId);
-        map[id] = match (n.op, n.attr) {
-            (Op::Const, _) => out.c(const_value(n).unwrap_or(f64::NAN)),
-            (Op::Input, Attr::Input(i)) => out.input(i as usize, n.axes),
-            _ => {
-                let args: Vec<NodeId> = n.args.iter().map(|&a| map[a as usize]).collect();
-                let shared = matches!(n.op, Op::Sigmoid | Op::Softplus | Op::LogSigmoid) && {
-                    let base = un(g, n.args[0], Op::Neg).unwrap_or(n.args[0]);
-                    families.get(&base).copied().unwrap_or(0) >= 2
-                };
-                let built = out.add(n.op, args, n.attr);
-                if shared {
-                    apply_rules(&mut out, built, &[EXPAND])
-                } else {
-                    built
-                }
-            }
-        };
-    }
-    let r: Vec<NodeId> = roots.iter().map(|&x| map[x as usize]).collect();
-    rewrite(&out, &r, &[SIMPLIFY])
+    rewrite(g, roots, &[SIMPLIFY])
 }
 
 /// The ordered list of every rule, for documentation (`lossc graph --rules`).
 pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
-    STABILISE.iter().chain(SIMPLIFY.iter()).chain(EXPAND.iter())
+    STABILISE.iter().chain(SIMPLIFY.iter())
 }
