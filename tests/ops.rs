@@ -108,23 +108,64 @@ fn derivative_rules_match_finite_differences_at_grid_points() {
     assert!(checked > 100, "only {checked} derivative checks ran");
 }
 
+/// Error scale of an op at a point: its value, its arguments and the product of the first two
+/// (the intermediate of the fused arithmetic ops).
+fn scale(want: f64, at: &[f64]) -> f64 {
+    let mut m = want.abs();
+    for x in at {
+        m = m.max(x.abs());
+    }
+    if at.len() >= 2 {
+        m = m.max((at[0] * at[1]).abs());
+    }
+    m.max(1e-30)
+}
+
 #[test]
-fn f32_kernels_match_the_f64_reference() {
+fn every_kernel_matches_the_f64_reference() {
+    use losslang::ops::{block_kernel_f32, block_kernel_f64};
     for def in OPS
         .iter()
         .filter(|d| d.class == Class::Map && !d.grid.is_empty())
     {
         for at in points(def.grid, def.arity) {
-            let want = (def.f64)(&at);
+            // f32 kernels see the inputs rounded to f32: compare with the f64 value there.
             let at32: Vec<f32> = at.iter().map(|&x| x as f32).collect();
-            let got = (def.f32)(&at32) as f64;
-            // Inputs are rounded to f32 first, so compare against the f64 value at the rounded point.
             let at_r: Vec<f64> = at32.iter().map(|&x| x as f64).collect();
             let want_r = (def.f64)(&at_r);
+            let tol32 = 4.0 * f32::EPSILON as f64 * scale(want_r, &at_r) + 1e-37;
+            let reference32 = (def.f32)(&at32) as f64;
             assert!(
-                (got - want_r).abs() <= 4.0 * f32::EPSILON as f64 * want_r.abs().max(1e-30) + 1e-37,
-                "{} at {at:?}: f32 {got} vs f64 {want_r} ({want})",
+                (reference32 - want_r).abs() <= tol32,
+                "{} f32 reference at {at:?}: {reference32} vs {want_r}",
                 def.name
+            );
+            let pad = |v: &[f32], k: usize| vec![v.get(k).copied().unwrap_or(v[0]); 1];
+            let mut out32 = [0.0f32];
+            block_kernel_f32(
+                def.op,
+                &mut out32,
+                &pad(&at32, 0),
+                &pad(&at32, 1),
+                &pad(&at32, 2),
+            );
+            assert!(
+                (out32[0] as f64 - want_r).abs() <= tol32,
+                "{} f32 block kernel at {at:?}: {} vs {want_r}",
+                def.name,
+                out32[0]
+            );
+            // f64 block kernels: the vectorised math is within 2 ulp per call.
+            let want = (def.f64)(&at);
+            let pad64 = |k: usize| vec![at.get(k).copied().unwrap_or(at[0]); 1];
+            let mut out64 = [0.0f64];
+            block_kernel_f64(def.op, &mut out64, &pad64(0), &pad64(1), &pad64(2));
+            let tol64 = 8.0 * f64::EPSILON * scale(want, &at);
+            assert!(
+                (out64[0] - want).abs() <= tol64,
+                "{} f64 block kernel at {at:?}: {} vs {want}",
+                def.name,
+                out64[0]
             );
         }
     }

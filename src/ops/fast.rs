@@ -69,6 +69,52 @@ pub fn ln_f32(x: f32) -> f32 {
     }
 }
 
+/// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f32`] without the special cases.
+#[inline(always)]
+pub fn ln_1_2_f32(u: f32) -> f32 {
+    let big = u > std::f32::consts::SQRT_2;
+    let f = if big { u * 0.5 - 1.0 } else { u - 1.0 };
+    let e = if big { 1.0f32 } else { 0.0 };
+    let z = f * f;
+    let mut y = 7.037_683_6e-2f32;
+    y = y * f - 1.151_461e-1;
+    y = y * f + 1.167_699_9e-1;
+    y = y * f - 1.242_014_1e-1;
+    y = y * f + 1.424_932_3e-1;
+    y = y * f - 1.666_805_8e-1;
+    y = y * f + 2.000_071_4e-1;
+    y = y * f - 2.499_999_4e-1;
+    y = y * f + 3.333_333_1e-1;
+    let y = y * f * z + e * LN2_LO_F32 - 0.5 * z;
+    f + y + e * LN2_HI_F32
+}
+
+/// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f64`] without the special cases.
+#[inline(always)]
+pub fn ln_1_2_f64(u: f64) -> f64 {
+    let big = u > std::f64::consts::SQRT_2;
+    let m = if big { u * 0.5 } else { u };
+    let ef = if big { 1.0f64 } else { 0.0 };
+    let f = m - 1.0;
+    let s = f / (m + 1.0);
+    let z = s * s;
+    let mut p = 2.0 / 25.0;
+    p = p * z + 2.0 / 23.0;
+    p = p * z + 2.0 / 21.0;
+    p = p * z + 2.0 / 19.0;
+    p = p * z + 2.0 / 17.0;
+    p = p * z + 2.0 / 15.0;
+    p = p * z + 2.0 / 13.0;
+    p = p * z + 2.0 / 11.0;
+    p = p * z + 2.0 / 9.0;
+    p = p * z + 2.0 / 7.0;
+    p = p * z + 2.0 / 5.0;
+    p = p * z + 2.0 / 3.0;
+    let hfsq = 0.5 * f * f;
+    let rr = s * (hfsq + z * p);
+    ef * LN2_HI_F64 - ((hfsq - (rr + ef * LN2_LO_F64)) - f)
+}
+
 /// ln(1 + x) for f32: x·ln(u)/(u - 1) with u = 1 + x (exact correction of the rounding of u).
 #[inline(always)]
 pub fn ln_1p_f32(x: f32) -> f32 {

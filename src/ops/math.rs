@@ -39,6 +39,8 @@ pub trait Real:
     fn fast_exp(self) -> Self;
     fn fast_ln(self) -> Self;
     fn fast_ln_1p(self) -> Self;
+    /// ln(u) for u in [1, 2] only (no special cases).
+    fn fast_ln_1_2(self) -> Self;
     fn maxr(self, o: Self) -> Self;
     fn is_finite(self) -> bool;
     /// Round half away from zero, branch-free (no libm call without SSE4.1).
@@ -50,7 +52,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $field:ident, $name:literal, $fexp:path, $fln:path, $fln1p:path, $blk:path) => {
+    ($t:ty, $field:ident, $name:literal, $fexp:path, $fln:path, $fln1p:path, $fln12:path, $blk:path) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             #[inline]
@@ -109,6 +111,10 @@ macro_rules! impl_real {
             fn fast_ln_1p(self) -> Self {
                 $fln1p(self)
             }
+            #[inline(always)]
+            fn fast_ln_1_2(self) -> Self {
+                $fln12(self)
+            }
             #[inline]
             fn abs(self) -> Self {
                 <$t>::abs(self)
@@ -164,6 +170,7 @@ impl_real!(
     crate::ops::fast::exp_f64,
     crate::ops::fast::ln_f64,
     crate::ops::fast::ln_1p_f64,
+    crate::ops::fast::ln_1_2_f64,
     crate::ops::block_kernel_f64
 );
 impl_real!(
@@ -173,6 +180,7 @@ impl_real!(
     crate::ops::fast::exp_f32,
     crate::ops::fast::ln_f32,
     crate::ops::fast::ln_1p_f32,
+    crate::ops::fast::ln_1_2_f32,
     crate::ops::block_kernel_f32
 );
 

@@ -160,6 +160,16 @@ define_ops! {
     Min { "min", 2, Class::Map, Smooth, callable: true, eval: |x| if x[1] < x[0] { x[1] } else { x[0] },
         grad: |b, n, _, g, _| { let m = b.op2(Op::Le, n.args[0], n.args[1]); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z)), Some(b.op3(Op::Where, m, z, g))] },
         grid: GRID, doc: "min(a, b). Kink: at a = b the adjoint goes to a." }
+    // ---- fused arithmetic (formed for kernels: same roundings, fewer memory round trips) ----
+    MulAdd { "mul_add", 3, Class::Map, Smooth, callable: false, eval: |x| x[0] * x[1] + x[2],
+        grad: |b, n, _, g, _| vec![Some(b.op2(Op::Mul, g, n.args[1])), Some(b.op2(Op::Mul, g, n.args[0])), Some(g)],
+        grid: GRID, doc: "a*b + c, rounded after the product and after the sum (not an FMA)" }
+    MulSub { "mul_sub", 3, Class::Map, Smooth, callable: false, eval: |x| x[0] * x[1] - x[2],
+        grad: |b, n, _, g, _| vec![Some(b.op2(Op::Mul, g, n.args[1])), Some(b.op2(Op::Mul, g, n.args[0])), Some(b.op1(Op::Neg, g))],
+        grid: GRID, doc: "a*b - c, two roundings" }
+    Mul3 { "mul3", 3, Class::Map, Smooth, callable: false, eval: |x| x[0] * x[1] * x[2],
+        grad: |b, n, _, g, _| { let bc = b.op2(Op::Mul, n.args[1], n.args[2]); let ac = b.op2(Op::Mul, n.args[0], n.args[2]); let ab = b.op2(Op::Mul, n.args[0], n.args[1]); vec![Some(b.op2(Op::Mul, g, bc)), Some(b.op2(Op::Mul, g, ac)), Some(b.op2(Op::Mul, g, ab))] },
+        grid: GRID, doc: "(a*b)*c, two roundings" }
     // ---- transcendental ----------------------------------------------------------------
     Exp { "exp", 1, Class::Map, Smooth, callable: true, eval: |x| exp(x[0]),
         grad: |b, _, out, g, _| vec![Some(b.op2(Op::Mul, g, out))], grid: GRID, doc: "exp(x)" }

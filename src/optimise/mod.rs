@@ -229,7 +229,74 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
 /// Kernel preparation after size binding. The stable primitives of one `x` are grouped into one
 /// instruction by the VM's code generator, so nothing is expanded here.
 pub fn for_kernels(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    rewrite(g, roots, &[SIMPLIFY])
+    let (g, r) = rewrite(g, roots, &[SIMPLIFY]);
+    fuse_products(&g, &r)
+}
+
+/// Product fusion, for kernels: a product used once is folded into its user —
+/// `a*b + c -> mul_add(a, b, c)`, `c + a*b -> mul_add(a, b, c)`, `a*b - c -> mul_sub(a, b, c)`,
+/// `(a*b)*c -> mul3(a, b, c)`, `c*(a*b) -> mul3(a, b, c)`. Same roundings in the same order
+/// (IEEE + and * commute exactly), one instruction and one memory round trip fewer.
+pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
+    let live = src.reachable(roots);
+    let mut uses = vec![0usize; src.len()];
+    for (id, &l) in live.iter().enumerate() {
+        if l {
+            for &a in &src.node(id as NodeId).args {
+                uses[a as usize] += 1;
+            }
+        }
+    }
+    for &r in roots {
+        uses[r as usize] += 1;
+    }
+    let mut g = Graph::new(src.space.clone());
+    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
+    for (id, &l) in live.iter().enumerate() {
+        if !l {
+            continue;
+        }
+        let n = src.node(id as NodeId);
+        let single_mul = |x: NodeId| src.node(x).op == Op::Mul && uses[x as usize] == 1;
+        let m = |x: NodeId| map[x as usize];
+        map[id] = match (n.op, n.attr) {
+            (Op::Const, _) => g.c(const_value(n).unwrap_or(f64::NAN)),
+            (Op::Input, Attr::Input(i)) => g.input(i as usize, n.axes),
+            (Op::Add, _) | (Op::Sub, _) | (Op::Mul, _) => {
+                let (x, y) = (n.args[0], n.args[1]);
+                let parts = |p: NodeId| {
+                    let pn = src.node(p);
+                    (m(pn.args[0]), m(pn.args[1]))
+                };
+                match n.op {
+                    Op::Add if single_mul(x) => {
+                        let (a, b) = parts(x);
+                        g.op3(Op::MulAdd, a, b, m(y))
+                    }
+                    Op::Add if single_mul(y) => {
+                        let (a, b) = parts(y);
+                        g.op3(Op::MulAdd, a, b, m(x))
+                    }
+                    Op::Sub if single_mul(x) => {
+                        let (a, b) = parts(x);
+                        g.op3(Op::MulSub, a, b, m(y))
+                    }
+                    Op::Mul if single_mul(x) => {
+                        let (a, b) = parts(x);
+                        g.op3(Op::Mul3, a, b, m(y))
+                    }
+                    Op::Mul if single_mul(y) => {
+                        let (a, b) = parts(y);
+                        g.op3(Op::Mul3, a, b, m(x))
+                    }
+                    _ => g.add(n.op, n.args.iter().map(|&a| m(a)).collect(), n.attr),
+                }
+            }
+            _ => g.add(n.op, n.args.iter().map(|&a| m(a)).collect(), n.attr),
+        };
+    }
+    let r = roots.iter().map(|&x| map[x as usize]).collect();
+    (g, r)
 }
 
 /// The ordered list of every rule, for documentation (`lossc graph --rules`).
