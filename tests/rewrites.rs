@@ -25,6 +25,7 @@ enum E {
     Where(Box<E>, Box<E>),
     PowC(Box<E>, f64),
     SumTimes(Box<E>),
+    Square(Box<E>),
 }
 
 fn expr() -> impl Strategy<Value = E> {
@@ -64,7 +65,8 @@ fn expr() -> impl Strategy<Value = E> {
             )
                 .prop_map(|(a, c)| E::PowC(Box::new(E::Un(Op::Sigmoid, Box::new(a))), c)),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| E::Where(Box::new(a), Box::new(b))),
-            inner.prop_map(|a| E::SumTimes(Box::new(a))),
+            inner.clone().prop_map(|a| E::SumTimes(Box::new(a))),
+            inner.prop_map(|a| E::Square(Box::new(a))),
         ]
     })
 }
@@ -99,6 +101,13 @@ fn build(g: &mut Graph, e: &E, x: NodeId, y: NodeId) -> NodeId {
             let a = build(g, a, x, y);
             let k = g.c(*c);
             g.op2(Op::Pow, a, k)
+        }
+        E::Square(a) => {
+            let a = build(g, a, x, y);
+            let two = g.c(2.0);
+            let sq = g.op2(Op::Pow, a, two);
+            let t = g.op2(Op::Mul, a, a);
+            g.op2(Op::Add, sq, t)
         }
         E::SumTimes(a) => {
             let a = build(g, a, x, y);

@@ -86,6 +86,8 @@ pub const SIMPLIFY: &[Rule] = &[
 
 /// Numerical stabilisation: each rule replaces a form that loses precision or overflows.
 pub const STABILISE: &[Rule] = &[
+    Rule { name: "pow_two", identity: "x^2 -> x*x: exact to rounding, no exp/log, and a finite derivative everywhere",
+        apply: |g, n| (n.op == Op::Pow && is_const(g, n.args[1], 2.0)).then(|| g.op2(Op::Mul, n.args[0], n.args[0])) },
     Rule { name: "one_minus_sigmoid", identity: "1 - sigmoid(x) -> sigmoid(-x): no cancellation when sigmoid(x) is near 1",
         apply: |g, n| if n.op == Op::Sub && is_const(g, n.args[0], 1.0) { un(g, n.args[1], Op::Sigmoid).map(|x| { let nx = g.op1(Op::Neg, x); g.op1(Op::Sigmoid, nx) }) } else { None } },
     Rule { name: "sigmoid_neg_neg", identity: "sigmoid(-(-x)) -> sigmoid(x)",
