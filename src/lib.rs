@@ -45,7 +45,9 @@ pub mod ops;
 pub mod optimise;
 pub mod syntax;
 
-pub use api::{GradcheckOptions, GradcheckReport, Library, Loss, Output, Plan, Stage};
+pub use api::{
+    ExecutorKind, GradcheckOptions, GradcheckReport, Library, Loss, Output, Plan, Stage,
+};
 pub use error::{Error, Result};
 pub use ir::lower::ParamValue;
 pub use ndarray;

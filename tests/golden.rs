@@ -5,87 +5,57 @@
 mod common;
 use common::*;
 
-const LOSSES: &[&str] = &[
-    "bce",
-    "weighted_bce",
-    "balanced_bce",
-    "focal",
-    "dice",
-    "jaccard",
-    "tversky",
-    "focal_tversky",
-    "log_cosh_dice",
-    "sensitivity_specificity",
-    "combo",
-    "exp_log",
-    "bce_dice",
-];
+use losslang::api::ExecutorKind;
+use losslang::ops::math::Real;
 
-fn check_f64(name: &str) -> Vec<String> {
+/// Tolerances of tests/golden/README.md: (value abs, value rel, gradient abs, gradient rel to max|g|).
+fn tolerances<T: Real>() -> (f64, f64, f64, f64) {
+    if T::NAME == "f64" {
+        (1e-12, 1e-9, 1e-15, 1e-9)
+    } else {
+        (1e-6, 1e-4, 1e-9, 1e-3)
+    }
+}
+
+/// Every case of `name`, through the given executor at precision T; returns the failures.
+fn check<T: Real>(name: &str, kind: ExecutorKind) -> Vec<String> {
+    let (va, vr, ga, gr) = tolerances::<T>();
     let g = golden(name);
     let mut failures = Vec::new();
     for case in g["cases"].as_array().unwrap() {
         let cname = case["name"].as_str().unwrap();
         let loss = loss_for(name, case);
-        let ins = inputs(case);
+        let ins: Vec<(String, losslang::ndarray::ArrayD<T>)> = inputs(case)
+            .into_iter()
+            .map(|(k, a)| (k, a.mapv(T::from_f64)))
+            .collect();
         let shapes: Vec<(&str, &[usize])> =
             ins.iter().map(|(k, a)| (k.as_str(), a.shape())).collect();
         let mut plan = loss
-            .compile::<f64>(&shapes)
+            .compile_with::<T>(&shapes, kind)
             .unwrap_or_else(|e| panic!("{name}/{cname}: {e}"));
         let views: Vec<(&str, _)> = ins.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
         let out = plan.value_and_grad(&views).unwrap();
         let want = case["value"].as_f64().unwrap();
-        if (out.value - want).abs() > 1e-12 + 1e-9 * want.abs() {
-            failures.push(format!("{name}/{cname} f64 value {} vs {want}", out.value));
-        }
-        let gw = array(&case["grad"]["logits"]);
-        let gmax = gw.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let got = out.grad("logits");
-        let worst = got
-            .iter()
-            .zip(gw.iter())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f64, f64::max);
-        if worst > 1e-15 + 1e-9 * gmax {
+        let got = out.value.to_f64();
+        if (got - want).abs() > va + vr * want.abs() {
             failures.push(format!(
-                "{name}/{cname} f64 grad max err {worst:e} (max|g| {gmax:e})"
+                "{name}/{cname} {} {kind:?} value {got} vs {want}",
+                T::NAME
             ));
         }
-    }
-    failures
-}
-
-fn check_f32(name: &str) -> Vec<String> {
-    let g = golden(name);
-    let mut failures = Vec::new();
-    for case in g["cases"].as_array().unwrap() {
-        let cname = case["name"].as_str().unwrap();
-        let loss = loss_for(name, case);
-        let ins: Vec<(String, losslang::ndarray::ArrayD<f32>)> = inputs(case)
-            .into_iter()
-            .map(|(k, a)| (k, a.mapv(|x| x as f32)))
-            .collect();
-        let shapes: Vec<(&str, &[usize])> =
-            ins.iter().map(|(k, a)| (k.as_str(), a.shape())).collect();
-        let mut plan = loss.compile::<f32>(&shapes).unwrap();
-        let views: Vec<(&str, _)> = ins.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
-        let out = plan.value_and_grad(&views).unwrap();
-        let want = case["value"].as_f64().unwrap();
-        if (out.value as f64 - want).abs() > 1e-6 + 1e-4 * want.abs() {
-            failures.push(format!("{name}/{cname} f32 value {} vs {want}", out.value));
-        }
         let gw = array(&case["grad"]["logits"]);
         let gmax = gw.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let got = out.grad("logits");
-        let worst = got
+        let worst = out
+            .grad("logits")
             .iter()
             .zip(gw.iter())
-            .map(|(a, b)| (*a as f64 - b).abs())
+            .map(|(a, b)| (a.to_f64() - b).abs())
             .fold(0.0f64, f64::max);
-        if worst > 1e-9 + 1e-3 * gmax {
+        if worst > ga + gr * gmax {
             failures.push(format!(
-                "{name}/{cname} f32 grad max err {worst:e} (max|g| {gmax:e})"
+                "{name}/{cname} {} {kind:?} grad max err {worst:e} (max|g| {gmax:e})",
+                T::NAME
             ));
         }
     }
@@ -94,8 +64,9 @@ fn check_f32(name: &str) -> Vec<String> {
 
 macro_rules! golden_tests {
     ($($name:ident),*) => {
-        mod f64_cases { use super::*; $( #[test] fn $name() { let f = check_f64(stringify!($name)); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
-        mod f32_cases { use super::*; $( #[test] fn $name() { let f = check_f32(stringify!($name)); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
+        mod f64_cases { use super::*; $( #[test] fn $name() { let f = check::<f64>(stringify!($name), ExecutorKind::Fused); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
+        mod f32_cases { use super::*; $( #[test] fn $name() { let f = check::<f32>(stringify!($name), ExecutorKind::Fused); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
+        mod reference_f64_cases { use super::*; $( #[test] fn $name() { let f = check::<f64>(stringify!($name), ExecutorKind::Reference); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
     };
 }
 
@@ -116,8 +87,12 @@ golden_tests!(
 );
 
 #[test]
-fn every_listed_loss_has_golden_cases() {
-    for name in LOSSES {
+fn every_library_loss_is_compared_with_golden_values() {
+    for name in losslang::Library::standard().names() {
+        assert!(
+            LOSSES.contains(&name),
+            "{name} ships in losses/ but has no golden test here"
+        );
         assert!(
             !golden(name)["cases"].as_array().unwrap().is_empty(),
             "{name}"

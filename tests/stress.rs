@@ -7,21 +7,8 @@ use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::ops::math::Real;
 use losslang::{Error, Library};
 
-const LOSSES: &[&str] = &[
-    "bce",
-    "weighted_bce",
-    "balanced_bce",
-    "focal",
-    "dice",
-    "jaccard",
-    "tversky",
-    "focal_tversky",
-    "log_cosh_dice",
-    "sensitivity_specificity",
-    "combo",
-    "exp_log",
-    "bce_dice",
-];
+mod common;
+use common::LOSSES;
 
 fn targets(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f64>)> {
     let mut single = vec![0.0; n];

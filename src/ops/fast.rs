@@ -47,19 +47,7 @@ pub fn ln_f32(x: f32) -> f32 {
     let small = m < std::f32::consts::FRAC_1_SQRT_2;
     e -= i32::from(small);
     let f = if small { m + m - 1.0 } else { m - 1.0 };
-    let z = f * f;
-    let mut y = 7.037_683_6e-2f32;
-    y = y * f - 1.151_461e-1;
-    y = y * f + 1.167_699_9e-1;
-    y = y * f - 1.242_014_1e-1;
-    y = y * f + 1.424_932_3e-1;
-    y = y * f - 1.666_805_8e-1;
-    y = y * f + 2.000_071_4e-1;
-    y = y * f - 2.499_999_4e-1;
-    y = y * f + 3.333_333_1e-1;
-    let ef = e as f32;
-    let y = y * f * z + ef * LN2_LO_F32 - 0.5 * z;
-    let r = f + y + ef * LN2_HI_F32;
+    let r = ln_poly_f32(f, e as f32);
     let r = if x == f32::INFINITY { x } else { r };
     let r = if x == 0.0 { f32::NEG_INFINITY } else { r };
     if x < 0.0 || x.is_nan() {
@@ -74,7 +62,12 @@ pub fn ln_f32(x: f32) -> f32 {
 pub fn ln_1_2_f32(u: f32) -> f32 {
     let big = u > std::f32::consts::SQRT_2;
     let f = if big { u * 0.5 - 1.0 } else { u - 1.0 };
-    let e = if big { 1.0f32 } else { 0.0 };
+    ln_poly_f32(f, if big { 1.0 } else { 0.0 })
+}
+
+/// ln((1 + f)·2^e) for f in [√½ - 1, √2 - 1] (Cephes logf polynomial).
+#[inline(always)]
+fn ln_poly_f32(f: f32, e: f32) -> f32 {
     let z = f * f;
     let mut y = 7.037_683_6e-2f32;
     y = y * f - 1.151_461e-1;
@@ -94,7 +87,12 @@ pub fn ln_1_2_f32(u: f32) -> f32 {
 pub fn ln_1_2_f64(u: f64) -> f64 {
     let big = u > std::f64::consts::SQRT_2;
     let m = if big { u * 0.5 } else { u };
-    let ef = if big { 1.0f64 } else { 0.0 };
+    ln_series_f64(m, if big { 1.0 } else { 0.0 })
+}
+
+/// ln(m·2^e) for m in [√½, √2): 2 atanh(s), s = (m - 1)/(m + 1), |s²| <= 0.0295.
+#[inline(always)]
+fn ln_series_f64(m: f64, ef: f64) -> f64 {
     let f = m - 1.0;
     let s = f / (m + 1.0);
     let z = s * s;
@@ -110,6 +108,7 @@ pub fn ln_1_2_f64(u: f64) -> f64 {
     p = p * z + 2.0 / 7.0;
     p = p * z + 2.0 / 5.0;
     p = p * z + 2.0 / 3.0;
+    // ln m = f - (f²/2 - s(f²/2 + z p)): the leading term stays exact
     let hfsq = 0.5 * f * f;
     let rr = s * (hfsq + z * p);
     ef * LN2_HI_F64 - ((hfsq - (rr + ef * LN2_LO_F64)) - f)
@@ -180,27 +179,7 @@ pub fn ln_f64(x: f64) -> f64 {
     let big = m > std::f64::consts::SQRT_2;
     e += i64::from(big);
     let m = if big { m * 0.5 } else { m };
-    let f = m - 1.0;
-    let s = f / (m + 1.0);
-    let z = s * s;
-    // atanh series: 2s(1 + z/3 + z²/5 + ...), |z| <= 0.0295
-    let mut p = 2.0 / 25.0;
-    p = p * z + 2.0 / 23.0;
-    p = p * z + 2.0 / 21.0;
-    p = p * z + 2.0 / 19.0;
-    p = p * z + 2.0 / 17.0;
-    p = p * z + 2.0 / 15.0;
-    p = p * z + 2.0 / 13.0;
-    p = p * z + 2.0 / 11.0;
-    p = p * z + 2.0 / 9.0;
-    p = p * z + 2.0 / 7.0;
-    p = p * z + 2.0 / 5.0;
-    p = p * z + 2.0 / 3.0;
-    // ln m = f - s f + s·(z p) (the hf trick keeps the leading term exact)
-    let hfsq = 0.5 * f * f;
-    let rr = s * (hfsq + z * p);
-    let ef = e as f64;
-    let r = ef * LN2_HI_F64 - ((hfsq - (rr + ef * LN2_LO_F64)) - f);
+    let r = ln_series_f64(m, e as f64);
     let r = if x == f64::INFINITY { x } else { r };
     let r = if x == 0.0 { f64::NEG_INFINITY } else { r };
     if x < 0.0 || x.is_nan() {

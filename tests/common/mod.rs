@@ -52,3 +52,20 @@ pub fn inputs(case: &Value) -> Vec<(String, ArrayD<f64>)> {
         .map(|(k, v)| (k.clone(), array(v)))
         .collect()
 }
+
+/// The standard losses built so far (stdlib.md Part 1 without the spatial ones).
+pub const LOSSES: &[&str] = &[
+    "bce",
+    "weighted_bce",
+    "balanced_bce",
+    "focal",
+    "dice",
+    "jaccard",
+    "tversky",
+    "focal_tversky",
+    "log_cosh_dice",
+    "sensitivity_specificity",
+    "combo",
+    "exp_log",
+    "bce_dice",
+];
