@@ -1,6 +1,7 @@
 //! Error bounds of the vectorisable exp/ln/ln_1p (src/ops/fast.rs) against the reference: for
 //! f32 the correctly rounded value (computed in f64 with libm, then rounded), for f64 libm itself.
-//! Sweeps the whole range (denormals, huge values), plus inf, NaN, zeros and negatives.
+//! Sweeps the whole range (denormals, huge values), plus inf, NaN, zeros and negatives; each
+//! function in both variants (plain, and with fused multiply-adds).
 
 use losslang::ops::fast::*;
 
@@ -91,10 +92,14 @@ fn exp_f32_within_2_ulp() {
     let mut worst = 0;
     for x in sweep32().chain(SPECIALS32.iter().copied()) {
         let want = ((x as f64).exp()) as f32;
-        let got = exp_f32(x);
-        let u = ulps32(got, want);
-        assert!(u <= 2, "exp_f32({x:e}) = {got:e}, want {want:e} ({u} ulp)");
-        worst = worst.max(u);
+        for (variant, got) in [("", exp_f32(x)), ("_fma", exp_f32_fma(x))] {
+            let u = ulps32(got, want);
+            assert!(
+                u <= 2,
+                "exp_f32{variant}({x:e}) = {got:e}, want {want:e} ({u} ulp)"
+            );
+            worst = worst.max(u);
+        }
     }
     println!("exp_f32 worst {worst} ulp");
 }
@@ -103,11 +108,12 @@ fn exp_f32_within_2_ulp() {
 fn ln_f32_within_2_ulp() {
     for x in sweep32().chain(SPECIALS32.iter().copied()) {
         let want = ((x as f64).ln()) as f32;
-        let got = ln_f32(x);
-        assert!(
-            ulps32(got, want) <= 2,
-            "ln_f32({x:e}) = {got:e}, want {want:e}"
-        );
+        for got in [ln_f32(x), ln_f32_fma(x)] {
+            assert!(
+                ulps32(got, want) <= 2,
+                "ln_f32({x:e}) = {got:e}, want {want:e}"
+            );
+        }
     }
 }
 
@@ -115,43 +121,72 @@ fn ln_f32_within_2_ulp() {
 fn ln_1p_f32_within_2_ulp() {
     for x in sweep32().chain(SPECIALS32.iter().copied()) {
         let want = ((x as f64).ln_1p()) as f32;
-        let got = ln_1p_f32(x);
-        assert!(
-            ulps32(got, want) <= 2,
-            "ln_1p_f32({x:e}) = {got:e}, want {want:e}"
-        );
+        for got in [ln_1p_f32(x), ln_1p_f32_fma(x)] {
+            assert!(
+                ulps32(got, want) <= 2,
+                "ln_1p_f32({x:e}) = {got:e}, want {want:e}"
+            );
+        }
     }
 }
 
 #[test]
 fn exp_f64_within_2_ulp_of_libm() {
     for x in sweep64().chain(SPECIALS64.iter().copied()) {
-        let (got, want) = (exp_f64(x), x.exp());
-        assert!(
-            ulps64(got, want) <= 2,
-            "exp_f64({x:e}) = {got:e}, want {want:e}"
-        );
+        let want = x.exp();
+        for got in [exp_f64(x), exp_f64_fma(x)] {
+            assert!(
+                ulps64(got, want) <= 2,
+                "exp_f64({x:e}) = {got:e}, want {want:e}"
+            );
+        }
     }
 }
 
 #[test]
 fn ln_f64_within_2_ulp_of_libm() {
     for x in sweep64().chain(SPECIALS64.iter().copied()) {
-        let (got, want) = (ln_f64(x), x.ln());
-        assert!(
-            ulps64(got, want) <= 2,
-            "ln_f64({x:e}) = {got:e}, want {want:e}"
-        );
+        let want = x.ln();
+        for got in [ln_f64(x), ln_f64_fma(x)] {
+            assert!(
+                ulps64(got, want) <= 2,
+                "ln_f64({x:e}) = {got:e}, want {want:e}"
+            );
+        }
     }
 }
 
 #[test]
 fn ln_1p_f64_within_2_ulp_of_libm() {
     for x in sweep64().chain(SPECIALS64.iter().copied()) {
-        let (got, want) = (ln_1p_f64(x), x.ln_1p());
-        assert!(
-            ulps64(got, want) <= 2,
-            "ln_1p_f64({x:e}) = {got:e}, want {want:e}"
-        );
+        let want = x.ln_1p();
+        for got in [ln_1p_f64(x), ln_1p_f64_fma(x)] {
+            assert!(
+                ulps64(got, want) <= 2,
+                "ln_1p_f64({x:e}) = {got:e}, want {want:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ln_on_1_2_within_2_ulp() {
+    for k in 0..1_000_000u32 {
+        let u = 1.0 + k as f64 / 1_000_000.0;
+        let u32_ = u as f32;
+        for got in [ln_1_2_f32(u32_), ln_1_2_f32_fma(u32_)] {
+            let want = ((u32_ as f64).ln()) as f32;
+            assert!(
+                ulps32(got, want) <= 2,
+                "ln_1_2_f32({u32_}) = {got}, want {want}"
+            );
+        }
+        for got in [ln_1_2_f64(u), ln_1_2_f64_fma(u)] {
+            assert!(
+                ulps64(got, u.ln()) <= 2,
+                "ln_1_2_f64({u}) = {got}, want {}",
+                u.ln()
+            );
+        }
     }
 }

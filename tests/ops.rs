@@ -141,32 +141,39 @@ fn every_kernel_matches_the_f64_reference() {
                 def.name
             );
             let pad = |v: &[f32], k: usize| vec![v.get(k).copied().unwrap_or(v[0]); 1];
-            let mut out32 = [0.0f32];
-            block_kernel_f32(
-                def.op,
-                &mut out32,
-                &pad(&at32, 0),
-                &pad(&at32, 1),
-                &pad(&at32, 2),
-            );
-            assert!(
-                (out32[0] as f64 - want_r).abs() <= tol32,
-                "{} f32 block kernel at {at:?}: {} vs {want_r}",
-                def.name,
-                out32[0]
-            );
-            // f64 block kernels: the vectorised math is within 2 ulp per call.
             let want = (def.f64)(&at);
             let pad64 = |k: usize| vec![at.get(k).copied().unwrap_or(at[0]); 1];
-            let mut out64 = [0.0f64];
-            block_kernel_f64(def.op, &mut out64, &pad64(0), &pad64(1), &pad64(2));
             let tol64 = 8.0 * f64::EPSILON * scale(want, &at);
-            assert!(
-                (out64[0] - want).abs() <= tol64,
-                "{} f64 block kernel at {at:?}: {} vs {want}",
-                def.name,
-                out64[0]
-            );
+            // Both variants: plain, and with fused multiply-adds.
+            let k32: [fn(Op, &mut [f32], &[f32], &[f32], &[f32]); 2] =
+                [block_kernel_f32::<false>, block_kernel_f32::<true>];
+            let k64: [fn(Op, &mut [f64], &[f64], &[f64], &[f64]); 2] =
+                [block_kernel_f64::<false>, block_kernel_f64::<true>];
+            for (kernel32, kernel64) in k32.iter().zip(&k64) {
+                let mut out32 = [0.0f32];
+                kernel32(
+                    def.op,
+                    &mut out32,
+                    &pad(&at32, 0),
+                    &pad(&at32, 1),
+                    &pad(&at32, 2),
+                );
+                assert!(
+                    (out32[0] as f64 - want_r).abs() <= tol32,
+                    "{} f32 block kernel at {at:?}: {} vs {want_r}",
+                    def.name,
+                    out32[0]
+                );
+                // f64 block kernels: the vectorised math is within 2 ulp per call.
+                let mut out64 = [0.0f64];
+                kernel64(def.op, &mut out64, &pad64(0), &pad64(1), &pad64(2));
+                assert!(
+                    (out64[0] - want).abs() <= tol64,
+                    "{} f64 block kernel at {at:?}: {} vs {want}",
+                    def.name,
+                    out64[0]
+                );
+            }
         }
     }
 }

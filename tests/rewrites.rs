@@ -346,10 +346,12 @@ proptest! {
         let mut vm = Vm::<f64>::new(kb.clone()).expect("fusable");
         let mut grad = vec![0.0; 15];
         let v = vm.run(&[&xs, &ys], &mut [&mut grad], false).unwrap();
+        // Reductions sum in another order than the reference (16 lanes, chunks), so a gradient
+        // that cancels to 0 there may keep ~1e-13 here: the absolute term scales with max|g|.
         let gscale = want_g.iter().fold(0.0f64, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
         prop_assert!(close(v, want_v, 1e-12, 1e-13), "fused f64 value {v} vs {want_v}");
         for i in 0..15 {
-            prop_assert!(close(grad[i], want_g[i], 1e-12, 1e-13 + 1e-12 * gscale), "fused f64 grad[{i}] {} vs {}", grad[i], want_g[i]);
+            prop_assert!(close(grad[i], want_g[i], 1e-12, 1e-12 * gscale.max(1.0)), "fused f64 grad[{i}] {} vs {}", grad[i], want_g[i]);
         }
         // f32: within 1e-3 relative of the f64 reference where the f64 result is well conditioned.
         let mut vm32 = Vm::<f32>::new(kb).expect("fusable");

@@ -9,7 +9,9 @@
 //!   each chunk accumulates its reductions in f64 in block order into its own partials, and the
 //!   partials are combined in chunk order: results are bitwise identical at any thread count.
 //! - The chunk loop is compiled three times — AVX-512, AVX2+FMA and baseline — and chosen by
-//!   run-time CPU detection; no FP contraction is allowed, so all three give the same bits.
+//!   run-time CPU detection. The AVX variants evaluate the exp/ln polynomials with fused
+//!   multiply-adds (the AVX2 and AVX-512 paths give the same bits; the baseline one may differ in
+//!   the last place). Elementwise arithmetic is never contracted.
 //! - Everything is allocated when the executor is built or on its first call; later calls
 //!   allocate nothing.
 //!
@@ -667,13 +669,12 @@ fn block_sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
 
 /// sigmoid(x), sigmoid(-x) from one `e = exp(-|x|)` and one division.
 #[inline(always)]
-fn family_sig<T: Real>(x: &[T], sp: &mut [T], sn: &mut [T]) {
-    use crate::ops::math::fast::exp;
+fn family_sig<T: Real, const FMA: bool>(x: &[T], sp: &mut [T], sn: &mut [T]) {
     let n = x.len();
     let (sp, sn) = (&mut sp[..n], &mut sn[..n]);
     let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = exp(-x[i].abs());
+        let e = (-x[i].abs()).fast_exp::<FMA>();
         let r = one / (one + e);
         let er = e * r;
         sp[i] = if x[i] >= zero { r } else { er };
@@ -685,10 +686,10 @@ fn family_sig<T: Real>(x: &[T], sp: &mut [T], sn: &mut [T]) {
 /// plus the exact correction (e - (u - 1))/u of u's rounding — no special cases, no division.
 /// NaN propagates through the final select.
 #[inline(always)]
-fn log1p_unit<T: Real>(e: T, r: T) -> T {
+fn log1p_unit<T: Real, const FMA: bool>(e: T, r: T) -> T {
     let one = T::from_f64(1.0);
     let u = one + e;
-    let l = u.fast_ln_1_2() + (e - (u - one)) * r;
+    let l = u.fast_ln_1_2::<FMA>() + (e - (u - one)) * r;
     #[allow(clippy::eq_op)]
     let nan = e != e;
     if nan {
@@ -700,15 +701,14 @@ fn log1p_unit<T: Real>(e: T, r: T) -> T {
 
 /// softplus(±x), log_sigmoid(±x) from one `exp`, one division and a short `ln`.
 #[inline(always)]
-fn family_softplus<T: Real>(x: &[T], o: [&mut [T]; 4]) {
-    use crate::ops::math::fast::exp;
+fn family_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
     let n = x.len();
     let [a, b, c, d] = o;
     let (a, b, c, d) = (&mut a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
     let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = exp(-x[i].abs());
-        let l = log1p_unit(e, one / (one + e));
+        let e = (-x[i].abs()).fast_exp::<FMA>();
+        let l = log1p_unit::<T, FMA>(e, one / (one + e));
         let pos = x[i].maxr(zero) + l;
         let neg = (-x[i]).maxr(zero) + l;
         a[i] = pos;
@@ -720,8 +720,7 @@ fn family_softplus<T: Real>(x: &[T], o: [&mut [T]; 4]) {
 
 /// All six family members from one `exp`, one division and a short `ln`.
 #[inline(always)]
-fn family_both<T: Real>(x: &[T], o: [&mut [T]; 6]) {
-    use crate::ops::math::fast::exp;
+fn family_both<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 6]) {
     let n = x.len();
     let [s0, s1, s2, s3, s4, s5] = o;
     let (s0, s1, s2, s3, s4, s5) = (
@@ -734,10 +733,10 @@ fn family_both<T: Real>(x: &[T], o: [&mut [T]; 6]) {
     );
     let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = exp(-x[i].abs());
+        let e = (-x[i].abs()).fast_exp::<FMA>();
         let r = one / (one + e);
         let er = e * r;
-        let l = log1p_unit(e, r);
+        let l = log1p_unit::<T, FMA>(e, r);
         let pos = x[i].maxr(zero) + l;
         let neg = (-x[i]).maxr(zero) + l;
         s0[i] = if x[i] >= zero { r } else { er };
@@ -750,7 +749,12 @@ fn family_both<T: Real>(x: &[T], o: [&mut [T]; 6]) {
 }
 
 #[inline(always)]
-fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+fn run_chunk<T: Real, const FMA: bool>(
+    ctx: &Ctx<T>,
+    chunk: usize,
+    part: &mut [f64],
+    regs: &mut [T],
+) {
     let pass = ctx.pass;
     part[pass.slots..].fill(0.0);
     for r in &pass.reductions {
@@ -810,7 +814,7 @@ fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [
                     let out = unsafe {
                         std::slice::from_raw_parts_mut(base.add(dst as usize * BLOCK), len)
                     };
-                    T::block_kernel(op, out, src(a), src(b), src(c));
+                    T::block_kernel::<FMA>(op, out, src(a), src(b), src(c));
                 }
                 Instr::Family { x, kind, dst } => {
                     // SAFETY: the six destination registers are distinct from each other and
@@ -819,10 +823,12 @@ fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [
                         std::slice::from_raw_parts_mut(base.add(dst[k] as usize * BLOCK), len)
                     };
                     match kind {
-                        FamilyKind::Sig => family_sig(src(x), o(0), o(1)),
-                        FamilyKind::Softplus => family_softplus(src(x), [o(2), o(3), o(4), o(5)]),
+                        FamilyKind::Sig => family_sig::<T, FMA>(src(x), o(0), o(1)),
+                        FamilyKind::Softplus => {
+                            family_softplus::<T, FMA>(src(x), [o(2), o(3), o(4), o(5)])
+                        }
                         FamilyKind::Both => {
-                            family_both(src(x), [o(0), o(1), o(2), o(3), o(4), o(5)])
+                            family_both::<T, FMA>(src(x), [o(0), o(1), o(2), o(3), o(4), o(5)])
                         }
                     }
                 }
@@ -856,17 +862,17 @@ fn run_chunk<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
 unsafe fn run_chunk_avx512<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
-    run_chunk(ctx, chunk, part, regs)
+    run_chunk::<T, true>(ctx, chunk, part, regs)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_chunk_avx2<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
-    run_chunk(ctx, chunk, part, regs)
+    run_chunk::<T, true>(ctx, chunk, part, regs)
 }
 
 fn run_chunk_base<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
-    run_chunk(ctx, chunk, part, regs)
+    run_chunk::<T, false>(ctx, chunk, part, regs)
 }
 
 fn dispatch<T: Real>(isa: Isa, ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {

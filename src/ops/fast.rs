@@ -6,6 +6,32 @@
 //! ln(x < 0) = NaN, ln(inf) = inf; denormal inputs and results are handled.
 //! Error bounds are tested in `tests/fast_math.rs` against the f64/libm reference.
 
+/// `a*b + c`: two roundings, or one fused multiply-add where `FMA` (the caller is compiled
+/// with the `fma` target feature; elsewhere `mul_add` would be a slow library call).
+pub trait MulAdd: Sized {
+    fn mad<const FMA: bool>(self, b: Self, c: Self) -> Self;
+}
+impl MulAdd for f32 {
+    #[inline(always)]
+    fn mad<const FMA: bool>(self, b: f32, c: f32) -> f32 {
+        if FMA {
+            self.mul_add(b, c)
+        } else {
+            self * b + c
+        }
+    }
+}
+impl MulAdd for f64 {
+    #[inline(always)]
+    fn mad<const FMA: bool>(self, b: f64, c: f64) -> f64 {
+        if FMA {
+            self.mul_add(b, c)
+        } else {
+            self * b + c
+        }
+    }
+}
+
 // ---- f32 ------------------------------------------------------------------------------------
 
 const LOG2E_F32: f32 = std::f32::consts::LOG2_E;
@@ -15,18 +41,18 @@ const MAGIC_F32: f32 = 12_582_912.0; // 1.5 * 2^23
 
 /// e^x for f32 (Cephes coefficients on [-ln2/2, ln2/2]).
 #[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32_v<const FMA: bool>(x: f32) -> f32 {
     let xc = x.clamp(-104.0, 89.0); // NaN stays NaN
     let t = xc * LOG2E_F32 + MAGIC_F32;
     let n = t - MAGIC_F32;
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = xc - n * LN2_HI_F32 - n * LN2_LO_F32;
+    let r = (-n).mad::<FMA>(LN2_LO_F32, (-n).mad::<FMA>(LN2_HI_F32, xc));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p.mad::<FMA>(r, 1.398_199_9e-3);
+    p = p.mad::<FMA>(r, 8.333_452e-3);
+    p = p.mad::<FMA>(r, 4.166_579_6e-2);
+    p = p.mad::<FMA>(r, 1.666_666_5e-1);
+    p = p.mad::<FMA>(r, 5.000_000_1e-1);
     let p = p * r * r + r + 1.0;
     // 2^n as two normal factors, so results in the denormal range round once.
     let n1 = ni >> 1;
@@ -38,7 +64,7 @@ pub fn exp_f32(x: f32) -> f32 {
 
 /// Natural log for f32 (Cephes logf).
 #[inline(always)]
-pub fn ln_f32(x: f32) -> f32 {
+pub fn ln_f32_v<const FMA: bool>(x: f32) -> f32 {
     let tiny = x < f32::MIN_POSITIVE;
     let xs = if tiny { x * 8_388_608.0 } else { x }; // 2^23: denormals become normal
     let bits = xs.to_bits();
@@ -47,7 +73,7 @@ pub fn ln_f32(x: f32) -> f32 {
     let small = m < std::f32::consts::FRAC_1_SQRT_2;
     e -= i32::from(small);
     let f = if small { m + m - 1.0 } else { m - 1.0 };
-    let r = ln_poly_f32(f, e as f32);
+    let r = ln_poly_f32_v::<FMA>(f, e as f32);
     let r = if x == f32::INFINITY { x } else { r };
     let r = if x == 0.0 { f32::NEG_INFINITY } else { r };
     if x < 0.0 || x.is_nan() {
@@ -59,55 +85,55 @@ pub fn ln_f32(x: f32) -> f32 {
 
 /// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f32`] without the special cases.
 #[inline(always)]
-pub fn ln_1_2_f32(u: f32) -> f32 {
+pub fn ln_1_2_f32_v<const FMA: bool>(u: f32) -> f32 {
     let big = u > std::f32::consts::SQRT_2;
     let f = if big { u * 0.5 - 1.0 } else { u - 1.0 };
-    ln_poly_f32(f, if big { 1.0 } else { 0.0 })
+    ln_poly_f32_v::<FMA>(f, if big { 1.0 } else { 0.0 })
 }
 
 /// ln((1 + f)·2^e) for f in [√½ - 1, √2 - 1] (Cephes logf polynomial).
 #[inline(always)]
-fn ln_poly_f32(f: f32, e: f32) -> f32 {
+pub fn ln_poly_f32_v<const FMA: bool>(f: f32, e: f32) -> f32 {
     let z = f * f;
     let mut y = 7.037_683_6e-2f32;
-    y = y * f - 1.151_461e-1;
-    y = y * f + 1.167_699_9e-1;
-    y = y * f - 1.242_014_1e-1;
-    y = y * f + 1.424_932_3e-1;
-    y = y * f - 1.666_805_8e-1;
-    y = y * f + 2.000_071_4e-1;
-    y = y * f - 2.499_999_4e-1;
-    y = y * f + 3.333_333_1e-1;
+    y = y.mad::<FMA>(f, -1.151_461e-1);
+    y = y.mad::<FMA>(f, 1.167_699_9e-1);
+    y = y.mad::<FMA>(f, -1.242_014_1e-1);
+    y = y.mad::<FMA>(f, 1.424_932_3e-1);
+    y = y.mad::<FMA>(f, -1.666_805_8e-1);
+    y = y.mad::<FMA>(f, 2.000_071_4e-1);
+    y = y.mad::<FMA>(f, -2.499_999_4e-1);
+    y = y.mad::<FMA>(f, 3.333_333_1e-1);
     let y = y * f * z + e * LN2_LO_F32 - 0.5 * z;
     f + y + e * LN2_HI_F32
 }
 
 /// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f64`] without the special cases.
 #[inline(always)]
-pub fn ln_1_2_f64(u: f64) -> f64 {
+pub fn ln_1_2_f64_v<const FMA: bool>(u: f64) -> f64 {
     let big = u > std::f64::consts::SQRT_2;
     let m = if big { u * 0.5 } else { u };
-    ln_series_f64(m, if big { 1.0 } else { 0.0 })
+    ln_series_f64_v::<FMA>(m, if big { 1.0 } else { 0.0 })
 }
 
 /// ln(m·2^e) for m in [√½, √2): 2 atanh(s), s = (m - 1)/(m + 1), |s²| <= 0.0295.
 #[inline(always)]
-fn ln_series_f64(m: f64, ef: f64) -> f64 {
+pub fn ln_series_f64_v<const FMA: bool>(m: f64, ef: f64) -> f64 {
     let f = m - 1.0;
     let s = f / (m + 1.0);
     let z = s * s;
     let mut p = 2.0 / 25.0;
-    p = p * z + 2.0 / 23.0;
-    p = p * z + 2.0 / 21.0;
-    p = p * z + 2.0 / 19.0;
-    p = p * z + 2.0 / 17.0;
-    p = p * z + 2.0 / 15.0;
-    p = p * z + 2.0 / 13.0;
-    p = p * z + 2.0 / 11.0;
-    p = p * z + 2.0 / 9.0;
-    p = p * z + 2.0 / 7.0;
-    p = p * z + 2.0 / 5.0;
-    p = p * z + 2.0 / 3.0;
+    p = p.mad::<FMA>(z, 2.0 / 23.0);
+    p = p.mad::<FMA>(z, 2.0 / 21.0);
+    p = p.mad::<FMA>(z, 2.0 / 19.0);
+    p = p.mad::<FMA>(z, 2.0 / 17.0);
+    p = p.mad::<FMA>(z, 2.0 / 15.0);
+    p = p.mad::<FMA>(z, 2.0 / 13.0);
+    p = p.mad::<FMA>(z, 2.0 / 11.0);
+    p = p.mad::<FMA>(z, 2.0 / 9.0);
+    p = p.mad::<FMA>(z, 2.0 / 7.0);
+    p = p.mad::<FMA>(z, 2.0 / 5.0);
+    p = p.mad::<FMA>(z, 2.0 / 3.0);
     // ln m = f - (f²/2 - s(f²/2 + z p)): the leading term stays exact
     let hfsq = 0.5 * f * f;
     let rr = s * (hfsq + z * p);
@@ -116,10 +142,10 @@ fn ln_series_f64(m: f64, ef: f64) -> f64 {
 
 /// ln(1 + x) for f32: x·ln(u)/(u - 1) with u = 1 + x (exact correction of the rounding of u).
 #[inline(always)]
-pub fn ln_1p_f32(x: f32) -> f32 {
+pub fn ln_1p_f32_v<const FMA: bool>(x: f32) -> f32 {
     let u = 1.0 + x;
     let d = u - 1.0;
-    let l = ln_f32(u);
+    let l = ln_f32_v::<FMA>(u);
     let r = if d == 0.0 { x } else { l * (x / d) };
     // u = inf: the ratio is inf/inf; ln(u) is right.
     if u == f32::INFINITY {
@@ -138,24 +164,24 @@ const MAGIC_F64: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 
 /// e^x for f64 (degree-13 Taylor polynomial on [-ln2/2, ln2/2], error below 1e-17 relative).
 #[inline(always)]
-pub fn exp_f64(x: f64) -> f64 {
+pub fn exp_f64_v<const FMA: bool>(x: f64) -> f64 {
     let xc = x.clamp(-746.0, 710.0);
     let t = xc * LOG2E_F64 + MAGIC_F64;
     let n = t - MAGIC_F64;
     let ni = (t.to_bits() as i64).wrapping_sub(0x4338_0000_0000_0000) as i32;
-    let r = xc - n * LN2_HI_F64 - n * LN2_LO_F64;
+    let r = (-n).mad::<FMA>(LN2_LO_F64, (-n).mad::<FMA>(LN2_HI_F64, xc));
     let mut p = 1.0 / 6_227_020_800.0; // 1/13!
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
+    p = p.mad::<FMA>(r, 1.0 / 479_001_600.0);
+    p = p.mad::<FMA>(r, 1.0 / 39_916_800.0);
+    p = p.mad::<FMA>(r, 1.0 / 3_628_800.0);
+    p = p.mad::<FMA>(r, 1.0 / 362_880.0);
+    p = p.mad::<FMA>(r, 1.0 / 40_320.0);
+    p = p.mad::<FMA>(r, 1.0 / 5_040.0);
+    p = p.mad::<FMA>(r, 1.0 / 720.0);
+    p = p.mad::<FMA>(r, 1.0 / 120.0);
+    p = p.mad::<FMA>(r, 1.0 / 24.0);
+    p = p.mad::<FMA>(r, 1.0 / 6.0);
+    p = p.mad::<FMA>(r, 0.5);
     let p = p * r * r + r + 1.0;
     let n1 = ni >> 1;
     let n2 = ni - n1;
@@ -166,7 +192,7 @@ pub fn exp_f64(x: f64) -> f64 {
 
 /// Natural log for f64: ln(m) = 2 atanh(s), s = (m - 1)/(m + 1), m in [√½, √2).
 #[inline(always)]
-pub fn ln_f64(x: f64) -> f64 {
+pub fn ln_f64_v<const FMA: bool>(x: f64) -> f64 {
     let tiny = x < f64::MIN_POSITIVE;
     let xs = if tiny {
         x * 18_014_398_509_481_984.0
@@ -179,7 +205,7 @@ pub fn ln_f64(x: f64) -> f64 {
     let big = m > std::f64::consts::SQRT_2;
     e += i64::from(big);
     let m = if big { m * 0.5 } else { m };
-    let r = ln_series_f64(m, e as f64);
+    let r = ln_series_f64_v::<FMA>(m, e as f64);
     let r = if x == f64::INFINITY { x } else { r };
     let r = if x == 0.0 { f64::NEG_INFINITY } else { r };
     if x < 0.0 || x.is_nan() {
@@ -191,14 +217,88 @@ pub fn ln_f64(x: f64) -> f64 {
 
 /// ln(1 + x) for f64, as [`ln_1p_f32`].
 #[inline(always)]
-pub fn ln_1p_f64(x: f64) -> f64 {
+pub fn ln_1p_f64_v<const FMA: bool>(x: f64) -> f64 {
     let u = 1.0 + x;
     let d = u - 1.0;
-    let l = ln_f64(u);
+    let l = ln_f64_v::<FMA>(u);
     let r = if d == 0.0 { x } else { l * (x / d) };
     if u == f64::INFINITY {
         l
     } else {
         r
     }
+}
+
+// ---- plain entry points (no FMA: identical bits on every ISA) and FMA ones -----------------
+
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    exp_f32_v::<false>(x)
+}
+#[inline(always)]
+pub fn exp_f32_fma(x: f32) -> f32 {
+    exp_f32_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    ln_f32_v::<false>(x)
+}
+#[inline(always)]
+pub fn ln_f32_fma(x: f32) -> f32 {
+    ln_f32_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn ln_1_2_f32(x: f32) -> f32 {
+    ln_1_2_f32_v::<false>(x)
+}
+#[inline(always)]
+pub fn ln_1_2_f32_fma(x: f32) -> f32 {
+    ln_1_2_f32_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn ln_1p_f32(x: f32) -> f32 {
+    ln_1p_f32_v::<false>(x)
+}
+#[inline(always)]
+pub fn ln_1p_f32_fma(x: f32) -> f32 {
+    ln_1p_f32_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn exp_f64(x: f64) -> f64 {
+    exp_f64_v::<false>(x)
+}
+#[inline(always)]
+pub fn exp_f64_fma(x: f64) -> f64 {
+    exp_f64_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn ln_f64(x: f64) -> f64 {
+    ln_f64_v::<false>(x)
+}
+#[inline(always)]
+pub fn ln_f64_fma(x: f64) -> f64 {
+    ln_f64_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn ln_1_2_f64(x: f64) -> f64 {
+    ln_1_2_f64_v::<false>(x)
+}
+#[inline(always)]
+pub fn ln_1_2_f64_fma(x: f64) -> f64 {
+    ln_1_2_f64_v::<true>(x)
+}
+
+#[inline(always)]
+pub fn ln_1p_f64(x: f64) -> f64 {
+    ln_1p_f64_v::<false>(x)
+}
+#[inline(always)]
+pub fn ln_1p_f64_fma(x: f64) -> f64 {
+    ln_1p_f64_v::<true>(x)
 }

@@ -35,24 +35,30 @@ pub trait Real:
     fn sinh(self) -> Self;
     fn powf(self, e: Self) -> Self;
     fn abs(self) -> Self;
-    /// Vectorisable polynomial versions (src/ops/fast.rs).
-    fn fast_exp(self) -> Self;
-    fn fast_ln(self) -> Self;
-    fn fast_ln_1p(self) -> Self;
+    /// Vectorisable polynomial versions (src/ops/fast.rs); `FMA` fuses their multiply-adds.
+    fn fast_exp<const FMA: bool>(self) -> Self;
+    fn fast_ln<const FMA: bool>(self) -> Self;
+    fn fast_ln_1p<const FMA: bool>(self) -> Self;
     /// ln(u) for u in [1, 2] only (no special cases).
-    fn fast_ln_1_2(self) -> Self;
+    fn fast_ln_1_2<const FMA: bool>(self) -> Self;
     fn maxr(self, o: Self) -> Self;
     fn is_finite(self) -> bool;
     /// Round half away from zero, branch-free (no libm call without SSE4.1).
     fn round_(self) -> Self;
     /// The op's elementwise kernel at this precision.
     fn kernel(def: &OpDef) -> fn(&[Self]) -> Self;
-    /// The op's block kernel at this precision (vectorisable math).
-    fn block_kernel(op: crate::ops::Op, out: &mut [Self], a: &[Self], b: &[Self], c: &[Self]);
+    /// The op's block kernel at this precision (vectorisable math; `FMA` as for `fast_exp`).
+    fn block_kernel<const FMA: bool>(
+        op: crate::ops::Op,
+        out: &mut [Self],
+        a: &[Self],
+        b: &[Self],
+        c: &[Self],
+    );
 }
 
 macro_rules! impl_real {
-    ($t:ty, $field:ident, $name:literal, $fexp:path, $fln:path, $fln1p:path, $fln12:path, $blk:path) => {
+    ($t:ty, $field:ident, $name:literal, $fexp:ident, $fln:ident, $fln1p:ident, $fln12:ident, $blk:ident) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             #[inline]
@@ -100,20 +106,20 @@ macro_rules! impl_real {
                 <$t>::powf(self, e)
             }
             #[inline(always)]
-            fn fast_exp(self) -> Self {
-                $fexp(self)
+            fn fast_exp<const FMA: bool>(self) -> Self {
+                crate::ops::fast::$fexp::<FMA>(self)
             }
             #[inline(always)]
-            fn fast_ln(self) -> Self {
-                $fln(self)
+            fn fast_ln<const FMA: bool>(self) -> Self {
+                crate::ops::fast::$fln::<FMA>(self)
             }
             #[inline(always)]
-            fn fast_ln_1p(self) -> Self {
-                $fln1p(self)
+            fn fast_ln_1p<const FMA: bool>(self) -> Self {
+                crate::ops::fast::$fln1p::<FMA>(self)
             }
             #[inline(always)]
-            fn fast_ln_1_2(self) -> Self {
-                $fln12(self)
+            fn fast_ln_1_2<const FMA: bool>(self) -> Self {
+                crate::ops::fast::$fln12::<FMA>(self)
             }
             #[inline]
             fn abs(self) -> Self {
@@ -151,14 +157,14 @@ macro_rules! impl_real {
                 def.$field
             }
             #[inline(always)]
-            fn block_kernel(
+            fn block_kernel<const FMA: bool>(
                 op: crate::ops::Op,
                 out: &mut [Self],
                 a: &[Self],
                 b: &[Self],
                 c: &[Self],
             ) {
-                $blk(op, out, a, b, c)
+                crate::ops::$blk::<FMA>(op, out, a, b, c)
             }
         }
     };
@@ -167,21 +173,21 @@ impl_real!(
     f64,
     f64,
     "f64",
-    crate::ops::fast::exp_f64,
-    crate::ops::fast::ln_f64,
-    crate::ops::fast::ln_1p_f64,
-    crate::ops::fast::ln_1_2_f64,
-    crate::ops::block_kernel_f64
+    exp_f64_v,
+    ln_f64_v,
+    ln_1p_f64_v,
+    ln_1_2_f64_v,
+    block_kernel_f64
 );
 impl_real!(
     f32,
     f32,
     "f32",
-    crate::ops::fast::exp_f32,
-    crate::ops::fast::ln_f32,
-    crate::ops::fast::ln_1p_f32,
-    crate::ops::fast::ln_1_2_f32,
-    crate::ops::block_kernel_f32
+    exp_f32_v,
+    ln_f32_v,
+    ln_1p_f32_v,
+    ln_1_2_f32_v,
+    block_kernel_f32
 );
 
 /// The stable compound primitives, written once over a module's `exp`/`log1p`.
@@ -263,46 +269,62 @@ pub mod reference {
     stable_primitives!();
 }
 
-/// Block-kernel semantics: the vectorisable polynomials of `fast.rs` (≤ 2 ulp from the reference).
-pub mod fast {
-    use super::Real;
-    #[inline(always)]
-    pub fn exp<T: Real>(x: T) -> T {
-        x.fast_exp()
-    }
-    #[inline(always)]
-    pub fn ln<T: Real>(x: T) -> T {
-        x.fast_ln()
-    }
-    #[inline(always)]
-    pub fn log1p<T: Real>(x: T) -> T {
-        x.fast_ln_1p()
-    }
-    /// a^b = exp(b ln|a|), with the sign of a negative base for integral b, NaN for a
-    /// non-integral b, and a^0 = 1.
-    #[inline(always)]
-    pub fn powf<T: Real>(a: T, b: T) -> T {
-        let zero = T::from_f64(0.0);
-        let r = exp(b * ln(a.abs()));
-        let half = b * T::from_f64(0.5);
-        let integral = b == b.round_();
-        let odd = integral && half != half.round_();
-        let r = if a < zero {
-            if !integral {
-                T::from_f64(f64::NAN)
-            } else if odd {
-                -r
-            } else {
-                r
+/// The block-kernel math of one module: the vectorisable polynomials of `fast.rs` (≤ 2 ulp from
+/// the reference), with (`fast_fma`) or without (`fast`) fused multiply-adds.
+macro_rules! fast_math_module {
+    ($m:ident, $fma:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub mod $m {
+            use super::Real;
+            #[inline(always)]
+            pub fn exp<T: Real>(x: T) -> T {
+                x.fast_exp::<$fma>()
             }
-        } else {
-            r
-        };
-        if b == zero {
-            T::from_f64(1.0)
-        } else {
-            r
+            #[inline(always)]
+            pub fn ln<T: Real>(x: T) -> T {
+                x.fast_ln::<$fma>()
+            }
+            #[inline(always)]
+            pub fn log1p<T: Real>(x: T) -> T {
+                x.fast_ln_1p::<$fma>()
+            }
+            /// a^b = exp(b ln|a|), with the sign of a negative base for integral b, NaN for a
+            /// non-integral b, and a^0 = 1.
+            #[inline(always)]
+            pub fn powf<T: Real>(a: T, b: T) -> T {
+                let zero = T::from_f64(0.0);
+                let r = exp(b * ln(a.abs()));
+                let half = b * T::from_f64(0.5);
+                let integral = b == b.round_();
+                let odd = integral && half != half.round_();
+                let r = if a < zero {
+                    if !integral {
+                        T::from_f64(f64::NAN)
+                    } else if odd {
+                        -r
+                    } else {
+                        r
+                    }
+                } else {
+                    r
+                };
+                if b == zero {
+                    T::from_f64(1.0)
+                } else {
+                    r
+                }
+            }
+            stable_primitives!();
         }
-    }
-    stable_primitives!();
+    };
 }
+fast_math_module!(
+    fast,
+    false,
+    "Block-kernel math without FMA: the same bits on every ISA."
+);
+fast_math_module!(
+    fast_fma,
+    true,
+    "Block-kernel math with fused multiply-adds (for code compiled with the `fma` feature)."
+);

@@ -82,21 +82,31 @@ macro_rules! define_ops {
         /// of the executor function that calls it.
         #[inline(always)]
         #[allow(unused_variables, unused_imports, clippy::float_cmp, clippy::needless_range_loop)]
-        pub fn block_kernel_f32(op: Op, out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-            use $crate::ops::math::fast::*;
+        pub fn block_kernel_f32<const FMA: bool>(op: Op, out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
             let n = out.len();
             let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-            match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+            if FMA {
+                use $crate::ops::math::fast_fma::*;
+                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+            } else {
+                use $crate::ops::math::fast::*;
+                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+            }
         }
 
         /// The f64 block kernel of every op (as [`block_kernel_f32`]).
         #[inline(always)]
         #[allow(unused_variables, unused_imports, clippy::float_cmp, clippy::needless_range_loop)]
-        pub fn block_kernel_f64(op: Op, out: &mut [f64], a: &[f64], b: &[f64], c: &[f64]) {
-            use $crate::ops::math::fast::*;
+        pub fn block_kernel_f64<const FMA: bool>(op: Op, out: &mut [f64], a: &[f64], b: &[f64], c: &[f64]) {
             let n = out.len();
             let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-            match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+            if FMA {
+                use $crate::ops::math::fast_fma::*;
+                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+            } else {
+                use $crate::ops::math::fast::*;
+                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
+            }
         }
     };
 }
