@@ -121,6 +121,9 @@ fn scale(want: f64, at: &[f64]) -> f64 {
     m.max(1e-30)
 }
 
+/// A block kernel: op, output, three arguments.
+type Kernel<T> = fn(Op, &mut [T], &[T], &[T], &[T]);
+
 #[test]
 fn every_kernel_matches_the_f64_reference() {
     use losslang::ops::{block_kernel_f32, block_kernel_f64};
@@ -145,10 +148,8 @@ fn every_kernel_matches_the_f64_reference() {
             let pad64 = |k: usize| vec![at.get(k).copied().unwrap_or(at[0]); 1];
             let tol64 = 8.0 * f64::EPSILON * scale(want, &at);
             // Both variants: plain, and with fused multiply-adds.
-            let k32: [fn(Op, &mut [f32], &[f32], &[f32], &[f32]); 2] =
-                [block_kernel_f32::<false>, block_kernel_f32::<true>];
-            let k64: [fn(Op, &mut [f64], &[f64], &[f64], &[f64]); 2] =
-                [block_kernel_f64::<false>, block_kernel_f64::<true>];
+            let k32: [Kernel<f32>; 2] = [block_kernel_f32::<false>, block_kernel_f32::<true>];
+            let k64: [Kernel<f64>; 2] = [block_kernel_f64::<false>, block_kernel_f64::<true>];
             for (kernel32, kernel64) in k32.iter().zip(&k64) {
                 let mut out32 = [0.0f32];
                 kernel32(
