@@ -308,12 +308,28 @@ fn codegen(
             out: (root - 1) as u16,
         });
     }
+    let mut streams: Vec<u16> = Vec::new();
+    for ins in &code {
+        let srcs = match *ins {
+            Instr::Map { a, b, c, .. } => vec![a, b, c],
+            Instr::Family { x, .. } => vec![x],
+            Instr::Reduce { src, .. } | Instr::Store { src, .. } => vec![src],
+        };
+        for s in srcs {
+            if let Src::Input(i) = s {
+                if !streams.contains(&i) {
+                    streams.push(i);
+                }
+            }
+        }
+    }
     PassCode {
         code,
         n_regs: n_regs.max(1),
         splats,
         reductions,
         slots,
+        streams,
     }
 }
 
@@ -343,6 +359,8 @@ struct PassCode {
     splats: Vec<Splat>,
     reductions: Vec<Reduction>,
     slots: usize,
+    /// Inputs the pass streams through (prefetched a block ahead).
+    streams: Vec<u16>,
 }
 
 /// Index maps of a small node over its arguments, for the f64 tail.
@@ -790,6 +808,30 @@ fn run_chunk<T: Real, const FMA: bool>(
                 regs[s.reg as usize * BLOCK..(s.reg as usize + 1) * BLOCK].fill(v);
             }
             last_plane = plane;
+        }
+        // Ask for the next block of every streamed input now: the compute of this block hides
+        // the latency of the next one.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let ahead = start + len;
+            let step = 64 / std::mem::size_of::<T>();
+            let lines = |ptr: *const T, n: usize| {
+                let end = (ahead + BLOCK).min(n);
+                let mut k = ahead;
+                while k < end {
+                    // SAFETY: prefetching is a hint; the address lies inside the buffer.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            ptr.add(k) as *const i8,
+                        )
+                    };
+                    k += step;
+                }
+            };
+            for &i in &pass.streams {
+                let data = ctx.inputs[i as usize];
+                lines(data.as_ptr(), data.len());
+            }
         }
         let base = regs.as_mut_ptr();
         let src = |s: Src| -> &[T] {
