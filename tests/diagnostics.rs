@@ -265,3 +265,38 @@ fn nothing_panics_on_garbage() {
         let _ = Loss::from_source(s);
     }
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    const TOKENS: &[&str] = &[
+        "loss", "fn", "use", "let", "return", "input", "param", "match", "diff", "int", "x",
+        "logits", "target", "mask", "sum", "mean", "max", "sigmoid", "dice", "common", "over", "=",
+        "==", "=>", "+", "-", "*", "/", "^", ">", "<", "&", "|", "!", "(", ")", "[", "]", "{", "}",
+        ",", ":", "..", "B", "C", "S", "1", "0.5", "1e-6", "batch", "image", "\n", "#", " ",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+
+        /// Any token soup, and any mutation of a valid loss, gives a result or an error: never a panic.
+        #[test]
+        fn no_panic_on_token_soup(toks in prop::collection::vec(prop::sample::select(TOKENS), 0..60)) {
+            let _ = losslang::Loss::from_source(&toks.join(" "));
+        }
+
+        #[test]
+        fn no_panic_on_mutated_losses(cut in 0usize..400, insert in prop::sample::select(TOKENS), which in 0usize..3) {
+            let base = match which {
+                0 => include_str!("../losses/dice.loss"),
+                1 => include_str!("../losses/exp_log.loss"),
+                _ => include_str!("../losses/bce_dice.loss"),
+            };
+            let at = base.char_indices().map(|(i, _)| i).nth(cut % base.chars().count()).unwrap_or(0);
+            let src = format!("{}{}{}", &base[..at], insert, &base[at..]);
+            if let Ok(loss) = losslang::Loss::from_source(&src) {
+                let _ = loss.compile::<f32>(&[("logits", &[1, 2, 3, 4][..]), ("target", &[1, 2, 3, 4][..])]);
+            }
+        }
+    }
+}
