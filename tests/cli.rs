@@ -275,6 +275,38 @@ fn bench_reports_the_pass_counts() {
 }
 
 #[test]
+fn bench_takes_several_files() {
+    let o = lossc(&[
+        "bench",
+        "losses/bce.loss",
+        "losses/focal.loss",
+        "losses/dice.loss",
+        "--shape",
+        "2,1,16,16",
+        "--dtype",
+        "f32",
+        "--threads",
+        "2",
+        "--iters",
+        "2",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["loss"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bce", "focal", "dice"]);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["passes"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 1, 2]
+    );
+}
+
+#[test]
 fn bench_reports_json() {
     let o = lossc(&[
         "bench",

@@ -90,9 +90,11 @@ enum Cmd {
         #[arg(long = "with", value_name = "INPUT")]
         with: Vec<String>,
     },
-    /// Time value_and_grad on random inputs; prints JSON.
+    /// Time value_and_grad on random inputs; prints JSON (one object per file).
+    /// Several files print one JSON object per line, in order.
     Bench {
-        file: String,
+        #[arg(required = true)]
+        files: Vec<String>,
         /// B,C,D1,...,Dn
         #[arg(long, value_delimiter = ',', required = true)]
         shape: Vec<usize>,
@@ -143,13 +145,15 @@ fn main() -> ExitCode {
             with,
         } => graph(&file, stage, dot, &set, &with),
         Cmd::Bench {
-            file,
+            files,
             shape,
             dtype,
             threads,
             iters,
             set,
-        } => bench(&file, &shape, dtype, threads, iters, &set),
+        } => files.iter().try_fold(ExitCode::SUCCESS, |_, file| {
+            bench(file, &shape, dtype, threads, iters, &set)
+        }),
         Cmd::List => list(),
     };
     match r {
