@@ -68,8 +68,13 @@ enum Instr {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum FamilyKind {
+    /// slots 0-1
     Sig,
+    /// slots 2-5
     Softplus,
+    /// slots 0-3 (no log_sigmoid member)
+    SigSoftplus,
+    /// slots 0-5
     Both,
 }
 
@@ -222,9 +227,11 @@ fn codegen(
                 .collect();
             let has_sig = ms.iter().any(|m| family_of[m].1 < 2);
             let has_sp = ms.iter().any(|m| family_of[m].1 >= 2);
-            let kind = match (has_sig, has_sp) {
-                (true, false) => FamilyKind::Sig,
-                (false, true) => FamilyKind::Softplus,
+            let has_ls = ms.iter().any(|m| family_of[m].1 >= 4);
+            let kind = match (has_sig, has_sp, has_ls) {
+                (true, false, _) => FamilyKind::Sig,
+                (false, true, _) => FamilyKind::Softplus,
+                (true, true, false) => FamilyKind::SigSoftplus,
                 _ => FamilyKind::Both,
             };
             let mut dst = [0u16; 6];
@@ -233,6 +240,7 @@ fn codegen(
                 let used_by_kind = match kind {
                     FamilyKind::Sig => slot < 2,
                     FamilyKind::Softplus => slot >= 2,
+                    FamilyKind::SigSoftplus => slot < 4,
                     FamilyKind::Both => true,
                 };
                 if !used_by_kind {
@@ -736,6 +744,25 @@ fn family_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
     }
 }
 
+/// sigmoid(±x), softplus(±x) from one `exp`, one division and a short `ln`.
+#[inline(always)]
+fn family_sig_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
+    let n = x.len();
+    let [s0, s1, s2, s3] = o;
+    let (s0, s1, s2, s3) = (&mut s0[..n], &mut s1[..n], &mut s2[..n], &mut s3[..n]);
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    for i in 0..n {
+        let e = (-x[i].abs()).fast_exp::<FMA>();
+        let r = one / (one + e);
+        let er = e * r;
+        let l = log1p_unit::<T, FMA>(e, r);
+        s0[i] = if x[i] >= zero { r } else { er };
+        s1[i] = if x[i] <= zero { r } else { er };
+        s2[i] = x[i].maxr(zero) + l;
+        s3[i] = (-x[i]).maxr(zero) + l;
+    }
+}
+
 /// All six family members from one `exp`, one division and a short `ln`.
 #[inline(always)]
 fn family_both<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 6]) {
@@ -868,6 +895,9 @@ fn run_chunk<T: Real, const FMA: bool>(
                         FamilyKind::Sig => family_sig::<T, FMA>(src(x), o(0), o(1)),
                         FamilyKind::Softplus => {
                             family_softplus::<T, FMA>(src(x), [o(2), o(3), o(4), o(5)])
+                        }
+                        FamilyKind::SigSoftplus => {
+                            family_sig_softplus::<T, FMA>(src(x), [o(0), o(1), o(2), o(3)])
                         }
                         FamilyKind::Both => {
                             family_both::<T, FMA>(src(x), [o(0), o(1), o(2), o(3), o(4), o(5)])
