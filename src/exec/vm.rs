@@ -725,18 +725,31 @@ fn log1p_unit<T: Real, const FMA: bool>(e: T, r: T) -> T {
     }
 }
 
-/// softplus(±x), log_sigmoid(±x) from one `exp`, one division and a short `ln`.
+/// The family members of one element: [sigmoid(x), sigmoid(-x), softplus(x), softplus(-x)],
+/// from one `exp(-|x|)`, one division and a short `ln` (log_sigmoid(±x) = -softplus(∓x)).
+#[inline(always)]
+fn family_element<T: Real, const FMA: bool>(x: T) -> [T; 4] {
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    let e = (-x.abs()).fast_exp::<FMA>();
+    let r = one / (one + e);
+    let er = e * r;
+    let l = log1p_unit::<T, FMA>(e, r);
+    [
+        if x >= zero { r } else { er },
+        if x <= zero { r } else { er },
+        x.maxr(zero) + l,
+        (-x).maxr(zero) + l,
+    ]
+}
+
+/// softplus(±x), log_sigmoid(±x).
 #[inline(always)]
 fn family_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
     let n = x.len();
     let [a, b, c, d] = o;
     let (a, b, c, d) = (&mut a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = (-x[i].abs()).fast_exp::<FMA>();
-        let l = log1p_unit::<T, FMA>(e, one / (one + e));
-        let pos = x[i].maxr(zero) + l;
-        let neg = (-x[i]).maxr(zero) + l;
+        let [_, _, pos, neg] = family_element::<T, FMA>(x[i]);
         a[i] = pos;
         b[i] = neg;
         c[i] = -neg;
@@ -744,26 +757,18 @@ fn family_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
     }
 }
 
-/// sigmoid(±x), softplus(±x) from one `exp`, one division and a short `ln`.
+/// sigmoid(±x), softplus(±x).
 #[inline(always)]
 fn family_sig_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
     let n = x.len();
     let [s0, s1, s2, s3] = o;
     let (s0, s1, s2, s3) = (&mut s0[..n], &mut s1[..n], &mut s2[..n], &mut s3[..n]);
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = (-x[i].abs()).fast_exp::<FMA>();
-        let r = one / (one + e);
-        let er = e * r;
-        let l = log1p_unit::<T, FMA>(e, r);
-        s0[i] = if x[i] >= zero { r } else { er };
-        s1[i] = if x[i] <= zero { r } else { er };
-        s2[i] = x[i].maxr(zero) + l;
-        s3[i] = (-x[i]).maxr(zero) + l;
+        [s0[i], s1[i], s2[i], s3[i]] = family_element::<T, FMA>(x[i]);
     }
 }
 
-/// All six family members from one `exp`, one division and a short `ln`.
+/// All six family members.
 #[inline(always)]
 fn family_both<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 6]) {
     let n = x.len();
@@ -776,20 +781,9 @@ fn family_both<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 6]) {
         &mut s4[..n],
         &mut s5[..n],
     );
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = (-x[i].abs()).fast_exp::<FMA>();
-        let r = one / (one + e);
-        let er = e * r;
-        let l = log1p_unit::<T, FMA>(e, r);
-        let pos = x[i].maxr(zero) + l;
-        let neg = (-x[i]).maxr(zero) + l;
-        s0[i] = if x[i] >= zero { r } else { er };
-        s1[i] = if x[i] <= zero { r } else { er };
-        s2[i] = pos;
-        s3[i] = neg;
-        s4[i] = -neg;
-        s5[i] = -pos;
+        let [a, b, pos, neg] = family_element::<T, FMA>(x[i]);
+        [s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]] = [a, b, pos, neg, -neg, -pos];
     }
 }
 
