@@ -525,6 +525,39 @@ fn input_name(g: &Graph, id: u32, names: &[String]) -> Option<String> {
     }
 }
 
+/// One node as text: `%7 = mul(%3, %5) : [B, C, S]`, with the input's name for inputs.
+fn text_line(g: &Graph, id: u32, names: &[String]) -> String {
+    let mut l = g.describe(id);
+    if let Some(n) = input_name(g, id, names) {
+        l.push_str(&format!("  # {n}"));
+    }
+    l
+}
+
+/// One node as a Graphviz label (quotes replaced), with the input's name for inputs.
+fn dot_label(g: &Graph, id: u32, names: &[String]) -> String {
+    let d = g.describe(id);
+    let l = d
+        .split_once(" = ")
+        .map(|x| x.1.to_string())
+        .unwrap_or(d)
+        .replace('"', "'");
+    match input_name(g, id, names) {
+        Some(n) => format!("{n}\\n{l}"),
+        None => l,
+    }
+}
+
+/// The root ellipses and the closing brace of a Graphviz graph.
+fn dot_roots(roots: &[(String, u32)]) -> String {
+    let mut s = String::new();
+    for (n, r) in roots {
+        s.push_str(&format!("  \"{n}\" [shape=ellipse];\n  n{r} -> \"{n}\";\n"));
+    }
+    s.push_str("}\n");
+    s
+}
+
 fn to_text(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> String {
     let nodes = live_nodes(g, roots);
     let mut s = format!(
@@ -533,10 +566,7 @@ fn to_text(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> 
         g.space.fmt(g.space.all())
     );
     for id in nodes {
-        s.push_str(&g.describe(id));
-        if let Some(n) = input_name(g, id, names) {
-            s.push_str(&format!("  # {n}"));
-        }
+        s.push_str(&text_line(g, id, names));
         s.push('\n');
     }
     for (n, r) in roots {
@@ -550,25 +580,15 @@ fn to_dot(g: &Graph, roots: &[(String, u32)], names: &[String], loss: &str) -> S
         "digraph \"{loss}\" {{\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\"];\n"
     );
     for id in live_nodes(g, roots) {
-        let d = g.describe(id);
-        let label = d
-            .split_once(" = ")
-            .map(|x| x.1)
-            .unwrap_or(&d)
-            .replace('"', "'");
-        let label = match input_name(g, id, names) {
-            Some(n) => format!("{n}\\n{label}"),
-            None => label,
-        };
-        s.push_str(&format!("  n{id} [label=\"%{id}: {label}\"];\n"));
+        s.push_str(&format!(
+            "  n{id} [label=\"%{id}: {}\"];\n",
+            dot_label(g, id, names)
+        ));
         for a in &g.node(id).args {
             s.push_str(&format!("  n{a} -> n{id};\n"));
         }
     }
-    for (n, r) in roots {
-        s.push_str(&format!("  \"{n}\" [shape=ellipse];\n  n{r} -> \"{n}\";\n"));
-    }
-    s.push_str("}\n");
+    s.push_str(&dot_roots(roots));
     s
 }
 
@@ -580,14 +600,7 @@ fn fused_text(
     loss: &str,
 ) -> String {
     let mut s = format!("# {loss}: {} memory pass(es)\n", sched.passes());
-    let line = |id: u32| {
-        let mut l = format!("    {}", g.describe(id));
-        if let Some(n) = input_name(g, id, names) {
-            l.push_str(&format!("  # {n}"));
-        }
-        l.push('\n');
-        l
-    };
+    let line = |id: u32| format!("    {}\n", text_line(g, id, names));
     for (p, k) in sched.kernels.iter().enumerate() {
         if !sched.tails[p].is_empty() {
             s.push_str(&format!("tail before pass {p}:\n"));
@@ -634,18 +647,7 @@ fn fused_dot(
     loss: &str,
 ) -> String {
     let mut s = format!("digraph \"{loss}\" {{\n  rankdir=BT;\n  compound=true;\n  node [shape=box, fontname=\"monospace\"];\n");
-    let label = |id: u32| {
-        let d = g.describe(id);
-        let l = d
-            .split_once(" = ")
-            .map(|x| x.1.to_string())
-            .unwrap_or(d)
-            .replace('"', "'");
-        match input_name(g, id, names) {
-            Some(n) => format!("{n}\\n{l}"),
-            None => l,
-        }
-    };
+    let label = |id: u32| dot_label(g, id, names);
     let mut placed = std::collections::HashSet::new();
     for (p, k) in sched.kernels.iter().enumerate() {
         s.push_str(&format!("  subgraph cluster_pass{p} {{\n    label=\"pass {p}: {:?}\";\n    style=filled; color=lightgrey;\n", k.kind));
@@ -678,10 +680,7 @@ fn fused_dot(
             }
         }
     }
-    for (n, r) in roots {
-        s.push_str(&format!("  \"{n}\" [shape=ellipse];\n  n{r} -> \"{n}\";\n"));
-    }
-    s.push_str("}\n");
+    s.push_str(&dot_roots(roots));
     s
 }
 
