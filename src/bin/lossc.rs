@@ -648,7 +648,7 @@ fn fused_dot(
 ) -> String {
     let mut s = format!("digraph \"{loss}\" {{\n  rankdir=BT;\n  compound=true;\n  node [shape=box, fontname=\"monospace\"];\n");
     let label = |id: u32| dot_label(g, id, names);
-    let mut placed = std::collections::HashSet::new();
+    let mut placed = std::collections::BTreeSet::new();
     for (p, k) in sched.kernels.iter().enumerate() {
         s.push_str(&format!("  subgraph cluster_pass{p} {{\n    label=\"pass {p}: {:?}\";\n    style=filled; color=lightgrey;\n", k.kind));
         for &id in k.nodes.iter().chain(&k.reductions) {
