@@ -39,3 +39,8 @@ pub trait Executor<T: Real>: Send {
     /// Memory passes over N-sized data the executor makes per call.
     fn passes(&self) -> usize;
 }
+
+/// Whether a buffer holds a NaN or an infinity (the input check of every executor).
+pub fn has_non_finite<T: Real>(x: &[T]) -> bool {
+    x.iter().any(|v| !v.is_finite())
+}

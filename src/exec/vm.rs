@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use crate::exec::{Bound, Executor};
+use crate::exec::{has_non_finite, Bound, Executor};
 use crate::ir::graph::{Attr, Axes, NodeId};
 use crate::ops::math::Real;
 use crate::ops::{const_value, Class, Op};
@@ -977,20 +977,11 @@ impl<T: Real> Executor<T> for Vm<T> {
         });
         let total_blocks = self.planes * self.bpp;
         if check_finite {
-            // Small inputs are checked here; big ones inside the first pass, while they are read.
-            for (i, x) in inputs.iter().enumerate() {
-                if !self.big_inputs.contains(&(i as u16)) && x.iter().any(|v| !v.is_finite()) {
-                    return Err(i);
-                }
-            }
-            if self.passes.is_empty() {
-                if let Some(&i) = self
-                    .big_inputs
-                    .iter()
-                    .find(|&&i| inputs[i as usize].iter().any(|v| !v.is_finite()))
-                {
-                    return Err(i as usize);
-                }
+            // Big inputs are checked inside the first pass, while it reads them; the rest here.
+            let in_pass =
+                |i: usize| !self.passes.is_empty() && self.big_inputs.contains(&(i as u16));
+            if let Some(i) = (0..inputs.len()).find(|&i| !in_pass(i) && has_non_finite(inputs[i])) {
+                return Err(i);
             }
         }
         for p in 0..self.passes.len() {
