@@ -667,11 +667,6 @@ fn nan_probe<T: Real>(x: &[T]) -> f64 {
 
 #[inline(always)]
 fn block_sum<T: Real>(x: &[T]) -> f64 {
-    block_sum_map(x, |v| v)
-}
-
-#[inline(always)]
-fn block_sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
     // 16 independent f64 lanes in a fixed order, then a fixed tree: the same bits on every ISA.
     let mut acc = [0.0f64; 16];
     let chunks = x.chunks_exact(16);
@@ -679,11 +674,11 @@ fn block_sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
     for c in chunks {
         let c: &[T; 16] = c.try_into().expect("chunk of 16");
         for j in 0..16 {
-            acc[j] += f(c[j]).to_f64();
+            acc[j] += c[j].to_f64();
         }
     }
     for (j, v) in rest.iter().enumerate() {
-        acc[j] += f(*v).to_f64();
+        acc[j] += v.to_f64();
     }
     for w in [8, 4, 2, 1] {
         for j in 0..w {

@@ -399,17 +399,13 @@ pub fn lower_with(
         origins: cx.origins,
     };
     check_differentiable(&lowered, cx.diags, &prog.sources);
-    if diags_grew(cx.diags, before) {
+    if cx.diags.len() > before {
         return None;
     }
     lowered.sig.params = signature(prog, def, &mut Diagnostics::default())
         .map(|s| s.params)
         .unwrap_or_default();
     Some(lowered)
-}
-
-fn diags_grew(d: &Diagnostics, before: usize) -> bool {
-    d.len() > before
 }
 
 /// E0009: every `diff` input must reach the result through differentiable argument positions.
@@ -1032,18 +1028,13 @@ impl<'a> Cx<'a> {
             vars: HashMap::new(),
         };
         for (p, a) in f.params.iter().zip(args) {
-            let v = self.param_or_expr(a, env);
+            let v = self.expr(a, env);
             inner.vars.insert(p.name.clone(), v);
         }
         self.stack.push(name.name.clone());
         let r = self.body(&f.body, inner);
         self.stack.pop();
         r
-    }
-
-    /// Function arguments may be options too (`group_axes(reduction)`).
-    fn param_or_expr(&mut self, e: &Expr, env: &Env) -> Val {
-        self.expr(e, env)
     }
 
     fn call_loss(

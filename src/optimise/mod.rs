@@ -300,8 +300,3 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
     let r = roots.iter().map(|&x| map[x as usize]).collect();
     (g, r)
 }
-
-/// The ordered list of every rule, for documentation (`lossc graph --rules`).
-pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
-    STABILISE.iter().chain(SIMPLIFY.iter())
-}
