@@ -18,6 +18,8 @@ pub struct Interpreter {
     bound: std::sync::Arc<Bound>,
     last_use: Vec<usize>,
     live: Vec<bool>,
+    /// Axes of each input the graph reads (0 for inputs it does not have).
+    input_axes: Vec<u16>,
 }
 
 impl Interpreter {
@@ -36,10 +38,23 @@ impl Interpreter {
         for &r in &bound.roots {
             last_use[r as usize] = usize::MAX;
         }
+        let mut input_axes: Vec<u16> = Vec::new();
+        for id in 0..g.len() {
+            if let (Op::Input, Attr::Input(i)) =
+                (g.node(id as NodeId).op, g.node(id as NodeId).attr)
+            {
+                let i = i as usize;
+                if input_axes.len() <= i {
+                    input_axes.resize(i + 1, 0);
+                }
+                input_axes[i] = g.node(id as NodeId).axes;
+            }
+        }
         Interpreter {
             bound,
             last_use,
             live,
+            input_axes,
         }
     }
 
@@ -65,20 +80,9 @@ impl<T: Real> Executor<T> for Interpreter {
                 return Err(i);
             }
         }
-        let g = &self.bound.graph;
-        let mut axes: Vec<u16> = vec![0; inputs.len()];
-        for id in 0..g.len() {
-            if let (Op::Input, Attr::Input(i)) =
-                (g.node(id as NodeId).op, g.node(id as NodeId).attr)
-            {
-                if let Some(a) = axes.get_mut(i as usize) {
-                    *a = g.node(id as NodeId).axes;
-                }
-            }
-        }
         let views: Vec<ArrayViewD<T>> = inputs
             .iter()
-            .zip(&axes)
+            .zip(&self.input_axes)
             .map(|(x, &a)| {
                 let shape = if x.is_empty() {
                     vec![0]

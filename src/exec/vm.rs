@@ -415,7 +415,8 @@ pub struct Vm<T: Real> {
     bound: Arc<Bound>,
     sched: Schedule,
     passes: Vec<PassCode>,
-    small: Vec<SmallNode>,
+    /// Per tail (stage): its small nodes with their index maps, in topological order.
+    small: Vec<Vec<SmallNode>>,
     /// Values of small nodes (f64), indexed by node id (empty for big nodes).
     vals: Vec<Vec<f64>>,
     partials: Vec<f64>,
@@ -488,9 +489,9 @@ impl<T: Real> Vm<T> {
             .collect();
         big_inputs.sort_unstable();
         // Tail index maps.
-        let mut small = Vec::new();
+        let mut small: Vec<Vec<SmallNode>> = vec![Vec::new(); sched.tails.len()];
         let mut vals: Vec<Vec<f64>> = vec![Vec::new(); g.len()];
-        for tail in &sched.tails {
+        for (stage, tail) in sched.tails.iter().enumerate() {
             for &id in tail {
                 let node = g.node(id);
                 let out_n = numel(node.axes, sizes);
@@ -539,7 +540,7 @@ impl<T: Real> Vm<T> {
                         })
                         .collect(),
                 };
-                small.push(SmallNode { id, maps });
+                small[stage].push(SmallNode { id, maps });
             }
         }
         for k in &sched.kernels {
@@ -580,8 +581,7 @@ impl<T: Real> Vm<T> {
     /// Evaluates the tail nodes of stage `p` in f64.
     fn run_tail(&mut self, p: usize, inputs: &[&[T]]) {
         let g = &self.bound.graph;
-        let tail_ids = &self.sched.tails[p];
-        for sn in self.small.iter().filter(|s| tail_ids.contains(&s.id)) {
+        for sn in &self.small[p] {
             let node = g.node(sn.id);
             let mut out = std::mem::take(&mut self.vals[sn.id as usize]);
             match (node.op, node.op.def().class) {
