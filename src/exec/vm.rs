@@ -390,23 +390,26 @@ enum Isa {
 }
 
 impl Isa {
+    /// The widest instruction set this CPU has, capped by `LOSSLANG_ISA` (`avx512`, `avx2` or
+    /// `base`; for comparisons and for reproducing another machine's bits).
     fn detect() -> Isa {
+        let cap = std::env::var("LOSSLANG_ISA").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("LOSSLANG_NO_SIMD").is_none() {
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512dq")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("fma")
-                {
-                    return Isa::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    return Isa::Avx2;
-                }
+            if cap != "base" && cap != "avx2"
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if cap != "base" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
             }
         }
+        let _ = cap;
         Isa::Base
     }
 }

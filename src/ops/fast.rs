@@ -86,9 +86,12 @@ pub fn ln_f32_v<const FMA: bool>(x: f32) -> f32 {
 /// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f32`] without the special cases.
 #[inline(always)]
 pub fn ln_1_2_f32_v<const FMA: bool>(u: f32) -> f32 {
-    let big = u > std::f32::consts::SQRT_2;
-    let f = if big { u * 0.5 - 1.0 } else { u - 1.0 };
-    ln_poly_f32_v::<FMA>(f, if big { 1.0 } else { 0.0 })
+    // The halving is chosen by bit arithmetic, not a select: LLVM would otherwise sink the
+    // select below the polynomial and evaluate it twice.
+    let big = 0u32.wrapping_sub(u32::from(u > std::f32::consts::SQRT_2)); // all ones if big
+    let scale = f32::from_bits(0x3f80_0000 - (big & 0x0080_0000)); // 1 or 1/2
+    let e = f32::from_bits(big & 0x3f80_0000); // 0 or 1
+    ln_poly_f32_v::<FMA>(u.mad::<FMA>(scale, -1.0), e)
 }
 
 /// ln((1 + f)·2^e) for f in [√½ - 1, √2 - 1] (Cephes logf polynomial).
@@ -111,9 +114,11 @@ pub fn ln_poly_f32_v<const FMA: bool>(f: f32, e: f32) -> f32 {
 /// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f64`] without the special cases.
 #[inline(always)]
 pub fn ln_1_2_f64_v<const FMA: bool>(u: f64) -> f64 {
-    let big = u > std::f64::consts::SQRT_2;
-    let m = if big { u * 0.5 } else { u };
-    ln_series_f64_v::<FMA>(m, if big { 1.0 } else { 0.0 })
+    // Bit arithmetic instead of a select, as in `ln_1_2_f32_v`.
+    let big = 0u64.wrapping_sub(u64::from(u > std::f64::consts::SQRT_2));
+    let scale = f64::from_bits(0x3ff0_0000_0000_0000 - (big & 0x0010_0000_0000_0000));
+    let e = f64::from_bits(big & 0x3ff0_0000_0000_0000);
+    ln_series_f64_v::<FMA>(u * scale, e)
 }
 
 /// ln(m·2^e) for m in [√½, √2): 2 atanh(s), s = (m - 1)/(m + 1), |s²| <= 0.0295.
