@@ -240,3 +240,32 @@ fn table_is_consistent() {
         assert!(!def.doc.is_empty(), "{} has no doc", def.name);
     }
 }
+
+/// IEEE special cases of `pow` the vectorised `exp(b ln|a|)` does not give by itself
+/// (found by the table-program proptest): 1^b = 1 for every b, a^0 = 1 for every a.
+#[test]
+fn pow_kernels_keep_ieee_special_cases() {
+    use losslang::ops::{block_kernel_f32, block_kernel_f64};
+    let cases = [
+        (1.0, f64::NEG_INFINITY),
+        (1.0, f64::INFINITY),
+        (1.0, f64::NAN),
+        (f64::NAN, 0.0),
+        (0.0, 0.0),
+    ];
+    for (a, b) in cases {
+        assert_eq!(a.powf(b), 1.0, "libm pow({a}, {b})");
+        for fma in [false, true] {
+            let (mut o32, mut o64) = ([0.0f32], [0.0f64]);
+            let (a32, b32) = ([a as f32], [b as f32]);
+            if fma {
+                block_kernel_f32::<true>(Op::Pow, &mut o32, &a32, &b32, &a32);
+                block_kernel_f64::<true>(Op::Pow, &mut o64, &[a], &[b], &[a]);
+            } else {
+                block_kernel_f32::<false>(Op::Pow, &mut o32, &a32, &b32, &a32);
+                block_kernel_f64::<false>(Op::Pow, &mut o64, &[a], &[b], &[a]);
+            }
+            assert_eq!((o32[0], o64[0]), (1.0, 1.0), "pow({a}, {b}), fma {fma}");
+        }
+    }
+}

@@ -156,6 +156,8 @@ fn run_fused<T: losslang::ops::math::Real>(
     ys: &[f64],
 ) -> Vec<Vec<f64>> {
     let n = xs.len();
+    // The kernel preparation the engine applies (polynomial collection, product fusion).
+    let (g, roots) = optimise::for_kernels(&g, &roots);
     let mut vm = Vm::<T>::new(Arc::new(Bound {
         graph: g,
         roots,

@@ -396,7 +396,8 @@ impl Isa {
         let cap = std::env::var("LOSSLANG_ISA").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
-            if cap != "base" && cap != "avx2"
+            if cap != "base"
+                && cap != "avx2"
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512dq")
                 && is_x86_feature_detected!("avx512bw")
@@ -405,7 +406,8 @@ impl Isa {
             {
                 return Isa::Avx512;
             }
-            if cap != "base" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if cap != "base" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            {
                 return Isa::Avx2;
             }
         }

@@ -89,9 +89,13 @@ impl Graph {
     }
 
     /// Adds (or finds) a node. Elementwise ops on constants fold to a constant here, so
-    /// parameter arithmetic such as `1/3` is a constant by construction.
-    pub fn add(&mut self, op: Op, args: Vec<NodeId>, attr: Attr) -> NodeId {
+    /// parameter arithmetic such as `1/3` is a constant by construction; the arguments of a
+    /// commutative op are put in id order.
+    pub fn add(&mut self, op: Op, mut args: Vec<NodeId>, attr: Attr) -> NodeId {
         let def = op.def();
+        if def.commutative && args.len() == 2 && args[0] > args[1] {
+            args.swap(0, 1); // one canonical order: `b*a` is found as `a*b`
+        }
         let arg_axes = args.iter().fold(0, |acc, &a| acc | self.axes(a));
         let axes = match (def.class, attr) {
             (Class::Map, _) => arg_axes,
@@ -114,6 +118,21 @@ impl Graph {
             attr,
             axes,
         })
+    }
+
+    /// The node `op(args)` if the graph already holds it (arguments in canonical order).
+    pub fn find(&self, op: Op, mut args: Vec<NodeId>) -> Option<NodeId> {
+        if op.def().commutative && args.len() == 2 && args[0] > args[1] {
+            args.swap(0, 1);
+        }
+        let axes = args.iter().fold(0, |acc, &a| acc | self.axes(a));
+        let n = Node {
+            op,
+            args,
+            attr: Attr::None,
+            axes,
+        };
+        self.memo.get(&n).copied()
     }
 
     fn intern(&mut self, n: Node) -> NodeId {

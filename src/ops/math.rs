@@ -289,7 +289,7 @@ macro_rules! fast_math_module {
                 x.fast_ln_1p::<$fma>()
             }
             /// a^b = exp(b ln|a|), with the sign of a negative base for integral b, NaN for a
-            /// non-integral b, and a^0 = 1.
+            /// non-integral b, and a^0 = 1^b = 1.
             #[inline(always)]
             pub fn powf<T: Real>(a: T, b: T) -> T {
                 let zero = T::from_f64(0.0);
@@ -308,7 +308,8 @@ macro_rules! fast_math_module {
                 } else {
                     r
                 };
-                if b == zero {
+                // IEEE: a^0 = 1 and 1^b = 1 for every b (even inf and NaN, where b ln a is NaN).
+                if b == zero || a == T::from_f64(1.0) {
                     T::from_f64(1.0)
                 } else {
                     r

@@ -54,6 +54,9 @@ pub struct OpDef {
     pub grid: &'static [f64],
     /// Whether a user may call it by name (false for leaves and internal ops).
     pub callable: bool,
+    /// Whether its two arguments commute exactly (the graph orders them, so CSE sees `a*b`
+    /// and `b*a` as one node). `max`/`min` do not: their NaN and tie conventions are ordered.
+    pub commutative: bool,
     pub doc: &'static str,
 }
 
@@ -63,7 +66,7 @@ fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Opt
 
 macro_rules! define_ops {
     ($( $v:ident { $name:literal, $arity:literal, $class:expr, $diff:ident, callable: $callable:literal,
-        eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
+        $(commutes: $commutes:literal,)? eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
         /// Op identifiers, in table order.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u16)]
@@ -73,7 +76,7 @@ macro_rules! define_ops {
             op: Op::$v, name: $name, arity: $arity, class: $class, diff: Diff::$diff,
             f64: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f64]) -> f64 { use $crate::ops::math::reference::*; $body } f },
             f32: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f32]) -> f32 { use $crate::ops::math::reference::*; $body } f },
-            grad: $grad, grid: $grid, callable: $callable, doc: $doc,
+            grad: $grad, grid: $grid, callable: $callable, commutative: false $(|| $commutes)?, doc: $doc,
         } ),* ];
 
         /// The f32 block kernel of every op: one loop over the block per op, with the op's body
@@ -139,11 +142,11 @@ define_ops! {
     // ---- arithmetic --------------------------------------------------------------------
     Neg { "neg", 1, Class::Map, Smooth, callable: true, eval: |x| -x[0],
         grad: |b, _, _, g, _| vec![Some(b.op1(Op::Neg, g))], grid: GRID, doc: "-x" }
-    Add { "add", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] + x[1],
+    Add { "add", 2, Class::Map, Smooth, callable: true, commutes: true, eval: |x| x[0] + x[1],
         grad: |_, _, _, g, _| vec![Some(g), Some(g)], grid: GRID, doc: "a + b" }
     Sub { "sub", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] - x[1],
         grad: |b, _, _, g, _| vec![Some(g), Some(b.op1(Op::Neg, g))], grid: GRID, doc: "a - b" }
-    Mul { "mul", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] * x[1],
+    Mul { "mul", 2, Class::Map, Smooth, callable: true, commutes: true, eval: |x| x[0] * x[1],
         grad: |b, n, _, g, _| vec![Some(b.op2(Op::Mul, g, n.args[1])), Some(b.op2(Op::Mul, g, n.args[0]))], grid: GRID, doc: "a * b" }
     Div { "div", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] / x[1],
         grad: |b, n, out, g, need| {

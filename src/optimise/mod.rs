@@ -8,7 +8,7 @@
 
 pub mod fuse;
 
-use crate::ir::graph::{Attr, Graph, Node, NodeId};
+use crate::ir::graph::{Attr, Axes, Graph, Node, NodeId};
 use crate::ops::{const_value, Op};
 
 pub struct Rule {
@@ -29,6 +29,11 @@ fn constant(g: &Graph, id: NodeId) -> Option<f64> {
 
 fn is_const(g: &Graph, id: NodeId, v: f64) -> bool {
     constant(g, id) == Some(v)
+}
+
+/// The value a broadcast repeats (the node itself otherwise).
+fn unbroadcast(g: &Graph, id: NodeId) -> NodeId {
+    un(g, id, Op::Broadcast).unwrap_or(id)
 }
 
 fn un(g: &Graph, id: NodeId, op: Op) -> Option<NodeId> {
@@ -122,6 +127,43 @@ pub const STABILISE: &[Rule] = &[
         } },
 ];
 
+/// Factoring, for kernels (after autodiff and size binding): fewer elementwise ops on big values.
+pub const COLLECT: &[Rule] = &[
+    Rule { name: "small_factors_first", identity: "(p*q)*y -> (p*y)*q when p and y lack axes q has: the product of the small factors is computed once per group, not per element",
+        apply: |g, n| {
+            if n.op != Op::Mul { return None; }
+            for (xi, y) in [(0usize, n.args[1]), (1, n.args[0])] {
+                let x = g.node(n.args[xi]).clone();
+                if x.op != Op::Mul { continue; }
+                // Elementwise ops broadcast by axis name: a broadcast operand can be unwrapped.
+                let (y, x0, x1) = (unbroadcast(g, y), unbroadcast(g, x.args[0]), unbroadcast(g, x.args[1]));
+                for (p, q) in [(x0, x1), (x1, x0)] {
+                    let (small, qa) = (g.axes(p) | g.axes(y), g.axes(q));
+                    if small != qa && small & !qa == 0 {
+                        let py = g.op2(Op::Mul, p, y);
+                        return Some(g.op2(Op::Mul, py, q));
+                    }
+                }
+            }
+            None
+        } },
+    Rule { name: "add_self", identity: "x + x -> 2*x: exact, and a product by a constant the linear collection can merge",
+        apply: |g, n| (n.op == Op::Add && n.args[0] == n.args[1]).then(|| { let two = g.c(2.0); g.op2(Op::Mul, two, n.args[0]) }) },
+    Rule { name: "distribute_known_product", identity: "a*(1 - b) -> a - a*b when a*b is already computed: CSE shares the product, one op fewer",
+        apply: |g, n| {
+            if n.op != Op::Mul { return None; }
+            for (a, s) in [(n.args[0], n.args[1]), (n.args[1], n.args[0])] {
+                let sn = g.node(s).clone();
+                if sn.op == Op::Sub && is_const(g, sn.args[0], 1.0) {
+                    if let Some(ab) = g.find(Op::Mul, vec![a, sn.args[1]]) {
+                        return Some(g.op2(Op::Sub, a, ab));
+                    }
+                }
+            }
+            None
+        } },
+];
+
 /// Rebuilds the part of `src` that `roots` reach, applying `rules` (in order, first match wins)
 /// to every node, until nothing changes (at most a few rounds).
 pub fn rewrite(src: &Graph, roots: &[NodeId], rules: &[&[Rule]]) -> (Graph, Vec<NodeId>) {
@@ -147,19 +189,11 @@ fn rewrite_once(src: &Graph, roots: &[NodeId], rules: &[&[Rule]]) -> (Graph, Vec
             continue;
         }
         let old = src.node(id as NodeId);
-        let args: Vec<NodeId> = old.args.iter().map(|&a| map[a as usize]).collect();
-        let new_id = match old.op {
-            Op::Const => g.c(const_value(old).unwrap_or(f64::NAN)),
-            Op::Input => match old.attr {
-                Attr::Input(i) => g.input(i as usize, old.axes),
-                _ => g.c(f64::NAN),
-            },
-            _ => {
-                let base = g.add(old.op, args, old.attr);
-                apply_rules(&mut g, base, rules)
-            }
+        let base = copy_node(&mut g, old, &map);
+        map[id] = match old.op {
+            Op::Const | Op::Input => base,
+            _ => apply_rules(&mut g, base, rules),
         };
-        map[id] = new_id;
     }
     let r = roots.iter().map(|&x| map[x as usize]).collect();
     (g, r)
@@ -206,8 +240,6 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
         }
         let n = src.node(id as NodeId);
         map[id] = match (n.op, n.attr) {
-            (Op::Const, _) => g.c(const_value(n).unwrap_or(f64::NAN)),
-            (Op::Input, Attr::Input(i)) => g.input(i as usize, n.axes),
             (Op::AxisSize, Attr::Axes(a)) => {
                 let count: usize = sizes
                     .iter()
@@ -217,29 +249,38 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
                     .product();
                 g.c(count as f64)
             }
-            _ => g.add(
-                n.op,
-                n.args.iter().map(|&a| map[a as usize]).collect(),
-                n.attr,
-            ),
+            _ => copy_node(&mut g, n, &map),
         };
     }
     let r: Vec<NodeId> = roots.iter().map(|&x| map[x as usize]).collect();
     rewrite(&g, &r, &[SIMPLIFY, STABILISE])
 }
 
-/// Kernel preparation after size binding. The stable primitives of one `x` are grouped into one
-/// instruction by the VM's code generator, so nothing is expanded here.
+/// Kernel preparation after size binding: simplification and the factoring rules (`COLLECT`),
+/// polynomial collection, dead-node removal, then product fusion. The stable primitives of one
+/// `x` are grouped into one instruction by the VM's code generator, so nothing is expanded here.
 pub fn for_kernels(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    let (g, r) = rewrite(g, roots, &[SIMPLIFY]);
+    let (g, r) = rewrite(g, roots, &[SIMPLIFY, COLLECT]);
+    let (g, r) = collect_polynomial(&g, &r);
+    let (g, r) = rewrite(&g, &r, &[SIMPLIFY]);
     fuse_products(&g, &r)
 }
 
-/// Product fusion, for kernels: a product used once is folded into its user —
-/// `a*b + c -> mul_add(a, b, c)`, `c + a*b -> mul_add(a, b, c)`, `a*b - c -> mul_sub(a, b, c)`,
-/// `(a*b)*c -> mul3(a, b, c)`, `c*(a*b) -> mul3(a, b, c)`. Same roundings in the same order
-/// (IEEE + and * commute exactly), one instruction and one memory round trip fewer.
-pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
+/// `n` rebuilt in `g`, its arguments renamed by `map` (old id -> new id).
+fn copy_node(g: &mut Graph, n: &Node, map: &[NodeId]) -> NodeId {
+    match (n.op, n.attr) {
+        (Op::Const, _) => g.c(const_value(n).unwrap_or(f64::NAN)),
+        (Op::Input, Attr::Input(i)) => g.input(i as usize, n.axes),
+        _ => g.add(
+            n.op,
+            n.args.iter().map(|&a| map[a as usize]).collect(),
+            n.attr,
+        ),
+    }
+}
+
+/// Use counts of the nodes `roots` reach (a root counts as one use).
+fn use_counts(src: &Graph, roots: &[NodeId]) -> (Vec<bool>, Vec<usize>) {
     let live = src.reachable(roots);
     let mut uses = vec![0usize; src.len()];
     for (id, &l) in live.iter().enumerate() {
@@ -252,6 +293,195 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
     for &r in roots {
         uses[r as usize] += 1;
     }
+    (live, uses)
+}
+
+/// One monomial of a polynomial form: `sign * product(factors) * product(atoms)`. Factors are
+/// smaller than the form (per group or scalar); atoms (sorted, repeats allowed) are as big as it.
+#[derive(Clone)]
+struct Term {
+    atoms: Vec<NodeId>,
+    sign: f64,
+    factors: Vec<NodeId>,
+}
+
+/// Most monomials one expansion may produce (products of sums multiply their lengths).
+const MAX_TERMS: usize = 16;
+
+/// Expands the single-use tree of `+`, `-`, negation and `*` under `id` (all as big as `axes`)
+/// into monomials. Returns them with the number of big elementwise ops the tree holds.
+fn expand(src: &Graph, uses: &[usize], id: NodeId, top: bool, axes: Axes) -> (Vec<Term>, usize) {
+    let n = src.node(id);
+    let x = unbroadcast(src, id);
+    if src.axes(x) != axes {
+        return (
+            vec![Term {
+                atoms: vec![],
+                sign: 1.0,
+                factors: vec![x],
+            }],
+            0,
+        );
+    }
+    let atom = || {
+        (
+            vec![Term {
+                atoms: vec![id],
+                sign: 1.0,
+                factors: vec![],
+            }],
+            0,
+        )
+    };
+    if !(top || uses[id as usize] == 1) {
+        return atom();
+    }
+    match n.op {
+        Op::Add | Op::Sub => {
+            let (mut a, ka) = expand(src, uses, n.args[0], false, axes);
+            let (mut b, kb) = expand(src, uses, n.args[1], false, axes);
+            if n.op == Op::Sub {
+                b.iter_mut().for_each(|t| t.sign = -t.sign);
+            }
+            a.append(&mut b);
+            (a, ka + kb + 1)
+        }
+        Op::Neg => {
+            let (mut a, k) = expand(src, uses, n.args[0], false, axes);
+            a.iter_mut().for_each(|t| t.sign = -t.sign);
+            (a, k + 1)
+        }
+        Op::Mul => {
+            let (a, ka) = expand(src, uses, n.args[0], false, axes);
+            let (b, kb) = expand(src, uses, n.args[1], false, axes);
+            if a.len() * b.len() > MAX_TERMS {
+                return atom();
+            }
+            let mut out = Vec::new();
+            for s in &a {
+                for t in &b {
+                    let mut atoms = [s.atoms.clone(), t.atoms.clone()].concat();
+                    atoms.sort_unstable();
+                    out.push(Term {
+                        atoms,
+                        sign: s.sign * t.sign,
+                        factors: [s.factors.clone(), t.factors.clone()].concat(),
+                    });
+                }
+            }
+            (out, ka + kb + 1)
+        }
+        _ => atom(),
+    }
+}
+
+/// Builds nodes for [`collect_polynomial`], counting the new big elementwise ops.
+struct Emit<'a> {
+    g: &'a mut Graph,
+    axes: Axes,
+    ops: usize,
+}
+
+impl Emit<'_> {
+    fn op(&mut self, op: Op, args: Vec<NodeId>) -> NodeId {
+        let existed = self.g.find(op, args.clone()).is_some();
+        let id = self.g.add(op, args, Attr::None);
+        if !existed && self.g.axes(id) == self.axes {
+            self.ops += 1;
+        }
+        id
+    }
+
+    /// `sum_k coef_k * atoms_k`, factoring out the atoms all monomials share, then greedily
+    /// the atom most of them share (Horner's scheme over several variables).
+    fn sum(&mut self, mut list: Vec<(Vec<NodeId>, NodeId)>) -> Option<NodeId> {
+        if list.is_empty() {
+            return None;
+        }
+        let mut common: Vec<NodeId> = Vec::new();
+        let first = list[0].0.clone();
+        for a in first {
+            if list.iter().all(|(m, _)| m.contains(&a)) {
+                for (m, _) in &mut list {
+                    let k = m.iter().position(|x| *x == a).expect("shared atom");
+                    m.remove(k);
+                }
+                common.push(a);
+            }
+        }
+        let mut best: Option<(NodeId, usize)> = None;
+        for (m, _) in &list {
+            for &a in m {
+                let k = list.iter().filter(|(m2, _)| m2.contains(&a)).count();
+                if k >= 2 && best.is_none_or(|(_, kb)| k > kb) {
+                    best = Some((a, k));
+                }
+            }
+        }
+        let mut r = match best {
+            Some((a, _)) => {
+                let (mut with, rest): (Vec<_>, Vec<_>) =
+                    list.into_iter().partition(|(m, _)| m.contains(&a));
+                for (m, _) in &mut with {
+                    let k = m.iter().position(|x| *x == a).expect("chosen atom");
+                    m.remove(k);
+                }
+                let inner = self.sum(with).expect("terms");
+                let prod = self.op(Op::Mul, vec![inner, a]);
+                match self.sum(rest) {
+                    Some(x) => self.op(Op::Add, vec![prod, x]),
+                    None => prod,
+                }
+            }
+            None => {
+                // Plain sum: positive coefficients first, -1 folded into a subtraction.
+                let unit = |g: &Graph, c: NodeId| const_value(g.node(c)).filter(|v| v.abs() == 1.0);
+                list.sort_by_key(|(m, c)| (unit(self.g, *c) == Some(-1.0), m.is_empty()));
+                let mut acc: Option<NodeId> = None;
+                for (m, c) in list {
+                    let mut t: Option<NodeId> = None;
+                    for a in m {
+                        t = Some(match t {
+                            None => a,
+                            Some(x) => self.op(Op::Mul, vec![x, a]),
+                        });
+                    }
+                    let u = unit(self.g, c);
+                    acc = Some(match (acc, t, u) {
+                        (None, None, _) => c,
+                        (None, Some(t), Some(v)) if v > 0.0 => t,
+                        (None, Some(t), Some(_)) => self.op(Op::Neg, vec![t]),
+                        (Some(x), Some(t), Some(v)) if v > 0.0 => self.op(Op::Add, vec![x, t]),
+                        (Some(x), Some(t), Some(_)) => self.op(Op::Sub, vec![x, t]),
+                        (acc, Some(t), None) => {
+                            let ct = self.op(Op::Mul, vec![c, t]);
+                            match acc {
+                                None => ct,
+                                Some(x) => self.op(Op::Add, vec![x, ct]),
+                            }
+                        }
+                        (Some(x), None, _) => self.op(Op::Add, vec![x, c]),
+                    });
+                }
+                acc.expect("terms")
+            }
+        };
+        for a in common {
+            r = self.op(Op::Mul, vec![r, a]);
+        }
+        Some(r)
+    }
+}
+
+/// Polynomial collection, for kernels: a single-use tree of `+`, `-`, negation and `*` is
+/// expanded into monomials over its big leaves (atoms) with per-group coefficients, equal
+/// monomials are merged (their coefficients summed once per group), and the sum is rebuilt
+/// with shared atoms factored out — `c*(1-y)*m + d*y*m - e*y*m -> (c + (d - c - e)*y)*m` — when
+/// that takes fewer elementwise ops on big values. Values equal up to rounding (sums are
+/// reassociated); atoms are never combined, so no identity such as
+/// `sigmoid(-x) = 1 - sigmoid(x)` is used.
+pub fn collect_polynomial(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
+    let (live, uses) = use_counts(src, roots);
     let mut g = Graph::new(src.space.clone());
     let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
     for (id, &l) in live.iter().enumerate() {
@@ -259,12 +489,72 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
             continue;
         }
         let n = src.node(id as NodeId);
-        let single_mul = |x: NodeId| src.node(x).op == Op::Mul && uses[x as usize] == 1;
+        map[id] = copy_node(&mut g, n, &map);
+        if !matches!(n.op, Op::Add | Op::Sub | Op::Mul | Op::Neg) {
+            continue;
+        }
+        let (terms, old_ops) = expand(src, &uses, id as NodeId, true, n.axes);
+        if old_ops < 2 {
+            continue;
+        }
+        // Merge equal monomials: one coefficient per atom multiset, in order of appearance.
+        let mut list: Vec<(Vec<NodeId>, NodeId)> = Vec::new();
+        for t in &terms {
+            let atoms: Vec<NodeId> = t.atoms.iter().map(|&a| map[a as usize]).collect();
+            let mut p = g.c(t.sign.abs());
+            for &f in &t.factors {
+                p = g.op2(Op::Mul, p, map[f as usize]);
+            }
+            match list.iter_mut().find(|(m, _)| *m == atoms) {
+                Some((_, c)) if t.sign < 0.0 => *c = g.op2(Op::Sub, *c, p),
+                Some((_, c)) => *c = g.op2(Op::Add, *c, p),
+                None if t.sign < 0.0 => list.push((atoms, g.op1(Op::Neg, p))),
+                None => list.push((atoms, p)),
+            }
+        }
+        // Terms that cancel (`a - a`) are kept as written: dropping them would turn an
+        // infinite or NaN atom's NaN into 0.
+        if list.iter().all(|(m, _)| m.is_empty())
+            || list
+                .iter()
+                .any(|(_, c)| const_value(g.node(*c)) == Some(0.0))
+        {
+            continue;
+        }
+        let mut e = Emit {
+            g: &mut g,
+            axes: n.axes,
+            ops: 0,
+        };
+        let r = e.sum(list).expect("terms");
+        if e.ops < old_ops {
+            map[id] = g.broadcast(r, n.axes);
+        }
+    }
+    let r = roots.iter().map(|&x| map[x as usize]).collect();
+    (g, r)
+}
+
+/// Product fusion, for kernels: a product used once is folded into its user —
+/// `a*b + c -> mul_add(a, b, c)`, `c + a*b -> mul_add(a, b, c)`, `a*b - c -> mul_sub(a, b, c)`,
+/// `(a*b)*c -> mul3(a, b, c)`, `c*(a*b) -> mul3(a, b, c)`. Same roundings in the same order
+/// (IEEE + and * commute exactly), one instruction and one memory round trip fewer.
+pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
+    let (live, uses) = use_counts(src, roots);
+    let mut g = Graph::new(src.space.clone());
+    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
+    for (id, &l) in live.iter().enumerate() {
+        if !l {
+            continue;
+        }
+        let n = src.node(id as NodeId);
+        // Only a product as big as its user is folded into it: a smaller one (per group) is
+        // computed once per group, not per element.
+        let single_mul =
+            |x: NodeId| src.node(x).op == Op::Mul && uses[x as usize] == 1 && src.axes(x) == n.axes;
         let m = |x: NodeId| map[x as usize];
-        map[id] = match (n.op, n.attr) {
-            (Op::Const, _) => g.c(const_value(n).unwrap_or(f64::NAN)),
-            (Op::Input, Attr::Input(i)) => g.input(i as usize, n.axes),
-            (Op::Add, _) | (Op::Sub, _) | (Op::Mul, _) => {
+        map[id] = match n.op {
+            Op::Add | Op::Sub | Op::Mul => {
                 let (x, y) = (n.args[0], n.args[1]);
                 let parts = |p: NodeId| {
                     let pn = src.node(p);
@@ -291,10 +581,10 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
                         let (a, b) = parts(y);
                         g.op3(Op::Mul3, a, b, m(x))
                     }
-                    _ => g.add(n.op, n.args.iter().map(|&a| m(a)).collect(), n.attr),
+                    _ => copy_node(&mut g, n, &map),
                 }
             }
-            _ => g.add(n.op, n.args.iter().map(|&a| m(a)).collect(), n.attr),
+            _ => copy_node(&mut g, n, &map),
         };
     }
     let r = roots.iter().map(|&x| map[x as usize]).collect();
