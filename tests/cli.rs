@@ -240,6 +240,16 @@ fn fused_stage_shows_passes_and_clusters() {
     );
 }
 
+/// Polynomial collection: tversky's gradient pass is `(a y + b) sigmoid(x) sigmoid(-x)` with `a`,
+/// `b` per-group coefficients — logits, target, the two sigmoids (one family instruction), the
+/// negation they share, `a y + b` and the triple product: 7 nodes per element (12 before
+/// collection: three terms, each with its own products).
+#[test]
+fn gradient_pass_is_collected() {
+    let (out, _) = text(&lossc(&["graph", "tversky", "--stage", "fused"]));
+    assert!(out.contains("pass 1: Map kernel, 7 nodes per element"), "{out}");
+}
+
 #[test]
 fn bench_reports_the_pass_counts() {
     for (loss, passes) in [
