@@ -247,7 +247,10 @@ fn fused_stage_shows_passes_and_clusters() {
 #[test]
 fn gradient_pass_is_collected() {
     let (out, _) = text(&lossc(&["graph", "tversky", "--stage", "fused"]));
-    assert!(out.contains("pass 1: Map kernel, 7 nodes per element"), "{out}");
+    assert!(
+        out.contains("pass 1: Map kernel, 7 nodes per element"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -560,28 +560,21 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
                     let pn = src.node(p);
                     (m(pn.args[0]), m(pn.args[1]))
                 };
-                match n.op {
-                    Op::Add if single_mul(x) => {
-                        let (a, b) = parts(x);
-                        g.op3(Op::MulAdd, a, b, m(y))
+                // (fused op, the single-use product, the other operand)
+                let fused = match n.op {
+                    Op::Add if single_mul(x) => Some((Op::MulAdd, x, y)),
+                    Op::Add if single_mul(y) => Some((Op::MulAdd, y, x)),
+                    Op::Sub if single_mul(x) => Some((Op::MulSub, x, y)),
+                    Op::Mul if single_mul(x) => Some((Op::Mul3, x, y)),
+                    Op::Mul if single_mul(y) => Some((Op::Mul3, y, x)),
+                    _ => None,
+                };
+                match fused {
+                    Some((op, p, other)) => {
+                        let (a, b) = parts(p);
+                        g.op3(op, a, b, m(other))
                     }
-                    Op::Add if single_mul(y) => {
-                        let (a, b) = parts(y);
-                        g.op3(Op::MulAdd, a, b, m(x))
-                    }
-                    Op::Sub if single_mul(x) => {
-                        let (a, b) = parts(x);
-                        g.op3(Op::MulSub, a, b, m(y))
-                    }
-                    Op::Mul if single_mul(x) => {
-                        let (a, b) = parts(x);
-                        g.op3(Op::Mul3, a, b, m(y))
-                    }
-                    Op::Mul if single_mul(y) => {
-                        let (a, b) = parts(y);
-                        g.op3(Op::Mul3, a, b, m(x))
-                    }
-                    _ => copy_node(&mut g, n, &map),
+                    None => copy_node(&mut g, n, &map),
                 }
             }
             _ => copy_node(&mut g, n, &map),
