@@ -303,28 +303,35 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
 
 fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
     let bad = |m: &str| Error::Json(format!("input `{name}`: {m}"));
-    let shape: Vec<usize> = v
-        .get("shape")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| bad("needs a \"shape\" array"))?
-        .iter()
-        .map(|x| {
-            x.as_u64()
-                .map(|u| u as usize)
-                .ok_or_else(|| bad("\"shape\" holds a non-integer"))
-        })
-        .collect::<Result<_, _>>()?;
-    let data: Vec<f64> = v
-        .get("data")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| bad("needs a \"data\" array"))?
-        .iter()
-        .map(|x| {
-            x.as_f64().ok_or_else(|| {
-                bad("\"data\" holds a non-number (NaN and Inf cannot be written in JSON)")
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    // The array under `key`, each entry converted by `conv` (`what` names a bad entry).
+    fn list<U>(
+        v: &Value,
+        key: &str,
+        what: &str,
+        conv: fn(&Value) -> Option<U>,
+        bad: &dyn Fn(&str) -> Error,
+    ) -> Result<Vec<U>, Error> {
+        v.get(key)
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad(&format!("needs a \"{key}\" array")))?
+            .iter()
+            .map(|x| conv(x).ok_or_else(|| bad(&format!("\"{key}\" holds {what}"))))
+            .collect()
+    }
+    let shape: Vec<usize> = list(
+        v,
+        "shape",
+        "a non-integer",
+        |x| x.as_u64().map(|u| u as usize),
+        &bad,
+    )?;
+    let data: Vec<f64> = list(
+        v,
+        "data",
+        "a non-number (NaN and Inf cannot be written in JSON)",
+        Value::as_f64,
+        &bad,
+    )?;
     let n: usize = shape.iter().product();
     if n != data.len() {
         return Err(bad(&format!(

@@ -181,22 +181,14 @@ pub fn rewrite(src: &Graph, roots: &[NodeId], rules: &[&[Rule]]) -> (Graph, Vec<
 }
 
 fn rewrite_once(src: &Graph, roots: &[NodeId], rules: &[&[Rule]]) -> (Graph, Vec<NodeId>) {
-    let live = src.reachable(roots);
-    let mut g = Graph::new(src.space.clone());
-    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
-    for id in 0..src.len() {
-        if !live[id] {
-            continue;
-        }
-        let old = src.node(id as NodeId);
-        let base = copy_node(&mut g, old, &map);
-        map[id] = match old.op {
+    rebuild(src, roots, |g, map, id| {
+        let old = src.node(id);
+        let base = copy_node(g, old, map);
+        match old.op {
             Op::Const | Op::Input => base,
-            _ => apply_rules(&mut g, base, rules),
-        };
-    }
-    let r = roots.iter().map(|&x| map[x as usize]).collect();
-    (g, r)
+            _ => apply_rules(g, base, rules),
+        }
+    })
 }
 
 fn apply_rules(g: &mut Graph, id: NodeId, rules: &[&[Rule]]) -> NodeId {
@@ -231,15 +223,9 @@ pub fn after_autodiff(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
 /// Shape specialisation: replaces every `axis_size` by its value for the bound sizes, then
 /// simplifies again (guards on counts, `where` on constant conditions, ... fold away).
 pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec<NodeId>) {
-    let mut g = Graph::new(src.space.clone());
-    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
-    let live = src.reachable(roots);
-    for id in 0..src.len() {
-        if !live[id] {
-            continue;
-        }
-        let n = src.node(id as NodeId);
-        map[id] = match (n.op, n.attr) {
+    let (g, r) = rebuild(src, roots, |g, map, id| {
+        let n = src.node(id);
+        match (n.op, n.attr) {
             (Op::AxisSize, Attr::Axes(a)) => {
                 let count: usize = sizes
                     .iter()
@@ -249,10 +235,9 @@ pub fn bind_sizes(src: &Graph, roots: &[NodeId], sizes: &[usize]) -> (Graph, Vec
                     .product();
                 g.c(count as f64)
             }
-            _ => copy_node(&mut g, n, &map),
-        };
-    }
-    let r: Vec<NodeId> = roots.iter().map(|&x| map[x as usize]).collect();
+            _ => copy_node(g, n, map),
+        }
+    });
     rewrite(&g, &r, &[SIMPLIFY, STABILISE])
 }
 
@@ -264,6 +249,25 @@ pub fn for_kernels(g: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
     let (g, r) = collect_polynomial(&g, &r);
     let (g, r) = rewrite(&g, &r, &[SIMPLIFY]);
     fuse_products(&g, &r)
+}
+
+/// Rebuilds the part of `src` that `roots` reach, bottom-up: `node(g, map, id)` builds old node
+/// `id` in `g` given `map` (old id -> new id) for the nodes before it, and returns its new id.
+fn rebuild(
+    src: &Graph,
+    roots: &[NodeId],
+    mut node: impl FnMut(&mut Graph, &[NodeId], NodeId) -> NodeId,
+) -> (Graph, Vec<NodeId>) {
+    let live = src.reachable(roots);
+    let mut g = Graph::new(src.space.clone());
+    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
+    for id in 0..src.len() {
+        if live[id] {
+            map[id] = node(&mut g, &map, id as NodeId);
+        }
+    }
+    let r = roots.iter().map(|&x| map[x as usize]).collect();
+    (g, r)
 }
 
 /// `n` rebuilt in `g`, its arguments renamed by `map` (old id -> new id).
@@ -280,7 +284,7 @@ fn copy_node(g: &mut Graph, n: &Node, map: &[NodeId]) -> NodeId {
 }
 
 /// Use counts of the nodes `roots` reach (a root counts as one use).
-fn use_counts(src: &Graph, roots: &[NodeId]) -> (Vec<bool>, Vec<usize>) {
+fn use_counts(src: &Graph, roots: &[NodeId]) -> Vec<usize> {
     let live = src.reachable(roots);
     let mut uses = vec![0usize; src.len()];
     for (id, &l) in live.iter().enumerate() {
@@ -293,7 +297,7 @@ fn use_counts(src: &Graph, roots: &[NodeId]) -> (Vec<bool>, Vec<usize>) {
     for &r in roots {
         uses[r as usize] += 1;
     }
-    (live, uses)
+    uses
 }
 
 /// One monomial of a polynomial form: `sign * product(factors) * product(atoms)`. Factors are
@@ -481,21 +485,16 @@ impl Emit<'_> {
 /// reassociated); atoms are never combined, so no identity such as
 /// `sigmoid(-x) = 1 - sigmoid(x)` is used.
 pub fn collect_polynomial(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    let (live, uses) = use_counts(src, roots);
-    let mut g = Graph::new(src.space.clone());
-    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
-    for (id, &l) in live.iter().enumerate() {
-        if !l {
-            continue;
-        }
-        let n = src.node(id as NodeId);
-        map[id] = copy_node(&mut g, n, &map);
+    let uses = use_counts(src, roots);
+    rebuild(src, roots, |g, map, id| {
+        let n = src.node(id);
+        let copy = copy_node(g, n, map);
         if !matches!(n.op, Op::Add | Op::Sub | Op::Mul | Op::Neg) {
-            continue;
+            return copy;
         }
-        let (terms, old_ops) = expand(src, &uses, id as NodeId, true, n.axes);
+        let (terms, old_ops) = expand(src, &uses, id, true, n.axes);
         if old_ops < 2 {
-            continue;
+            return copy;
         }
         // Merge equal monomials: one coefficient per atom multiset, in order of appearance.
         let mut list: Vec<(Vec<NodeId>, NodeId)> = Vec::new();
@@ -519,20 +518,20 @@ pub fn collect_polynomial(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>)
                 .iter()
                 .any(|(_, c)| const_value(g.node(*c)) == Some(0.0))
         {
-            continue;
+            return copy;
         }
         let mut e = Emit {
-            g: &mut g,
+            g: &mut *g,
             axes: n.axes,
             ops: 0,
         };
         let r = e.sum(list).expect("terms");
         if e.ops < old_ops {
-            map[id] = g.broadcast(r, n.axes);
+            g.broadcast(r, n.axes)
+        } else {
+            copy
         }
-    }
-    let r = roots.iter().map(|&x| map[x as usize]).collect();
-    (g, r)
+    })
 }
 
 /// Product fusion, for kernels: a product used once is folded into its user —
@@ -540,20 +539,15 @@ pub fn collect_polynomial(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>)
 /// `(a*b)*c -> mul3(a, b, c)`, `c*(a*b) -> mul3(a, b, c)`. Same roundings in the same order
 /// (IEEE + and * commute exactly), one instruction and one memory round trip fewer.
 pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    let (live, uses) = use_counts(src, roots);
-    let mut g = Graph::new(src.space.clone());
-    let mut map: Vec<NodeId> = vec![NodeId::MAX; src.len()];
-    for (id, &l) in live.iter().enumerate() {
-        if !l {
-            continue;
-        }
-        let n = src.node(id as NodeId);
+    let uses = use_counts(src, roots);
+    rebuild(src, roots, |g, map, id| {
+        let n = src.node(id);
         // Only a product as big as its user is folded into it: a smaller one (per group) is
         // computed once per group, not per element.
         let single_mul =
             |x: NodeId| src.node(x).op == Op::Mul && uses[x as usize] == 1 && src.axes(x) == n.axes;
         let m = |x: NodeId| map[x as usize];
-        map[id] = match n.op {
+        match n.op {
             Op::Add | Op::Sub | Op::Mul => {
                 let (x, y) = (n.args[0], n.args[1]);
                 let parts = |p: NodeId| {
@@ -574,12 +568,10 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
                         let (a, b) = parts(p);
                         g.op3(op, a, b, m(other))
                     }
-                    None => copy_node(&mut g, n, &map),
+                    None => copy_node(g, n, map),
                 }
             }
-            _ => copy_node(&mut g, n, &map),
-        };
-    }
-    let r = roots.iter().map(|&x| map[x as usize]).collect();
-    (g, r)
+            _ => copy_node(g, n, map),
+        }
+    })
 }
