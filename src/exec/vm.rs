@@ -32,6 +32,9 @@ use crate::optimise::fuse::{schedule, NotFusable, Schedule};
 pub const BLOCK: usize = 512;
 /// Blocks per chunk (the unit of parallel work).
 pub const CHUNK_BLOCKS: usize = 32;
+/// From this many elements on, outputs are written with non-temporal stores: the buffer will not
+/// stay in cache anyway, and streaming it skips reading every line before writing it.
+const STREAM_MIN: usize = 1 << 21;
 
 #[derive(Clone, Copy, Debug)]
 enum Src {
@@ -63,6 +66,14 @@ enum Instr {
     Store {
         src: Src,
         out: u16,
+    },
+    /// A `Map` whose only reader was a `Store`: writes the output buffer directly.
+    MapStore {
+        op: Op,
+        out: u16,
+        a: Src,
+        b: Src,
+        c: Src,
     },
 }
 
@@ -316,13 +327,13 @@ fn codegen(
             out: (root - 1) as u16,
         });
     }
+    let stream_stores = sizes.iter().product::<usize>() >= STREAM_MIN;
+    if !stream_stores {
+        store_in_place(&mut code);
+    }
     let mut streams: Vec<u16> = Vec::new();
     for ins in &code {
-        let srcs = match *ins {
-            Instr::Map { a, b, c, .. } => vec![a, b, c],
-            Instr::Family { x, .. } => vec![x],
-            Instr::Reduce { src, .. } | Instr::Store { src, .. } => vec![src],
-        };
+        let srcs = reads(ins);
         for s in srcs {
             if let Src::Input(i) = s {
                 if !streams.contains(&i) {
@@ -338,6 +349,57 @@ fn codegen(
         reductions,
         slots,
         streams,
+        stream_stores,
+    }
+}
+
+/// The operands an instruction reads.
+fn reads(ins: &Instr) -> Vec<Src> {
+    match *ins {
+        Instr::Map { a, b, c, .. } | Instr::MapStore { a, b, c, .. } => vec![a, b, c],
+        Instr::Family { x, .. } => vec![x],
+        Instr::Reduce { src, .. } | Instr::Store { src, .. } => vec![src],
+    }
+}
+
+/// `Map -> r; ...; Store r` with no other reader of `r` becomes one `MapStore`: the result goes
+/// to the output buffer without a register round trip and a copy.
+fn store_in_place(code: &mut Vec<Instr>) {
+    let mut i = 0;
+    while i < code.len() {
+        let Instr::Store {
+            src: Src::Reg(r),
+            out,
+        } = code[i]
+        else {
+            i += 1;
+            continue;
+        };
+        let producer = code[..i].iter().rposition(|ins| match *ins {
+            Instr::Map { dst, .. } => dst == r,
+            Instr::Family { dst, .. } => dst.contains(&r),
+            _ => false,
+        });
+        let Some(p) = producer else {
+            i += 1;
+            continue;
+        };
+        let other_reader = code[p + 1..]
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| p + 1 + k != i)
+            .any(|(_, ins)| {
+                reads(ins)
+                    .iter()
+                    .any(|s| matches!(s, Src::Reg(q) if *q == r))
+            });
+        match code[p] {
+            Instr::Map { op, a, b, c, .. } if !other_reader => {
+                code[p] = Instr::MapStore { op, out, a, b, c };
+                code.remove(i);
+            }
+            _ => i += 1,
+        }
     }
 }
 
@@ -369,6 +431,8 @@ struct PassCode {
     slots: usize,
     /// Inputs the pass streams through (prefetched a block ahead).
     streams: Vec<u16>,
+    /// Outputs are written with non-temporal stores (the problem is too big to stay cached).
+    stream_stores: bool,
 }
 
 /// Index maps of a small node over its arguments, for the f64 tail.
@@ -670,18 +734,53 @@ fn nan_probe<T: Real>(x: &[T]) -> f64 {
     acc.iter().fold(0.0, |s, v| s + v.to_f64())
 }
 
+/// `dst.copy_from_slice(src)` with non-temporal stores for the 16-byte-aligned middle; the
+/// caller fences before another thread reads the data.
+#[inline(always)]
+fn stream_copy<T: Real>(dst: &mut [T], src: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let size = std::mem::size_of::<T>();
+        let head = dst.as_ptr().align_offset(16);
+        if head <= dst.len() {
+            let per = 16 / size;
+            let body = (dst.len() - head) / per * per;
+            dst[..head].copy_from_slice(&src[..head]);
+            for k in (head..head + body).step_by(per) {
+                // SAFETY: dst[k..k + per] is in bounds and 16-byte aligned; src[k..k + per] is in
+                // bounds (loaded unaligned).
+                unsafe {
+                    let v = _mm_loadu_si128(src.as_ptr().add(k) as *const __m128i);
+                    _mm_stream_si128(dst.as_mut_ptr().add(k) as *mut __m128i, v);
+                }
+            }
+            dst[head + body..].copy_from_slice(&src[head + body..]);
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
+}
+
 #[inline(always)]
 fn block_sum<T: Real>(x: &[T]) -> f64 {
     // 16 independent f64 lanes in a fixed order, then a fixed tree: the same bits on every ISA.
-    let mut acc = [0.0f64; 16];
+    // Two 8-lane halves, each widened as a whole, so the widening vectorises at full width.
+    let mut lo = [0.0f64; 8];
+    let mut hi = [0.0f64; 8];
     let chunks = x.chunks_exact(16);
     let rest = chunks.remainder();
     for c in chunks {
-        let c: &[T; 16] = c.try_into().expect("chunk of 16");
-        for j in 0..16 {
-            acc[j] += c[j].to_f64();
+        let a: [f64; 8] = std::array::from_fn(|j| c[j].to_f64());
+        let b: [f64; 8] = std::array::from_fn(|j| c[8 + j].to_f64());
+        for j in 0..8 {
+            lo[j] += a[j];
+            hi[j] += b[j];
         }
     }
+    let mut acc = [0.0f64; 16];
+    acc[..8].copy_from_slice(&lo);
+    acc[8..].copy_from_slice(&hi);
     for (j, v) in rest.iter().enumerate() {
         acc[j] += v.to_f64();
     }
@@ -830,30 +929,32 @@ fn run_chunk<T: Real, const FMA: bool>(
             }
             last_plane = plane;
         }
-        // Ask for the next block of every streamed input now: the compute of this block hides
-        // the latency of the next one.
-        #[cfg(target_arch = "x86_64")]
-        {
-            let ahead = start + len;
-            let step = 64 / std::mem::size_of::<T>();
-            let lines = |ptr: *const T, n: usize| {
-                let end = (ahead + BLOCK).min(n);
-                let mut k = ahead;
-                while k < end {
+        // Ask for the next block of every streamed input, a share of its cache lines before each
+        // instruction: the compute of this block hides the latency of the next one, and the
+        // requests never queue up all at once (a burst of them stalls the core on full fill buffers).
+        let step = 64 / std::mem::size_of::<T>();
+        let ahead = start + len;
+        let n_lines = BLOCK.div_ceil(step);
+        let n_ins = pass.code.len();
+        #[allow(unused_variables)]
+        let prefetch = |j: usize| {
+            #[cfg(target_arch = "x86_64")]
+            for &i in &pass.streams {
+                let data = ctx.inputs[i as usize];
+                let end = (ahead + BLOCK).min(data.len());
+                let mut k = ahead + j * n_lines / n_ins * step;
+                let stop = (ahead + (j + 1) * n_lines / n_ins * step).min(end);
+                while k < stop {
                     // SAFETY: prefetching is a hint; the address lies inside the buffer.
                     unsafe {
                         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            ptr.add(k) as *const i8,
+                            data.as_ptr().add(k) as *const i8,
                         )
                     };
                     k += step;
                 }
-            };
-            for &i in &pass.streams {
-                let data = ctx.inputs[i as usize];
-                lines(data.as_ptr(), data.len());
             }
-        }
+        };
         let base = regs.as_mut_ptr();
         let src = |s: Src| -> &[T] {
             match s {
@@ -870,7 +971,8 @@ fn run_chunk<T: Real, const FMA: bool>(
             let x = &ctx.inputs[i as usize][start..start + len];
             part[pass.slots + k] += nan_probe(x);
         }
-        for ins in &pass.code {
+        for (j, ins) in pass.code.iter().enumerate() {
+            prefetch(j);
             match *ins {
                 Instr::Map { op, dst, a, b, c } => {
                     // SAFETY: see above; `dst` differs from every operand register.
@@ -913,15 +1015,34 @@ fn run_chunk<T: Real, const FMA: bool>(
                         _ => x.iter().fold(part[slot], |m, v| m.min(v.to_f64())),
                     };
                 }
+                Instr::MapStore { op, out, a, b, c } => {
+                    let o = ctx.outs[out as usize];
+                    debug_assert!(start + len <= o.1);
+                    // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) };
+                    T::block_kernel::<FMA>(op, dst, src(a), src(b), src(c));
+                }
                 Instr::Store { src: s, out } => {
                     let o = ctx.outs[out as usize];
                     debug_assert!(start + len <= o.1);
                     // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer.
                     let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) };
-                    dst.copy_from_slice(src(s));
+                    if pass.stream_stores {
+                        stream_copy(dst, src(s));
+                    } else {
+                        dst.copy_from_slice(src(s));
+                    }
                 }
             }
         }
+    }
+    if pass.stream_stores {
+        // Order this chunk's non-temporal stores before anyone reads the buffer.
+        // SAFETY: sfence has no preconditions (SSE, part of x86_64).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
     }
 }
 
