@@ -32,6 +32,10 @@ use crate::optimise::fuse::{schedule, NotFusable, Schedule};
 pub const BLOCK: usize = 512;
 /// Blocks per chunk (the unit of parallel work).
 pub const CHUNK_BLOCKS: usize = 32;
+/// Bytes a register file is allocated beyond its registers: room to start them on a cache line
+/// and to keep a line of distance from whatever the allocator put next to it (another thread's
+/// register file).
+const REGFILE_PAD: usize = 192;
 /// From this many elements on, outputs are written with non-temporal stores: the buffer will not
 /// stay in cache anyway, and streaming it skips reading every line before writing it.
 const STREAM_MIN: usize = 1 << 21;
@@ -707,6 +711,16 @@ struct Ctx<'a, T: Real> {
     checks: &'a [u16],
 }
 
+/// The registers inside a register file's allocation: cache-line aligned (no vector load or store
+/// of a register straddles two lines) with at least a line of padding on either side (no line
+/// shared with another thread's registers: false sharing would bounce it between the cores).
+fn register_file<T: Real>(v: &mut [T]) -> &mut [T] {
+    let size = std::mem::size_of::<T>();
+    let skip = v.as_ptr().align_offset(64).min(64 / size) + 64 / size;
+    let len = v.len() - REGFILE_PAD / size;
+    &mut v[skip..skip + len]
+}
+
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T, usize);
 // SAFETY: chunks write disjoint element ranges of each output buffer.
@@ -1082,14 +1096,15 @@ impl<T: Real> Executor<T> for Vm<T> {
     ) -> Result<T, usize> {
         let nt = rayon::current_num_threads() + 1;
         let max_regs = self.passes.iter().map(|p| p.n_regs).max().unwrap_or(1);
+        let file_len = max_regs * BLOCK + REGFILE_PAD / std::mem::size_of::<T>();
         if self.regfiles.len() < nt
             || self
                 .regfiles
                 .first()
-                .is_some_and(|r| r.lock().map(|v| v.len()).unwrap_or(0) < max_regs * BLOCK)
+                .is_some_and(|r| r.lock().map(|v| v.len()).unwrap_or(0) < file_len)
         {
             self.regfiles = (0..nt)
-                .map(|_| Mutex::new(vec![T::default(); max_regs * BLOCK]))
+                .map(|_| Mutex::new(vec![T::default(); file_len]))
                 .collect();
         }
         let outs: [OutPtr<T>; 8] = std::array::from_fn(|k| match grads.get_mut(k) {
@@ -1131,7 +1146,7 @@ impl<T: Real> Executor<T> for Vm<T> {
             if self.n_chunks < 2 {
                 let mut regs = regfiles[nt - 1].lock().expect("register file");
                 for (c, part) in parts.chunks_mut(slots).enumerate() {
-                    dispatch(isa, &ctx, c, part, &mut regs);
+                    dispatch(isa, &ctx, c, part, register_file(&mut regs));
                 }
             } else {
                 parts
@@ -1140,7 +1155,7 @@ impl<T: Real> Executor<T> for Vm<T> {
                     .for_each(|(c, part)| {
                         let t = rayon::current_thread_index().unwrap_or(nt - 1).min(nt - 1);
                         let mut regs = regfiles[t].lock().expect("register file");
-                        dispatch(isa, &ctx, c, part, &mut regs);
+                        dispatch(isa, &ctx, c, part, register_file(&mut regs));
                     });
             }
             for (k, &i) in checks.iter().enumerate() {
