@@ -638,7 +638,7 @@ impl<T: Real> Vm<T> {
             passes,
             small,
             vals,
-            partials: vec![0.0; (max_slots + big_inputs.len()).max(1) * n_chunks],
+            partials: vec![0.0; partial_stride(max_slots + big_inputs.len()) * n_chunks],
             big_inputs,
             regfiles: Vec::new(),
             inner,
@@ -709,6 +709,12 @@ struct Ctx<'a, T: Real> {
     outer: &'a [usize],
     /// Big inputs whose finiteness this pass checks (slots after the reductions').
     checks: &'a [u16],
+}
+
+/// Partial slots per chunk: the slots used, rounded up to a cache line and one line more, so
+/// that no cache line holds partials of two chunks (which two threads might be updating).
+fn partial_stride(used: usize) -> usize {
+    used.max(1).next_multiple_of(8) + 8
 }
 
 /// The registers inside a register file's allocation: cache-line aligned (no vector load or store
@@ -1128,7 +1134,7 @@ impl<T: Real> Executor<T> for Vm<T> {
             } else {
                 &[]
             };
-            let slots = (pass.slots + checks.len()).max(1);
+            let slots = partial_stride(pass.slots + checks.len());
             let parts = &mut self.partials[..slots * self.n_chunks];
             let ctx = Ctx {
                 pass,
