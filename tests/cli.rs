@@ -251,6 +251,17 @@ fn gradient_pass_is_collected() {
         out.contains("pass 1: Map kernel, 7 nodes per element"),
         "{out}"
     );
+    // FP = sum(p - y*p) becomes sum(p) - sum(y*p) (rule sum_of_difference): TP's product is
+    // summed once, the difference taken on the totals; no subtraction left per element.
+    let pass0 = out
+        .split("\npass 0:")
+        .nth(1)
+        .unwrap()
+        .split("tail")
+        .next()
+        .unwrap();
+    assert!(pass0.contains("7 nodes per element"), "{out}");
+    assert!(!pass0.contains("= sub("), "{out}");
 }
 
 #[test]

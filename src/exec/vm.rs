@@ -36,6 +36,10 @@ pub const CHUNK_BLOCKS: usize = 32;
 /// and to keep a line of distance from whatever the allocator put next to it (another thread's
 /// register file).
 const REGFILE_PAD: usize = 192;
+/// Distance (elements) of the second, L2-only prefetch ahead of the next block: requests for
+/// L2 do not hold the core's few L1 fill buffers for a whole memory latency, so a pass that
+/// streams faster than it computes keeps more lines in flight.
+const FAR: usize = 4 * BLOCK;
 /// From this many elements on, outputs are written with non-temporal stores: the buffer will not
 /// stay in cache anyway, and streaming it skips reading every line before writing it.
 const STREAM_MIN: usize = 1 << 21;
@@ -949,9 +953,10 @@ fn run_chunk<T: Real, const FMA: bool>(
             }
             last_plane = plane;
         }
-        // Ask for the next block of every streamed input, a share of its cache lines before each
-        // instruction: the compute of this block hides the latency of the next one, and the
-        // requests never queue up all at once (a burst of them stalls the core on full fill buffers).
+        // Ask for the next block of every streamed input (into L1) and for the block FAR beyond it
+        // (into L2), a share of their cache lines before each instruction: the compute of this
+        // block hides the latency of the next one, and the requests never queue up all at once (a
+        // burst of them stalls the core on full fill buffers).
         let step = 64 / std::mem::size_of::<T>();
         let ahead = start + len;
         let n_lines = BLOCK.div_ceil(step);
@@ -960,18 +965,18 @@ fn run_chunk<T: Real, const FMA: bool>(
         let prefetch = |j: usize| {
             #[cfg(target_arch = "x86_64")]
             for &i in &pass.streams {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
                 let data = ctx.inputs[i as usize];
-                let end = (ahead + BLOCK).min(data.len());
-                let mut k = ahead + j * n_lines / n_ins * step;
-                let stop = (ahead + (j + 1) * n_lines / n_ins * step).min(end);
-                while k < stop {
-                    // SAFETY: prefetching is a hint; the address lies inside the buffer.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            data.as_ptr().add(k) as *const i8,
-                        )
-                    };
-                    k += step;
+                let from = j * n_lines / n_ins * step;
+                let to = (j + 1) * n_lines / n_ins * step;
+                let near = (ahead + from)..(ahead + to).min(data.len());
+                let far = (ahead + FAR + from)..(ahead + FAR + to).min(data.len());
+                // SAFETY: prefetching is a hint; the addresses lie inside the buffer.
+                for k in far.step_by(step) {
+                    unsafe { _mm_prefetch::<{ _MM_HINT_T1 }>(data.as_ptr().add(k) as *const i8) };
+                }
+                for k in near.step_by(step) {
+                    unsafe { _mm_prefetch::<{ _MM_HINT_T0 }>(data.as_ptr().add(k) as *const i8) };
                 }
             }
         };

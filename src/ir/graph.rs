@@ -96,13 +96,7 @@ impl Graph {
         if def.commutative && args.len() == 2 && args[0] > args[1] {
             args.swap(0, 1); // one canonical order: `b*a` is found as `a*b`
         }
-        let arg_axes = args.iter().fold(0, |acc, &a| acc | self.axes(a));
-        let axes = match (def.class, attr) {
-            (Class::Map, _) => arg_axes,
-            (Class::Reduce { .. }, Attr::Axes(r)) => arg_axes & !r,
-            (Class::Broadcast, Attr::Axes(r)) => arg_axes | r,
-            _ => 0,
-        };
+        let axes = self.result_axes(op, &args, attr);
         if def.class == Class::Map && op != Op::StopGrad && !args.is_empty() {
             let vals: Option<Vec<f64>> = args
                 .iter()
@@ -121,18 +115,35 @@ impl Graph {
     }
 
     /// The node `op(args)` if the graph already holds it (arguments in canonical order).
-    pub fn find(&self, op: Op, mut args: Vec<NodeId>) -> Option<NodeId> {
-        if op.def().commutative && args.len() == 2 && args[0] > args[1] {
+    pub fn find(&self, op: Op, args: Vec<NodeId>) -> Option<NodeId> {
+        self.find_with(op, args, Attr::None)
+    }
+
+    /// The node `op(args)` with attribute `attr` (a reduction's axes) if the graph holds it.
+    pub fn find_with(&self, op: Op, mut args: Vec<NodeId>, attr: Attr) -> Option<NodeId> {
+        let def = op.def();
+        if def.commutative && args.len() == 2 && args[0] > args[1] {
             args.swap(0, 1);
         }
-        let axes = args.iter().fold(0, |acc, &a| acc | self.axes(a));
+        let axes = self.result_axes(op, &args, attr);
         let n = Node {
             op,
             args,
-            attr: Attr::None,
+            attr,
             axes,
         };
         self.memo.get(&n).copied()
+    }
+
+    /// The axes of `op(args)` with attribute `attr`.
+    fn result_axes(&self, op: Op, args: &[NodeId], attr: Attr) -> Axes {
+        let arg_axes = args.iter().fold(0, |acc, &a| acc | self.axes(a));
+        match (op.def().class, attr) {
+            (Class::Map, _) => arg_axes,
+            (Class::Reduce { .. }, Attr::Axes(r)) => arg_axes & !r,
+            (Class::Broadcast, Attr::Axes(r)) => arg_axes | r,
+            _ => 0,
+        }
     }
 
     fn intern(&mut self, n: Node) -> NodeId {

@@ -149,6 +149,16 @@ pub const COLLECT: &[Rule] = &[
         } },
     Rule { name: "add_self", identity: "x + x -> 2*x: exact, and a product by a constant the linear collection can merge",
         apply: |g, n| (n.op == Op::Add && n.args[0] == n.args[1]).then(|| { let two = g.c(2.0); g.op2(Op::Mul, two, n.args[0]) }) },
+    Rule { name: "sum_of_difference", identity: "sum(a - b) -> sum(a) - sum(b) when one of the two sums is already computed: one elementwise op fewer, the difference taken once on f64 totals",
+        apply: |g, n| {
+            if n.op != Op::Sum { return None; }
+            let d = g.node(n.args[0]).clone();
+            if d.op != Op::Sub || g.axes(d.args[0]) != d.axes || g.axes(d.args[1]) != d.axes { return None; }
+            let known = |g: &Graph, x: NodeId| g.find_with(Op::Sum, vec![x], n.attr).is_some();
+            if !known(g, d.args[0]) && !known(g, d.args[1]) { return None; }
+            let (sa, sb) = (g.add(Op::Sum, vec![d.args[0]], n.attr), g.add(Op::Sum, vec![d.args[1]], n.attr));
+            Some(g.op2(Op::Sub, sa, sb))
+        } },
     Rule { name: "distribute_known_product", identity: "a*(1 - b) -> a - a*b when a*b is already computed: CSE shares the product, one op fewer",
         apply: |g, n| {
             if n.op != Op::Mul { return None; }
