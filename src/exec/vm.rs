@@ -71,6 +71,13 @@ enum Instr {
         src: Src,
         red: u16,
     },
+    /// `Map(mul, a, b) -> r; Reduce(sum, r)` where nothing else reads `r`: the products are summed
+    /// as they are made (the same roundings, no register round trip).
+    DotSum {
+        a: Src,
+        b: Src,
+        red: u16,
+    },
     Store {
         src: Src,
         out: u16,
@@ -339,6 +346,7 @@ fn codegen(
     if !stream_stores {
         store_in_place(&mut code);
     }
+    dot_sums(&mut code, &reductions);
     let mut streams: Vec<u16> = Vec::new();
     for ins in &code {
         let srcs = reads(ins);
@@ -367,6 +375,48 @@ fn reads(ins: &Instr) -> Vec<Src> {
         Instr::Map { a, b, c, .. } | Instr::MapStore { a, b, c, .. } => vec![a, b, c],
         Instr::Family { x, .. } => vec![x],
         Instr::Reduce { src, .. } | Instr::Store { src, .. } => vec![src],
+        Instr::DotSum { a, b, .. } => vec![a, b],
+    }
+}
+
+/// A product summed and read by nothing else becomes one `DotSum` in the product's place (its
+/// operands are live there; the reduction's slot does not depend on where it is accumulated).
+fn dot_sums(code: &mut Vec<Instr>, reductions: &[Reduction]) {
+    let mut i = 0;
+    while i < code.len() {
+        let Instr::Reduce {
+            src: Src::Reg(r),
+            red,
+        } = code[i]
+        else {
+            i += 1;
+            continue;
+        };
+        let producer = code[..i].iter().rposition(|ins| match *ins {
+            Instr::Map { dst, .. } => dst == r,
+            Instr::Family { dst, .. } => dst.contains(&r),
+            _ => false,
+        });
+        let readers = code
+            .iter()
+            .filter(|ins| {
+                reads(ins)
+                    .iter()
+                    .any(|s| matches!(s, Src::Reg(q) if *q == r))
+            })
+            .count();
+        match producer.map(|p| (p, code[p])) {
+            Some((
+                p,
+                Instr::Map {
+                    op: Op::Mul, a, b, ..
+                },
+            )) if readers == 1 && reductions[red as usize].op == Op::Sum => {
+                code[p] = Instr::DotSum { a, b, red };
+                code.remove(i);
+            }
+            _ => i += 1,
+        }
     }
 }
 
@@ -786,6 +836,38 @@ fn stream_copy<T: Real>(dst: &mut [T], src: &[T]) {
     dst.copy_from_slice(src);
 }
 
+/// `block_sum` of the products `a[i] * b[i]` (rounded to T, as a `Map` would store them).
+#[inline(always)]
+fn block_dot<T: Real>(a: &[T], b: &[T]) -> f64 {
+    let b = &b[..a.len()];
+    let mut lo = [0.0f64; 8];
+    let mut hi = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let x: &[T; 16] = x.try_into().expect("chunk of 16");
+        let y: &[T; 16] = y.try_into().expect("chunk of 16");
+        let p: [f64; 8] = std::array::from_fn(|j| (x[j] * y[j]).to_f64());
+        let q: [f64; 8] = std::array::from_fn(|j| (x[8 + j] * y[8 + j]).to_f64());
+        for j in 0..8 {
+            lo[j] += p[j];
+            hi[j] += q[j];
+        }
+    }
+    let mut acc = [0.0f64; 16];
+    acc[..8].copy_from_slice(&lo);
+    acc[8..].copy_from_slice(&hi);
+    for (j, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[j] += (*x * *y).to_f64();
+    }
+    for w in [8, 4, 2, 1] {
+        for j in 0..w {
+            acc[j] += acc[j + w];
+        }
+    }
+    acc[0]
+}
+
 #[inline(always)]
 fn block_sum<T: Real>(x: &[T]) -> f64 {
     // 16 independent f64 lanes in a fixed order, then a fixed tree: the same bits on every ISA.
@@ -1024,6 +1106,16 @@ fn run_chunk<T: Real, const FMA: bool>(
                             family_both::<T, FMA>(src(x), [o(0), o(1), o(2), o(3), o(4), o(5)])
                         }
                     }
+                }
+                Instr::DotSum { a, b, red } => {
+                    let r = &pass.reductions[red as usize];
+                    let slot = r.base
+                        + r.strides
+                            .iter()
+                            .zip(&coords)
+                            .map(|(st, c)| st * c)
+                            .sum::<usize>();
+                    part[slot] += block_dot(src(a), src(b));
                 }
                 Instr::Reduce { src: s, red } => {
                     let r = &pass.reductions[red as usize];
