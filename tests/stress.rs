@@ -199,3 +199,41 @@ fn shape_errors_name_the_input_and_both_shapes() {
     let e = loss.set("reduction", "pixel").err().unwrap().to_string();
     assert!(e.contains("one of batch | image | class"), "{e}");
 }
+
+/// dice sums `target` as it is (sum(y)), so the first pass checks that input through its total
+/// instead of probing it element by element: a NaN or infinity anywhere in it is still reported
+/// by name and index, in f32 and f64, while finite values whose f64 sum overflows are not.
+#[test]
+fn non_finite_summed_inputs_are_rejected_by_name() {
+    fn case<T: losslang::ops::math::Real>(bad: f64) -> Option<(String, usize)> {
+        let loss = Library::standard().get("dice").unwrap();
+        let shape = [2usize, 1, 3, 700];
+        let mut plan = loss
+            .compile::<T>(&[("logits", &shape[..]), ("target", &shape[..])])
+            .unwrap();
+        let logits = ArrayD::<T>::from_elem(IxDyn(&shape), T::from_f64(0.5));
+        let mut target = ArrayD::<T>::from_elem(IxDyn(&shape), T::from_f64(1.0));
+        target[[1, 0, 2, 699]] = T::from_f64(bad);
+        target[[1, 0, 1, 5]] = T::from_f64(bad);
+        match plan.value_and_grad(&[("logits", logits.view()), ("target", target.view())]) {
+            Err(Error::NonFinite { input, index, .. }) => Some((input, index)),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => None,
+        }
+    }
+    let first = 3 * 700 + 700 + 5;
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(
+            case::<f32>(bad),
+            Some(("target".into(), first)),
+            "f32 {bad}"
+        );
+        assert_eq!(
+            case::<f64>(bad),
+            Some(("target".into(), first)),
+            "f64 {bad}"
+        );
+    }
+    // 1e308 + 1e308 overflows the f64 total, but every element is finite.
+    assert_eq!(case::<f64>(1e308), None);
+}

@@ -557,6 +557,12 @@ pub struct Vm<T: Real> {
     outer: Vec<usize>,
     /// Inputs read per element (checked for NaN/Inf in the first pass).
     big_inputs: Vec<u16>,
+    /// Big inputs the first pass probes for NaN/inf block by block...
+    probed: Vec<u16>,
+    /// ...and those it sums as they are (input, reduction): a non-finite element makes its
+    /// group's total non-finite, so the totals are checked instead (and a non-finite total is
+    /// confirmed on the input, since finite f64 inputs can overflow a sum).
+    summed: Vec<(u16, u16)>,
     isa: Isa,
 }
 
@@ -615,6 +621,27 @@ impl<T: Real> Vm<T> {
             )
             .collect();
         big_inputs.sort_unstable();
+        let mut summed: Vec<(u16, u16)> = Vec::new();
+        if let Some(first) = passes.first() {
+            for ins in &first.code {
+                if let Instr::Reduce {
+                    src: Src::Input(i),
+                    red,
+                } = *ins
+                {
+                    if first.reductions[red as usize].op == Op::Sum
+                        && !summed.iter().any(|&(j, _)| j == i)
+                    {
+                        summed.push((i, red));
+                    }
+                }
+            }
+        }
+        let probed: Vec<u16> = big_inputs
+            .iter()
+            .copied()
+            .filter(|i| !summed.iter().any(|&(j, _)| j == *i))
+            .collect();
         // Tail index maps.
         let mut small: Vec<Vec<SmallNode>> = vec![Vec::new(); sched.tails.len()];
         let mut vals: Vec<Vec<f64>> = vec![Vec::new(); g.len()];
@@ -693,6 +720,8 @@ impl<T: Real> Vm<T> {
             small,
             vals,
             partials: vec![0.0; partial_stride(max_slots + big_inputs.len()) * n_chunks],
+            probed,
+            summed,
             big_inputs,
             regfiles: Vec::new(),
             inner,
@@ -1227,7 +1256,7 @@ impl<T: Real> Executor<T> for Vm<T> {
             self.run_tail(p, inputs);
             let pass = &self.passes[p];
             let checks: &[u16] = if check_finite && p == 0 {
-                &self.big_inputs
+                &self.probed
             } else {
                 &[]
             };
@@ -1278,6 +1307,16 @@ impl<T: Real> Executor<T> for Vm<T> {
                             Op::MaxOver => o.max(v),
                             _ => o.min(v),
                         };
+                    }
+                }
+            }
+            if check_finite && p == 0 {
+                for &(i, red) in &self.summed {
+                    let node = pass.reductions[red as usize].node as usize;
+                    if self.vals[node].iter().any(|v| !v.is_finite())
+                        && has_non_finite(inputs[i as usize])
+                    {
+                        return Err(i as usize);
                     }
                 }
             }
