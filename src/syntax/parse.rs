@@ -1,4 +1,4 @@
-//! Parsing: source text in, [`ast::File`] plus diagnostics out, using the pest grammar in
+//! Parsing: source text in, [`File`] plus diagnostics out, using the pest grammar in
 //! `grammar/loss.pest`. A syntax error does not end parsing: the file is re-parsed item by item
 //! (`loss`, `fn`, `use` at the start of a line) so every broken item is reported and the good
 //! ones still reach the checker. Never panics on any input text.
