@@ -154,3 +154,67 @@ fn streamed_gradient_equals_reference() {
         assert!(bufs[0] == bufs[1], "{name}: 1 and 3 threads differ");
     }
 }
+
+/// A pass whose kernel would hold more than `MAX_KERNEL_NODES` big nodes is split by its outputs
+/// into several passes (each recomputing what it needs): a loss with 40 different means of
+/// `exp(k p)` needs three passes instead of two (its sums are split in two kernels), and still
+/// equals the reference interpreter.
+#[test]
+fn oversized_kernels_are_split_by_outputs() {
+    let terms: Vec<String> = (1..=40)
+        .map(|k| format!("mean(exp(p * {}))", k as f64 / 100.0))
+        .collect();
+    let src = format!(
+        "loss wide {{\n    input logits: [B, C, ..S] diff\n    input target: [B, C, ..S]\n    let p = sigmoid(logits) * target\n    return {}\n}}\n",
+        terms.join(" + ")
+    );
+    let loss = losslang::Loss::from_source(&src).unwrap();
+    let (_, sched) = loss.fused(&[]).unwrap();
+    // The forward sums are split under the cap; the gradient (one output that alone needs more)
+    // is kept whole.
+    let cap = losslang::optimise::fuse::MAX_KERNEL_NODES;
+    assert!(
+        sched
+            .kernels
+            .iter()
+            .all(|k| k.nodes.len() <= cap || k.reductions.len() + k.stores.len() == 1),
+        "{:?}",
+        sched
+            .kernels
+            .iter()
+            .map(|k| k.nodes.len())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(sched.passes(), 3);
+    let shape = [2usize, 3, 41, 29];
+    let n: usize = shape.iter().product();
+    let mut rng = Rng::new(5);
+    let z = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|_| 2.0 * rng.normal()).collect())
+        .unwrap();
+    let y = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|_| rng.uniform()).collect()).unwrap();
+    let shapes: [(&str, &[usize]); 2] = [("logits", &shape), ("target", &shape)];
+    let views = [("logits", z.view()), ("target", y.view())];
+    let mut fused = loss
+        .compile_with::<f64>(&shapes, ExecutorKind::Fused)
+        .unwrap();
+    assert_eq!((fused.executor(), fused.passes()), ("fused", 3));
+    let mut reference = loss
+        .compile_with::<f64>(&shapes, ExecutorKind::Reference)
+        .unwrap();
+    let a = fused.value_and_grad(&views).unwrap();
+    let b = reference.value_and_grad(&views).unwrap();
+    assert!(
+        (a.value - b.value).abs() <= 1e-12 * b.value.abs(),
+        "{} vs {}",
+        a.value,
+        b.value
+    );
+    let (ga, gb) = (a.grad("logits"), b.grad("logits"));
+    let gmax = gb.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+    let worst = ga
+        .iter()
+        .zip(gb.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= 1e-9 * gmax, "gradient differs by {worst:e}");
+}

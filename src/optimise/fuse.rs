@@ -8,9 +8,17 @@
 //! reduction of a big node ends a pass: its result is available from the next pass on. Big nodes
 //! are recomputed in every pass that needs them, so no N-sized temporary is ever stored: a
 //! pixel-wise loss runs in one pass, a region loss in two.
+//!
+//! Kernels are size-capped: a pass whose kernel would hold more than [`MAX_KERNEL_NODES`] big
+//! nodes is split by its outputs (reductions and stores, in order) into several kernels, each its
+//! own memory pass recomputing what it needs, so one kernel's registers stay within the caches.
+//! An output that alone needs more nodes is kept whole. The standard losses are far below the cap.
 
 use crate::ir::graph::{Graph, NodeId};
 use crate::ops::Class;
+
+/// Most big nodes (inputs included) one kernel holds before its pass is split by outputs.
+pub const MAX_KERNEL_NODES: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelKind {
@@ -100,7 +108,11 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
         }
     }
     let mut kernels = Vec::new();
+    // `first_kernel[p]`: index of the first kernel of stage `p` (a stage is split when its kernel
+    // would exceed the cap).
+    let mut first_kernel = Vec::with_capacity(passes + 1);
     for p in 0..passes {
+        first_kernel.push(kernels.len());
         let reductions: Vec<NodeId> = (0..n)
             .filter(|&id| live[id] && is_big_reduction(id) && stage[id] == p + 1)
             .map(|id| id as NodeId)
@@ -111,36 +123,57 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
             .filter(|(_, &r)| big[r as usize] && stage[r as usize] == p)
             .map(|(k, &r)| (k, r))
             .collect();
-        // The big nodes these need (recomputed here rather than stored by an earlier pass).
-        let mut need = vec![false; n];
-        let mut stack: Vec<NodeId> = reductions
+        // The big nodes an output needs (recomputed here rather than stored by an earlier pass).
+        let needs = |from: NodeId| {
+            let mut need = vec![false; n];
+            let mut stack = vec![from];
+            while let Some(x) = stack.pop() {
+                if big[x as usize] && !need[x as usize] {
+                    need[x as usize] = true;
+                    stack.extend(g.node(x).args.iter().copied());
+                }
+            }
+            need
+        };
+        // Outputs in order, each with what it needs; grouped greedily under the cap.
+        let outputs: Vec<(Output, Vec<bool>)> = reductions
             .iter()
-            .map(|&r| g.node(r).args[0])
-            .chain(stores.iter().map(|s| s.1))
+            .map(|&r| (Output::Reduce(r), needs(g.node(r).args[0])))
+            .chain(stores.iter().map(|&s| (Output::Store(s), needs(s.1))))
             .collect();
-        while let Some(x) = stack.pop() {
-            if big[x as usize] && !need[x as usize] {
-                need[x as usize] = true;
-                stack.extend(g.node(x).args.iter().copied());
+        let mut group: Option<Kernel> = None;
+        let mut need = vec![false; n];
+        for (out, own) in outputs {
+            let merged = need.iter().zip(&own).filter(|(a, b)| **a || **b).count();
+            if merged > MAX_KERNEL_NODES {
+                if let Some(k) = group.take() {
+                    kernels.push(finish(k, &need));
+                }
+                need = vec![false; n];
+            }
+            for (a, b) in need.iter_mut().zip(&own) {
+                *a |= *b;
+            }
+            let k = group.get_or_insert_with(|| Kernel {
+                kind: KernelKind::Map,
+                nodes: Vec::new(),
+                reductions: Vec::new(),
+                stores: Vec::new(),
+            });
+            match out {
+                Output::Reduce(r) => k.reductions.push(r),
+                Output::Store(st) => k.stores.push(st),
             }
         }
-        let nodes: Vec<NodeId> = (0..n).filter(|&i| need[i]).map(|i| i as NodeId).collect();
-        let kind = if reductions.is_empty() {
-            KernelKind::Map
-        } else {
-            KernelKind::MapReduce
-        };
-        kernels.push(Kernel {
-            kind,
-            nodes,
-            reductions,
-            stores,
-        });
+        if let Some(k) = group {
+            kernels.push(finish(k, &need));
+        }
     }
-    let mut tails = vec![Vec::new(); passes + 1];
+    first_kernel.push(kernels.len());
+    let mut tails = vec![Vec::new(); kernels.len() + 1];
     for id in 0..n {
         if live[id] && !big[id] && !is_big_reduction(id) {
-            tails[stage[id].min(passes)].push(id as NodeId);
+            tails[first_kernel[stage[id].min(passes)]].push(id as NodeId);
         }
     }
     Ok(Schedule {
@@ -148,4 +181,25 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
         kernels,
         tails,
     })
+}
+
+/// An output of a pass: a reduction it accumulates, or a root it stores (root index, node).
+#[derive(Clone, Copy)]
+enum Output {
+    Reduce(NodeId),
+    Store((usize, NodeId)),
+}
+
+/// A kernel's nodes (what its outputs need, in topological order) and kind.
+fn finish(mut k: Kernel, need: &[bool]) -> Kernel {
+    k.nodes = (0..need.len())
+        .filter(|&i| need[i])
+        .map(|i| i as NodeId)
+        .collect();
+    k.kind = if k.reductions.is_empty() {
+        KernelKind::Map
+    } else {
+        KernelKind::MapReduce
+    };
+    k
 }
