@@ -6,6 +6,29 @@ use losslang::api::gradcheck::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::{ExecutorKind, Library};
 
+/// The fused result `(value, gradient)` against the reference interpreter's: value to 1e-10
+/// relative, gradient to 1e-9 of the reference's largest entry.
+fn assert_close<'a>(
+    what: &str,
+    (value, grad): (f64, impl IntoIterator<Item = &'a f64>),
+    (want, want_grad): (f64, &ArrayD<f64>),
+) {
+    assert!(
+        (value - want).abs() <= 1e-12 + 1e-10 * want.abs(),
+        "{what}: value {value} vs {want}"
+    );
+    let gmax = want_grad.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+    let worst = grad
+        .into_iter()
+        .zip(want_grad.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 1e-15 + 1e-9 * gmax,
+        "{what}: gradient differs by {worst:e} (max |g| {gmax:e})"
+    );
+}
+
 #[test]
 fn fused_equals_reference_on_random_shapes() {
     let mut rng = Rng::new(2026);
@@ -64,22 +87,10 @@ fn fused_equals_reference_on_random_shapes() {
                 let a = fused.value_and_grad(&views).unwrap();
                 let b = reference.value_and_grad(&views).unwrap();
                 let what = format!("{name} {red:?} {shape:?} soft={soft} mask={with_mask}");
-                assert!(
-                    (a.value - b.value).abs() <= 1e-12 + 1e-10 * b.value.abs(),
-                    "{what}: value {} vs {}",
-                    a.value,
-                    b.value
-                );
-                let (ga, gb) = (a.grad("logits"), b.grad("logits"));
-                let gmax = gb.iter().fold(0.0f64, |s, v| s.max(v.abs()));
-                let worst = ga
-                    .iter()
-                    .zip(gb.iter())
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0, f64::max);
-                assert!(
-                    worst <= 1e-15 + 1e-9 * gmax,
-                    "{what}: gradient differs by {worst:e} (max |g| {gmax:e})"
+                assert_close(
+                    &what,
+                    (a.value, a.grad("logits")),
+                    (b.value, b.grad("logits")),
                 );
                 checked += 1;
             }
@@ -135,19 +146,10 @@ fn streamed_gradient_equals_reference() {
                     .value_and_grad_into(&views, &mut [("logits", view)])
                     .unwrap()
             });
-            assert!(
-                (v - vb).abs() <= 1e-12 + 1e-10 * vb.abs(),
-                "{name}: value {v} vs {vb}"
-            );
-            let gmax = gb.iter().fold(0.0f64, |s, v| s.max(v.abs()));
-            let worst = buf[1..]
-                .iter()
-                .zip(gb.iter())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f64::max);
-            assert!(
-                worst <= 1e-15 + 1e-9 * gmax,
-                "{name} at {threads} threads: gradient differs by {worst:e}"
+            assert_close(
+                &format!("{name} at {threads} threads"),
+                (v, &buf[1..]),
+                (vb, &gb),
             );
             bufs.push((v.to_bits(), buf));
         }

@@ -389,86 +389,67 @@ fn reads(ins: &Instr) -> Vec<Src> {
     }
 }
 
-/// A product summed and read by nothing else becomes one `DotSum` in the product's place (its
-/// operands are live there; the reduction's slot does not depend on where it is accumulated).
-fn dot_sums(code: &mut Vec<Instr>, reductions: &[Reduction]) {
+/// Superinstructions: where instruction `i` (a store or a reduction) reads register `r`, `r` was
+/// last written by instruction `p` and nothing after `p` but `i` reads it, `merge(code[p],
+/// code[i])` may replace the pair by one instruction in `p`'s place (its operands are live there;
+/// a store's place in the block and a reduction's slot do not depend on when they happen).
+fn merge_pairs(code: &mut Vec<Instr>, merge: impl Fn(Instr, Instr) -> Option<Instr>) {
     let mut i = 0;
     while i < code.len() {
-        let Instr::Reduce {
-            src: Src::Reg(r),
-            red,
-        } = code[i]
+        let (Instr::Reduce {
+            src: Src::Reg(r), ..
+        }
+        | Instr::Store {
+            src: Src::Reg(r), ..
+        }) = code[i]
         else {
             i += 1;
             continue;
+        };
+        let reads_r = |ins: &Instr| {
+            reads(ins)
+                .iter()
+                .any(|s| matches!(s, Src::Reg(q) if *q == r))
         };
         let producer = code[..i].iter().rposition(|ins| match *ins {
             Instr::Map { dst, .. } => dst == r,
             Instr::Family { dst, .. } => dst.contains(&r),
             _ => false,
         });
-        let readers = code
-            .iter()
-            .filter(|ins| {
-                reads(ins)
-                    .iter()
-                    .any(|s| matches!(s, Src::Reg(q) if *q == r))
-            })
-            .count();
-        match producer.map(|p| (p, code[p])) {
-            Some((
-                p,
-                Instr::Map {
-                    op: Op::Mul, a, b, ..
-                },
-            )) if readers == 1 && reductions[red as usize].op == Op::Sum => {
-                code[p] = Instr::DotSum { a, b, red };
+        let sole = producer.filter(|&p| (p + 1..code.len()).all(|k| k == i || !reads_r(&code[k])));
+        match sole.and_then(|p| merge(code[p], code[i]).map(|m| (p, m))) {
+            Some((p, m)) => {
+                code[p] = m;
                 code.remove(i);
             }
-            _ => i += 1,
+            None => i += 1,
         }
     }
 }
 
-/// `Map -> r; ...; Store r` with no other reader of `r` becomes one `MapStore`: the result goes
-/// to the output buffer without a register round trip and a copy.
+/// `Map -> r; ...; Store r` becomes one `MapStore`: the result goes to the output buffer without
+/// a register round trip and a copy.
 fn store_in_place(code: &mut Vec<Instr>) {
-    let mut i = 0;
-    while i < code.len() {
-        let Instr::Store {
-            src: Src::Reg(r),
-            out,
-        } = code[i]
-        else {
-            i += 1;
-            continue;
-        };
-        let producer = code[..i].iter().rposition(|ins| match *ins {
-            Instr::Map { dst, .. } => dst == r,
-            Instr::Family { dst, .. } => dst.contains(&r),
-            _ => false,
-        });
-        let Some(p) = producer else {
-            i += 1;
-            continue;
-        };
-        let other_reader = code[p + 1..]
-            .iter()
-            .enumerate()
-            .filter(|&(k, _)| p + 1 + k != i)
-            .any(|(_, ins)| {
-                reads(ins)
-                    .iter()
-                    .any(|s| matches!(s, Src::Reg(q) if *q == r))
-            });
-        match code[p] {
-            Instr::Map { op, a, b, c, .. } if !other_reader => {
-                code[p] = Instr::MapStore { op, out, a, b, c };
-                code.remove(i);
-            }
-            _ => i += 1,
+    merge_pairs(code, |p, i| match (p, i) {
+        (Instr::Map { op, a, b, c, .. }, Instr::Store { out, .. }) => {
+            Some(Instr::MapStore { op, out, a, b, c })
         }
-    }
+        _ => None,
+    });
+}
+
+/// `Map(mul, a, b) -> r; ...; Reduce(sum, r)` becomes one `DotSum`: the products are summed as
+/// they are made.
+fn dot_sums(code: &mut Vec<Instr>, reductions: &[Reduction]) {
+    merge_pairs(code, |p, i| match (p, i) {
+        (
+            Instr::Map {
+                op: Op::Mul, a, b, ..
+            },
+            Instr::Reduce { red, .. },
+        ) if reductions[red as usize].op == Op::Sum => Some(Instr::DotSum { a, b, red }),
+        _ => None,
+    });
 }
 
 #[derive(Clone, Debug)]
