@@ -1093,6 +1093,14 @@ fn run_chunk<T: Real, const FMA: bool>(
             let x = &ctx.inputs[i as usize][start..start + len];
             part[pass.slots + k] += nan_probe(x);
         }
+        // This block's range of output buffer `out`.
+        let out_block = |out: u16| -> &mut [T] {
+            let o = ctx.outs[out as usize];
+            debug_assert!(start + len <= o.1);
+            // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer, and
+            // one instruction writes it at a time.
+            unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) }
+        };
         // The partial slot of reduction `red` for this block's group.
         let slot_of = |red: u16| {
             let r = &pass.reductions[red as usize];
@@ -1147,17 +1155,10 @@ fn run_chunk<T: Real, const FMA: bool>(
                     };
                 }
                 Instr::MapStore { op, out, a, b, c } => {
-                    let o = ctx.outs[out as usize];
-                    debug_assert!(start + len <= o.1);
-                    // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) };
-                    T::block_kernel::<FMA>(op, dst, src(a), src(b), src(c));
+                    T::block_kernel::<FMA>(op, out_block(out), src(a), src(b), src(c));
                 }
                 Instr::Store { src: s, out } => {
-                    let o = ctx.outs[out as usize];
-                    debug_assert!(start + len <= o.1);
-                    // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) };
+                    let dst = out_block(out);
                     if pass.stream_stores {
                         stream_copy(dst, src(s));
                     } else {
