@@ -1,7 +1,12 @@
 //! After the first call, `value_and_grad` and `value_and_grad_into` allocate nothing: a
 //! counting global allocator watches every standard loss at a multi-chunk size, on 2 threads.
+//!
+//! Only the threads that run the plan count — the calling thread and the pool's workers, each
+//! switched on after a warm-up — so libtest's own threads, other tests and thread start-up
+//! cannot make the count flaky on a loaded machine.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use losslang::ndarray::{ArrayD, IxDyn};
@@ -10,17 +15,34 @@ use losslang::Library;
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Whether this thread's allocations count (const-initialised, no destructor: safe to read
+    /// inside the allocator).
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTED.with(|c| c.get()) {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: every method forwards to `System` with the same arguments; counting touches only an
+// atomic and a const-initialised thread-local, neither of which allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-        System.alloc(l)
+        count();
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
+        // SAFETY: `p` was allocated by `System` with layout `l` (every allocation goes there).
+        unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-        System.realloc(p, l, n)
+        count();
+        // SAFETY: as `dealloc`; the caller's contract for `realloc` is passed on unchanged.
+        unsafe { System.realloc(p, l, n) }
     }
 }
 
@@ -33,6 +55,8 @@ fn no_allocation_after_the_first_call() {
         .num_threads(2)
         .build()
         .unwrap();
+    // The workers count from now on (they have started: broadcast runs on each of them).
+    pool.broadcast(|_| COUNTED.with(|c| c.set(true)));
     pool.install(|| {
         let shape = [2usize, 2, 64, 300]; // several chunks, planes not a multiple of the block
         let n: usize = shape.iter().product();
@@ -58,6 +82,7 @@ fn no_allocation_after_the_first_call() {
             plan.value_and_grad(&inputs).unwrap();
             plan.value_and_grad_into(&inputs, &mut [("logits", g.view_mut())])
                 .unwrap();
+            COUNTED.with(|c| c.set(true));
             let before = ALLOCS.load(Ordering::SeqCst);
             for _ in 0..5 {
                 let v = plan.value_and_grad(&inputs).unwrap().value;
@@ -66,6 +91,7 @@ fn no_allocation_after_the_first_call() {
                     .unwrap();
             }
             let after = ALLOCS.load(Ordering::SeqCst);
+            COUNTED.with(|c| c.set(false));
             assert_eq!(
                 after - before,
                 0,

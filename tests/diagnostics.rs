@@ -300,3 +300,35 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn e0018_nesting_too_deep() {
+    // 10^4 brackets: refused before parsing, at the first bracket beyond the limit, every run.
+    let deep = format!("{}logits{}", "(".repeat(10_000), ")".repeat(10_000));
+    let src = body(&format!("    return mean({deep} * target)"));
+    // The loss's `{` and `mean(` are depths 1 and 2; the k-th `(` (column 16 + k) is depth k + 2.
+    let col = 16 + losslang::syntax::parse::MAX_NESTING - 1;
+    expect(&src, "E0018", &format!("4:{col}"), &["brackets nest more than 128 deep"]);
+    // Helpers that each nest a little, inlined into one another, hit the lowering's bound.
+    let mut src = String::new();
+    for i in 0..60 {
+        let inner = if i == 59 { "x".to_string() } else { format!("f{}(x)", i + 1) };
+        src.push_str(&format!("fn f{i}(x) = {}{inner}{}\n", "sigmoid(".repeat(12), ")".repeat(12)));
+    }
+    src.push_str(&body("    return mean(f0(logits) * target)"));
+    let (codes, text) = errors(&src);
+    assert!(codes.contains(&"E0018"), "{codes:?}\n{text}");
+    assert!(text.contains("expressions nest more than 512 deep through inlined calls"), "{text}");
+}
+
+#[test]
+fn e0019_number_out_of_range() {
+    expect(
+        &body("    return mean(logits * 1e999)"),
+        "E0019",
+        "4:26",
+        &["number literal out of range"],
+    );
+    let (codes, _) = errors("loss t {\n    input logits: [B, C, ..S] diff\n    input mask: [B, C, ..S] = 2e400\n    return mean(logits * mask)\n}\n");
+    assert!(codes.contains(&"E0019"), "{codes:?}");
+}

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::ir::graph::{Graph, NodeId};
+use crate::ir::graph::{Axes, Graph, NodeId};
 use crate::ops::Op;
 
 /// Reverse-mode gradient of scalar `out` with respect to each node in `wrt`.
@@ -64,13 +64,7 @@ pub fn grad(g: &mut Graph, out: NodeId, wrt: &[NodeId]) -> Vec<Option<NodeId>> {
                 continue;
             };
             let arg = node.args[k];
-            // Unbroadcast: the adjoint of an argument has at most the argument's axes.
-            let extra = g.axes(c) & !g.axes(arg);
-            let c = if extra != 0 {
-                g.reduce(Op::Sum, c, extra)
-            } else {
-                c
-            };
+            let c = unbroadcast(g, c, node.axes, g.axes(arg));
             let acc = match adj.get(&arg) {
                 Some(&prev) => g.op2(Op::Add, prev, c),
                 None => c,
@@ -79,4 +73,38 @@ pub fn grad(g: &mut Graph, out: NodeId, wrt: &[NodeId]) -> Vec<Option<NodeId>> {
         }
     }
     wrt.iter().map(|w| adj.get(w).copied()).collect()
+}
+
+/// The adjoint contribution `c` of an argument with axes `arg_axes` to a node with axes
+/// `node_axes`, summed over the axes the node broadcast the argument along.
+///
+/// The node's adjoint conceptually has every axis of the node, but the graph keeps it with only
+/// the axes it varies along (a constant `1`, or the adjoint of a reduction, has fewer). Summing
+/// over a broadcast axis the contribution lacks is a multiplication by that axis's size:
+/// `sum_j c = n_j * c` when `c` is constant along `j`. Deciding by the *node's* axes, not by
+/// those `c` happens to carry, is what makes `sum(sum(p) + t)` give `n` per element, not 1.
+/// This is the one place where reverse mode unbroadcasts, for every op class.
+fn unbroadcast(g: &mut Graph, c: NodeId, node_axes: Axes, arg_axes: Axes) -> NodeId {
+    let extra = node_axes & !arg_axes;
+    let present = extra & g.axes(c);
+    let missing = extra & !g.axes(c);
+    let c = if present != 0 {
+        g.reduce(Op::Sum, c, present)
+    } else {
+        c
+    };
+    // Axes of `c` beyond the node's cannot arise (a rule's contribution is built from the
+    // node's arguments and adjoint); any left beyond the argument's are summed as well.
+    let beyond = g.axes(c) & !arg_axes;
+    let c = if beyond != 0 {
+        g.reduce(Op::Sum, c, beyond)
+    } else {
+        c
+    };
+    if missing != 0 {
+        let n = g.axis_size(missing);
+        g.op2(Op::Mul, c, n)
+    } else {
+        c
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! In: ops and arguments. Out: node ids. Never here: parsing, rewriting, evaluation.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write;
 
 use crate::ops::{Class, Op};
@@ -72,7 +72,7 @@ impl Graph {
         Graph {
             space,
             nodes: Vec::new(),
-            memo: HashMap::new(),
+            memo: HashMap::default(),
         }
     }
     pub fn len(&self) -> usize {

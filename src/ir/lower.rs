@@ -128,10 +128,15 @@ struct Cx<'a> {
     diags: &'a mut Diagnostics,
     origins: HashMap<NodeId, Span>,
     stack: Vec<String>,
+    depth: usize,
 }
 
 const BUILTINS: &[&str] = &["mean"];
 const MAX_DEPTH: usize = 64;
+/// Deepest nesting of expressions while lowering, counted across inlined helpers and losses
+/// (a file's own nesting is bounded by `syntax::parse::MAX_NESTING`).
+const MAX_EXPR_DEPTH: usize = 512;
+
 
 /// The signature of a loss (parameters at their defaults).
 pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Signature> {
@@ -145,6 +150,7 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         diags,
         origins: HashMap::new(),
         stack: vec![],
+        depth: 0,
     };
     let vals = cx.bind_params(loss, file, HashMap::new());
     let params = loss
@@ -266,6 +272,13 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             mask |= 1 << idx;
             axes.push(idx);
         }
+        if inp.default.is_some_and(|d| !d.is_finite()) {
+            diags.push(
+                Diagnostic::new("E0019", inp.name.span, format!("the default of input `{}` is out of range", inp.name.name))
+                    .label("larger than the largest finite f64 (about 1.8e308)")
+                    .help("write a finite number"),
+            );
+        }
         if packs > 1 {
             diags.push(
                 Diagnostic::new(
@@ -317,6 +330,7 @@ pub fn lower_with(
         diags,
         origins: HashMap::new(),
         stack: vec![loss.name.name.clone()],
+        depth: 0,
     };
     let mut given = HashMap::new();
     for (k, v) in params {
@@ -647,8 +661,35 @@ impl<'a> Cx<'a> {
         ok.then_some(m)
     }
 
+    /// Lowers an expression. Recursion follows brackets and calls only (chains are flat), and
+    /// its depth through inlined helpers is bounded by [`MAX_EXPR_DEPTH`] (E0018).
     fn expr(&mut self, e: &Expr, env: &Env) -> Val {
+        if self.depth >= MAX_EXPR_DEPTH {
+            return self.err(
+                Diagnostic::new(
+                    "E0018",
+                    e.span,
+                    format!("expressions nest more than {MAX_EXPR_DEPTH} deep through inlined calls"),
+                )
+                .label("too deep here")
+                .help("split the expression with `let` bindings"),
+            );
+        }
+        self.depth += 1;
+        // Unoptimised builds have large frames: the stack grows on the heap rather than
+        // overflow near the depth bound (stacker is pest's own guard too).
+        let v = crate::syntax::grow_stack(|| self.expr_at(e, env));
+        self.depth -= 1;
+        v
+    }
+
+    fn expr_at(&mut self, e: &Expr, env: &Env) -> Val {
         match &e.kind {
+            ExprKind::Number(v) if !v.is_finite() => self.err(
+                Diagnostic::new("E0019", e.span, "number literal out of range")
+                    .label("larger than the largest finite f64 (about 1.8e308)")
+                    .help("write a finite number"),
+            ),
             ExprKind::Number(v) => {
                 let id = self.g.c(*v);
                 self.note(id, e.span)
@@ -674,40 +715,49 @@ impl<'a> Cx<'a> {
                 Some(m) => Val::Axes(m),
                 None => Val::Err,
             },
-            ExprKind::Neg(x) => self.unary(Op::Neg, x, e.span, env),
-            ExprKind::Not(x) => self.unary(Op::Not, x, e.span, env),
-            ExprKind::Binary(op, a, b) => {
-                let va = self.expr(a, env);
-                let vb = self.expr(b, env);
-                let sym = match op {
-                    BinOp::Add => "+",
-                    BinOp::Sub => "-",
-                    BinOp::Mul => "*",
-                    BinOp::Div => "/",
-                    BinOp::Pow => "^",
-                    BinOp::Gt => ">",
-                    BinOp::Lt => "<",
-                    BinOp::Ge => ">=",
-                    BinOp::Le => "<=",
-                    BinOp::Eq => "==",
-                    BinOp::Ne => "!=",
-                    BinOp::And => "&",
-                    BinOp::Or => "|",
-                };
-                let what = format!("an operand of `{sym}`");
-                let ia = self.tensor(va, a.span, &what);
-                let ib = self.tensor(vb, b.span, &what);
-                match (ia, ib) {
-                    (Some(x), Some(y)) => {
-                        let op = ops::OPS
-                            .iter()
-                            .find(|d| d.name == op.op_name() && d.arity == 2)
-                            .map(|d| d.op)
-                            .unwrap_or(Op::Add);
-                        let id = self.g.op2(op, x, y);
-                        self.note(id, e.span)
+            ExprKind::Prefix(ops, x) => {
+                let mut v = self.expr(x, env);
+                let mut vspan = x.span;
+                for (op, at) in ops.iter().rev() {
+                    let s = Span { end: x.span.end, ..*at };
+                    v = self.prefix(*op, v, vspan, s);
+                    vspan = s;
+                }
+                v
+            }
+            ExprKind::Chain(first, links) => {
+                let mut acc = self.expr(first, env);
+                let mut acc_span = first.span;
+                for (k, l) in links.iter().enumerate() {
+                    let rhs = self.expr(&l.rhs, env);
+                    // The whole chain's span (brackets included) for its last link.
+                    let span = if k + 1 == links.len() { e.span } else { l.span };
+                    acc = self.binary(l.op, (acc, acc_span), (rhs, l.rhs.span), span);
+                    acc_span = span;
+                }
+                acc
+            }
+            ExprKind::Power(base, exps) => {
+                // Operands are checked left to right; the chain folds from the right:
+                // `b ^ u1 x1 ^ u2 x2` = `b ^ u1(x1 ^ u2(x2))`.
+                let b = self.expr(base, env);
+                let vals: Vec<Val> = exps.iter().map(|x| self.expr(&x.operand, env)).collect();
+                let mut acc: Option<(Val, Span)> = None;
+                for (x, v) in exps.iter().zip(vals).rev() {
+                    let mut v = (v, x.operand.span);
+                    if let Some(a) = acc.take() {
+                        let s = Span { end: e.span.end, ..x.operand.span };
+                        v = (self.binary(BinOp::Pow, v, a, s), s);
                     }
-                    _ => Val::Err,
+                    for (op, at) in x.prefix.iter().rev() {
+                        let s = Span { end: e.span.end, ..*at };
+                        v = (self.prefix(*op, v.0, v.1, s), s);
+                    }
+                    acc = Some(v);
+                }
+                match acc {
+                    Some(a) => self.binary(BinOp::Pow, (b, base.span), a, e.span),
+                    None => b,
                 }
             }
             ExprKind::Match { scrutinee, arms } => {
@@ -774,15 +824,40 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn unary(&mut self, op: Op, x: &Expr, span: Span, env: &Env) -> Val {
-        let v = self.expr(x, env);
-        let sym = if op == Op::Neg { "-" } else { "!" };
-        match self.tensor(v, x.span, &format!("the operand of `{sym}`")) {
+    /// `op x` for a prefix operator, `x` already evaluated (its span `xs`).
+    fn prefix(&mut self, op: UnOp, x: Val, xs: Span, span: Span) -> Val {
+        let what = format!("the operand of `{}`", op.symbol());
+        match self.tensor(x, xs, &what) {
             Some(id) => {
-                let r = self.g.op1(op, id);
+                let r = self.g.op1(
+                    match op {
+                        UnOp::Neg => Op::Neg,
+                        UnOp::Not => Op::Not,
+                    },
+                    id,
+                );
                 self.note(r, span)
             }
             None => Val::Err,
+        }
+    }
+
+    /// `a op b` for an infix operator, both operands already evaluated (with their spans).
+    fn binary(&mut self, op: BinOp, (a, sa): (Val, Span), (b, sb): (Val, Span), span: Span) -> Val {
+        let what = format!("an operand of `{}`", op.symbol());
+        let ia = self.tensor(a, sa, &what);
+        let ib = self.tensor(b, sb, &what);
+        match (ia, ib) {
+            (Some(x), Some(y)) => {
+                let op = ops::OPS
+                    .iter()
+                    .find(|d| d.name == op.op_name() && d.arity == 2)
+                    .map(|d| d.op)
+                    .expect("every infix operator has a table entry (tests/ops.rs)");
+                let id = self.g.op2(op, x, y);
+                self.note(id, span)
+            }
+            _ => Val::Err,
         }
     }
 

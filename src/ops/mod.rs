@@ -64,6 +64,19 @@ fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Opt
     vec![None; n.args.len()]
 }
 
+/// Derivative of `max`/`min` over axes: `g * [x == out] / #{x == out}` — the adjoint split
+/// evenly among the elements that attain the extremum. Giving each tie the full adjoint would
+/// be wrong wherever the ties are copies of one value (a value broadcast along the reduced
+/// axes): `max(broadcast(v))` is `v`, with derivative 1, not the number of copies.
+fn extremum_grad(b: &mut Graph, n: &Node, out: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
+    let Attr::Axes(over) = n.attr else { unreachable!("a reduction carries its axes") };
+    let m = b.op2(Op::Eq, n.args[0], out);
+    let count = b.reduce(Op::Sum, m, over);
+    let share = b.op2(Op::Div, g, count);
+    let z = b.c(0.0);
+    vec![Some(b.op3(Op::Where, m, share, z))]
+}
+
 macro_rules! define_ops {
     ($( $v:ident { $name:literal, $arity:literal, $class:expr, $diff:ident, callable: $callable:literal,
         $(commutes: $commutes:literal,)? eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
@@ -134,11 +147,11 @@ define_ops! {
         grad: |_, _, _, g, _| vec![Some(g)], grid: &[],
         doc: "sum(x, over = [..]): sum over the named axes (all of x's axes without `over`)." }
     MaxOver { "max", 1, Class::Reduce { init: f64::NEG_INFINITY }, Smooth, callable: true, eval: |x| if x[1] > x[0] { x[1] } else { x[0] },
-        grad: |b, n, out, g, _| { let m = b.op2(Op::Eq, n.args[0], out); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z))] }, grid: &[],
-        doc: "max(x, over = [..]). Kink: tied maxima each receive the full adjoint." }
+        grad: extremum_grad, grid: &[],
+        doc: "max(x, over = [..]). Kink: tied maxima share the adjoint equally (as JAX and torch.amax), so copies of one value broadcast along the reduced axes get exactly its derivative." }
     MinOver { "min", 1, Class::Reduce { init: f64::INFINITY }, Smooth, callable: true, eval: |x| if x[1] < x[0] { x[1] } else { x[0] },
-        grad: |b, n, out, g, _| { let m = b.op2(Op::Eq, n.args[0], out); let z = b.c(0.0); vec![Some(b.op3(Op::Where, m, g, z))] }, grid: &[],
-        doc: "min(x, over = [..]). Kink: tied minima each receive the full adjoint." }
+        grad: extremum_grad, grid: &[],
+        doc: "min(x, over = [..]). Kink: tied minima share the adjoint equally (see `max`)." }
     // ---- arithmetic --------------------------------------------------------------------
     Neg { "neg", 1, Class::Map, Smooth, callable: true, eval: |x| -x[0],
         grad: |b, _, _, g, _| vec![Some(b.op1(Op::Neg, g))], grid: GRID, doc: "-x" }

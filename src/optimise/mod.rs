@@ -322,9 +322,22 @@ struct Term {
 /// Most monomials one expansion may produce (products of sums multiply their lengths).
 const MAX_TERMS: usize = 16;
 
+/// Most nodes one expansion visits: deeper or wider trees are cut into atoms there. This keeps
+/// polynomial collection linear in the graph size (every node is the top of one expansion) and
+/// its recursion shallow, whatever the length of a source's `a + b + ...` chain.
+const EXPAND_BUDGET: usize = 64;
+
 /// Expands the single-use tree of `+`, `-`, negation and `*` under `id` (all as big as `axes`)
-/// into monomials. Returns them with the number of big elementwise ops the tree holds.
-fn expand(src: &Graph, uses: &[usize], id: NodeId, top: bool, axes: Axes) -> (Vec<Term>, usize) {
+/// into monomials, visiting at most `budget` nodes. Returns them with the number of big
+/// elementwise ops the tree holds.
+fn expand(
+    src: &Graph,
+    uses: &[usize],
+    id: NodeId,
+    top: bool,
+    axes: Axes,
+    budget: &mut usize,
+) -> (Vec<Term>, usize) {
     let n = src.node(id);
     let x = unbroadcast(src, id);
     if src.axes(x) != axes {
@@ -347,13 +360,14 @@ fn expand(src: &Graph, uses: &[usize], id: NodeId, top: bool, axes: Axes) -> (Ve
             0,
         )
     };
-    if !(top || uses[id as usize] == 1) {
+    if !(top || uses[id as usize] == 1) || *budget == 0 {
         return atom();
     }
+    *budget -= 1;
     match n.op {
         Op::Add | Op::Sub => {
-            let (mut a, ka) = expand(src, uses, n.args[0], false, axes);
-            let (mut b, kb) = expand(src, uses, n.args[1], false, axes);
+            let (mut a, ka) = expand(src, uses, n.args[0], false, axes, budget);
+            let (mut b, kb) = expand(src, uses, n.args[1], false, axes, budget);
             if n.op == Op::Sub {
                 b.iter_mut().for_each(|t| t.sign = -t.sign);
             }
@@ -361,13 +375,13 @@ fn expand(src: &Graph, uses: &[usize], id: NodeId, top: bool, axes: Axes) -> (Ve
             (a, ka + kb + 1)
         }
         Op::Neg => {
-            let (mut a, k) = expand(src, uses, n.args[0], false, axes);
+            let (mut a, k) = expand(src, uses, n.args[0], false, axes, budget);
             a.iter_mut().for_each(|t| t.sign = -t.sign);
             (a, k + 1)
         }
         Op::Mul => {
-            let (a, ka) = expand(src, uses, n.args[0], false, axes);
-            let (b, kb) = expand(src, uses, n.args[1], false, axes);
+            let (a, ka) = expand(src, uses, n.args[0], false, axes, budget);
+            let (b, kb) = expand(src, uses, n.args[1], false, axes, budget);
             if a.len() * b.len() > MAX_TERMS {
                 return atom();
             }
@@ -496,13 +510,31 @@ impl Emit<'_> {
 /// `sigmoid(-x) = 1 - sigmoid(x)` is used.
 pub fn collect_polynomial(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
     let uses = use_counts(src, roots);
+    let polynomial = |op: Op| matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Neg);
+    // A node inside a larger tree (used once, by a polynomial op as big as it) is expanded as
+    // part of its user's tree; expanding it again on its own would make the pass quadratic
+    // in a chain's length.
+    let live = src.reachable(roots);
+    let mut inner = vec![false; src.len()];
+    for id in 0..src.len() {
+        let n = src.node(id as NodeId);
+        if live[id] && polynomial(n.op) {
+            for &a in &n.args {
+                let x = unbroadcast(src, a);
+                if uses[x as usize] == 1 && polynomial(src.node(x).op) && src.axes(x) == n.axes {
+                    inner[x as usize] = true;
+                }
+            }
+        }
+    }
     rebuild(src, roots, |g, map, id| {
         let n = src.node(id);
         let copy = copy_node(g, n, map);
-        if !matches!(n.op, Op::Add | Op::Sub | Op::Mul | Op::Neg) {
+        if !polynomial(n.op) || inner[id as usize] {
             return copy;
         }
-        let (terms, old_ops) = expand(src, &uses, id, true, n.axes);
+        let mut budget = EXPAND_BUDGET;
+        let (terms, old_ops) = expand(src, &uses, id, true, n.axes, &mut budget);
         if old_ops < 2 {
             return copy;
         }

@@ -94,6 +94,24 @@ pub enum BinOp {
 }
 
 impl BinOp {
+    /// How the operator is written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Pow => "^",
+            BinOp::Gt => ">",
+            BinOp::Lt => "<",
+            BinOp::Ge => ">=",
+            BinOp::Le => "<=",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::And => "&",
+            BinOp::Or => "|",
+        }
+    }
     /// The op-table name the operator lowers to.
     pub fn op_name(self) -> &'static str {
         match self {
@@ -114,14 +132,52 @@ impl BinOp {
     }
 }
 
+/// A prefix operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnOp {
+    Neg,
+    Not,
+}
+
+impl UnOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            UnOp::Neg => "-",
+            UnOp::Not => "!",
+        }
+    }
+}
+
+/// One link of an operator chain: `op rhs`, with the span of the operator and of the chain so
+/// far (first operand to the end of `rhs`).
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub op: BinOp,
+    pub rhs: Expr,
+    pub span: Span,
+}
+
+/// One exponent of a power chain: its prefix operators (outermost first) and its operand.
+#[derive(Clone, Debug)]
+pub struct Exponent {
+    pub prefix: Vec<(UnOp, Span)>,
+    pub operand: Expr,
+}
+
+/// Expressions. Operator chains are flat (`a + b - c` is one [`ExprKind::Chain`], `---x` one
+/// [`ExprKind::Prefix`], `a ^ b ^ c` one [`ExprKind::Power`]), so the tree's depth grows only
+/// with brackets and calls, which the parser bounds: no stage recurses on a chain's length.
 #[derive(Clone, Debug)]
 pub enum ExprKind {
     Number(f64),
     Name(String),
     AxisList(Vec<Ident>),
-    Neg(Box<Expr>),
-    Not(Box<Expr>),
-    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// Prefix operators (outermost first) applied to an operand.
+    Prefix(Vec<(UnOp, Span)>, Box<Expr>),
+    /// A left-associative chain: `first op1 rhs1 op2 rhs2 ...`.
+    Chain(Box<Expr>, Vec<Link>),
+    /// A right-associative power chain: `base ^ e1 ^ e2 ...` = `base ^ (e1 ^ (e2 ...))`.
+    Power(Box<Expr>, Vec<Exponent>),
     Call {
         name: Ident,
         args: Vec<Expr>,

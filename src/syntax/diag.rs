@@ -33,6 +33,8 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0015", "recursive function or loss call"),
     ("E0016", "the result of a loss is not a scalar"),
     ("E0017", "an input's axes are not in the loss's axis order"),
+    ("E0018", "brackets or inlined calls nest too deeply"),
+    ("E0019", "a number literal is out of range"),
 ];
 
 #[derive(Clone, Debug)]

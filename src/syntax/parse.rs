@@ -14,10 +14,58 @@ use crate::syntax::diag::{Diagnostic, Diagnostics, FileId};
 #[grammar = "../grammar/loss.pest"]
 struct LossParser;
 
+/// The deepest nesting of brackets — `(`, `[` and `{` counted together — that a file may use.
+/// Deeper text is refused (E0018) before it is parsed: the parser and the checker recurse once
+/// per bracket, and this bound keeps them far from the end of any thread's stack (2 MiB is
+/// enough, the default of spawned threads). Operator chains (`a + b + ...`, `---x`,
+/// `a ^ b ^ ...`) do not nest and have no limit.
+pub const MAX_NESTING: usize = 128;
+
+/// The byte offset of the first bracket that opens deeper than [`MAX_NESTING`], if any.
+fn too_deep(src: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut comment = false;
+    for (i, b) in src.bytes().enumerate() {
+        match b {
+            b'\n' => comment = false,
+            _ if comment => {}
+            b'#' => comment = true,
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Runs the pest parser on a fresh 8 MiB stack segment (mapped lazily), whatever thread calls:
+/// pest refuses to recurse when its thread's stack runs low, which on a small thread stack would
+/// turn valid, deeply bracketed text into a syntax error.
+fn pest_parse(src: &str) -> Result<pest::iterators::Pairs<'_, Rule>, pest::error::Error<Rule>> {
+    stacker::grow(8 * 1024 * 1024, || LossParser::parse(Rule::file, src))
+}
+
 /// Parses one file. Syntax errors go to `diags`; the returned AST holds every item that parsed.
 pub fn parse_file(file: FileId, src: &str, diags: &mut Diagnostics) -> File {
     let mut out = File::default();
-    match LossParser::parse(Rule::file, src) {
+    if let Some(at) = too_deep(src) {
+        diags.push(
+            Diagnostic::new(
+                "E0018",
+                Span { file, start: at, end: at + 1 },
+                format!("brackets nest more than {MAX_NESTING} deep"),
+            )
+            .label(format!("bracket number {} of an unclosed run", MAX_NESTING + 1))
+            .help("split the expression with `let` bindings or helper functions"),
+        );
+        return out;
+    }
+    match pest_parse(src) {
         Ok(mut pairs) => {
             if let Some(p) = pairs.next() {
                 collect_items(p, file, 0, &mut out);
@@ -27,7 +75,7 @@ pub fn parse_file(file: FileId, src: &str, diags: &mut Diagnostics) -> File {
             // Recover: parse each top-level chunk on its own so all broken items are reported.
             for (start, end) in chunks(src) {
                 let text = &src[start..end];
-                match LossParser::parse(Rule::file, text) {
+                match pest_parse(text) {
                     Ok(mut pairs) => {
                         if let Some(p) = pairs.next() {
                             collect_items(p, file, start, &mut out);
@@ -356,7 +404,19 @@ fn binop(s: &str) -> BinOp {
     }
 }
 
+fn unop(s: &str) -> UnOp {
+    if s == "-" {
+        UnOp::Neg
+    } else {
+        UnOp::Not
+    }
+}
+
 fn expr(p: Pair<Rule>, file: FileId, base: usize) -> Expr {
+    super::grow_stack(|| expr_at(p, file, base))
+}
+
+fn expr_at(p: Pair<Rule>, file: FileId, base: usize) -> Expr {
     let span = sp(&p, file, base);
     match p.as_rule() {
         Rule::expr | Rule::paren => {
@@ -367,43 +427,60 @@ fn expr(p: Pair<Rule>, file: FileId, base: usize) -> Expr {
         }
         Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr => {
             let mut inner = p.into_inner();
-            let mut acc = expr(inner.next().expect("grammar"), file, base);
+            let first = expr(inner.next().expect("grammar"), file, base);
+            let mut links = Vec::new();
+            let mut last = first.span;
             while let Some(op) = inner.next() {
                 let rhs = expr(inner.next().expect("grammar"), file, base);
-                let s = join(acc.span, rhs.span);
-                acc = mk(
-                    ExprKind::Binary(binop(op.as_str()), Box::new(acc), Box::new(rhs)),
-                    s,
-                );
+                last = join(last, rhs.span);
+                links.push(Link {
+                    op: binop(op.as_str()),
+                    rhs,
+                    span: last,
+                });
             }
-            acc
+            if links.is_empty() {
+                first
+            } else {
+                mk(ExprKind::Chain(Box::new(first), links), span)
+            }
         }
         Rule::unary => {
-            let parts: Vec<Pair<Rule>> = p.into_inner().collect();
-            let (ops, last) = parts.split_at(parts.len() - 1);
-            let mut e = expr(last[0].clone(), file, base);
-            for op in ops.iter().rev() {
-                let s = join(sp(op, file, base), e.span);
-                e = if op.as_str() == "-" {
-                    mk(ExprKind::Neg(Box::new(e)), s)
+            let mut prefix = Vec::new();
+            let mut operand = None;
+            for q in p.into_inner() {
+                if q.as_rule() == Rule::unary_op {
+                    prefix.push((unop(q.as_str()), sp(&q, file, base)));
                 } else {
-                    mk(ExprKind::Not(Box::new(e)), s)
-                };
+                    operand = Some(expr(q, file, base));
+                }
             }
-            e
+            let operand = operand.expect("grammar: unary operand");
+            if prefix.is_empty() {
+                operand
+            } else {
+                mk(ExprKind::Prefix(prefix, Box::new(operand)), span)
+            }
         }
         Rule::power => {
             let mut inner = p.into_inner();
-            let lhs = expr(inner.next().expect("grammar"), file, base);
-            match (inner.next(), inner.next()) {
-                (Some(_), Some(rhs)) => {
-                    let rhs = expr(rhs, file, base);
-                    mk(
-                        ExprKind::Binary(BinOp::Pow, Box::new(lhs), Box::new(rhs)),
-                        span,
-                    )
+            let base_expr = expr(inner.next().expect("grammar"), file, base);
+            let mut exps: Vec<Exponent> = Vec::new();
+            let mut prefix = Vec::new();
+            for q in inner {
+                match q.as_rule() {
+                    Rule::pow_op => prefix.clear(),
+                    Rule::unary_op => prefix.push((unop(q.as_str()), sp(&q, file, base))),
+                    _ => exps.push(Exponent {
+                        prefix: std::mem::take(&mut prefix),
+                        operand: expr(q, file, base),
+                    }),
                 }
-                _ => lhs,
+            }
+            if exps.is_empty() {
+                base_expr
+            } else {
+                mk(ExprKind::Power(Box::new(base_expr), exps), span)
             }
         }
         Rule::number => mk(
