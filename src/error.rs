@@ -47,6 +47,14 @@ pub enum Error {
         index: usize,
         value: f64,
     },
+    /// The buffers a request needs exceed the memory available (estimated before allocating).
+    #[error("{what} needs {} of memory, but only {} is available", needed.map_or("more than 16 EiB".to_string(), |n| format!("{n} bytes ({})", crate::api::memory::human(n))), available.map_or("an unknown amount".to_string(), |a| format!("{a} bytes ({})", crate::api::memory::human(a))))]
+    OutOfMemory {
+        what: String,
+        /// Bytes needed (None: more than 2^64).
+        needed: Option<u64>,
+        available: Option<u64>,
+    },
     #[error("{0}")]
     Io(String),
     #[error("{0}")]

@@ -350,3 +350,76 @@ fn bench_reports_json() {
     }
     assert_eq!(v["elements"], 2048);
 }
+
+#[test]
+fn check_fails_a_gradient_check_that_tested_nothing() {
+    // `target` is 0/1 in every trial, so the gradient is 0 everywhere: not a pass.
+    let hollow = "loss hollow {\n    input logits: [B, C, ..S] diff\n    input target: [B, C, ..S]\n    return mean(where(target > 2, logits, 0))\n}\n";
+    let o = lossc(&["check", tmp("hollow.loss", hollow).to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}\n{err}");
+    assert!(out.contains("not exercised: logits"), "{out}");
+    // Declaring what the data takes makes the same check test something, and pass.
+    let ranged = hollow.replace("input target: [B, C, ..S]", "input target: [B, C, ..S] in [0, 4]");
+    let o = lossc(&["check", tmp("ranged.loss", &ranged).to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    // A zero symbolic gradient against nonzero differences is an error, not "not exercised"
+    // (`stop_grad` hides the path from reverse mode, not from finite differences).
+    let src = "loss z {\n    input logits: [B, C, ..S] diff\n    return mean(stop_grad(logits)) + 0 * mean(logits)\n}\n";
+    let o = lossc(&["check", tmp("z.loss", src).to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("TOO LARGE") && !out.contains("not exercised"), "{out}");
+}
+
+#[test]
+fn check_of_a_folder_without_losses_fails() {
+    let dir = std::env::temp_dir().join(format!("lossc-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = lossc(&["check", dir.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}\n{err}");
+    assert!(err.contains("no `.loss` file found"), "{err}");
+}
+
+#[test]
+fn check_looks_at_helper_only_files() {
+    let p = tmp("helpers.loss", "fn f(x) = sigmod(x) + y\nfn g(a) = sum(a, over = [S, S])\n");
+    let o = lossc(&["check", p.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}\n{err}");
+    for part in ["helpers.loss:1:11", "unknown function `sigmod`", "helpers.loss:1:23", "unknown name `y`", "axis `S` appears twice"] {
+        assert!(err.contains(part), "expected `{part}` in\n{err}");
+    }
+    let o = lossc(&["check", "losses/common.loss"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("helpers only"), "{:?}", text(&o));
+}
+
+#[test]
+fn list_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .arg("list")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before lossc writes
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(o.status.code(), Some(101), "{err}");
+}
+
+#[test]
+fn bench_refuses_a_shape_that_does_not_fit_in_memory() {
+    let o = lossc(&["bench", "dice", "--shape", "100000,1,100000,1000", "--iters", "1"]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}\n{err}");
+    assert!(err.contains("needs 120000000000000 bytes"), "{err}");
+    assert!(err.contains("is available"), "{err}");
+    let o = lossc(&["bench", "dice", "--shape", "4294967296,4294967296,4294967296,2", "--iters", "1"]);
+    assert!(text(&o).1.contains("more than 16 EiB"), "{:?}", text(&o));
+}

@@ -332,3 +332,13 @@ fn e0019_number_out_of_range() {
     let (codes, _) = errors("loss t {\n    input logits: [B, C, ..S] diff\n    input mask: [B, C, ..S] = 2e400\n    return mean(logits * mask)\n}\n");
     assert!(codes.contains(&"E0019"), "{codes:?}");
 }
+
+#[test]
+fn e0020_invalid_value_range() {
+    let src = |range: &str| format!("loss t {{\n    input logits: [B, C, ..S] diff\n    input d: [B, C, ..S] {range}\n    return mean(logits * d)\n}}\n");
+    expect(&src("in [1, -1]"), "E0020", "3:26", &["invalid value range of input `d`", "not below the upper bound"]);
+    expect(&src("in int [0, 2.5]"), "E0020", "3:26", &["`in int` takes integer bounds"]);
+    // Valid ranges compile.
+    assert!(Loss::from_source(&src("in [-1, 1]")).is_ok());
+    assert!(Loss::from_source(&src("in int [0, 18]")).is_ok());
+}

@@ -4,8 +4,11 @@
 //! where the check is that value and gradient are finite).
 //!
 //! In: a [`Loss`]. Out: a [`GradcheckReport`]. Inputs are generated from the signature alone:
-//! differentiable inputs are N(0, 2²) scores, required data inputs are 0/1 maps (or soft values),
-//! optional inputs are 0/1 masks.
+//! an input with a declared range (`in [lo, hi]`, `in int [lo, hi]`) draws from it (its ends in
+//! the large-logit trials); otherwise differentiable inputs are N(0, 2²) scores, required data
+//! inputs are 0/1 maps (or soft values), optional inputs are 0/1 masks. A differentiable input
+//! whose symbolic and finite-difference gradients are zero on every trial is reported as not
+//! exercised, and the check fails: a check that tested nothing does not pass.
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -49,6 +52,9 @@ pub struct GradcheckReport {
     pub grad_inputs: Vec<String>,
     pub trials: Vec<Trial>,
     pub worst_rel_err: f64,
+    /// Differentiable inputs whose symbolic and finite-difference gradients were both zero on
+    /// every trial: nothing about their gradient was tested, and the check fails.
+    pub not_exercised: Vec<String>,
     pub passed: bool,
 }
 
@@ -176,6 +182,8 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
     let mut trials = Vec::new();
     let mut grad_inputs = Vec::new();
     let has_optional = sig.inputs.iter().any(|i| i.default.is_some());
+    // Inputs whose gradient some trial compared with nonzero values.
+    let mut exercised_names: Vec<String> = Vec::new();
     for spec in TRIALS {
         if spec.with_optional && !has_optional && spec.logits.is_none() {
             continue;
@@ -210,19 +218,28 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 .flat_map(|&a| dims[a].iter().copied())
                 .collect();
             let n: usize = shape.iter().product();
-            let data: Vec<f64> = if inp.diff {
-                match spec.logits {
+            let data: Vec<f64> = match (inp.range, inp.diff) {
+                // A declared range is what the input takes, in every trial; stress trials
+                // (large logits) take its ends.
+                (Some(r), _) if r.int => (0..n)
+                    .map(|_| r.lo + rng.below((r.hi - r.lo) as usize + 1) as f64)
+                    .collect(),
+                (Some(r), true) if spec.logits.is_some() => (0..n)
+                    .map(|_| if rng.uniform() < 0.5 { r.lo } else { r.hi })
+                    .collect(),
+                (Some(r), _) => (0..n)
+                    .map(|_| r.lo + (r.hi - r.lo) * (0.05 + 0.9 * rng.uniform()))
+                    .collect(),
+                (None, true) => match spec.logits {
                     Some(m) => (0..n)
                         .map(|_| if rng.uniform() < 0.5 { -m } else { m } + 0.05 * rng.normal())
                         .collect(),
                     None => (0..n).map(|_| 2.0 * rng.normal()).collect(),
-                }
-            } else if inp.default.is_some() {
-                (0..n)
+                },
+                (None, false) if inp.default.is_some() => (0..n)
                     .map(|_| if rng.uniform() < 0.8 { 1.0 } else { 0.0 })
-                    .collect()
-            } else {
-                match spec.target {
+                    .collect(),
+                (None, false) => match spec.target {
                     Target::Random => (0..n)
                         .map(|_| if rng.uniform() < 0.4 { 1.0 } else { 0.0 })
                         .collect(),
@@ -234,7 +251,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                         v
                     }
                     Target::Soft => (0..n).map(|_| 0.02 + 0.96 * rng.uniform()).collect(),
-                }
+                },
             };
             names.push(inp.name.clone());
             arrays.push(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data"));
@@ -263,16 +280,15 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 .iter()
                 .all(|(_, g)| g.iter().all(|x| x.is_finite()));
         let mut max_rel: Option<f64> = None;
+        let mut exercised = vec![false; names.len()];
         if finite && spec.logits.is_none() {
             for (gname, grad) in &out_grads {
                 let k = names
                     .iter()
                     .position(|n| n == gname)
                     .expect("gradient of a given input");
+                let width = sig.inputs.iter().find(|i| &i.name == gname).and_then(|i| i.range).map(|r| r.hi - r.lo);
                 let gmax = grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-                if gmax < 1e-12 {
-                    continue; // below what differences of an O(1) value resolve
-                }
                 let flat: Vec<f64> = grad.iter().copied().collect();
                 let mut order: Vec<usize> = (0..flat.len()).collect();
                 order.sort_by(|&a, &b| flat[b].abs().total_cmp(&flat[a].abs()));
@@ -283,10 +299,11 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                         probes.push(p);
                     }
                 }
-                let mut worst: f64 = 0.0;
+                let mut pairs = Vec::with_capacity(probes.len());
                 for &p in &probes {
                     let x0 = arrays[k].as_slice().expect("standard layout")[p];
-                    let h = 1e-4 * x0.abs().max(1.0);
+                    // Small enough to stay inside a declared range.
+                    let h = (1e-4 * x0.abs().max(1.0)).min(width.map_or(f64::INFINITY, |w| 0.01 * w));
                     let mut f = |dx: f64, arrays: &mut Vec<ArrayD<f64>>| -> Result<f64> {
                         arrays[k].as_slice_mut().expect("standard layout")[p] = x0 + dx;
                         let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
@@ -299,10 +316,24 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                     let d1 = (f(h, &mut arrays)? - f(-h, &mut arrays)?) / (2.0 * h);
                     let d2 = (f(h / 2.0, &mut arrays)? - f(-h / 2.0, &mut arrays)?) / h;
                     arrays[k].as_slice_mut().expect("standard layout")[p] = x0;
-                    let fd = (4.0 * d2 - d1) / 3.0;
-                    worst = worst.max((fd - flat[p]).abs() / gmax);
+                    pairs.push(((4.0 * d2 - d1) / 3.0, flat[p]));
                 }
+                // Both gradients zero (to what differences of this value resolve): this trial
+                // tested nothing for this input. Otherwise the error is relative to the larger,
+                // so a zero symbolic gradient against a nonzero difference fails.
+                let fdmax = pairs.iter().fold(0.0f64, |m, (fd, _)| m.max(fd.abs()));
+                let scale = gmax.max(fdmax);
+                if scale <= 1e-9 * value.abs().max(1.0) {
+                    continue;
+                }
+                exercised[k] = true;
+                let worst = pairs.iter().fold(0.0f64, |m, (fd, g)| m.max((fd - g).abs() / scale));
                 max_rel = Some(max_rel.unwrap_or(0.0).max(worst));
+            }
+        }
+        for (k, n) in names.iter().enumerate() {
+            if exercised[k] && !exercised_names.contains(n) {
+                exercised_names.push(n.clone());
             }
         }
         let passed = finite && max_rel.is_none_or(|e| e <= opts.tolerance);
@@ -320,12 +351,18 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
         .iter()
         .filter_map(|t| t.max_rel_err)
         .fold(0.0, f64::max);
-    let passed = trials.iter().all(|t| t.passed);
+    let not_exercised: Vec<String> = grad_inputs
+        .iter()
+        .filter(|g| !exercised_names.contains(g))
+        .cloned()
+        .collect();
+    let passed = trials.iter().all(|t| t.passed) && not_exercised.is_empty();
     Ok(GradcheckReport {
         loss: sig.name.clone(),
         grad_inputs,
         trials,
         worst_rel_err: worst,
+        not_exercised,
         passed,
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod gradcheck;
 pub mod library;
+pub mod memory;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -103,7 +104,8 @@ impl Loss {
         Self::from_source_in(&path.display().to_string(), &src, path.parent())
     }
 
-    /// Every loss defined in a file (for `lossc check`).
+    /// Every loss defined in a file (for `lossc check`). The file's helper functions are checked
+    /// too (names, arities, axis lists), whether or not a loss calls them.
     pub fn all_in_file(path: &Path) -> Result<Vec<Loss>> {
         let src = std::fs::read_to_string(path)
             .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
@@ -115,6 +117,10 @@ impl Loss {
             &Library::standard(),
             &mut diags,
         );
+        if diags.is_empty() {
+            // Helpers no loss calls are checked here, or never.
+            crate::ir::helpers::check_root_helpers(&prog, &mut diags);
+        }
         if !diags.is_empty() {
             return Err(compile_error(&diags, &prog));
         }
@@ -577,6 +583,12 @@ impl Loss {
                 diff.len()
             )));
         }
+        // The plan's own buffers are the gradients, one per differentiable input.
+        let needed = diff.iter().try_fold(0u64, |acc, &i| {
+            memory::bytes(binding.shapes[i].as_deref().unwrap_or(&[]), std::mem::size_of::<T>())
+                .and_then(|b| acc.checked_add(b))
+        });
+        memory::ensure_fits(&format!("a plan of `{}` (its gradient buffers)", self.sig.name), needed)?;
         let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
         let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
         let grad_axes = diff.iter().map(|&i| self.sig.inputs[i].mask).collect();

@@ -111,7 +111,19 @@ enum Cmd {
     List,
 }
 
+/// Output into a closed pipe (`lossc list | head -1`) ends the process quietly, as it does for
+/// other Unix tools, instead of panicking in `println!`: Rust ignores SIGPIPE by default.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in `main`, before any other thread exists; setting the default
+    // disposition of SIGPIPE has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Check {
@@ -221,6 +233,11 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
     for p in paths {
         collect(p, &mut files)?;
     }
+    if files.is_empty() {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("error: no `.loss` file found in {}", list.join(", "));
+        return Ok(ExitCode::from(1));
+    }
     let opts = GradcheckOptions {
         seed,
         tolerance,
@@ -238,7 +255,7 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
             }
         };
         if losses.is_empty() {
-            println!("ok    {}: helpers only (no loss), parses", f.display());
+            println!("ok    {}: helpers only (no loss): names, arities and axis lists checked", f.display());
             ok += 1;
             continue;
         }
@@ -254,6 +271,12 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
                         rep.worst_rel_err,
                         rep.trials.len()
                     );
+                    if !rep.not_exercised.is_empty() {
+                        println!(
+                            "        not exercised: {} (symbolic and finite-difference gradients zero on every trial; declare the data's range, e.g. `input target: [B, C, ..S] in [0, 4]`)",
+                            rep.not_exercised.join(", ")
+                        );
+                    }
                     for t in &rep.trials {
                         if verbose || !t.passed {
                             let err = match t.max_rel_err {
@@ -719,6 +742,15 @@ fn run_bench<T: Real>(
     iters: usize,
 ) -> Result<Value, Error> {
     let mut rng = Rng::new(7);
+    // Inputs it makes plus the plan's gradients, estimated before anything is allocated.
+    let buffers = loss.inputs().iter().filter(|i| i.default.is_none()).count()
+        + loss.inputs().iter().filter(|i| i.diff).count();
+    let needed = losslang::api::memory::bytes(shape, std::mem::size_of::<T>())
+        .and_then(|b| b.checked_mul(buffers as u64));
+    losslang::api::memory::ensure_fits(
+        &format!("`lossc bench` of `{}` at shape {shape:?} ({buffers} buffers)", loss.name()),
+        needed,
+    )?;
     let n: usize = shape.iter().product();
     let mut arrays: Vec<(String, ArrayD<T>)> = Vec::new();
     for inp in loss.inputs() {

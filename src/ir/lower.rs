@@ -58,6 +58,8 @@ pub struct InputSpec {
     pub mask: Axes,
     pub diff: bool,
     pub default: Option<f64>,
+    /// The declared values (`in [lo, hi]`), if any.
+    pub range: Option<ValueRange>,
     pub span: Span,
 }
 
@@ -272,6 +274,24 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             mask |= 1 << idx;
             axes.push(idx);
         }
+        if let Some(r) = inp.range {
+            let bad = if !(r.lo.is_finite() && r.hi.is_finite()) {
+                Some("its bounds must be finite numbers".to_string())
+            } else if r.int && (r.lo.fract() != 0.0 || r.hi.fract() != 0.0) {
+                Some(format!("`in int` takes integer bounds, got [{}, {}]", r.lo, r.hi))
+            } else if r.lo > r.hi || (!r.int && r.lo == r.hi) {
+                Some(format!("the lower bound {} is not below the upper bound {}", r.lo, r.hi))
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                diags.push(
+                    Diagnostic::new("E0020", r.span, format!("invalid value range of input `{}`", inp.name.name))
+                        .label(why)
+                        .help("write `in [lo, hi]` with lo < hi, or `in int [lo, hi]` with integers lo <= hi"),
+                );
+            }
+        }
         if inp.default.is_some_and(|d| !d.is_finite()) {
             diags.push(
                 Diagnostic::new("E0019", inp.name.span, format!("the default of input `{}` is out of range", inp.name.name))
@@ -295,6 +315,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             mask,
             diff: inp.diff,
             default: inp.default,
+            range: inp.range,
             span: inp.name.span,
         });
     }

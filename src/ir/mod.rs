@@ -3,5 +3,6 @@
 //! inlining) from the AST to the graph.
 
 pub mod graph;
+pub mod helpers;
 pub mod lower;
 pub mod program;

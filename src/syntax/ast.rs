@@ -60,6 +60,17 @@ pub struct InputDecl {
     pub diff: bool,
     /// `= 1`: the input is optional and defaults to this constant.
     pub default: Option<f64>,
+    /// `in [lo, hi]` / `in int [lo, hi]`: the values the input takes.
+    pub range: Option<ValueRange>,
+}
+
+/// The declared values of an input: a closed interval, of integers with `int`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValueRange {
+    pub lo: f64,
+    pub hi: f64,
+    pub int: bool,
+    pub span: Span,
 }
 
 #[derive(Clone, Debug, PartialEq)]

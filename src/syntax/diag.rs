@@ -35,6 +35,7 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0017", "an input's axes are not in the loss's axis order"),
     ("E0018", "brackets or inlined calls nest too deeply"),
     ("E0019", "a number literal is out of range"),
+    ("E0020", "an input's value range is invalid"),
 ];
 
 #[derive(Clone, Debug)]

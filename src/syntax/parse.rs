@@ -138,6 +138,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::let_stmt => "`let`",
         Rule::return_stmt => "`return`",
         Rule::diff_mark => "`diff`",
+        Rule::value_range | Rule::in_kw => "a value range `in [lo, hi]`",
         Rule::param_type | Rule::variants | Rule::int_type => "a parameter type",
         Rule::fn_params => "parameter names",
         Rule::fn_short => "`=`",
@@ -317,6 +318,7 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
     let mut shape = Vec::new();
     let mut diff = false;
     let mut default = None;
+    let mut range = None;
     for q in inner {
         match q.as_rule() {
             Rule::shape => {
@@ -337,6 +339,21 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
                 }
             }
             Rule::diff_mark => diff = true,
+            Rule::value_range => {
+                let span = sp(&q, file, base);
+                let mut int = false;
+                let mut bounds = Vec::new();
+                for x in q.into_inner() {
+                    match x.as_rule() {
+                        Rule::int_type => int = true,
+                        Rule::signed_number => bounds.push(x.as_str().parse::<f64>().unwrap_or(f64::NAN)),
+                        _ => {}
+                    }
+                }
+                if let [lo, hi] = bounds[..] {
+                    range = Some(ValueRange { lo, hi, int, span });
+                }
+            }
             Rule::signed_number => default = q.as_str().parse::<f64>().ok(),
             _ => {}
         }
@@ -346,6 +363,7 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
         shape,
         diff,
         default,
+        range,
     }
 }
 
