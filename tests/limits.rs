@@ -68,5 +68,5 @@ fn deeply_inlined_helpers_are_refused_not_overflowed() {
         src.push_str(&format!("fn f{i}(x) = {}{inner}{}\n", "sigmoid(".repeat(100), ")".repeat(100)));
     }
     src.push_str(&program("f0(logits)"));
-    assert_eq!(answer(src, false), Err(vec!["E0018"]));
+    assert_eq!(answer(src, false), Err(vec!["E0021"]));
 }

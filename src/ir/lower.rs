@@ -683,12 +683,12 @@ impl<'a> Cx<'a> {
     }
 
     /// Lowers an expression. Recursion follows brackets and calls only (chains are flat), and
-    /// its depth through inlined helpers is bounded by [`MAX_EXPR_DEPTH`] (E0018).
+    /// its depth through inlined helpers is bounded by [`MAX_EXPR_DEPTH`] (E0021).
     fn expr(&mut self, e: &Expr, env: &Env) -> Val {
         if self.depth >= MAX_EXPR_DEPTH {
             return self.err(
                 Diagnostic::new(
-                    "E0018",
+                    "E0021",
                     e.span,
                     format!("expressions nest more than {MAX_EXPR_DEPTH} deep through inlined calls"),
                 )

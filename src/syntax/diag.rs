@@ -33,9 +33,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0015", "recursive function or loss call"),
     ("E0016", "the result of a loss is not a scalar"),
     ("E0017", "an input's axes are not in the loss's axis order"),
-    ("E0018", "brackets or inlined calls nest too deeply"),
+    ("E0018", "brackets nest too deeply"),
     ("E0019", "a number literal is out of range"),
     ("E0020", "an input's value range is invalid"),
+    ("E0021", "expressions nest too deeply through inlined helpers"),
 ];
 
 #[derive(Clone, Debug)]
