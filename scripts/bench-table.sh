@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times the five peer losses with `lossc bench` (f32, 2 threads) at N = 2^20 and 2^24 and prints a
 # markdown table of median milliseconds, passes and effective GB/s. Run the peers
-# (../shared/peers/README.md) in the same session to compare.
+# (bench/peers/README.md) in the same session to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q

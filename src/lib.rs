@@ -33,21 +33,41 @@
 //! # Ok::<(), losslang::Error>(())
 //! ```
 //!
-//! The pipeline (see ARCHITECTURE.md): [`syntax`] → [`ir`] → [`autodiff`] → [`optimise`] →
-//! [`exec`] → [`api`].
+//! The pipeline (see ARCHITECTURE.md): `syntax` → `ir` → `autodiff` → `optimise` → `exec` →
+//! [`api`]. Only [`api`], [`error`] and the re-exports below are public: the stages are the
+//! crate's own business.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
-pub mod autodiff;
+pub(crate) mod autodiff;
 pub mod error;
-pub mod exec;
-pub mod ir;
-pub mod ops;
-pub mod optimise;
-pub mod syntax;
+pub(crate) mod exec;
+pub(crate) mod ir;
+pub(crate) mod ops;
+pub(crate) mod optimise;
+pub(crate) mod syntax;
 
 pub use api::{
-    ExecutorKind, GradcheckOptions, GradcheckReport, Library, Loss, Output, Plan, Stage,
+    ExecutorKind, GradcheckOptions, GradcheckReport, Library, Loss, Output, PassInfo, Plan, Stage,
 };
 pub use error::{Error, Result};
-pub use ir::lower::ParamValue;
+pub use ir::graph::AxisSpace;
+pub use ir::lower::{InputSpec, ParamSpec, ParamValue, Signature};
 pub use ndarray;
+pub use ops::math::Real;
+pub use syntax::ast::{ParamType, Span, ValueRange};
+
+/// The diagnostic codes of the front end and the limits it enforces on source text.
+pub mod diagnostics {
+    pub use crate::syntax::diag::CODES;
+    pub use crate::syntax::parse::MAX_NESTING;
+}
+
+/// Not API: constants the crate's integration tests use to size their problems (the VM's block
+/// and chunk lengths, the fusion cap). They may change without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::exec::vm::{BLOCK, CHUNK_BLOCKS};
+    pub use crate::optimise::fuse::MAX_KERNEL_NODES;
+}

@@ -2,9 +2,9 @@
 //! f64, on sizes around the block and chunk boundaries (`BLOCK`, `BLOCK * CHUNK_BLOCKS`).
 
 use losslang::api::gradcheck::Rng;
-use losslang::exec::vm::{BLOCK, CHUNK_BLOCKS};
+use losslang::internals::{BLOCK, CHUNK_BLOCKS};
 use losslang::ndarray::{ArrayD, IxDyn};
-use losslang::ops::math::Real;
+use losslang::Real;
 use losslang::Library;
 
 fn shapes() -> Vec<Vec<usize>> {

@@ -244,7 +244,7 @@ fn e0017_axis_order() {
 #[test]
 fn every_code_is_tested_here() {
     let me = include_str!("diagnostics.rs");
-    for (code, _) in losslang::syntax::diag::CODES {
+    for (code, _) in losslang::diagnostics::CODES {
         assert!(
             me.contains(&format!("fn {}_", code.to_lowercase())),
             "no test for {code}"
@@ -307,7 +307,7 @@ fn e0018_nesting_too_deep() {
     let deep = format!("{}logits{}", "(".repeat(10_000), ")".repeat(10_000));
     let src = body(&format!("    return mean({deep} * target)"));
     // The loss's `{` and `mean(` are depths 1 and 2; the k-th `(` (column 16 + k) is depth k + 2.
-    let col = 16 + losslang::syntax::parse::MAX_NESTING - 1;
+    let col = 16 + losslang::diagnostics::MAX_NESTING - 1;
     expect(&src, "E0018", &format!("4:{col}"), &["brackets nest more than 128 deep"]);
 }
 

@@ -171,30 +171,23 @@ fn oversized_kernels_are_split_by_outputs() {
         terms.join(" + ")
     );
     let loss = losslang::Loss::from_source(&src).unwrap();
-    let (_, sched) = loss.fused(&[]).unwrap();
+    let shape = [2usize, 3, 41, 29];
+    let shapes: [(&str, &[usize]); 2] = [("logits", &shape), ("target", &shape)];
+    let plan = loss.compile_with::<f64>(&shapes, ExecutorKind::Fused).unwrap();
     // The forward sums are split under the cap; the gradient (one output that alone needs more)
     // is kept whole.
-    let cap = losslang::optimise::fuse::MAX_KERNEL_NODES;
+    let cap = losslang::internals::MAX_KERNEL_NODES;
+    let info = plan.pass_info();
     assert!(
-        sched
-            .kernels
-            .iter()
-            .all(|k| k.nodes.len() <= cap || k.reductions.len() + k.stores.len() == 1),
-        "{:?}",
-        sched
-            .kernels
-            .iter()
-            .map(|k| k.nodes.len())
-            .collect::<Vec<_>>()
+        info.iter().all(|p| p.nodes <= cap || p.reductions + p.stores == 1),
+        "{info:?}"
     );
-    assert_eq!(sched.passes(), 3);
-    let shape = [2usize, 3, 41, 29];
+    assert_eq!(info.len(), 3, "{info:?}");
     let n: usize = shape.iter().product();
     let mut rng = Rng::new(5);
     let z = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|_| 2.0 * rng.normal()).collect())
         .unwrap();
     let y = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|_| rng.uniform()).collect()).unwrap();
-    let shapes: [(&str, &[usize]); 2] = [("logits", &shape), ("target", &shape)];
     let views = [("logits", z.view()), ("target", y.view())];
     let mut fused = loss
         .compile_with::<f64>(&shapes, ExecutorKind::Fused)

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use losslang::api::ExecutorKind;
-use losslang::ops::math::Real;
+use losslang::Real;
 
 /// Tolerances of tests/golden/README.md: (value abs, value rel, gradient abs, gradient rel to max|g|).
 fn tolerances<T: Real>() -> (f64, f64, f64, f64) {

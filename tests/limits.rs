@@ -43,7 +43,7 @@ fn deep_brackets_are_refused_not_overflowed() {
 #[test]
 fn nesting_up_to_the_limit_is_accepted() {
     // `{`, `mean(` and the outer `(` take three of the 128 levels.
-    let n = losslang::syntax::parse::MAX_NESTING - 3;
+    let n = losslang::diagnostics::MAX_NESTING - 3;
     let e = format!("{}logits{}", "tanh(".repeat(n), ")".repeat(n));
     assert_eq!(answer(program(&e), true), Ok(()));
 }

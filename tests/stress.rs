@@ -4,7 +4,7 @@
 
 use losslang::api::gradcheck::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
-use losslang::ops::math::Real;
+use losslang::Real;
 use losslang::{Error, Library};
 
 mod common;
@@ -205,7 +205,7 @@ fn shape_errors_name_the_input_and_both_shapes() {
 /// by name and index, in f32 and f64, while finite values whose f64 sum overflows are not.
 #[test]
 fn non_finite_summed_inputs_are_rejected_by_name() {
-    fn case<T: losslang::ops::math::Real>(bad: f64) -> Option<(String, usize)> {
+    fn case<T: losslang::Real>(bad: f64) -> Option<(String, usize)> {
         let loss = Library::standard().get("dice").unwrap();
         let shape = [2usize, 1, 3, 700];
         let mut plan = loss

@@ -9,6 +9,7 @@
 pub mod gradcheck;
 pub mod library;
 pub mod memory;
+mod render;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -56,10 +57,12 @@ pub enum Stage {
     Autodiff,
     /// Forward and backward graph after every rewrite.
     Optimised,
+    /// The optimised graph prepared for kernels and partitioned into memory passes and tails.
+    Fused,
 }
 
 /// The graph of one stage, with its roots named (`value`, `grad.<input>`).
-pub struct StageGraph {
+pub(crate) struct StageGraph {
     pub graph: Graph,
     pub roots: Vec<(String, NodeId)>,
 }
@@ -257,7 +260,7 @@ impl Loss {
     }
 
     /// The graph at a stage, for the given absent optional inputs.
-    pub fn stage(&self, stage: Stage, absent: &[usize]) -> Result<StageGraph> {
+    pub(crate) fn stage(&self, stage: Stage, absent: &[usize]) -> Result<StageGraph> {
         let l = self.lowered(absent)?;
         let diff: Vec<usize> = (0..l.sig.inputs.len())
             .filter(|&i| l.sig.inputs[i].diff && !absent.contains(&i))
@@ -299,8 +302,29 @@ impl Loss {
         })
     }
 
+    /// The graph at `stage` as text (`%7 = mul(%3, %5) : [B, C, S]` lines, roots last) or as
+    /// Graphviz (`dot`), with the optional inputs at positions `absent` left out.
+    pub fn render(&self, stage: Stage, absent: &[usize], dot: bool) -> Result<String> {
+        let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
+        let name = self.sig.name.as_str();
+        if stage == Stage::Fused {
+            let (sg, sched) = self.fused(absent)?;
+            return Ok(if dot {
+                render::fused_dot(&sg.graph, &sg.roots, &sched, &names, name)
+            } else {
+                render::fused_text(&sg.graph, &sg.roots, &sched, &names, name)
+            });
+        }
+        let sg = self.stage(stage, absent)?;
+        Ok(if dot {
+            render::to_dot(&sg.graph, &sg.roots, &names, name)
+        } else {
+            render::to_text(&sg.graph, &sg.roots, &names, name)
+        })
+    }
+
     /// The optimised graph partitioned into fused kernels (memory passes) and tails.
-    pub fn fused(&self, absent: &[usize]) -> Result<(StageGraph, optimise::fuse::Schedule)> {
+    pub(crate) fn fused(&self, absent: &[usize]) -> Result<(StageGraph, optimise::fuse::Schedule)> {
         let sg = self.stage(Stage::Optimised, absent)?;
         let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
         let (graph, roots) = optimise::for_kernels(&sg.graph, &roots);
@@ -517,6 +541,19 @@ pub enum ExecutorKind {
     Reference,
 }
 
+/// One memory pass of a plan: which executor runs it, and what it computes per element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassInfo {
+    /// `"fused"` (the block VM) or `"reference"` (the interpreter).
+    pub executor: &'static str,
+    /// Elementwise nodes computed per element (0 for the reference interpreter).
+    pub nodes: usize,
+    /// Reductions accumulated in this pass.
+    pub reductions: usize,
+    /// Output buffers (gradients) written in this pass.
+    pub stores: usize,
+}
+
 /// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly. After the first
 /// call, evaluation allocates nothing.
 pub struct Plan<T: Real> {
@@ -526,6 +563,9 @@ pub struct Plan<T: Real> {
     bound: Arc<Bound>,
     exec: Box<dyn Executor<T>>,
     executor: &'static str,
+    pass_info: Vec<PassInfo>,
+    /// Why the fused executor was not used, when it was asked for.
+    fallback: Option<String>,
     check_finite: bool,
     grads: Vec<(String, ArrayD<T>)>,
 }
@@ -598,8 +638,16 @@ impl Loss {
             sizes: binding.sizes.clone(),
             grad_axes,
         });
-        let (exec, executor): (Box<dyn Executor<T>>, &'static str) = match kind {
-            ExecutorKind::Reference => (Box::new(Interpreter::new(bound.clone())), "reference"),
+        let reference = |why: Option<String>| {
+            let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound.clone()));
+            let n = exec.passes();
+            let info = (0..n.max(1))
+                .map(|_| PassInfo { executor: "reference", nodes: 0, reductions: 0, stores: 0 })
+                .collect();
+            (exec, "reference", info, why)
+        };
+        let (exec, executor, pass_info, fallback) = match kind {
+            ExecutorKind::Reference => reference(None),
             ExecutorKind::Fused => {
                 let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
                 let kb = Arc::new(Bound {
@@ -609,8 +657,21 @@ impl Loss {
                     grad_axes: bound.grad_axes.clone(),
                 });
                 match crate::exec::vm::Vm::<T>::new(kb) {
-                    Ok(vm) => (Box::new(vm), "fused"),
-                    Err(_) => (Box::new(Interpreter::new(bound.clone())), "reference"),
+                    Ok(vm) => {
+                        let info = vm
+                            .pass_shapes()
+                            .into_iter()
+                            .map(|(nodes, reductions, stores)| PassInfo {
+                                executor: "fused",
+                                nodes,
+                                reductions,
+                                stores,
+                            })
+                            .collect();
+                        let exec: Box<dyn Executor<T>> = Box::new(vm);
+                        (exec, "fused", info, None)
+                    }
+                    Err(e) => reference(Some(e.0)),
                 }
             }
         };
@@ -633,6 +694,8 @@ impl Loss {
             bound,
             exec,
             executor,
+            pass_info,
+            fallback,
             check_finite: true,
             grads,
         })
@@ -647,6 +710,15 @@ impl<T: Real> Plan<T> {
     /// Memory passes over N-sized data per call.
     pub fn passes(&self) -> usize {
         self.exec.passes()
+    }
+    /// Each memory pass with the executor that runs it.
+    pub fn pass_info(&self) -> &[PassInfo] {
+        &self.pass_info
+    }
+    /// Why the plan runs on the reference interpreter although the fused executor was asked for
+    /// (`None` when it runs fused, or the interpreter was chosen).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
     /// `"fused"` or `"reference"`.
     pub fn executor(&self) -> &'static str {

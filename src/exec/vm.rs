@@ -1342,3 +1342,14 @@ impl<T: Real> Executor<T> for Vm<T> {
         self.passes.len()
     }
 }
+
+impl<T: Real> Vm<T> {
+    /// Per memory pass: (big nodes computed per element, reductions accumulated, buffers stored).
+    pub fn pass_shapes(&self) -> Vec<(usize, usize, usize)> {
+        self.sched
+            .kernels
+            .iter()
+            .map(|k| (k.nodes.len(), k.reductions.len(), k.stores.len()))
+            .collect()
+    }
+}

@@ -322,18 +322,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
     (space, inputs)
 }
 
-/// Lowers `def` with the given parameter values (defaults for the rest). Parameter names and
-/// value types are checked by the caller against the [`Signature`] first.
-pub fn lower(
-    prog: &Program,
-    def: Def,
-    params: &[(String, ParamValue)],
-    diags: &mut Diagnostics,
-) -> Option<Lowered> {
-    lower_with(prog, def, params, &[], diags)
-}
-
-/// As [`lower`], with the optional inputs at positions `absent` replaced by their defaults.
+/// Lowers `def` with the given parameter values (defaults for the rest), the optional inputs at positions `absent` replaced by their defaults.
 pub fn lower_with(
     prog: &Program,
     def: Def,

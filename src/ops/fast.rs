@@ -235,74 +235,91 @@ pub fn ln_1p_f64_v<const FMA: bool>(x: f64) -> f64 {
 }
 
 // ---- plain entry points (no FMA: identical bits on every ISA) and FMA ones -----------------
+// Scalar wrappers for the accuracy tests (`fast_tests.rs`); the kernels call the `_v` forms.
 
+#[cfg(test)]
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     exp_f32_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn exp_f32_fma(x: f32) -> f32 {
     exp_f32_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_f32(x: f32) -> f32 {
     ln_f32_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_f32_fma(x: f32) -> f32 {
     ln_f32_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1_2_f32(x: f32) -> f32 {
     ln_1_2_f32_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1_2_f32_fma(x: f32) -> f32 {
     ln_1_2_f32_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1p_f32(x: f32) -> f32 {
     ln_1p_f32_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1p_f32_fma(x: f32) -> f32 {
     ln_1p_f32_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn exp_f64(x: f64) -> f64 {
     exp_f64_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn exp_f64_fma(x: f64) -> f64 {
     exp_f64_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_f64(x: f64) -> f64 {
     ln_f64_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_f64_fma(x: f64) -> f64 {
     ln_f64_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1_2_f64(x: f64) -> f64 {
     ln_1_2_f64_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1_2_f64_fma(x: f64) -> f64 {
     ln_1_2_f64_v::<true>(x)
 }
 
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1p_f64(x: f64) -> f64 {
     ln_1p_f64_v::<false>(x)
 }
+#[cfg(test)]
 #[inline(always)]
 pub fn ln_1p_f64_fma(x: f64) -> f64 {
     ln_1p_f64_v::<true>(x)

@@ -295,3 +295,8 @@ pub fn const_value(n: &Node) -> Option<f64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod fast_tests;
+#[cfg(test)]
+mod tests;

@@ -11,9 +11,13 @@ pub mod fuse;
 use crate::ir::graph::{Attr, Axes, Graph, Node, NodeId};
 use crate::ops::{const_value, Op};
 
+/// A named rewrite. `name` and `identity` document the rule where it is defined (and name it in
+/// the tests); the optimiser itself only applies it.
 pub struct Rule {
+    #[allow(dead_code)] // documentation, read by people
     pub name: &'static str,
     /// The identity, and why it is applied.
+    #[allow(dead_code)] // documentation, read by people
     pub identity: &'static str,
     pub apply: fn(&mut Graph, &Node) -> Option<NodeId>,
 }
@@ -617,3 +621,6 @@ pub fn fuse_products(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>) {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -83,15 +83,6 @@ impl SourceMap {
     pub fn name(&self, id: FileId) -> &str {
         &self.names[id]
     }
-    pub fn source(&self, id: FileId) -> &str {
-        self.files
-            .get(id)
-            .map(|f| f.source().as_str())
-            .unwrap_or("")
-    }
-    pub fn find(&self, name: &str) -> Option<FileId> {
-        self.names.iter().position(|n| n == name)
-    }
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, file: FileId, offset: usize) -> (usize, usize) {
         let line = self.files.line_index(file, offset).unwrap_or(0);

@@ -1,4 +1,4 @@
-//! The yardstick of issue 3: each of the five peer losses (../shared/peers/README.md) written by
+//! The yardstick of issue 3: each of the five peer losses (bench/peers/README.md) written by
 //! hand as a single-purpose f32 kernel — one fused loop per pass, rayon over fixed chunks, f64
 //! partial sums, the gradient written into a reused buffer, vectorised exp/ln (losslang's own
 //! `ops::fast`, so both sides use the same polynomials), built with `-C target-cpu=native`

@@ -3,7 +3,7 @@
 //! Sweeps the whole range (denormals, huge values), plus inf, NaN, zeros and negatives; each
 //! function in both variants (plain, and with fused multiply-adds).
 
-use losslang::ops::fast::*;
+use crate::ops::fast::*;
 
 fn ulps32(a: f32, b: f32) -> u64 {
     if a.is_nan() && b.is_nan() || a == b {

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use losslang::autodiff;
-use losslang::exec::reference::Interpreter;
-use losslang::exec::Bound;
-use losslang::ir::graph::{AxisSpace, Graph, NodeId};
-use losslang::ndarray::{ArrayD, IxDyn};
-use losslang::ops::{Class, Diff, Op, OPS};
+use crate::autodiff;
+use crate::exec::reference::Interpreter;
+use crate::exec::Bound;
+use crate::ir::graph::{AxisSpace, Graph, NodeId};
+use ndarray::{ArrayD, IxDyn};
+use crate::ops::{Class, Diff, Op, OPS};
 
 fn points(grid: &[f64], arity: usize) -> Vec<Vec<f64>> {
     let mut out = vec![vec![]];
@@ -34,7 +34,7 @@ fn points(grid: &[f64], arity: usize) -> Vec<Vec<f64>> {
 fn symbolic(op: Op, at: &[f64]) -> (f64, Vec<Option<f64>>) {
     let mut g = Graph::new(AxisSpace::default());
     let ins: Vec<NodeId> = (0..at.len()).map(|i| g.input(i, 0)).collect();
-    let out = g.add(op, ins.clone(), losslang::ir::graph::Attr::None);
+    let out = g.add(op, ins.clone(), crate::ir::graph::Attr::None);
     let grads = autodiff::grad(&mut g, out, &ins);
     let mut roots = vec![out];
     roots.extend(grads.iter().map(|x| x.unwrap_or(out)));
@@ -126,7 +126,7 @@ type Kernel<T> = fn(Op, &mut [T], &[T], &[T], &[T]);
 
 #[test]
 fn every_kernel_matches_the_f64_reference() {
-    use losslang::ops::{block_kernel_f32, block_kernel_f64};
+    use crate::ops::{block_kernel_f32, block_kernel_f64};
     for def in OPS
         .iter()
         .filter(|d| d.class == Class::Map && !d.grid.is_empty())
@@ -232,7 +232,7 @@ fn table_is_consistent() {
         assert_eq!(def.op as usize, i, "{} is out of order", def.name);
         if def.callable {
             assert!(
-                losslang::ops::lookup(def.name, def.arity) == Some(def.op),
+                crate::ops::lookup(def.name, def.arity) == Some(def.op),
                 "{} does not resolve",
                 def.name
             );
@@ -245,7 +245,7 @@ fn table_is_consistent() {
 /// (found by the table-program proptest): 1^b = 1 for every b, a^0 = 1 for every a.
 #[test]
 fn pow_kernels_keep_ieee_special_cases() {
-    use losslang::ops::{block_kernel_f32, block_kernel_f64};
+    use crate::ops::{block_kernel_f32, block_kernel_f64};
     let cases = [
         (1.0, f64::NEG_INFINITY),
         (1.0, f64::INFINITY),

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use losslang::autodiff;
-use losslang::exec::reference::Interpreter;
-use losslang::exec::vm::Vm;
-use losslang::exec::{Bound, Executor};
-use losslang::ir::graph::{AxisSpace, Graph, NodeId};
-use losslang::ndarray::{ArrayD, IxDyn};
-use losslang::ops::Op;
-use losslang::optimise;
+use crate::autodiff;
+use crate::exec::reference::Interpreter;
+use crate::exec::vm::Vm;
+use crate::exec::{Bound, Executor};
+use crate::ir::graph::{AxisSpace, Graph, NodeId};
+use ndarray::{ArrayD, IxDyn};
+use crate::ops::Op;
+use crate::optimise;
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -119,7 +119,7 @@ fn build(g: &mut Graph, e: &E, x: NodeId, y: NodeId) -> NodeId {
     }
 }
 
-fn run<T: losslang::ops::math::Real>(
+fn run<T: crate::ops::math::Real>(
     g: Graph,
     roots: Vec<NodeId>,
     xs: &[f64],
@@ -149,7 +149,7 @@ fn run<T: losslang::ops::math::Real>(
 }
 
 /// The same roots (value, gradient) through the fused block VM.
-fn run_fused<T: losslang::ops::math::Real>(
+fn run_fused<T: crate::ops::math::Real>(
     g: Graph,
     roots: Vec<NodeId>,
     xs: &[f64],
@@ -257,11 +257,11 @@ enum P {
 }
 
 fn table_ops() -> Vec<usize> {
-    losslang::ops::OPS
+    crate::ops::OPS
         .iter()
         .enumerate()
         .filter(|(_, d)| {
-            d.class == losslang::ops::Class::Map && d.arity > 0 && d.op != Op::Broadcast
+            d.class == crate::ops::Class::Map && d.arity > 0 && d.op != Op::Broadcast
         })
         .map(|(i, _)| i)
         .collect()
@@ -276,7 +276,7 @@ fn program() -> impl Strategy<Value = P> {
     leaf.prop_recursive(6, 40, 3, |inner| {
         prop_oneof![
             4 => (prop::sample::select(table_ops()), prop::collection::vec(inner.clone(), 3)).prop_map(|(i, mut args)| {
-                args.truncate(losslang::ops::OPS[i].arity);
+                args.truncate(crate::ops::OPS[i].arity);
                 P::Op(i, args)
             }),
             1 => inner.prop_map(|a| P::PlaneSum(Box::new(a))),
@@ -287,7 +287,7 @@ fn program() -> impl Strategy<Value = P> {
 fn discontinuous(p: &P) -> bool {
     match p {
         P::Op(i, args) => {
-            losslang::ops::OPS[*i].diff != losslang::ops::Diff::Smooth
+            crate::ops::OPS[*i].diff != crate::ops::Diff::Smooth
                 || args.iter().any(discontinuous)
         }
         P::PlaneSum(a) => discontinuous(a),
@@ -303,9 +303,9 @@ fn build_p(g: &mut Graph, p: &P, x: NodeId, y: NodeId) -> NodeId {
         P::Op(i, args) => {
             let ids: Vec<NodeId> = args.iter().map(|a| build_p(g, a, x, y)).collect();
             g.add(
-                losslang::ops::OPS[*i].op,
+                crate::ops::OPS[*i].op,
                 ids,
-                losslang::ir::graph::Attr::None,
+                crate::ir::graph::Attr::None,
             )
         }
         P::PlaneSum(a) => {
