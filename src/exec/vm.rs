@@ -803,8 +803,11 @@ fn register_file<T: Real>(v: &mut [T]) -> &mut [T] {
 
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T, usize);
-// SAFETY: chunks write disjoint element ranges of each output buffer.
+// SAFETY: an OutPtr is a (pointer, length) of an output buffer that `run` borrows mutably for
+// the whole call; chunks write disjoint element ranges of it (`out_block` checks each range
+// against the length), so sending or sharing it between the pool's threads races on nothing.
 unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as for Send: shared only to write disjoint ranges.
 unsafe impl<T: Sync> Sync for OutPtr<T> {}
 
 /// 0 if every element is finite, NaN otherwise (x - x is 0 for finite x, NaN for NaN and ±inf);
@@ -1068,11 +1071,13 @@ fn run_chunk<T: Real, const FMA: bool>(
                 let to = (j + 1) * n_lines / n_ins * step;
                 let near = (ahead + from)..(ahead + to).min(data.len());
                 let far = (ahead + FAR + from)..(ahead + FAR + to).min(data.len());
-                // SAFETY: prefetching is a hint; the addresses lie inside the buffer.
                 for k in far.step_by(step) {
+                    // SAFETY: prefetching is a hint that never faults; `k < data.len()`, so the
+                    // pointer stays inside the buffer and `add` is in bounds.
                     unsafe { _mm_prefetch::<{ _MM_HINT_T1 }>(data.as_ptr().add(k) as *const i8) };
                 }
                 for k in near.step_by(step) {
+                    // SAFETY: as above.
                     unsafe { _mm_prefetch::<{ _MM_HINT_T0 }>(data.as_ptr().add(k) as *const i8) };
                 }
             }
@@ -1096,7 +1101,8 @@ fn run_chunk<T: Real, const FMA: bool>(
         // This block's range of output buffer `out`.
         let out_block = |out: u16| -> &mut [T] {
             let o = ctx.outs[out as usize];
-            debug_assert!(start + len <= o.1);
+            // Checked in every build: the raw write below relies on it.
+            assert!(!o.0.is_null() && start + len <= o.1, "output block outside its buffer");
             // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer, and
             // one instruction writes it at a time.
             unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) }
@@ -1196,9 +1202,10 @@ fn run_chunk_base<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &
 
 fn dispatch<T: Real>(isa: Isa, ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
     match isa {
-        // SAFETY: the features were detected at run time.
+        // SAFETY: `Isa::detect` chose Avx512 only after detecting every feature it enables.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { run_chunk_avx512(ctx, chunk, part, regs) },
+        // SAFETY: `Isa::detect` chose Avx2 only after detecting avx2 and fma.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { run_chunk_avx2(ctx, chunk, part, regs) },
         Isa::Base => run_chunk_base(ctx, chunk, part, regs),
@@ -1212,6 +1219,7 @@ impl<T: Real> Executor<T> for Vm<T> {
         grads: &mut [&mut [T]],
         check_finite: bool,
     ) -> Result<T, usize> {
+        self.check_buffers(inputs, grads);
         let nt = rayon::current_num_threads() + 1;
         let max_regs = self.passes.iter().map(|p| p.n_regs).max().unwrap_or(1);
         let file_len = max_regs * BLOCK + REGFILE_PAD / std::mem::size_of::<T>();
@@ -1344,6 +1352,28 @@ impl<T: Real> Executor<T> for Vm<T> {
 }
 
 impl<T: Real> Vm<T> {
+    /// Panics (in every build) unless each buffer has the length the bound graph gives it: an
+    /// input its node's element count (or 0 when an absent optional input is never read), each
+    /// gradient its input's full element count. The kernels index and write through these
+    /// lengths, so `run` is safe for any arguments.
+    fn check_buffers(&self, inputs: &[&[T]], grads: &[&mut [T]]) {
+        let b = &self.bound;
+        let g = &b.graph;
+        for id in 0..g.len() {
+            let n = g.node(id as NodeId);
+            if let (Op::Input, Attr::Input(i)) = (n.op, n.attr) {
+                let want = numel(n.axes, &b.sizes);
+                let got = inputs.get(i as usize).map(|x| x.len());
+                assert_eq!(got, Some(want), "input {i}: buffer of {got:?} elements, the plan needs {want}");
+            }
+        }
+        assert_eq!(grads.len(), b.roots.len() - 1, "one gradient buffer per differentiable input");
+        for (k, gr) in grads.iter().enumerate() {
+            let want = numel(b.grad_axes[k], &b.sizes);
+            assert_eq!(gr.len(), want, "gradient {k}: buffer of {} elements, the plan needs {want}", gr.len());
+        }
+    }
+
     /// Per memory pass: (big nodes computed per element, reductions accumulated, buffers stored).
     pub fn pass_shapes(&self) -> Vec<(usize, usize, usize)> {
         self.sched

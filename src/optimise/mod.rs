@@ -520,9 +520,9 @@ pub fn collect_polynomial(src: &Graph, roots: &[NodeId]) -> (Graph, Vec<NodeId>)
     // in a chain's length.
     let live = src.reachable(roots);
     let mut inner = vec![false; src.len()];
-    for id in 0..src.len() {
+    for (id, &l) in live.iter().enumerate() {
         let n = src.node(id as NodeId);
-        if live[id] && polynomial(n.op) {
+        if l && polynomial(n.op) {
             for &a in &n.args {
                 let x = unbroadcast(src, a);
                 if uses[x as usize] == 1 && polynomial(src.node(x).op) && src.axes(x) == n.axes {
