@@ -55,6 +55,9 @@ pub struct GradcheckReport {
     /// Differentiable inputs whose symbolic and finite-difference gradients were both zero on
     /// every trial: nothing about their gradient was tested, and the check fails.
     pub not_exercised: Vec<String>,
+    /// The executor of the compiled plans (`fused` or `reference`) and, for `reference`, why.
+    pub executor: String,
+    pub fallback: Option<String>,
     pub passed: bool,
 }
 
@@ -184,6 +187,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
     let has_optional = sig.inputs.iter().any(|i| i.default.is_some());
     // Inputs whose gradient some trial compared with nonzero values.
     let mut exercised_names: Vec<String> = Vec::new();
+    let (mut executor, mut fallback) = (String::new(), None);
     for spec in TRIALS {
         if spec.with_optional && !has_optional && spec.logits.is_none() {
             continue;
@@ -264,6 +268,8 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             .collect();
         let mut plan = loss.compile::<f64>(&shape_refs)?;
         grad_inputs = plan.grad_inputs().iter().map(|s| s.to_string()).collect();
+        executor = plan.executor().to_string();
+        fallback = plan.fallback_reason().map(str::to_string);
         let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
             .iter()
             .map(|s| s.as_str())
@@ -363,6 +369,8 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
         trials,
         worst_rel_err: worst,
         not_exercised,
+        executor,
+        fallback,
         passed,
     })
 }

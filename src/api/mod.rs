@@ -562,7 +562,10 @@ pub struct Plan<T: Real> {
     binding: Binding,
     bound: Arc<Bound>,
     exec: Box<dyn Executor<T>>,
+    /// The value-only executor behind [`Plan::value`], built on its first call.
+    value_exec: Option<Box<dyn Executor<T>>>,
     executor: &'static str,
+    isa: &'static str,
     pass_info: Vec<PassInfo>,
     /// Why the fused executor was not used, when it was asked for.
     fallback: Option<String>,
@@ -644,9 +647,10 @@ impl Loss {
             let info = (0..n.max(1))
                 .map(|_| PassInfo { executor: "reference", nodes: 0, reductions: 0, stores: 0 })
                 .collect();
-            (exec, "reference", info, why)
+            (exec, "scalar", info, why)
         };
-        let (exec, executor, pass_info, fallback) = match kind {
+        // `isa`: the instruction set the kernels run with.
+        let (exec, isa, pass_info, fallback) = match kind {
             ExecutorKind::Reference => reference(None),
             ExecutorKind::Fused => {
                 let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
@@ -668,8 +672,9 @@ impl Loss {
                                 stores,
                             })
                             .collect();
+                        let isa = vm.isa();
                         let exec: Box<dyn Executor<T>> = Box::new(vm);
-                        (exec, "fused", info, None)
+                        (exec, isa, info, None)
                     }
                     Err(e) => reference(Some(e.0)),
                 }
@@ -692,8 +697,10 @@ impl Loss {
             diff,
             binding,
             bound,
+            executor: if fallback.is_none() && kind == ExecutorKind::Fused { "fused" } else { "reference" },
             exec,
-            executor,
+            value_exec: None,
+            isa,
             pass_info,
             fallback,
             check_finite: true,
@@ -710,6 +717,11 @@ impl<T: Real> Plan<T> {
     /// Memory passes over N-sized data per call.
     pub fn passes(&self) -> usize {
         self.exec.passes()
+    }
+    /// The instruction set the fused kernels run with: `avx512`, `avx2` or `baseline` (capped by
+    /// the `LOSSLANG_ISA` environment variable), or `scalar` on the reference interpreter.
+    pub fn instruction_set(&self) -> &'static str {
+        self.isa
     }
     /// Each memory pass with the executor that runs it.
     pub fn pass_info(&self) -> &[PassInfo] {
@@ -889,8 +901,29 @@ impl<T: Real> Plan<T> {
             .map_err(|i| non_finite(&self.sig, &slices, i))
     }
 
-    /// The loss value alone.
+    /// The loss value alone, from a value-only plan (built on the first call: the gradient's
+    /// nodes are left out, so a region loss takes one memory pass instead of two). Its value
+    /// may differ from `value_and_grad`'s in the last bits: kernels are prepared for the nodes
+    /// each plan has.
     pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
-        Ok(self.value_and_grad(inputs)?.value)
+        let slices = self.prepare(inputs)?;
+        if self.value_exec.is_none() {
+            let b = &self.bound;
+            let roots = vec![b.roots[0]];
+            let exec: Box<dyn Executor<T>> = if self.executor == "fused" {
+                let (kg, kr) = optimise::for_kernels(&b.graph, &roots);
+                let kb = Arc::new(Bound { graph: kg, roots: kr, sizes: b.sizes.clone(), grad_axes: vec![] });
+                match crate::exec::vm::Vm::<T>::new(kb) {
+                    Ok(vm) => Box::new(vm),
+                    Err(_) => Box::new(Interpreter::new(Arc::new(Bound { roots, grad_axes: vec![], ..(**b).clone() }))),
+                }
+            } else {
+                Box::new(Interpreter::new(Arc::new(Bound { roots, grad_axes: vec![], ..(**b).clone() })))
+            };
+            self.value_exec = Some(exec);
+        }
+        let exec = self.value_exec.as_mut().expect("built above");
+        exec.run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
+            .map_err(|i| non_finite(&self.sig, &slices, i))
     }
 }

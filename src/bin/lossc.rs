@@ -262,12 +262,16 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
                 Ok(rep) => {
                     let status = if rep.passed { "ok  " } else { "FAIL" };
                     println!(
-                        "{status}  {}: `{}`  gradients: {}  worst rel. gradient error {:.1e} over {} trials",
+                        "{status}  {}: `{}`  gradients: {}  worst rel. gradient error {:.1e} over {} trials  executor {}",
                         f.display(),
                         rep.loss,
                         rep.grad_inputs.join(", "),
                         rep.worst_rel_err,
-                        rep.trials.len()
+                        rep.trials.len(),
+                        match &rep.fallback {
+                            Some(why) => format!("reference (not fusable: {why})"),
+                            None => rep.executor.clone(),
+                        }
                     );
                     if !rep.not_exercised.is_empty() {
                         println!(
@@ -606,6 +610,9 @@ fn run_bench<T: Real>(
         "effective_gb_per_s": bytes / (median * 1e-3) / 1e9,
         "compile_ms": compile_ms,
         "executor": plan.executor(),
+        "instruction_set": plan.instruction_set(),
+        "pass_executors": plan.pass_info().iter().map(|p| p.executor).collect::<Vec<_>>(),
+        "fallback": plan.fallback_reason(),
         "value": value,
     }))
 }

@@ -503,6 +503,16 @@ enum Isa {
 }
 
 impl Isa {
+    fn name(self) -> &'static str {
+        match self {
+            Isa::Base => "baseline",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+        }
+    }
+
     /// The widest instruction set this CPU has, capped by `LOSSLANG_ISA` (`avx512`, `avx2` or
     /// `base`; for comparisons and for reproducing another machine's bits).
     fn detect() -> Isa {
@@ -1352,6 +1362,11 @@ impl<T: Real> Executor<T> for Vm<T> {
 }
 
 impl<T: Real> Vm<T> {
+    /// The instruction set the kernels run with (`avx512`, `avx2` or `baseline`).
+    pub fn isa(&self) -> &'static str {
+        self.isa.name()
+    }
+
     /// Panics (in every build) unless each buffer has the length the bound graph gives it: an
     /// input its node's element count (or 0 when an absent optional input is never read), each
     /// gradient its input's full element count. The kernels index and write through these
