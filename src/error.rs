@@ -39,8 +39,34 @@ pub enum Error {
         received: Vec<usize>,
         detail: String,
     },
-    #[error("{0}")]
-    Param(String),
+    #[error("parameter `{name}` is not declared by `{loss}`; {declares}{hint}")]
+    UnknownParam {
+        name: String,
+        loss: String,
+        /// What the loss declares, as a sentence.
+        declares: String,
+        /// ` (did you mean `x`?)` or empty.
+        hint: String,
+    },
+    #[error("parameter `{name}` of `{loss}` {expected}; got {got}")]
+    ParamValue {
+        name: String,
+        loss: String,
+        /// What it takes, e.g. `is one of batch | image | class`.
+        expected: String,
+        got: String,
+    },
+    #[error("axis `{axis}` of `{loss}` is not bound by any given input")]
+    UnboundAxis { axis: String, loss: String },
+    #[error("`{loss}` has {count} {what}; at most {max} are supported")]
+    Limit {
+        loss: String,
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("`{loss}` cannot be fused: {reason}")]
+    NotFusable { loss: String, reason: String },
     #[error("input `{input}` holds a non-finite value ({value}) at flat index {index}; losses reject NaN and Inf inputs")]
     NonFinite {
         input: String,
@@ -55,8 +81,11 @@ pub enum Error {
         needed: Option<u64>,
         available: Option<u64>,
     },
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+    /// A command-line usage error of `lossc` (a malformed flag value).
     #[error("{0}")]
-    Io(String),
+    Usage(String),
     #[error("{0}")]
     Json(String),
 }

@@ -60,7 +60,7 @@ pub use syntax::ast::{ParamType, Span, ValueRange};
 
 /// The diagnostic codes of the front end and the limits it enforces on source text.
 pub mod diagnostics {
-    pub use crate::syntax::diag::CODES;
+    pub use crate::syntax::diag::Code;
     pub use crate::syntax::parse::MAX_NESTING;
 }
 

@@ -244,7 +244,8 @@ fn e0017_axis_order() {
 #[test]
 fn every_code_is_tested_here() {
     let me = include_str!("diagnostics.rs");
-    for (code, _) in losslang::diagnostics::CODES {
+    for code in losslang::diagnostics::Code::ALL {
+        let code = code.as_str();
         assert!(
             me.contains(&format!("fn {}_", code.to_lowercase())),
             "no test for {code}"
@@ -345,4 +346,52 @@ fn e0020_invalid_value_range() {
     // Valid ranges compile.
     assert!(Loss::from_source(&src("in [-1, 1]")).is_ok());
     assert!(Loss::from_source(&src("in int [0, 18]")).is_ok());
+}
+
+#[test]
+fn e0022_pack_declared_differently() {
+    expect("loss t {\n    input logits: [B, C, ..S] diff\n    input w: [B, C, S]\n    return mean(logits * w)\n}\n", "E0022", "3:21", &["axis `S` was declared as a pack"]);
+}
+
+#[test]
+fn e0023_too_many_axes() {
+    let axes: Vec<String> = (0..16).map(|i| format!("A{i}")).collect();
+    let src = format!("loss t {{\n    input logits: [{}] diff\n    return mean(logits)\n}}\n", axes.join(", "));
+    let (codes, text) = errors(&src);
+    assert!(codes.contains(&"E0023"), "{codes:?}\n{text}");
+    assert!(text.contains("a loss may use at most 15 axes"), "{text}");
+}
+
+#[test]
+fn e0024_two_pack_axes() {
+    let (codes, text) = errors("loss t {\n    input logits: [..B, ..S] diff\n    return mean(logits)\n}\n");
+    assert!(codes.contains(&"E0024"), "{codes:?}\n{text}");
+    assert!(text.contains("more than one `..` axis"), "{text}");
+}
+
+#[test]
+fn e0025_calls_nest_too_deeply() {
+    // 70 helpers, each calling the next: deeper than the 64 levels of inlining.
+    let mut src = String::new();
+    for i in 0..70 {
+        src.push_str(&format!("fn f{i}(x) = {}\n", if i == 69 { "x".to_string() } else { format!("f{}(x)", i + 1) }));
+    }
+    src.push_str(&body("    return mean(f0(logits) * target)"));
+    let (codes, text) = errors(&src);
+    assert!(codes.contains(&"E0025"), "{codes:?}\n{text}");
+    assert!(text.contains("calls nest too deeply"), "{text}");
+}
+
+#[test]
+fn every_code_has_an_explanation_and_lossc_explains_it() {
+    use losslang::diagnostics::Code;
+    for c in Code::ALL {
+        assert!(!c.summary().is_empty() && c.explanation().len() > 20, "{c:?}");
+        assert_eq!(Code::parse(c.as_str()), Some(*c));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc")).args(["explain", "e9"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("E0009: a differentiable input"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc")).args(["explain", "E9999"]).output().unwrap();
+    assert!(!out.status.success());
 }

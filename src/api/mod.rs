@@ -35,7 +35,7 @@ fn compile_error(d: &Diagnostics, prog: &Program) -> Error {
     Error::Compile {
         rendered: d.render(&prog.sources),
         short: d.short(&prog.sources),
-        codes: d.items.iter().map(|x| x.code).collect(),
+        codes: d.items.iter().map(|x| x.code.as_str()).collect(),
     }
 }
 
@@ -103,7 +103,7 @@ impl Loss {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Loss> {
         let path = path.as_ref();
         let src = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?;
         Self::from_source_in(&path.display().to_string(), &src, path.parent())
     }
 
@@ -111,7 +111,7 @@ impl Loss {
     /// too (names, arities, axis lists), whether or not a loss calls them.
     pub fn all_in_file(path: &Path) -> Result<Vec<Loss>> {
         let src = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?;
         let mut diags = Diagnostics::default();
         let prog = Program::load(
             &path.display().to_string(),
@@ -202,52 +202,50 @@ impl Loss {
             let hint = suggest(name, names.iter().copied())
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            return Err(Error::Param(format!(
-                "parameter `{name}` is not declared by `{}`; {declares}{hint}",
-                self.sig.name
-            )));
+            return Err(Error::UnknownParam {
+                name: name.to_string(),
+                loss: self.sig.name.clone(),
+                declares,
+                hint,
+            });
         };
         let value = match (&p.ty, value) {
             (ParamType::Enum(opts), ParamValue::Text(s)) if opts.contains(&s) => {
                 ParamValue::Text(s)
             }
             (ParamType::Enum(opts), v) => {
-                return Err(Error::Param(format!(
-                    "parameter `{name}` of `{}` is one of {}; got `{v}`",
-                    self.sig.name,
-                    opts.join(" | ")
-                )))
+                return Err(self.param_error(name, format!("is one of {}", opts.join(" | ")), format!("`{v}`")))
             }
             (ParamType::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
             (ParamType::Number, ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
             (ParamType::Int, ParamValue::Number(x)) => {
-                return Err(Error::Param(format!(
-                    "parameter `{name}` of `{}` is an integer; got {x}",
-                    self.sig.name
-                )))
+                return Err(self.param_error(name, "is an integer".into(), x.to_string()))
             }
             (_, ParamValue::Text(s)) => {
                 // Accept numbers given as text (command lines, JSON strings).
                 match s.trim().parse::<f64>() {
                     Ok(x) => return self.set(name, x),
                     Err(_) => {
-                        return Err(Error::Param(format!(
-                            "parameter `{name}` of `{}` is a number; got `{s}`",
-                            self.sig.name
-                        )))
+                        return Err(self.param_error(name, "is a number".into(), format!("`{s}`")))
                     }
                 }
             }
             (_, ParamValue::Number(x)) => {
-                return Err(Error::Param(format!(
-                    "parameter `{name}` of `{}` must be finite; got {x}",
-                    self.sig.name
-                )))
+                return Err(self.param_error(name, "must be finite".into(), x.to_string()))
             }
         };
         self.params.retain(|(k, _)| k != name);
         self.params.push((name.to_string(), value));
         Ok(self)
+    }
+
+    fn param_error(&self, name: &str, expected: String, got: String) -> Error {
+        Error::ParamValue {
+            name: name.to_string(),
+            loss: self.sig.name.clone(),
+            expected,
+            got,
+        }
     }
 
     fn lowered(&self, absent: &[usize]) -> Result<Lowered> {
@@ -338,7 +336,7 @@ impl Loss {
             graph,
         };
         let sched = optimise::fuse::schedule(&sg.graph, &roots)
-            .map_err(|e| Error::Param(format!("`{}` cannot be fused: {}", self.sig.name, e.0)))?;
+            .map_err(|e| Error::NotFusable { loss: self.sig.name.clone(), reason: e.0 })?;
         Ok((sg, sched))
     }
 
@@ -482,10 +480,10 @@ fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> 
                 all_dims.push(d.clone());
             }
             None => {
-                return Err(Error::Param(format!(
-                    "axis `{}` of `{}` is not bound by any given input",
-                    sig.space.names[a], sig.name
-                )))
+                return Err(Error::UnboundAxis {
+                    axis: sig.space.names[a].clone(),
+                    loss: sig.name.clone(),
+                })
             }
         }
     }
@@ -606,11 +604,12 @@ impl Loss {
     ) -> Result<Plan<T>> {
         let binding = bind_shapes(&self.sig, shapes)?;
         if self.sig.inputs.len() > MAX_INPUTS {
-            return Err(Error::Param(format!(
-                "`{}` declares {} inputs; at most {MAX_INPUTS} are supported",
-                self.sig.name,
-                self.sig.inputs.len()
-            )));
+            return Err(Error::Limit {
+                loss: self.sig.name.clone(),
+                what: "inputs",
+                count: self.sig.inputs.len(),
+                max: MAX_INPUTS,
+            });
         }
         let absent: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| binding.shapes[i].is_none())
@@ -620,11 +619,12 @@ impl Loss {
             .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
             .collect();
         if diff.len() > MAX_GRADS {
-            return Err(Error::Param(format!(
-                "`{}` has {} differentiable inputs; at most {MAX_GRADS} are supported",
-                self.sig.name,
-                diff.len()
-            )));
+            return Err(Error::Limit {
+                loss: self.sig.name.clone(),
+                what: "differentiable inputs",
+                count: diff.len(),
+                max: MAX_GRADS,
+            });
         }
         // The plan's own buffers are the gradients, one per differentiable input.
         let needed = diff.iter().try_fold(0u64, |acc, &i| {

@@ -107,6 +107,11 @@ enum Cmd {
     },
     /// List the standard library's losses with their inputs and parameters.
     List,
+    /// Explain a diagnostic code (`lossc explain E0009`), or list every code without one.
+    Explain {
+        /// The code, e.g. E0009.
+        code: Option<String>,
+    },
 }
 
 /// Output into a closed pipe (`lossc list | head -1`) ends the process quietly, as it does for
@@ -165,6 +170,7 @@ fn main() -> ExitCode {
             bench(file, &shape, dtype, threads, iters, &set)
         }),
         Cmd::List => list(),
+        Cmd::Explain { code } => explain(code.as_deref()),
     };
     match r {
         Ok(code) => code,
@@ -195,7 +201,7 @@ fn parse_value(v: &str) -> ParamValue {
 fn apply_sets(mut loss: Loss, sets: &[String]) -> Result<Loss, Error> {
     for s in sets {
         let Some((k, v)) = s.split_once('=') else {
-            return Err(Error::Param(format!("--set takes NAME=VALUE, got `{s}`")));
+            return Err(Error::Usage(format!("--set takes NAME=VALUE, got `{s}`")));
         };
         loss = loss.set(k.trim(), parse_value(v))?;
     }
@@ -205,7 +211,7 @@ fn apply_sets(mut loss: Loss, sets: &[String]) -> Result<Loss, Error> {
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?
+            .map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
@@ -219,10 +225,10 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         out.push(path.to_path_buf());
         Ok(())
     } else {
-        Err(Error::Io(format!(
-            "no such file or directory: {}",
-            path.display()
-        )))
+        Err(Error::Io {
+            path: path.display().to_string(),
+            message: "no such file or directory".into(),
+        })
     }
 }
 
@@ -369,7 +375,7 @@ fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
 
 fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
     use losslang::ndarray::ArrayD as A;
-    let err = |e: String| Error::Io(format!("input `{name}`: cannot read {path}: {e}"));
+    let err = |e: String| Error::Io { path: path.to_string(), message: format!("input `{name}`: {e}") };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     if let Ok(a) = ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(&bytes)) {
         let a: A<f64> = a;
@@ -399,7 +405,7 @@ fn eval(
     let mut arrays: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
     if let Some(p) = inputs {
         let text = std::fs::read_to_string(p)
-            .map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?;
+            .map_err(|e| Error::Io { path: p.display().to_string(), message: e.to_string() })?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Json(format!("{}: {e}", p.display())))?;
         let obj = v.as_object().ok_or_else(|| {
@@ -434,12 +440,12 @@ fn eval(
     }
     for s in npy {
         let Some((k, path)) = s.split_once('=') else {
-            return Err(Error::Io(format!("--input takes NAME=FILE.npy, got `{s}`")));
+            return Err(Error::Usage(format!("--input takes NAME=FILE.npy, got `{s}`")));
         };
         arrays.insert(k.to_string(), read_npy(k, path)?);
     }
     if arrays.is_empty() {
-        return Err(Error::Io(
+        return Err(Error::Usage(
             "no inputs: pass --inputs CASE.json or --input NAME=FILE.npy".into(),
         ));
     }
@@ -506,7 +512,7 @@ fn graph(
             .iter()
             .any(|i| &i.name == w && i.default.is_some())
         {
-            return Err(Error::Param(format!(
+            return Err(Error::Usage(format!(
                 "--with `{w}`: `{}` has no optional input of that name",
                 loss.name()
             )));
@@ -535,7 +541,7 @@ fn bench(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
-        .map_err(|e| Error::Io(e.to_string()))?;
+        .map_err(|e| Error::Usage(format!("--threads {threads}: {e}")))?;
     let out = pool.install(|| match dtype {
         Dtype::F32 => run_bench::<f32>(&loss, shape, threads, iters),
         Dtype::F64 => run_bench::<f64>(&loss, shape, threads, iters),
@@ -575,7 +581,7 @@ fn run_bench<T: Real>(
         };
         arrays.push((
             inp.name.clone(),
-            ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Io(e.to_string()))?,
+            ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Usage(format!("--shape {shape:?}: {e}")))?,
         ));
     }
     let shapes: Vec<(&str, &[usize])> = arrays.iter().map(|(k, _)| (k.as_str(), shape)).collect();
@@ -615,6 +621,28 @@ fn run_bench<T: Real>(
         "fallback": plan.fallback_reason(),
         "value": value,
     }))
+}
+
+fn explain(code: Option<&str>) -> Result<ExitCode, Error> {
+    use losslang::diagnostics::Code;
+    match code {
+        None => {
+            for c in Code::ALL {
+                println!("{}  {}", c.as_str(), c.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(text) => match Code::parse(text) {
+            Some(c) => {
+                println!("{}: {}\n\n{}", c.as_str(), c.summary(), c.explanation());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err(Error::Usage(format!(
+                "no diagnostic code `{text}`; `lossc explain` lists them (E0001 to {})",
+                Code::ALL.last().map_or("", |c| c.as_str())
+            ))),
+        },
+    }
 }
 
 fn list() -> Result<ExitCode, Error> {

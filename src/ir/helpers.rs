@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use crate::ir::program::{Def, Program};
 use crate::ops;
 use crate::syntax::ast::*;
-use crate::syntax::diag::{suggest, Diagnostic, Diagnostics, FileId};
+use crate::syntax::diag::{Code, suggest, Diagnostic, Diagnostics, FileId};
 
 /// Checks every `fn` of the root file (file 0); returns how many were checked.
 pub fn check_root_helpers(prog: &Program, diags: &mut Diagnostics) -> usize {
@@ -65,7 +65,7 @@ impl Walker<'_> {
             ExprKind::Number(_) => {}
             ExprKind::Name(n) => {
                 if !option_ok && !self.scope.iter().any(|s| s == n) {
-                    let mut d = Diagnostic::new("E0002", e.span, format!("unknown name `{n}`"))
+                    let mut d = Diagnostic::new(Code::E0002, e.span, format!("unknown name `{n}`"))
                         .label("not defined here");
                     d = match suggest(n, self.scope.iter().map(|s| s.as_str())) {
                         Some(s) => d.help(format!("did you mean `{s}`?")),
@@ -79,13 +79,13 @@ impl Walker<'_> {
                 for a in list {
                     if !seen.insert(a.name.as_str()) {
                         self.diags.push(
-                            Diagnostic::new("E0011", a.span, format!("axis `{}` appears twice", a.name))
+                            Diagnostic::new(Code::E0011, a.span, format!("axis `{}` appears twice", a.name))
                                 .label("repeated axis"),
                         );
                     } else if !self.axes.is_empty() && !self.axes.contains(a.name.as_str()) {
                         let mut names: Vec<&str> = self.axes.iter().copied().collect();
                         names.sort_unstable();
-                        let mut d = Diagnostic::new("E0007", a.span, format!("unknown axis `{}`", a.name))
+                        let mut d = Diagnostic::new(Code::E0007, a.span, format!("unknown axis `{}`", a.name))
                             .label("no loss of this program declares it")
                             .help(format!("the declared axes are {}", names.join(", ")));
                         if let Some(s) = suggest(&a.name, names.iter().copied()) {
@@ -111,7 +111,7 @@ impl Walker<'_> {
             ExprKind::Match { scrutinee, arms } => {
                 if !self.scope.iter().any(|s| s == &scrutinee.name) {
                     self.diags.push(
-                        Diagnostic::new("E0002", scrutinee.span, format!("unknown name `{}`", scrutinee.name))
+                        Diagnostic::new(Code::E0002, scrutinee.span, format!("unknown name `{}`", scrutinee.name))
                             .label("not a parameter of this helper"),
                     );
                 }
@@ -150,7 +150,7 @@ impl Walker<'_> {
                 .map(|s| s.keys().cloned().collect())
                 .unwrap_or_default();
             cands.extend(scope.iter().map(|s| s.as_str()));
-            let mut d = Diagnostic::new("E0003", name.span, format!("unknown function `{}`", name.name))
+            let mut d = Diagnostic::new(Code::E0003, name.span, format!("unknown function `{}`", name.name))
                 .label("not an op, function or loss in scope");
             d = match suggest(&name.name, cands) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
@@ -161,7 +161,7 @@ impl Walker<'_> {
             let list: Vec<String> = accepted.iter().map(|a| a.to_string()).collect();
             self.diags.push(
                 Diagnostic::new(
-                    "E0004",
+                    Code::E0004,
                     name.span,
                     format!("`{}` takes {} argument(s), got {n}", name.name, list.join(" or ")),
                 )

@@ -12,7 +12,7 @@ use crate::ir::graph::{Axes, AxisSpace, Graph, NodeId};
 use crate::ir::program::{Def, Program};
 use crate::ops::{self, Class, Op};
 use crate::syntax::ast::*;
-use crate::syntax::diag::{suggest, Diagnostic, Diagnostics, FileId};
+use crate::syntax::diag::{Code, suggest, Diagnostic, Diagnostics, FileId};
 
 /// A parameter value set by a caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,7 +192,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             let _ = first;
             diags.push(
                 Diagnostic::new(
-                    "E0011",
+                    Code::E0011,
                     inp.name.span,
                     format!("input `{}` is declared twice", inp.name.name),
                 )
@@ -216,7 +216,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
                         };
                         diags.push(
                             Diagnostic::new(
-                                "E0017",
+                                Code::E0022,
                                 a.name.span,
                                 format!(
                                     "axis `{}` was declared as {what} by an earlier input",
@@ -234,7 +234,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
                 None => {
                     if space.names.len() >= 15 {
                         diags.push(
-                            Diagnostic::new("E0017", a.name.span, "a loss may use at most 15 axes")
+                            Diagnostic::new(Code::E0023, a.name.span, "a loss may use at most 15 axes")
                                 .label("one too many"),
                         );
                         continue;
@@ -247,7 +247,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             if mask & (1 << idx) != 0 {
                 diags.push(
                     Diagnostic::new(
-                        "E0011",
+                        Code::E0011,
                         a.name.span,
                         format!(
                             "axis `{}` appears twice in `{}`",
@@ -261,7 +261,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             if let Some(l) = last {
                 if idx < l {
                     diags.push(
-                        Diagnostic::new("E0017", a.name.span, format!("axis `{}` comes before `{}` in an earlier input, but after it here", a.name.name, space.names[l]))
+                        Diagnostic::new(Code::E0017, a.name.span, format!("axis `{}` comes before `{}` in an earlier input, but after it here", a.name.name, space.names[l]))
                             .label("out of order")
                             .help(format!("declare the axes of `{}` in the loss's axis order: {}", inp.name.name, space.names.join(", "))),
                     );
@@ -286,7 +286,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             };
             if let Some(why) = bad {
                 diags.push(
-                    Diagnostic::new("E0020", r.span, format!("invalid value range of input `{}`", inp.name.name))
+                    Diagnostic::new(Code::E0020, r.span, format!("invalid value range of input `{}`", inp.name.name))
                         .label(why)
                         .help("write `in [lo, hi]` with lo < hi, or `in int [lo, hi]` with integers lo <= hi"),
                 );
@@ -294,7 +294,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
         }
         if inp.default.is_some_and(|d| !d.is_finite()) {
             diags.push(
-                Diagnostic::new("E0019", inp.name.span, format!("the default of input `{}` is out of range", inp.name.name))
+                Diagnostic::new(Code::E0019, inp.name.span, format!("the default of input `{}` is out of range", inp.name.name))
                     .label("larger than the largest finite f64 (about 1.8e308)")
                     .help("write a finite number"),
             );
@@ -302,7 +302,7 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
         if packs > 1 {
             diags.push(
                 Diagnostic::new(
-                    "E0017",
+                    Code::E0024,
                     inp.name.span,
                     format!("input `{}` has more than one `..` axis", inp.name.name),
                 )
@@ -367,7 +367,7 @@ pub fn lower_with(
     }
     if !inputs.iter().any(|i| i.diff) {
         cx.diags.push(
-            Diagnostic::new("E0010", loss.name.span, format!("loss `{}` declares no differentiable input", loss.name.name))
+            Diagnostic::new(Code::E0010, loss.name.span, format!("loss `{}` declares no differentiable input", loss.name.name))
                 .label("nothing to differentiate")
                 .help("mark the input the gradient is taken with respect to, e.g. `input logits: [B, C, ..S] diff`"),
         );
@@ -379,7 +379,7 @@ pub fn lower_with(
             if ax != 0 {
                 cx.diags.push(
                     Diagnostic::new(
-                        "E0016",
+                        Code::E0016,
                         loss.body.result.span,
                         format!(
                             "the result of `{}` has axes {}, but a loss must be a scalar",
@@ -400,7 +400,7 @@ pub fn lower_with(
         _ => {
             cx.diags.push(
                 Diagnostic::new(
-                    "E0012",
+                    Code::E0012,
                     loss.body.result.span,
                     "the result of a loss must be a tensor",
                 )
@@ -467,7 +467,7 @@ fn check_differentiable(
         }
         if !act[l.result as usize] {
             let mut d = Diagnostic::new(
-                "E0009",
+                Code::E0009,
                 inp.span,
                 format!(
                     "`{}` does not reach the result through differentiable operations",
@@ -520,7 +520,7 @@ impl<'a> Cx<'a> {
             Val::Axes(_) => {
                 self.err(
                     Diagnostic::new(
-                        "E0012",
+                        Code::E0012,
                         span,
                         format!("{what} must be a tensor, not an axis list"),
                     )
@@ -531,7 +531,7 @@ impl<'a> Cx<'a> {
             Val::Opt(s, _) => {
                 self.err(
                     Diagnostic::new(
-                        "E0012",
+                        Code::E0012,
                         span,
                         format!("{what} must be a tensor, not the option `{s}`"),
                     )
@@ -563,7 +563,7 @@ impl<'a> Cx<'a> {
             if env.vars.contains_key(&p.name.name) {
                 self.err(
                     Diagnostic::new(
-                        "E0011",
+                        Code::E0011,
                         p.name.span,
                         format!("parameter `{}` is declared twice", p.name.name),
                     )
@@ -592,7 +592,7 @@ impl<'a> Cx<'a> {
                 if opts.contains(&s) {
                     Val::Opt(s, opts.clone())
                 } else {
-                    let mut d = Diagnostic::new("E0013", span, format!("`{s}` is not an option of `{loss}`'s parameter `{name}`"))
+                    let mut d = Diagnostic::new(Code::E0013, span, format!("`{s}` is not an option of `{loss}`'s parameter `{name}`"))
                         .label(format!("expected one of {}", opts.join(" | ")));
                     if let Some(sug) = suggest(&s, opts.iter().map(|x| x.as_str())) {
                         d = d.help(format!("did you mean `{sug}`?"));
@@ -601,28 +601,28 @@ impl<'a> Cx<'a> {
                 }
             }
             (ParamType::Enum(opts), _) => self.err(
-                Diagnostic::new("E0013", span, format!("parameter `{name}` of `{loss}` takes one of {}", opts.join(" | ")))
+                Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` takes one of {}", opts.join(" | ")))
                     .label("not an option"),
             ),
             (ty, Val::T(id)) => match ops::const_value(self.g.node(id)) {
                 Some(x) if *ty == ParamType::Int && x.fract() != 0.0 => self.err(
-                    Diagnostic::new("E0013", span, format!("parameter `{name}` of `{loss}` is an integer, got {x}")).label("not an integer"),
+                    Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` is an integer, got {x}")).label("not an integer"),
                 ),
                 Some(x) if !x.is_finite() => self.err(
-                    Diagnostic::new("E0013", span, format!("parameter `{name}` of `{loss}` must be finite, got {x}")).label("not finite"),
+                    Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` must be finite, got {x}")).label("not finite"),
                 ),
                 Some(_) => Val::T(id),
                 None => self.err(
-                    Diagnostic::new("E0013", span, format!("parameter `{name}` of `{loss}` must be a compile-time number"))
+                    Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` must be a compile-time number"))
                         .label("depends on an input")
                         .help("parameters are fixed when the loss is compiled; pass data through an input instead"),
                 ),
             },
             (_, Val::Opt(s, _)) => self.err(
-                Diagnostic::new("E0013", span, format!("parameter `{name}` of `{loss}` is a number, not the option `{s}`")).label("expected a number"),
+                Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` is a number, not the option `{s}`")).label("expected a number"),
             ),
             (_, Val::Axes(_)) => self.err(
-                Diagnostic::new("E0013", span, format!("parameter `{name}` of `{loss}` is a number, not an axis list")).label("expected a number"),
+                Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` is a number, not an axis list")).label("expected a number"),
             ),
         }
     }
@@ -654,7 +654,7 @@ impl<'a> Cx<'a> {
                 None => {
                     let names: Vec<&str> = self.g.space.names.iter().map(|s| s.as_str()).collect();
                     let mut d =
-                        Diagnostic::new("E0007", a.span, format!("unknown axis `{}`", a.name))
+                        Diagnostic::new(Code::E0007, a.span, format!("unknown axis `{}`", a.name))
                             .label("not an axis of this loss")
                             .help(format!("the loss's axes are {}", names.join(", ")));
                     if let Some(s) = suggest(&a.name, names.iter().copied()) {
@@ -677,7 +677,7 @@ impl<'a> Cx<'a> {
         if self.depth >= MAX_EXPR_DEPTH {
             return self.err(
                 Diagnostic::new(
-                    "E0021",
+                    Code::E0021,
                     e.span,
                     format!("expressions nest more than {MAX_EXPR_DEPTH} deep through inlined calls"),
                 )
@@ -696,7 +696,7 @@ impl<'a> Cx<'a> {
     fn expr_at(&mut self, e: &Expr, env: &Env) -> Val {
         match &e.kind {
             ExprKind::Number(v) if !v.is_finite() => self.err(
-                Diagnostic::new("E0019", e.span, "number literal out of range")
+                Diagnostic::new(Code::E0019, e.span, "number literal out of range")
                     .label("larger than the largest finite f64 (about 1.8e308)")
                     .help("write a finite number"),
             ),
@@ -708,7 +708,7 @@ impl<'a> Cx<'a> {
                 match env.vars.get(n) {
                     Some(v) => v.clone(),
                     None => {
-                        let mut d = Diagnostic::new("E0002", e.span, format!("unknown name `{n}`"))
+                        let mut d = Diagnostic::new(Code::E0002, e.span, format!("unknown name `{n}`"))
                             .label("not defined here");
                         if let Some(s) = suggest(n, env.vars.keys().map(|k| k.as_str())) {
                             d = d.help(format!("did you mean `{s}`?"));
@@ -774,7 +774,7 @@ impl<'a> Cx<'a> {
                 let Some(v) = env.vars.get(&scrutinee.name).cloned() else {
                     return self.err(
                         Diagnostic::new(
-                            "E0002",
+                            Code::E0002,
                             scrutinee.span,
                             format!("unknown name `{}`", scrutinee.name),
                         )
@@ -789,7 +789,7 @@ impl<'a> Cx<'a> {
                                 bad = true;
                                 self.err(
                                     Diagnostic::new(
-                                        "E0013",
+                                        Code::E0013,
                                         arm.span,
                                         format!(
                                             "`{}` is not an option of `{}`",
@@ -807,7 +807,7 @@ impl<'a> Cx<'a> {
                             Some((_, body)) => self.expr(body, env),
                             None => self.err(
                                 Diagnostic::new(
-                                    "E0013",
+                                    Code::E0013,
                                     e.span,
                                     format!("no arm for `{} = {s}`", scrutinee.name),
                                 )
@@ -819,7 +819,7 @@ impl<'a> Cx<'a> {
                     Val::Err => Val::Err,
                     _ => self.err(
                         Diagnostic::new(
-                            "E0012",
+                            Code::E0012,
                             scrutinee.span,
                             format!(
                                 "`match` needs an option-valued parameter; `{}` is not one",
@@ -881,7 +881,7 @@ impl<'a> Cx<'a> {
     ) -> Val {
         if self.stack.len() > MAX_DEPTH {
             return self
-                .err(Diagnostic::new("E0015", name.span, "calls nest too deeply").label("here"));
+                .err(Diagnostic::new(Code::E0025, name.span, "calls nest too deeply").label("here"));
         }
         if name.name == "mean" {
             return self.reduction(Op::Sum, true, name, args, kwargs, span, env);
@@ -894,7 +894,7 @@ impl<'a> Cx<'a> {
         {
             if self.stack.iter().any(|s| s == &name.name) {
                 return self.err(
-                    Diagnostic::new("E0015", name.span, format!("`{}` calls itself", name.name))
+                    Diagnostic::new(Code::E0015, name.span, format!("`{}` calls itself", name.name))
                         .label("recursive call")
                         .help("functions and losses are inlined, so they cannot recurse"),
                 );
@@ -913,7 +913,7 @@ impl<'a> Cx<'a> {
                 if let Some((k, _)) = kwargs.first() {
                     return self.err(
                         Diagnostic::new(
-                            "E0005",
+                            Code::E0005,
                             k.span,
                             format!("`{}` takes no keyword argument `{}`", name.name, k.name),
                         )
@@ -941,7 +941,7 @@ impl<'a> Cx<'a> {
                     let list: Vec<String> = ar.iter().map(|a| a.to_string()).collect();
                     return self.err(
                         Diagnostic::new(
-                            "E0004",
+                            Code::E0004,
                             name.span,
                             format!(
                                 "`{}` takes {} argument(s), got {nargs}",
@@ -962,7 +962,7 @@ impl<'a> Cx<'a> {
                     .unwrap_or_default();
                 cands.extend(scope_names.iter().map(|s| s.as_str()));
                 let mut d = Diagnostic::new(
-                    "E0003",
+                    Code::E0003,
                     name.span,
                     format!("unknown function `{}`", name.name),
                 )
@@ -990,7 +990,7 @@ impl<'a> Cx<'a> {
         if args.len() != 1 {
             return self.err(
                 Diagnostic::new(
-                    "E0004",
+                    Code::E0004,
                     name.span,
                     format!(
                         "`{}` reduces one tensor, got {} arguments",
@@ -1013,7 +1013,7 @@ impl<'a> Cx<'a> {
             if k.name != "over" {
                 return self.err(
                     Diagnostic::new(
-                        "E0005",
+                        Code::E0005,
                         k.span,
                         format!("`{}` takes no keyword argument `{}`", name.name, k.name),
                     )
@@ -1027,7 +1027,7 @@ impl<'a> Cx<'a> {
                 _ => {
                     return self.err(
                         Diagnostic::new(
-                            "E0012",
+                            Code::E0012,
                             e.span,
                             "`over` takes an axis list such as `[B, S]`",
                         )
@@ -1039,7 +1039,7 @@ impl<'a> Cx<'a> {
             if missing != 0 {
                 return self.err(
                     Diagnostic::new(
-                        "E0008",
+                        Code::E0008,
                         e.span,
                         format!(
                             "cannot reduce over {}: the value has axes {}",
@@ -1084,7 +1084,7 @@ impl<'a> Cx<'a> {
         if let Some((k, _)) = kwargs.first() {
             return self.err(
                 Diagnostic::new(
-                    "E0005",
+                    Code::E0005,
                     k.span,
                     format!("function `{}` takes positional arguments only", name.name),
                 )
@@ -1095,7 +1095,7 @@ impl<'a> Cx<'a> {
             let ps: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
             return self.err(
                 Diagnostic::new(
-                    "E0004",
+                    Code::E0004,
                     name.span,
                     format!(
                         "`{}` takes {} argument(s) ({}), got {}",
@@ -1141,7 +1141,7 @@ impl<'a> Cx<'a> {
         if args.len() > n_in {
             return self.err(
                 Diagnostic::new(
-                    "E0004",
+                    Code::E0004,
                     name.span,
                     format!(
                         "`{}` takes at most {n_in} positional input(s), got {}",
@@ -1164,7 +1164,7 @@ impl<'a> Cx<'a> {
                 if bound[i].is_some() {
                     self.err(
                         Diagnostic::new(
-                            "E0011",
+                            Code::E0011,
                             k.span,
                             format!("input `{}` is given twice", k.name),
                         )
@@ -1180,7 +1180,7 @@ impl<'a> Cx<'a> {
                 let ps: Vec<&str> = loss.params.iter().map(|p| p.name.name.as_str()).collect();
                 let ins: Vec<&str> = loss.inputs.iter().map(|p| p.name.name.as_str()).collect();
                 let mut d = Diagnostic::new(
-                    "E0005",
+                    Code::E0005,
                     k.span,
                     format!(
                         "parameter `{}` is not declared by `{}`; it declares {}",
@@ -1215,7 +1215,7 @@ impl<'a> Cx<'a> {
                     Some(ix) => want |= 1 << ix,
                     None => {
                         self.err(
-                            Diagnostic::new("E0007", span, format!("`{}` declares axis `{}` for `{}`, which the calling loss does not have", name.name, a.name.name, decl.name.name))
+                            Diagnostic::new(Code::E0007, span, format!("`{}` declares axis `{}` for `{}`, which the calling loss does not have", name.name, a.name.name, decl.name.name))
                                 .label("called here")
                                 .help(format!("the calling loss's axes are {}", self.g.space.names.join(", "))),
                         );
@@ -1238,7 +1238,7 @@ impl<'a> Cx<'a> {
                             if extra != 0 {
                                 bad = true;
                                 self.err(
-                                Diagnostic::new("E0006", s, format!("axis {} of this argument is not declared by `{}` for `{}`", self.g.space.fmt(extra), name.name, decl.name.name))
+                                Diagnostic::new(Code::E0006, s, format!("axis {} of this argument is not declared by `{}` for `{}`", self.g.space.fmt(extra), name.name, decl.name.name))
                                     .label(format!("has axes {}", self.g.space.fmt(have)))
                                     .help(format!("`{}` expects `{}` with axes {}", name.name, decl.name.name, self.g.space.fmt(want))),
                             );
@@ -1248,7 +1248,7 @@ impl<'a> Cx<'a> {
                                 let miss = self.g.space.list(missing).join("`, `");
                                 self.err(
                                     Diagnostic::new(
-                                        "E0006",
+                                        Code::E0006,
                                         s,
                                         format!(
                                             "axis `{miss}` is missing from `{}`",
@@ -1280,7 +1280,7 @@ impl<'a> Cx<'a> {
                         bad = true;
                         self.err(
                             Diagnostic::new(
-                                "E0004",
+                                Code::E0004,
                                 name.span,
                                 format!("missing input `{}` of `{}`", decl.name.name, name.name),
                             )
@@ -1302,7 +1302,7 @@ impl<'a> Cx<'a> {
             if self.g.axes(id) != 0 {
                 return self.err(
                     Diagnostic::new(
-                        "E0016",
+                        Code::E0016,
                         span,
                         format!("`{}` does not return a scalar", name.name),
                     )

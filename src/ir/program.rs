@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::syntax::ast::{self, Span};
-use crate::syntax::diag::{Diagnostic, Diagnostics, FileId, SourceMap};
+use crate::syntax::diag::{Code, Diagnostic, Diagnostics, FileId, SourceMap};
 use crate::syntax::parse::parse_file;
 
 /// A named definition visible in a file.
@@ -73,7 +73,7 @@ impl Program {
                         uses[f].push(id);
                     }
                     None => diags.push(
-                        Diagnostic::new("E0014", u.span, format!("cannot find `{}.loss`", u.name))
+                        Diagnostic::new(Code::E0014, u.span, format!("cannot find `{}.loss`", u.name))
                             .label("no such file")
                             .help(format!(
                                 "`use {}` looks for `{}.loss` beside this file, then in the standard library",
@@ -129,7 +129,7 @@ impl Program {
                 let (l, c) = self.sources.line_col(first.file, first.start);
                 diags.push(
                     Diagnostic::new(
-                        "E0011",
+                        Code::E0011,
                         name.span,
                         format!("`{}` is defined twice", name.name),
                     )

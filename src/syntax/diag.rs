@@ -11,37 +11,94 @@ use crate::syntax::ast::Span;
 
 pub type FileId = usize;
 
-/// Every error code the front end emits, with a one-line meaning (`lossc check --explain` lists them).
-pub const CODES: &[(&str, &str)] = &[
-    ("E0001", "syntax error"),
-    ("E0002", "unknown name"),
-    ("E0003", "unknown function"),
-    ("E0004", "wrong number of arguments"),
-    ("E0005", "unknown parameter or keyword argument"),
-    ("E0006", "an argument lacks an axis the callee declares"),
-    ("E0007", "unknown axis name"),
-    ("E0008", "reduction over an axis the value does not have"),
-    (
-        "E0009",
-        "a differentiable input does not reach the result through differentiable operations",
-    ),
-    ("E0010", "a loss declares no differentiable input"),
-    ("E0011", "duplicate definition"),
-    ("E0012", "wrong kind of value (tensor, axis list or option)"),
-    ("E0013", "invalid parameter value"),
-    ("E0014", "a `use` names a file that cannot be found"),
-    ("E0015", "recursive function or loss call"),
-    ("E0016", "the result of a loss is not a scalar"),
-    ("E0017", "an input's axes are not in the loss's axis order"),
-    ("E0018", "brackets nest too deeply"),
-    ("E0019", "a number literal is out of range"),
-    ("E0020", "an input's value range is invalid"),
-    ("E0021", "expressions nest too deeply through inlined helpers"),
-];
+macro_rules! codes {
+    ($($c:ident: $summary:literal, $explain:literal;)*) => {
+        /// Every error code the front end emits: one meaning each (`lossc explain CODE`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Code { $($c),* }
+
+        impl Code {
+            /// Every code, in order.
+            pub const ALL: &'static [Code] = &[$(Code::$c),*];
+            /// `"E0009"`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$c => stringify!($c)),* }
+            }
+            /// One line: what the code means.
+            pub fn summary(self) -> &'static str {
+                match self { $(Code::$c => $summary),* }
+            }
+            /// A few lines: when it is reported and how to fix it.
+            pub fn explanation(self) -> &'static str {
+                match self { $(Code::$c => $explain),* }
+            }
+            /// The code named `text` (`E0009`, `e0009` or `9`).
+            pub fn parse(text: &str) -> Option<Code> {
+                let t = text.trim().to_ascii_uppercase();
+                let digits = t.strip_prefix('E').unwrap_or(&t);
+                let t = format!("E{digits:0>4}");
+                Code::ALL.iter().copied().find(|c| c.as_str() == t)
+            }
+        }
+    };
+}
+
+codes! {
+    E0001: "syntax error",
+        "The text is not valid losslang at the marked token; the label lists what would be. Each `loss`, `fn` and `use` item is parsed on its own, so every broken item is reported.";
+    E0002: "unknown name",
+        "A name that is not an input, a parameter, a `let` binding or a helper's parameter. Axis names are written as lists: `sum(x, over = [S])`.";
+    E0003: "unknown function",
+        "A call to a name that is not an op of the op table, `mean`, or a `fn`/`loss` in scope. `use other` brings in the functions and losses of other.loss.";
+    E0004: "wrong number of arguments",
+        "An op, helper or loss called with a number of positional arguments it does not take (`max(a, b)` is elementwise; `max(x, over = [..])` reduces).";
+    E0005: "unknown keyword argument",
+        "A keyword argument the callee does not take: reductions take only `over`, ops none, losses their declared parameters.";
+    E0006: "an argument lacks an axis the callee declares",
+        "A loss called as a function receives a tensor without one of the axes its input declares.";
+    E0007: "unknown axis name",
+        "An axis list names an axis no input of the loss declares.";
+    E0008: "reduction over an axis the value does not have",
+        "`sum(x, over = [A])` where `x` has no axis `A`: reduce over axes the value has.";
+    E0009: "a differentiable input does not reach the result through differentiable operations",
+        "An input marked `diff` reaches the result only through comparisons, `sign`, `stop_grad` or `where`'s condition, which have no derivative, or not at all. Use smooth ops, or drop `diff`.";
+    E0010: "a loss declares no differentiable input",
+        "Mark the input the gradient is taken with respect to: `input logits: [B, C, ..S] diff`.";
+    E0011: "duplicate definition",
+        "The same name defined twice in one scope: two inputs, parameters, functions or losses, or an axis repeated in one shape or axis list.";
+    E0012: "wrong kind of value",
+        "A tensor, an axis list and an option are different kinds: e.g. an axis list where an operand is expected, or `over =` given a tensor.";
+    E0013: "invalid parameter value",
+        "A parameter set to a value its declaration does not allow: not one of its options, not an integer for `int`, not finite, or not a compile-time number.";
+    E0014: "a `use` names a file that cannot be found",
+        "`use name` looks for name.loss beside the file that uses it, then in the standard library.";
+    E0015: "recursive function or loss call",
+        "Helpers and losses are inlined where they are called, so a function cannot call itself, directly or through others.";
+    E0016: "the result of a loss is not a scalar",
+        "A loss returns one number: reduce what is left, e.g. `mean(x)` or `sum(x, over = [B, C, S])`.";
+    E0017: "an input's axes are not in the loss's axis order",
+        "Every input lists its axes in the same relative order as the inputs before it (the loss's axis order), e.g. `[B, C, ..S]` and `[B, ..S]`, never `[C, B]`.";
+    E0018: "brackets nest too deeply",
+        "Brackets `(`, `[` and `{` together nest at most 128 deep (`diagnostics::MAX_NESTING`); the text is refused before parsing. Split the expression with `let` bindings.";
+    E0019: "a number literal is out of range",
+        "A literal beyond the largest finite f64 (about 1.8e308), which would silently become infinity.";
+    E0020: "an input's value range is invalid",
+        "`in [lo, hi]` needs finite lo < hi; `in int [lo, hi]` integers lo <= hi.";
+    E0021: "expressions nest too deeply through inlined helpers",
+        "Lowering inlines helpers into one another; the nesting of expressions across them is bounded (512 levels). Bind intermediate values with `let`.";
+    E0022: "an axis is declared as a pack in one input and as a single axis in another",
+        "Write each axis the same way in every input: `..S` everywhere or `S` everywhere.";
+    E0023: "a loss uses more than 15 axes",
+        "A loss's inputs may declare at most 15 distinct axes.";
+    E0024: "an input has more than one pack axis",
+        "At most one `..` axis per input: it stands for every trailing spatial dimension.";
+    E0025: "calls nest too deeply",
+        "Helpers and losses calling one another more than 64 levels deep.";
+}
 
 #[derive(Clone, Debug)]
 pub struct Diagnostic {
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub span: Span,
     pub label: String,
@@ -49,7 +106,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(code: &'static str, span: Span, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, span: Span, message: impl Into<String>) -> Self {
         Diagnostic {
             code,
             message: message.into(),
@@ -122,7 +179,7 @@ impl Diagnostics {
         let mut out = String::new();
         for d in &self.items {
             let mut cs = CsDiagnostic::error()
-                .with_code(d.code)
+                .with_code(d.code.as_str())
                 .with_message(&d.message)
                 .with_labels(vec![
                     Label::primary(d.span.file, d.span.start..d.span.end).with_message(&d.label)
@@ -136,7 +193,7 @@ impl Diagnostics {
                     let (l, c) = sources.line_col(d.span.file, d.span.start);
                     out.push_str(&format!(
                         "error[{}]: {}\n --> {}:{}:{}\n",
-                        d.code,
+                        d.code.as_str(),
                         d.message,
                         sources.name(d.span.file),
                         l,
@@ -158,7 +215,7 @@ impl Diagnostics {
                 sources.name(d.span.file),
                 l,
                 c,
-                d.code,
+                d.code.as_str(),
                 d.message
             ));
         }

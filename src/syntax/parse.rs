@@ -8,7 +8,7 @@ use pest::iterators::Pair;
 use pest::Parser;
 
 use crate::syntax::ast::*;
-use crate::syntax::diag::{Diagnostic, Diagnostics, FileId};
+use crate::syntax::diag::{Code, Diagnostic, Diagnostics, FileId};
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/loss.pest"]
@@ -56,7 +56,7 @@ pub fn parse_file(file: FileId, src: &str, diags: &mut Diagnostics) -> File {
     if let Some(at) = too_deep(src) {
         diags.push(
             Diagnostic::new(
-                "E0018",
+                Code::E0018,
                 Span { file, start: at, end: at + 1 },
                 format!("brackets nest more than {MAX_NESTING} deep"),
             )
@@ -188,7 +188,7 @@ fn syntax_error(e: &pest::error::Error<Rule>, file: FileId, base: usize, text: &
         start: base + s,
         end: base + tok_end.min(text.len()),
     };
-    let mut d = Diagnostic::new("E0001", span, message).label(if expected.is_empty() {
+    let mut d = Diagnostic::new(Code::E0001, span, message).label(if expected.is_empty() {
         "not valid here".to_string()
     } else {
         format!("expected {}", expected.join(" or "))
