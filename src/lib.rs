@@ -39,6 +39,12 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// The README's code blocks, compiled and run as doc-tests (its Rust example is a complete
+/// program: `cargo test` keeps it true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod api;
 pub(crate) mod autodiff;
 pub mod error;

@@ -5,7 +5,7 @@ use losslang::api::gradcheck::Rng;
 use losslang::internals::{BLOCK, CHUNK_BLOCKS};
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::Real;
-use losslang::Library;
+use losslang::{ExecutorKind, Library};
 
 fn shapes() -> Vec<Vec<usize>> {
     let chunk = BLOCK * CHUNK_BLOCKS;
@@ -28,6 +28,19 @@ fn run<T: Real>(
     name: &str,
     reduction: Option<&str>,
     shape: &[usize],
+) -> (u64, Vec<u64>) {
+    run_with::<T>(threads, name, reduction, shape, ExecutorKind::Fused, None)
+}
+
+/// One evaluation's bits: the value and the gradient, on `threads` threads, with the given
+/// executor and instruction-set cap.
+fn run_with<T: Real>(
+    threads: usize,
+    name: &str,
+    reduction: Option<&str>,
+    shape: &[usize],
+    kind: ExecutorKind,
+    isa: Option<&str>,
 ) -> (u64, Vec<u64>) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -53,9 +66,12 @@ fn run<T: Real>(
         )
         .unwrap();
         let mut plan = loss
-            .compile::<T>(&[("logits", shape), ("target", shape)])
+            .compile_with::<T>(&[("logits", shape), ("target", shape)], kind)
             .unwrap();
         assert_eq!(plan.executor(), "fused", "{name}");
+        if let Some(isa) = isa {
+            plan.cap_instruction_set(isa);
+        }
         let out = plan
             .value_and_grad(&[("logits", z.view()), ("target", y.view())])
             .unwrap();
@@ -106,4 +122,44 @@ fn bitwise_equal_across_thread_counts_f32() {
 #[test]
 fn bitwise_equal_across_thread_counts_f64() {
     check::<f64>();
+}
+
+/// Superinstructions (`MapStore`, `DotSum`) change speed, never bits (ARCHITECTURE invariant):
+/// every standard loss, on 2 threads, with and without them — including a size whose gradient
+/// is streamed (2^21 elements).
+#[test]
+fn superinstructions_change_no_bits() {
+    let mut shapes = shapes();
+    shapes.push(vec![2, 1, 1024, 1024 + 3]);
+    for name in Library::standard().names() {
+        for shape in &shapes {
+            for f32_path in [true, false] {
+                let (a, b) = if f32_path {
+                    (
+                        run_with::<f32>(2, name, None, shape, ExecutorKind::Fused, None),
+                        run_with::<f32>(2, name, None, shape, ExecutorKind::FusedPlain, None),
+                    )
+                } else {
+                    (
+                        run_with::<f64>(2, name, None, shape, ExecutorKind::Fused, None),
+                        run_with::<f64>(2, name, None, shape, ExecutorKind::FusedPlain, None),
+                    )
+                };
+                assert!(a == b, "{name} {shape:?} (f32: {f32_path}): superinstructions changed bits");
+            }
+        }
+    }
+}
+
+/// The AVX2 and AVX-512 paths share their FMA polynomials and agree bitwise (on a machine
+/// without AVX-512 both runs take the AVX2 path and the test compares it with itself).
+#[test]
+fn avx2_and_avx512_paths_agree_bitwise() {
+    for name in Library::standard().names() {
+        for shape in shapes() {
+            let wide = run_with::<f32>(2, name, None, &shape, ExecutorKind::Fused, None);
+            let avx2 = run_with::<f32>(2, name, None, &shape, ExecutorKind::Fused, Some("avx2"));
+            assert!(wide == avx2, "{name} {shape:?}: the widest path and AVX2 differ");
+        }
+    }
 }

@@ -19,6 +19,11 @@ fn tolerances<T: Real>() -> (f64, f64, f64, f64) {
 
 /// Every case of `name`, through the given executor at precision T; returns the failures.
 fn check<T: Real>(name: &str, kind: ExecutorKind) -> Vec<String> {
+    check_isa::<T>(name, kind, None)
+}
+
+/// As [`check`], with the fused kernels capped to an instruction set.
+fn check_isa<T: Real>(name: &str, kind: ExecutorKind, isa: Option<&str>) -> Vec<String> {
     let (va, vr, ga, gr) = tolerances::<T>();
     let g = golden(name);
     let mut failures = Vec::new();
@@ -34,6 +39,9 @@ fn check<T: Real>(name: &str, kind: ExecutorKind) -> Vec<String> {
         let mut plan = loss
             .compile_with::<T>(&shapes, kind)
             .unwrap_or_else(|e| panic!("{name}/{cname}: {e}"));
+        if let Some(isa) = isa {
+            plan.cap_instruction_set(isa);
+        }
         let views: Vec<(&str, _)> = ins.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
         let out = plan.value_and_grad(&views).unwrap();
         let want = case["value"].as_f64().unwrap();
@@ -67,6 +75,9 @@ macro_rules! golden_tests {
         mod f64_cases { use super::*; $( #[test] fn $name() { let f = check::<f64>(stringify!($name), ExecutorKind::Fused); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
         mod f32_cases { use super::*; $( #[test] fn $name() { let f = check::<f32>(stringify!($name), ExecutorKind::Fused); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
         mod reference_f64_cases { use super::*; $( #[test] fn $name() { let f = check::<f64>(stringify!($name), ExecutorKind::Reference); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
+        // Every instruction-set path of the kernels on this machine (the widest is the default).
+        mod baseline_isa_cases { use super::*; $( #[test] fn $name() { let mut f = check_isa::<f32>(stringify!($name), ExecutorKind::Fused, Some("baseline")); f.extend(check_isa::<f64>(stringify!($name), ExecutorKind::Fused, Some("baseline"))); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
+        mod avx2_isa_cases { use super::*; $( #[test] fn $name() { let mut f = check_isa::<f32>(stringify!($name), ExecutorKind::Fused, Some("avx2")); f.extend(check_isa::<f64>(stringify!($name), ExecutorKind::Fused, Some("avx2"))); assert!(f.is_empty(), "{}", f.join("\n")); } )* }
     };
 }
 

@@ -537,6 +537,10 @@ pub enum ExecutorKind {
     Fused,
     /// The f64/f32 reference interpreter: whole-buffer, node by node.
     Reference,
+    /// Not API: the fused VM without superinstructions, for the tests that check they change
+    /// no bits.
+    #[doc(hidden)]
+    FusedPlain,
 }
 
 /// One memory pass of a plan: which executor runs it, and what it computes per element.
@@ -652,7 +656,7 @@ impl Loss {
         // `isa`: the instruction set the kernels run with.
         let (exec, isa, pass_info, fallback) = match kind {
             ExecutorKind::Reference => reference(None),
-            ExecutorKind::Fused => {
+            ExecutorKind::Fused | ExecutorKind::FusedPlain => {
                 let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
                 let kb = Arc::new(Bound {
                     graph: kg,
@@ -660,7 +664,7 @@ impl Loss {
                     sizes: bound.sizes.clone(),
                     grad_axes: bound.grad_axes.clone(),
                 });
-                match crate::exec::vm::Vm::<T>::new(kb) {
+                match crate::exec::vm::Vm::<T>::with_superinstructions(kb, kind == ExecutorKind::Fused) {
                     Ok(vm) => {
                         let info = vm
                             .pass_shapes()
@@ -697,7 +701,7 @@ impl Loss {
             diff,
             binding,
             bound,
-            executor: if fallback.is_none() && kind == ExecutorKind::Fused { "fused" } else { "reference" },
+            executor: if fallback.is_none() && kind != ExecutorKind::Reference { "fused" } else { "reference" },
             exec,
             value_exec: None,
             isa,
@@ -722,6 +726,18 @@ impl<T: Real> Plan<T> {
     /// the `LOSSLANG_ISA` environment variable), or `scalar` on the reference interpreter.
     pub fn instruction_set(&self) -> &'static str {
         self.isa
+    }
+    /// Runs the fused kernels with at most the instruction set `isa` (`avx2`, `baseline`), as
+    /// the `LOSSLANG_ISA` environment variable does for every plan: to test each code path on
+    /// one machine, or to reproduce another machine's bits. Never widens what the CPU has.
+    /// Returns the instruction set now in use.
+    pub fn cap_instruction_set(&mut self, isa: &str) -> &'static str {
+        let now = self.exec.cap_isa(isa);
+        if let Some(v) = self.value_exec.as_mut() {
+            v.cap_isa(isa);
+        }
+        self.isa = now;
+        now
     }
     /// Each memory pass with the executor that runs it.
     pub fn pass_info(&self) -> &[PassInfo] {

@@ -38,6 +38,11 @@ pub trait Executor<T: Real>: Send {
     ) -> Result<T, usize>;
     /// Memory passes over N-sized data the executor makes per call.
     fn passes(&self) -> usize;
+    /// Lowers the instruction set to at most `isa` (`avx512`, `avx2`, `baseline`); returns the
+    /// one now in use. Executors without variants ignore it.
+    fn cap_isa(&mut self, _isa: &str) -> &'static str {
+        "scalar"
+    }
 }
 
 /// Whether a buffer holds a NaN or an infinity (the input check of every executor).

@@ -132,6 +132,7 @@ fn codegen(
     sched: &Schedule,
     k: &crate::optimise::fuse::Kernel,
     sizes: &[usize],
+    superinstructions: bool,
 ) -> PassCode {
     use std::collections::HashMap;
     let n_axes = sizes.len();
@@ -353,10 +354,12 @@ fn codegen(
         });
     }
     let stream_stores = sizes.iter().product::<usize>() >= STREAM_MIN;
-    if !stream_stores {
-        store_in_place(&mut code);
+    if superinstructions {
+        if !stream_stores {
+            store_in_place(&mut code);
+        }
+        dot_sums(&mut code, &reductions);
     }
-    dot_sums(&mut code, &reductions);
     let mut streams: Vec<u16> = Vec::new();
     for ins in &code {
         let srcs = reads(ins);
@@ -513,6 +516,16 @@ impl Isa {
         }
     }
 
+    /// This instruction set, or a narrower one named by `cap` (`avx2`, `baseline`/`base`).
+    fn capped(self, cap: &str) -> Isa {
+        match (self, cap) {
+            (_, "base" | "baseline") => Isa::Base,
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, "avx2") => Isa::Avx2,
+            _ => self,
+        }
+    }
+
     /// The widest instruction set this CPU has, capped by `LOSSLANG_ISA` (`avx512`, `avx2` or
     /// `base`; for comparisons and for reproducing another machine's bits).
     fn detect() -> Isa {
@@ -593,6 +606,12 @@ fn numel(axes: Axes, sizes: &[usize]) -> usize {
 
 impl<T: Real> Vm<T> {
     pub fn new(bound: Arc<Bound>) -> Result<Vm<T>, NotFusable> {
+        Self::with_superinstructions(bound, true)
+    }
+
+    /// As [`Vm::new`]; without superinstructions (`MapStore`, `DotSum`) when `merge` is false,
+    /// which must change nothing but speed (tests compare the bits).
+    pub fn with_superinstructions(bound: Arc<Bound>, merge: bool) -> Result<Vm<T>, NotFusable> {
         let g = &bound.graph;
         let sizes = &bound.sizes;
         let sched = schedule(g, &bound.roots)?;
@@ -609,7 +628,7 @@ impl<T: Real> Vm<T> {
         let mut passes = Vec::new();
         let mut max_slots = 0;
         for k in &sched.kernels {
-            let pc = codegen(g, &sched, k, sizes);
+            let pc = codegen(g, &sched, k, sizes, merge);
             max_slots = max_slots.max(pc.slots);
             passes.push(pc);
         }
@@ -1358,6 +1377,10 @@ impl<T: Real> Executor<T> for Vm<T> {
 
     fn passes(&self) -> usize {
         self.passes.len()
+    }
+    fn cap_isa(&mut self, isa: &str) -> &'static str {
+        self.isa = self.isa.capped(isa);
+        self.isa.name()
     }
 }
 
