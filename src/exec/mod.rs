@@ -49,3 +49,6 @@ pub trait Executor<T: Real>: Send {
 pub fn has_non_finite<T: Real>(x: &[T]) -> bool {
     x.iter().any(|v| !v.is_finite())
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use crate::exec::{has_non_finite, Bound, Executor};
 use crate::ir::graph::{Attr, Axes, NodeId};
 use crate::ops::math::Real;
+use crate::ops::family::{family_both, family_sig, family_sig_softplus, family_softplus};
 use crate::ops::{const_value, Class, Op};
 use crate::optimise::fuse::{schedule, NotFusable, Schedule};
 
@@ -114,14 +115,9 @@ enum FamilyKind {
     Both,
 }
 
-/// The family slot of a stable primitive: (slot, its argument is `-x`).
+/// The family slot of a stable primitive (the op table's `family` field).
 fn family_slot(op: Op) -> Option<usize> {
-    match op {
-        Op::Sigmoid => Some(0),
-        Op::Softplus => Some(2),
-        Op::LogSigmoid => Some(4),
-        _ => None,
-    }
+    op.def().family
 }
 
 /// Bytecode for one fused kernel: family grouping of the stable primitives, dead-node
@@ -305,12 +301,9 @@ fn codegen(
         } else {
             let dst = alloc(&mut free, &mut n_regs);
             let args: Vec<Src> = node.args.iter().map(|&a| src_of(a, &reg_of)).collect();
-            // A broadcast of a small value is a copy of its pinned register.
-            let op = if node.op == Op::Broadcast {
-                Op::StopGrad
-            } else {
-                node.op
-            };
+            // A broadcast of a small value copies its pinned register: the table's kernel of
+            // `broadcast` is that copy.
+            let op = node.op;
             let a = args[0];
             let b = *args.get(1).unwrap_or(&a);
             let c = *args.get(2).unwrap_or(&a);
@@ -342,6 +335,7 @@ fn codegen(
             node: r,
             op: node.op,
             init,
+            combine: node.op.def().f64,
             strides: strides_for(node.axes, sizes, n_axes - 1),
             base: slots,
         });
@@ -459,7 +453,10 @@ fn dot_sums(code: &mut Vec<Instr>, reductions: &[Reduction]) {
 struct Reduction {
     node: NodeId,
     op: Op,
+    /// The table's identity and combiner (its f64 kernel): `Sum` also has a vectorised block
+    /// path, every other reduction folds with the combiner.
     init: f64,
+    combine: fn(&[f64]) -> f64,
     /// Per outer axis: the stride of the group index (0 for axes the result lacks).
     strides: Vec<usize>,
     /// First partial slot of this reduction; it has `groups` slots.
@@ -683,6 +680,9 @@ impl<T: Real> Vm<T> {
                     c
                 };
                 let maps = match node.op.def().class {
+                    // Leaves read no argument (constants, inputs and axis sizes are filled by
+                    // `run_tail` directly).
+                    Class::Leaf => Vec::new(),
                     Class::Reduce { .. } => {
                         let arg = node.args[0];
                         let an = g.node(arg);
@@ -703,7 +703,7 @@ impl<T: Real> Vm<T> {
                             .collect();
                         vec![map]
                     }
-                    _ => node
+                    Class::Map | Class::Broadcast => node
                         .args
                         .iter()
                         .map(|&a| {
@@ -783,7 +783,8 @@ impl<T: Real> Vm<T> {
                         out[o] = f(&[out[o], src[i]]);
                     }
                 }
-                _ => {
+                (_, Class::Leaf) => unreachable!("every leaf op is matched above"),
+                (_, Class::Map | Class::Broadcast) => {
                     let f = node.op.def().f64;
                     let na = node.args.len();
                     let mut buf = [0.0f64; 3];
@@ -945,100 +946,6 @@ fn lane_total(lo: [f64; 8], hi: [f64; 8], rest: impl Iterator<Item = f64>) -> f6
     acc[0]
 }
 
-/// sigmoid(x), sigmoid(-x) from one `e = exp(-|x|)` and one division.
-#[inline(always)]
-fn family_sig<T: Real, const FMA: bool>(x: &[T], sp: &mut [T], sn: &mut [T]) {
-    let n = x.len();
-    let (sp, sn) = (&mut sp[..n], &mut sn[..n]);
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
-    for i in 0..n {
-        let e = (-x[i].abs()).fast_exp::<FMA>();
-        let r = one / (one + e);
-        let er = e * r;
-        sp[i] = if x[i] >= zero { r } else { er };
-        sn[i] = if x[i] <= zero { r } else { er };
-    }
-}
-
-/// log1p(e) for e = exp(-|x|) in [0, 1], given r = 1/(1 + e): ln(u) of u = 1 + e in [1, 2]
-/// plus the exact correction (e - (u - 1))/u of u's rounding — no special cases, no division.
-/// NaN propagates through the final select.
-#[inline(always)]
-fn log1p_unit<T: Real, const FMA: bool>(e: T, r: T) -> T {
-    let one = T::from_f64(1.0);
-    let u = one + e;
-    let l = u.fast_ln_1_2::<FMA>() + (e - (u - one)) * r;
-    #[allow(clippy::eq_op)]
-    let nan = e != e;
-    if nan {
-        e
-    } else {
-        l
-    }
-}
-
-/// The family members of one element: [sigmoid(x), sigmoid(-x), softplus(x), softplus(-x)],
-/// from one `exp(-|x|)`, one division and a short `ln` (log_sigmoid(±x) = -softplus(∓x)).
-#[inline(always)]
-fn family_element<T: Real, const FMA: bool>(x: T) -> [T; 4] {
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
-    let e = (-x.abs()).fast_exp::<FMA>();
-    let r = one / (one + e);
-    let er = e * r;
-    let l = log1p_unit::<T, FMA>(e, r);
-    [
-        if x >= zero { r } else { er },
-        if x <= zero { r } else { er },
-        x.maxr(zero) + l,
-        (-x).maxr(zero) + l,
-    ]
-}
-
-/// softplus(±x), log_sigmoid(±x).
-#[inline(always)]
-fn family_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
-    let n = x.len();
-    let [a, b, c, d] = o;
-    let (a, b, c, d) = (&mut a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
-    for i in 0..n {
-        let [_, _, pos, neg] = family_element::<T, FMA>(x[i]);
-        a[i] = pos;
-        b[i] = neg;
-        c[i] = -neg;
-        d[i] = -pos;
-    }
-}
-
-/// sigmoid(±x), softplus(±x).
-#[inline(always)]
-fn family_sig_softplus<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 4]) {
-    let n = x.len();
-    let [s0, s1, s2, s3] = o;
-    let (s0, s1, s2, s3) = (&mut s0[..n], &mut s1[..n], &mut s2[..n], &mut s3[..n]);
-    for i in 0..n {
-        [s0[i], s1[i], s2[i], s3[i]] = family_element::<T, FMA>(x[i]);
-    }
-}
-
-/// All six family members.
-#[inline(always)]
-fn family_both<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 6]) {
-    let n = x.len();
-    let [s0, s1, s2, s3, s4, s5] = o;
-    let (s0, s1, s2, s3, s4, s5) = (
-        &mut s0[..n],
-        &mut s1[..n],
-        &mut s2[..n],
-        &mut s3[..n],
-        &mut s4[..n],
-        &mut s5[..n],
-    );
-    for i in 0..n {
-        let [a, b, pos, neg] = family_element::<T, FMA>(x[i]);
-        [s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]] = [a, b, pos, neg, -neg, -pos];
-    }
-}
-
 #[inline(always)]
 fn run_chunk<T: Real, const FMA: bool>(
     ctx: &Ctx<T>,
@@ -1183,10 +1090,11 @@ fn run_chunk<T: Real, const FMA: bool>(
                     let r = &pass.reductions[red as usize];
                     let slot = slot_of(red);
                     let x = src(s);
-                    part[slot] = match r.op {
-                        Op::Sum => part[slot] + block_sum(x),
-                        Op::MaxOver => x.iter().fold(part[slot], |m, v| m.max(v.to_f64())),
-                        _ => x.iter().fold(part[slot], |m, v| m.min(v.to_f64())),
+                    part[slot] = if r.op == Op::Sum {
+                        part[slot] + block_sum(x)
+                    } else {
+                        let f = r.combine;
+                        x.iter().fold(part[slot], |m, v| f(&[m, v.to_f64()]))
                     };
                 }
                 Instr::MapStore { op, out, a, b, c } => {
@@ -1325,11 +1233,7 @@ impl<T: Real> Executor<T> for Vm<T> {
                 for c in 0..self.n_chunks {
                     let part = &self.partials[c * slots + r.base..c * slots + r.base + out.len()];
                     for (o, &v) in out.iter_mut().zip(part) {
-                        *o = match r.op {
-                            Op::Sum => *o + v,
-                            Op::MaxOver => o.max(v),
-                            _ => o.min(v),
-                        };
+                        *o = (r.combine)(&[*o, v]);
                     }
                 }
             }

@@ -138,11 +138,16 @@ impl Graph {
     /// The axes of `op(args)` with attribute `attr`.
     fn result_axes(&self, op: Op, args: &[NodeId], attr: Attr) -> Axes {
         let arg_axes = args.iter().fold(0, |acc, &a| acc | self.axes(a));
-        match (op.def().class, attr) {
-            (Class::Map, _) => arg_axes,
-            (Class::Reduce { .. }, Attr::Axes(r)) => arg_axes & !r,
-            (Class::Broadcast, Attr::Axes(r)) => arg_axes | r,
-            _ => 0,
+        let named = match attr {
+            Attr::Axes(r) => r,
+            Attr::None | Attr::Const(_) | Attr::Input(_) => 0,
+        };
+        match op.def().class {
+            Class::Map => arg_axes,
+            Class::Reduce { .. } => arg_axes & !named,
+            Class::Broadcast => arg_axes | named,
+            // Inputs carry their axes on the node (set by `Graph::input`), not from arguments.
+            Class::Leaf => 0,
         }
     }
 

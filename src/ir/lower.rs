@@ -493,18 +493,7 @@ fn check_differentiable(
 
 /// How an op is written in source (operators by their symbol).
 fn op_symbol(op: Op) -> &'static str {
-    match op {
-        Op::Gt => ">",
-        Op::Lt => "<",
-        Op::Ge => ">=",
-        Op::Le => "<=",
-        Op::Eq => "==",
-        Op::Ne => "!=",
-        Op::And => "&",
-        Op::Or => "|",
-        Op::Not => "!",
-        other => other.name(),
-    }
+    op.def().symbol.unwrap_or(op.name())
 }
 
 impl<'a> Cx<'a> {
@@ -839,13 +828,9 @@ impl<'a> Cx<'a> {
         let what = format!("the operand of `{}`", op.symbol());
         match self.tensor(x, xs, &what) {
             Some(id) => {
-                let r = self.g.op1(
-                    match op {
-                        UnOp::Neg => Op::Neg,
-                        UnOp::Not => Op::Not,
-                    },
-                    id,
-                );
+                let op = ops::by_symbol(op.symbol(), 1)
+                    .expect("every prefix operator has a table entry (ops::tests)");
+                let r = self.g.op1(op, id);
                 self.note(r, span)
             }
             None => Val::Err,
@@ -859,11 +844,8 @@ impl<'a> Cx<'a> {
         let ib = self.tensor(b, sb, &what);
         match (ia, ib) {
             (Some(x), Some(y)) => {
-                let op = ops::OPS
-                    .iter()
-                    .find(|d| d.name == op.op_name() && d.arity == 2)
-                    .map(|d| d.op)
-                    .expect("every infix operator has a table entry (tests/ops.rs)");
+                let op = ops::by_symbol(op.symbol(), 2)
+                    .expect("every infix operator has a table entry (ops::tests)");
                 let id = self.g.op2(op, x, y);
                 self.note(id, span)
             }

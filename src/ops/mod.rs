@@ -7,6 +7,7 @@
 //! Adding an op adds one entry to `define_ops!` and nothing else: the front end resolves call
 //! names against this table, and the per-op derivative and kernel tests iterate over it.
 
+pub mod family;
 pub mod fast;
 pub mod math;
 
@@ -57,6 +58,18 @@ pub struct OpDef {
     /// Whether its two arguments commute exactly (the graph orders them, so CSE sees `a*b`
     /// and `b*a` as one node). `max`/`min` do not: their NaN and tie conventions are ordered.
     pub commutative: bool,
+    /// The operator that writes it in source (`+`, `!`), if any: the front end resolves
+    /// operators here, by symbol and arity.
+    pub symbol: Option<&'static str>,
+    /// Singular somewhere in its domain (`log 0`, `x/0`): the stabilise pass guards it where a
+    /// `where` discards its value, so a discarded branch cannot leak NaN into a gradient.
+    pub singular: bool,
+    /// Its slot in the VM's stable-primitive family (`sigmoid`, `softplus`, `log_sigmoid` of
+    /// one `x`, computed together by [`family`]'s kernels).
+    pub family: Option<usize>,
+    /// Argument positions that carry no derivative even though the op is smooth (`where`'s
+    /// condition).
+    pub data_args: &'static [usize],
     pub doc: &'static str,
 }
 
@@ -77,9 +90,31 @@ fn extremum_grad(b: &mut Graph, n: &Node, out: NodeId, g: NodeId, _: &[bool]) ->
     vec![Some(b.op3(Op::Where, m, share, z))]
 }
 
+/// `Some(e)` for a given optional table field, `None` for an absent one.
+macro_rules! some_or_none {
+    () => {
+        None
+    };
+    ($e:expr) => {
+        Some($e)
+    };
+}
+
+/// A given optional slice field, or the empty slice.
+macro_rules! or_empty {
+    () => {
+        &[]
+    };
+    ($e:expr) => {
+        $e
+    };
+}
+
 macro_rules! define_ops {
     ($( $v:ident { $name:literal, $arity:literal, $class:expr, $diff:ident, callable: $callable:literal,
-        $(commutes: $commutes:literal,)? eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
+        $(commutes: $commutes:literal,)? $(symbol: $sym:literal,)? $(singular: $sing:literal,)?
+        $(family: $fam:literal,)? $(data_args: $da:expr,)?
+        eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
         /// Op identifiers, in table order.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u16)]
@@ -89,7 +124,12 @@ macro_rules! define_ops {
             op: Op::$v, name: $name, arity: $arity, class: $class, diff: Diff::$diff,
             f64: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f64]) -> f64 { use $crate::ops::math::reference::*; $body } f },
             f32: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f32]) -> f32 { use $crate::ops::math::reference::*; $body } f },
-            grad: $grad, grid: $grid, callable: $callable, commutative: false $(|| $commutes)?, doc: $doc,
+            grad: $grad, grid: $grid, callable: $callable, commutative: false $(|| $commutes)?,
+            symbol: some_or_none!($($sym)?),
+            singular: false $(|| $sing)?,
+            family: some_or_none!($($fam)?),
+            data_args: or_empty!($($da)?),
+            doc: $doc,
         } ),* ];
 
         /// The f32 block kernel of every op: one loop over the block per op, with the op's body
@@ -153,15 +193,15 @@ define_ops! {
         grad: extremum_grad, grid: &[],
         doc: "min(x, over = [..]). Kink: tied minima share the adjoint equally (see `max`)." }
     // ---- arithmetic --------------------------------------------------------------------
-    Neg { "neg", 1, Class::Map, Smooth, callable: true, eval: |x| -x[0],
+    Neg { "neg", 1, Class::Map, Smooth, callable: true, symbol: "-", eval: |x| -x[0],
         grad: |b, _, _, g, _| vec![Some(b.op1(Op::Neg, g))], grid: GRID, doc: "-x" }
-    Add { "add", 2, Class::Map, Smooth, callable: true, commutes: true, eval: |x| x[0] + x[1],
+    Add { "add", 2, Class::Map, Smooth, callable: true, commutes: true, symbol: "+", eval: |x| x[0] + x[1],
         grad: |_, _, _, g, _| vec![Some(g), Some(g)], grid: GRID, doc: "a + b" }
-    Sub { "sub", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] - x[1],
+    Sub { "sub", 2, Class::Map, Smooth, callable: true, symbol: "-", eval: |x| x[0] - x[1],
         grad: |b, _, _, g, _| vec![Some(g), Some(b.op1(Op::Neg, g))], grid: GRID, doc: "a - b" }
-    Mul { "mul", 2, Class::Map, Smooth, callable: true, commutes: true, eval: |x| x[0] * x[1],
+    Mul { "mul", 2, Class::Map, Smooth, callable: true, commutes: true, symbol: "*", eval: |x| x[0] * x[1],
         grad: |b, n, _, g, _| vec![Some(b.op2(Op::Mul, g, n.args[1])), Some(b.op2(Op::Mul, g, n.args[0]))], grid: GRID, doc: "a * b" }
-    Div { "div", 2, Class::Map, Smooth, callable: true, eval: |x| x[0] / x[1],
+    Div { "div", 2, Class::Map, Smooth, callable: true, symbol: "/", singular: true, eval: |x| x[0] / x[1],
         grad: |b, n, out, g, need| {
             let da = b.op2(Op::Div, g, n.args[1]);
             let db = if need[1] { let t = b.op2(Op::Mul, da, out); Some(b.op1(Op::Neg, t)) } else { None };
@@ -173,7 +213,7 @@ define_ops! {
             let db = if need[1] { let t = b.op2(Op::Mul, g, out); let q = b.op2(Op::SafeDiv, t, n.args[1]); Some(b.op1(Op::Neg, q)) } else { None };
             vec![Some(da), db] },
         grid: POS, doc: "safe_div(a, b): a / b, and 0 where b = 0 (guarded division; the gradient is 0 there too)." }
-    Pow { "pow", 2, Class::Map, Smooth, callable: true, eval: |x| powf(x[0], x[1]),
+    Pow { "pow", 2, Class::Map, Smooth, callable: true, symbol: "^", singular: true, eval: |x| powf(x[0], x[1]),
         grad: |b, n, out, g, need| {
             let (a, e) = (n.args[0], n.args[1]);
             let da = if need[0] { let one = b.c(1.0); let em1 = b.op2(Op::Sub, e, one); let p = b.op2(Op::Pow, a, em1); let t = b.op2(Op::Mul, e, p); Some(b.op2(Op::Mul, g, t)) } else { None };
@@ -199,21 +239,21 @@ define_ops! {
     // ---- transcendental ----------------------------------------------------------------
     Exp { "exp", 1, Class::Map, Smooth, callable: true, eval: |x| exp(x[0]),
         grad: |b, _, out, g, _| vec![Some(b.op2(Op::Mul, g, out))], grid: GRID, doc: "exp(x)" }
-    Log { "log", 1, Class::Map, Smooth, callable: true, eval: |x| ln(x[0]),
+    Log { "log", 1, Class::Map, Smooth, callable: true, singular: true, eval: |x| ln(x[0]),
         grad: |b, n, _, g, _| vec![Some(b.op2(Op::Div, g, n.args[0]))], grid: POS, doc: "natural log" }
-    Log1p { "log1p", 1, Class::Map, Smooth, callable: true, eval: |x| log1p(x[0]),
+    Log1p { "log1p", 1, Class::Map, Smooth, callable: true, singular: true, eval: |x| log1p(x[0]),
         grad: |b, n, _, g, _| { let one = b.c(1.0); let d = b.op2(Op::Add, one, n.args[0]); vec![Some(b.op2(Op::Div, g, d))] }, grid: POS, doc: "log(1 + x), accurate near 0" }
     Expm1 { "expm1", 1, Class::Map, Smooth, callable: true, eval: |x| expm1(x[0]),
         grad: |b, n, _, g, _| { let e = b.op1(Op::Exp, n.args[0]); vec![Some(b.op2(Op::Mul, g, e))] }, grid: GRID, doc: "exp(x) - 1, accurate near 0" }
-    Sqrt { "sqrt", 1, Class::Map, Smooth, callable: true, eval: |x| sqrt(x[0]),
+    Sqrt { "sqrt", 1, Class::Map, Smooth, callable: true, singular: true, eval: |x| sqrt(x[0]),
         grad: |b, _, out, g, _| { let two = b.c(2.0); let d = b.op2(Op::Mul, two, out); vec![Some(b.op2(Op::Div, g, d))] }, grid: POS, doc: "square root" }
-    Sigmoid { "sigmoid", 1, Class::Map, Smooth, callable: true, eval: |x| sigmoid(x[0]),
+    Sigmoid { "sigmoid", 1, Class::Map, Smooth, callable: true, family: 0, eval: |x| sigmoid(x[0]),
         grad: |b, n, out, g, _| { let nx = b.op1(Op::Neg, n.args[0]); let q = b.op1(Op::Sigmoid, nx); let d = b.op2(Op::Mul, out, q); vec![Some(b.op2(Op::Mul, g, d))] },
         grid: GRID, doc: "1/(1 + exp(-x)); derivative sigmoid(x)*sigmoid(-x), exact when either factor is tiny" }
-    LogSigmoid { "log_sigmoid", 1, Class::Map, Smooth, callable: true, eval: |x| log_sigmoid(x[0]),
+    LogSigmoid { "log_sigmoid", 1, Class::Map, Smooth, callable: true, family: 4, eval: |x| log_sigmoid(x[0]),
         grad: |b, n, _, g, _| { let nx = b.op1(Op::Neg, n.args[0]); let q = b.op1(Op::Sigmoid, nx); vec![Some(b.op2(Op::Mul, g, q))] },
         grid: GRID, doc: "log(sigmoid(x)) = -softplus(-x)" }
-    Softplus { "softplus", 1, Class::Map, Smooth, callable: true, eval: |x| softplus(x[0]),
+    Softplus { "softplus", 1, Class::Map, Smooth, callable: true, family: 2, eval: |x| softplus(x[0]),
         grad: |b, n, _, g, _| { let q = b.op1(Op::Sigmoid, n.args[0]); vec![Some(b.op2(Op::Mul, g, q))] },
         grid: GRID, doc: "log(1 + exp(x)), exact for every x" }
     Tanh { "tanh", 1, Class::Map, Smooth, callable: true, eval: |x| tanh(x[0]),
@@ -237,16 +277,16 @@ define_ops! {
     // ---- data (piecewise constant / comparisons) ---------------------------------------
     Sign { "sign", 1, Class::Map, PiecewiseConstant, callable: true, eval: |x| if x[0] > 0.0 { 1.0 } else if x[0] < 0.0 { -1.0 } else { 0.0 },
         grad: no_grad, grid: &[], doc: "-1, 0 or 1" }
-    Gt { "gt", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] > x[1]), grad: no_grad, grid: UNIT, doc: "a > b as 0/1" }
-    Lt { "lt", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] < x[1]), grad: no_grad, grid: UNIT, doc: "a < b as 0/1" }
-    Ge { "ge", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] >= x[1]), grad: no_grad, grid: UNIT, doc: "a >= b as 0/1" }
-    Le { "le", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] <= x[1]), grad: no_grad, grid: UNIT, doc: "a <= b as 0/1" }
-    Eq { "eq", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] == x[1]), grad: no_grad, grid: UNIT, doc: "a == b as 0/1" }
-    Ne { "ne", 2, Class::Map, None, callable: false, eval: |x| truth(x[0] != x[1]), grad: no_grad, grid: UNIT, doc: "a != b as 0/1" }
-    And { "and", 2, Class::Map, None, callable: false, eval: |x| truth(nonzero(x[0]) && nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a & b (nonzero is true)" }
-    Or { "or", 2, Class::Map, None, callable: false, eval: |x| truth(nonzero(x[0]) || nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a | b (nonzero is true)" }
-    Not { "not", 1, Class::Map, None, callable: false, eval: |x| truth(!nonzero(x[0])), grad: no_grad, grid: UNIT, doc: "!a (nonzero is true)" }
-    Where { "where", 3, Class::Map, Smooth, callable: true, eval: |x| if x[0] != 0.0 { x[1] } else { x[2] },
+    Gt { "gt", 2, Class::Map, None, callable: false, symbol: ">", eval: |x| truth(x[0] > x[1]), grad: no_grad, grid: UNIT, doc: "a > b as 0/1" }
+    Lt { "lt", 2, Class::Map, None, callable: false, symbol: "<", eval: |x| truth(x[0] < x[1]), grad: no_grad, grid: UNIT, doc: "a < b as 0/1" }
+    Ge { "ge", 2, Class::Map, None, callable: false, symbol: ">=", eval: |x| truth(x[0] >= x[1]), grad: no_grad, grid: UNIT, doc: "a >= b as 0/1" }
+    Le { "le", 2, Class::Map, None, callable: false, symbol: "<=", eval: |x| truth(x[0] <= x[1]), grad: no_grad, grid: UNIT, doc: "a <= b as 0/1" }
+    Eq { "eq", 2, Class::Map, None, callable: false, symbol: "==", eval: |x| truth(x[0] == x[1]), grad: no_grad, grid: UNIT, doc: "a == b as 0/1" }
+    Ne { "ne", 2, Class::Map, None, callable: false, symbol: "!=", eval: |x| truth(x[0] != x[1]), grad: no_grad, grid: UNIT, doc: "a != b as 0/1" }
+    And { "and", 2, Class::Map, None, callable: false, symbol: "&", eval: |x| truth(nonzero(x[0]) && nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a & b (nonzero is true)" }
+    Or { "or", 2, Class::Map, None, callable: false, symbol: "|", eval: |x| truth(nonzero(x[0]) || nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a | b (nonzero is true)" }
+    Not { "not", 1, Class::Map, None, callable: false, symbol: "!", eval: |x| truth(!nonzero(x[0])), grad: no_grad, grid: UNIT, doc: "!a (nonzero is true)" }
+    Where { "where", 3, Class::Map, Smooth, callable: true, data_args: &[0], eval: |x| if x[0] != 0.0 { x[1] } else { x[2] },
         grad: |b, n, _, g, _| { let z = b.c(0.0); let c = n.args[0]; vec![None, Some(b.op3(Op::Where, c, g, z)), Some(b.op3(Op::Where, c, z, g))] },
         grid: GRID, doc: "where(c, a, b): a where c is nonzero, else b. c is data; singular ops under a discarded branch are guarded by the stabilise pass." }
 }
@@ -261,8 +301,8 @@ impl Op {
     /// Which argument positions carry a derivative.
     pub fn differentiable_arg(self, i: usize) -> bool {
         match self.def().diff {
-            Diff::Smooth => !(self == Op::Where && i == 0),
-            _ => false,
+            Diff::Smooth => !self.def().data_args.contains(&i),
+            Diff::PiecewiseConstant | Diff::None => false,
         }
     }
 }
@@ -272,6 +312,13 @@ impl Op {
 pub fn lookup(name: &str, arity: usize) -> Option<Op> {
     OPS.iter()
         .find(|d| d.callable && d.name == name && d.arity == arity)
+        .map(|d| d.op)
+}
+
+/// The op an operator symbol writes with `arity` operands (`-` is `neg` or `sub`).
+pub fn by_symbol(symbol: &str, arity: usize) -> Option<Op> {
+    OPS.iter()
+        .find(|d| d.symbol == Some(symbol) && d.arity == arity)
         .map(|d| d.op)
 }
 

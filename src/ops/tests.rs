@@ -269,3 +269,23 @@ fn pow_kernels_keep_ieee_special_cases() {
         }
     }
 }
+
+/// Every operator the grammar has resolves to exactly one table entry by symbol and arity, and
+/// the table writes it with that symbol (the lowering's `expect` relies on this).
+#[test]
+fn every_operator_symbol_has_one_table_entry() {
+    use crate::syntax::ast::{BinOp, UnOp};
+    let binary = [
+        BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div, BinOp::Pow, BinOp::Gt, BinOp::Lt,
+        BinOp::Ge, BinOp::Le, BinOp::Eq, BinOp::Ne, BinOp::And, BinOp::Or,
+    ];
+    for op in binary {
+        let hits = OPS.iter().filter(|d| d.symbol == Some(op.symbol()) && d.arity == 2).count();
+        assert_eq!(hits, 1, "`{}`", op.symbol());
+        assert!(crate::ops::by_symbol(op.symbol(), 2).is_some());
+    }
+    for op in [UnOp::Neg, UnOp::Not] {
+        let hits = OPS.iter().filter(|d| d.symbol == Some(op.symbol()) && d.arity == 1).count();
+        assert_eq!(hits, 1, "`{}`", op.symbol());
+    }
+}

@@ -89,7 +89,7 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
             .unwrap_or(0);
         stage[id] = match node.op.def().class {
             Class::Reduce { .. } if big[node.args[0] as usize] => from_args + 1,
-            _ => from_args,
+            Class::Reduce { .. } | Class::Map | Class::Broadcast | Class::Leaf => from_args,
         };
     }
     let is_big_reduction = |id: usize| -> bool {

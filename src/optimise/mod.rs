@@ -46,7 +46,6 @@ fn un(g: &Graph, id: NodeId, op: Op) -> Option<NodeId> {
 }
 
 /// Singular ops: a discarded `where` branch through one of these can poison gradients with NaN.
-const SINGULAR: &[Op] = &[Op::Log, Op::Sqrt, Op::Div, Op::Pow, Op::Log1p];
 
 /// Algebraic simplification: removes the identities that autodiff leaves behind.
 pub const SIMPLIFY: &[Rule] = &[
@@ -117,7 +116,7 @@ pub const STABILISE: &[Rule] = &[
             let c = n.args[0];
             for (slot, keep) in [(1usize, true), (2usize, false)] {
                 let b = g.node(n.args[slot]).clone();
-                if !SINGULAR.contains(&b.op) { continue; }
+                if !b.op.def().singular { continue; }
                 let guarded = |g: &Graph, a: NodeId| { let an = g.node(a); an.op == Op::Where && an.args[0] == c || const_value(an).is_some() };
                 if b.args.iter().all(|&a| guarded(g, a)) { continue; }
                 let one = g.c(1.0);

@@ -123,24 +123,6 @@ impl BinOp {
             BinOp::Or => "|",
         }
     }
-    /// The op-table name the operator lowers to.
-    pub fn op_name(self) -> &'static str {
-        match self {
-            BinOp::Add => "add",
-            BinOp::Sub => "sub",
-            BinOp::Mul => "mul",
-            BinOp::Div => "div",
-            BinOp::Pow => "pow",
-            BinOp::Gt => "gt",
-            BinOp::Lt => "lt",
-            BinOp::Ge => "ge",
-            BinOp::Le => "le",
-            BinOp::Eq => "eq",
-            BinOp::Ne => "ne",
-            BinOp::And => "and",
-            BinOp::Or => "or",
-        }
-    }
 }
 
 /// A prefix operator.
