@@ -532,6 +532,7 @@ pub const MAX_GRADS: usize = 8;
 
 /// Which executor runs a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExecutorKind {
     /// The fused block VM (falls back to the reference interpreter for graphs it cannot fuse).
     Fused,

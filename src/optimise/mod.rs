@@ -45,8 +45,6 @@ fn un(g: &Graph, id: NodeId, op: Op) -> Option<NodeId> {
     (n.op == op).then(|| n.args[0])
 }
 
-/// Singular ops: a discarded `where` branch through one of these can poison gradients with NaN.
-
 /// Algebraic simplification: removes the identities that autodiff leaves behind.
 pub const SIMPLIFY: &[Rule] = &[
     Rule { name: "add_zero", identity: "x + 0 -> x, 0 + x -> x: adjoint seeds and sums leave these",

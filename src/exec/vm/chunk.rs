@@ -1,0 +1,235 @@
+//! The chunk loop: runs one pass's bytecode over one chunk of blocks, compiled three times
+//! (AVX-512, AVX2+FMA, baseline) and dispatched by run-time CPU detection. All of the VM's
+//! `unsafe` that touches memory is here, each block with its SAFETY argument.
+//!
+//! In: a pass's [`Ctx`], a chunk index, its partials and a register file. Out: partials and the
+//! output blocks it owns. Never here: deciding what to compute.
+
+use super::*;
+
+/// Shared, read-only state of one pass for the chunk loop.
+pub(super) struct Ctx<'a, T: Real> {
+    pub(super) pass: &'a PassCode,
+    pub(super) vals: &'a [Vec<f64>],
+    pub(super) inputs: &'a [&'a [T]],
+    pub(super) outs: &'a [OutPtr<T>],
+    pub(super) inner: usize,
+    pub(super) bpp: usize,
+    pub(super) total_blocks: usize,
+    pub(super) outer: &'a [usize],
+    /// Big inputs whose finiteness this pass checks (slots after the reductions').
+    pub(super) checks: &'a [u16],
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr<T>(pub(super) *mut T, pub(super) usize);
+// SAFETY: an OutPtr is a (pointer, length) of an output buffer that `run` borrows mutably for
+// the whole call; chunks write disjoint element ranges of it (`out_block` checks each range
+// against the length), so sending or sharing it between the pool's threads races on nothing.
+unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as for Send: shared only to write disjoint ranges.
+unsafe impl<T: Sync> Sync for OutPtr<T> {}
+
+#[inline(always)]
+pub(super) fn run_chunk<T: Real, const FMA: bool>(
+    ctx: &Ctx<T>,
+    chunk: usize,
+    part: &mut [f64],
+    regs: &mut [T],
+) {
+    let pass = ctx.pass;
+    part[pass.slots..].fill(0.0);
+    for r in &pass.reductions {
+        let groups = r
+            .strides
+            .iter()
+            .zip(ctx.outer)
+            .map(|(s, n)| if *s != 0 { *n } else { 1 })
+            .product::<usize>();
+        part[r.base..r.base + groups].fill(r.init);
+    }
+    let mut coords = [0usize; 16];
+    let mut last_plane = usize::MAX;
+    let first = chunk * CHUNK_BLOCKS;
+    let last = (first + CHUNK_BLOCKS).min(ctx.total_blocks);
+    for blk in first..last {
+        let plane = blk / ctx.bpp;
+        let k = blk % ctx.bpp;
+        let start = plane * ctx.inner + k * BLOCK;
+        let len = BLOCK.min(ctx.inner - k * BLOCK);
+        if plane != last_plane {
+            let mut rem = plane;
+            for a in (0..ctx.outer.len()).rev() {
+                coords[a] = rem % ctx.outer[a];
+                rem /= ctx.outer[a];
+            }
+            for s in &pass.splats {
+                if s.constant.is_some() && last_plane != usize::MAX {
+                    continue;
+                }
+                let idx: usize = s.strides.iter().zip(&coords).map(|(st, c)| st * c).sum();
+                let v = T::from_f64(s.constant.unwrap_or_else(|| ctx.vals[s.node as usize][idx]));
+                regs[s.reg as usize * BLOCK..(s.reg as usize + 1) * BLOCK].fill(v);
+            }
+            last_plane = plane;
+        }
+        // Ask for the next block of every streamed input (into L1) and for the block FAR beyond it
+        // (into L2), a share of their cache lines before each instruction: the compute of this
+        // block hides the latency of the next one, and the requests never queue up all at once (a
+        // burst of them stalls the core on full fill buffers).
+        let step = 64 / std::mem::size_of::<T>();
+        let ahead = start + len;
+        let n_lines = BLOCK.div_ceil(step);
+        let n_ins = pass.code.len();
+        #[allow(unused_variables)]
+        let prefetch = |j: usize| {
+            #[cfg(target_arch = "x86_64")]
+            for &i in &pass.streams {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+                let data = ctx.inputs[i as usize];
+                let from = j * n_lines / n_ins * step;
+                let to = (j + 1) * n_lines / n_ins * step;
+                let near = (ahead + from)..(ahead + to).min(data.len());
+                let far = (ahead + FAR + from)..(ahead + FAR + to).min(data.len());
+                for k in far.step_by(step) {
+                    // SAFETY: prefetching is a hint that never faults; `k < data.len()`, so the
+                    // pointer stays inside the buffer and `add` is in bounds.
+                    unsafe { _mm_prefetch::<{ _MM_HINT_T1 }>(data.as_ptr().add(k) as *const i8) };
+                }
+                for k in near.step_by(step) {
+                    // SAFETY: as above.
+                    unsafe { _mm_prefetch::<{ _MM_HINT_T0 }>(data.as_ptr().add(k) as *const i8) };
+                }
+            }
+        };
+        let base = regs.as_mut_ptr();
+        let src = |s: Src| -> &[T] {
+            match s {
+                // SAFETY: registers are disjoint BLOCK-sized ranges of `regs`; an instruction's
+                // destination register is never one of its operands (allocated before they are freed).
+                Src::Reg(r) => unsafe {
+                    std::slice::from_raw_parts(base.add(r as usize * BLOCK), len)
+                },
+                Src::Input(i) => &ctx.inputs[i as usize][start..start + len],
+            }
+        };
+        for (k, &i) in ctx.checks.iter().enumerate() {
+            // x - x is 0 for finite x and NaN otherwise: the sum flags any NaN or infinity.
+            let x = &ctx.inputs[i as usize][start..start + len];
+            part[pass.slots + k] += nan_probe(x);
+        }
+        // This block's range of output buffer `out`.
+        let out_block = |out: u16| -> &mut [T] {
+            let o = ctx.outs[out as usize];
+            // Checked in every build: the raw write below relies on it.
+            assert!(!o.0.is_null() && start + len <= o.1, "output block outside its buffer");
+            // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer, and
+            // one instruction writes it at a time.
+            unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) }
+        };
+        // The partial slot of reduction `red` for this block's group.
+        let slot_of = |red: u16| {
+            let r = &pass.reductions[red as usize];
+            r.base
+                + r.strides
+                    .iter()
+                    .zip(&coords)
+                    .map(|(st, c)| st * c)
+                    .sum::<usize>()
+        };
+        for (j, ins) in pass.code.iter().enumerate() {
+            prefetch(j);
+            match *ins {
+                Instr::Map { op, dst, a, b, c } => {
+                    // SAFETY: see above; `dst` differs from every operand register.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(base.add(dst as usize * BLOCK), len)
+                    };
+                    T::block_kernel::<FMA>(op, out, src(a), src(b), src(c));
+                }
+                Instr::Family { x, kind, dst } => {
+                    // SAFETY: the six destination registers are distinct from each other and
+                    // from `x` (allocated together, before `x` is freed).
+                    let o = |k: usize| unsafe {
+                        std::slice::from_raw_parts_mut(base.add(dst[k] as usize * BLOCK), len)
+                    };
+                    match kind {
+                        FamilyKind::Sig => family_sig::<T, FMA>(src(x), o(0), o(1)),
+                        FamilyKind::Softplus => {
+                            family_softplus::<T, FMA>(src(x), [o(2), o(3), o(4), o(5)])
+                        }
+                        FamilyKind::SigSoftplus => {
+                            family_sig_softplus::<T, FMA>(src(x), [o(0), o(1), o(2), o(3)])
+                        }
+                        FamilyKind::Both => {
+                            family_both::<T, FMA>(src(x), [o(0), o(1), o(2), o(3), o(4), o(5)])
+                        }
+                    }
+                }
+                Instr::DotSum { a, b, red } => {
+                    let slot = slot_of(red);
+                    part[slot] += block_dot(src(a), src(b));
+                }
+                Instr::Reduce { src: s, red } => {
+                    let r = &pass.reductions[red as usize];
+                    let slot = slot_of(red);
+                    let x = src(s);
+                    part[slot] = if r.op == Op::Sum {
+                        part[slot] + block_sum(x)
+                    } else {
+                        let f = r.combine;
+                        x.iter().fold(part[slot], |m, v| f(&[m, v.to_f64()]))
+                    };
+                }
+                Instr::MapStore { op, out, a, b, c } => {
+                    T::block_kernel::<FMA>(op, out_block(out), src(a), src(b), src(c));
+                }
+                Instr::Store { src: s, out } => {
+                    let dst = out_block(out);
+                    if pass.stream_stores {
+                        stream_copy(dst, src(s));
+                    } else {
+                        dst.copy_from_slice(src(s));
+                    }
+                }
+            }
+        }
+    }
+    if pass.stream_stores {
+        // Order this chunk's non-temporal stores before anyone reads the buffer.
+        // SAFETY: sfence has no preconditions (SSE, part of x86_64).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+pub(super) unsafe fn run_chunk_avx512<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    run_chunk::<T, true>(ctx, chunk, part, regs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn run_chunk_avx2<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    run_chunk::<T, true>(ctx, chunk, part, regs)
+}
+
+pub(super) fn run_chunk_base<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    run_chunk::<T, false>(ctx, chunk, part, regs)
+}
+
+pub(super) fn dispatch<T: Real>(isa: Isa, ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+    match isa {
+        // SAFETY: `Isa::detect` chose Avx512 only after detecting every feature it enables.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { run_chunk_avx512(ctx, chunk, part, regs) },
+        // SAFETY: `Isa::detect` chose Avx2 only after detecting avx2 and fma.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { run_chunk_avx2(ctx, chunk, part, regs) },
+        Isa::Base => run_chunk_base(ctx, chunk, part, regs),
+    }
+}
+
