@@ -29,7 +29,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let shape = [2usize, 1, 64, 64];
-    println!("{:>8} {:>8} {:>12} {:>12} {:>14}", "terms", "kind", "load ms", "compile ms", "us per term");
+    println!(
+        "{:>8} {:>8} {:>12} {:>12} {:>14}",
+        "terms", "kind", "load ms", "compile ms", "us per term"
+    );
     for kind in ["x", "scaled", "sigmoid"] {
         let mut n = 1000;
         while n <= max {

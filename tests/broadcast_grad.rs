@@ -110,12 +110,17 @@ fn program() -> impl Strategy<Value = Ex> {
             "safe_div({}, 2 + tanh({}))",
         ]);
         prop_oneof![
-            (unary, inner.clone()).prop_map(|(f, a)| ex(f.replace("{0}", &a.src).replace("{}", &a.src), a.axes)),
+            (unary, inner.clone())
+                .prop_map(|(f, a)| ex(f.replace("{0}", &a.src).replace("{}", &a.src), a.axes)),
             (binary, inner.clone(), inner.clone()).prop_map(|(f, a, b)| {
                 let s = f.replacen("{}", &a.src, 1).replacen("{}", &b.src, 1);
                 ex(s, a.axes | b.axes)
             }),
-            (prop::sample::select(vec!["sum", "mean", "max", "min"]), inner.clone(), 0u8..16)
+            (
+                prop::sample::select(vec!["sum", "mean", "max", "min"]),
+                inner.clone(),
+                0u8..16
+            )
                 .prop_map(|(k, a, m)| reduce(k, &a, m)),
             (inner.clone(), inner.clone(), 0u8..16).prop_map(|(a, b, m)| {
                 // The condition is data: full (`t > 0.5`) or reduced over some axes.
@@ -270,11 +275,19 @@ fn symbolic_gradients_of_mixed_axis_programs_equal_finite_differences() {
         tally.compared.get(),
         tally.nonzero.get(),
     );
-    eprintln!("{cases} programs, {probes} gradient elements, {compared} compared, {nonzero} nonzero");
+    eprintln!(
+        "{cases} programs, {probes} gradient elements, {compared} compared, {nonzero} nonzero"
+    );
     // It must have tested something: most probes compared, and many nonzero gradients.
     assert!(cases >= 250, "only {cases} programs had a finite value");
-    assert!(compared * 10 >= probes * 8, "{compared} of {probes} probes compared");
-    assert!(nonzero * 2 >= compared, "{nonzero} of {compared} compared gradients nonzero");
+    assert!(
+        compared * 10 >= probes * 8,
+        "{compared} of {probes} probes compared"
+    );
+    assert!(
+        nonzero * 2 >= compared,
+        "{nonzero} of {compared} compared gradients nonzero"
+    );
 }
 
 /// The reported family, written out: each is checked against its hand derivation on one shape.
@@ -296,9 +309,8 @@ fn reduced_plus_full_operands_get_summed_adjoints() {
         ("sum(sum(p, over = [B]) + sum(p, over = [S]))", 8.0),
     ];
     for (expr, want) in cases {
-        let src = format!(
-            "loss l {{ input p: [B, C, ..S] diff  input t: [B, C, ..S]  return {expr} }}"
-        );
+        let src =
+            format!("loss l {{ input p: [B, C, ..S] diff  input t: [B, C, ..S]  return {expr} }}");
         let loss = Loss::from_source(&src).unwrap();
         let shape = [2usize, 1, 2, 3];
         for kind in [ExecutorKind::Reference, ExecutorKind::Fused] {

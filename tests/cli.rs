@@ -360,7 +360,10 @@ fn check_fails_a_gradient_check_that_tested_nothing() {
     assert!(!o.status.success(), "{out}\n{err}");
     assert!(out.contains("not exercised: logits"), "{out}");
     // Declaring what the data takes makes the same check test something, and pass.
-    let ranged = hollow.replace("input target: [B, C, ..S]", "input target: [B, C, ..S] in [0, 4]");
+    let ranged = hollow.replace(
+        "input target: [B, C, ..S]",
+        "input target: [B, C, ..S] in [0, 4]",
+    );
     let o = lossc(&["check", tmp("ranged.loss", &ranged).to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
@@ -370,7 +373,10 @@ fn check_fails_a_gradient_check_that_tested_nothing() {
     let o = lossc(&["check", tmp("z.loss", src).to_str().unwrap()]);
     let (out, _) = text(&o);
     assert!(!o.status.success(), "{out}");
-    assert!(out.contains("TOO LARGE") && !out.contains("not exercised"), "{out}");
+    assert!(
+        out.contains("TOO LARGE") && !out.contains("not exercised"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -385,11 +391,20 @@ fn check_of_a_folder_without_losses_fails() {
 
 #[test]
 fn check_looks_at_helper_only_files() {
-    let p = tmp("helpers.loss", "fn f(x) = sigmod(x) + y\nfn g(a) = sum(a, over = [S, S])\n");
+    let p = tmp(
+        "helpers.loss",
+        "fn f(x) = sigmod(x) + y\nfn g(a) = sum(a, over = [S, S])\n",
+    );
     let o = lossc(&["check", p.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(!o.status.success(), "{out}\n{err}");
-    for part in ["helpers.loss:1:11", "unknown function `sigmod`", "helpers.loss:1:23", "unknown name `y`", "axis `S` appears twice"] {
+    for part in [
+        "helpers.loss:1:11",
+        "unknown function `sigmod`",
+        "helpers.loss:1:23",
+        "unknown name `y`",
+        "axis `S` appears twice",
+    ] {
         assert!(err.contains(part), "expected `{part}` in\n{err}");
     }
     let o = lossc(&["check", "losses/common.loss"]);
@@ -415,11 +430,25 @@ fn list_into_a_closed_pipe_ends_quietly() {
 
 #[test]
 fn bench_refuses_a_shape_that_does_not_fit_in_memory() {
-    let o = lossc(&["bench", "dice", "--shape", "100000,1,100000,1000", "--iters", "1"]);
+    let o = lossc(&[
+        "bench",
+        "dice",
+        "--shape",
+        "100000,1,100000,1000",
+        "--iters",
+        "1",
+    ]);
     let (out, err) = text(&o);
     assert!(!o.status.success(), "{out}\n{err}");
     assert!(err.contains("needs 120000000000000 bytes"), "{err}");
     assert!(err.contains("is available"), "{err}");
-    let o = lossc(&["bench", "dice", "--shape", "4294967296,4294967296,4294967296,2", "--iters", "1"]);
+    let o = lossc(&[
+        "bench",
+        "dice",
+        "--shape",
+        "4294967296,4294967296,4294967296,2",
+        "--iters",
+        "1",
+    ]);
     assert!(text(&o).1.contains("more than 16 EiB"), "{:?}", text(&o));
 }

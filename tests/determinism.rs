@@ -145,7 +145,10 @@ fn superinstructions_change_no_bits() {
                         run_with::<f64>(2, name, None, shape, ExecutorKind::FusedPlain, None),
                     )
                 };
-                assert!(a == b, "{name} {shape:?} (f32: {f32_path}): superinstructions changed bits");
+                assert!(
+                    a == b,
+                    "{name} {shape:?} (f32: {f32_path}): superinstructions changed bits"
+                );
             }
         }
     }
@@ -159,7 +162,10 @@ fn avx2_and_avx512_paths_agree_bitwise() {
         for shape in shapes() {
             let wide = run_with::<f32>(2, name, None, &shape, ExecutorKind::Fused, None);
             let avx2 = run_with::<f32>(2, name, None, &shape, ExecutorKind::Fused, Some("avx2"));
-            assert!(wide == avx2, "{name} {shape:?}: the widest path and AVX2 differ");
+            assert!(
+                wide == avx2,
+                "{name} {shape:?}: the widest path and AVX2 differ"
+            );
         }
     }
 }

@@ -309,7 +309,12 @@ fn e0018_nesting_too_deep() {
     let src = body(&format!("    return mean({deep} * target)"));
     // The loss's `{` and `mean(` are depths 1 and 2; the k-th `(` (column 16 + k) is depth k + 2.
     let col = 16 + losslang::diagnostics::MAX_NESTING - 1;
-    expect(&src, "E0018", &format!("4:{col}"), &["brackets nest more than 128 deep"]);
+    expect(
+        &src,
+        "E0018",
+        &format!("4:{col}"),
+        &["brackets nest more than 128 deep"],
+    );
 }
 
 #[test]
@@ -317,13 +322,24 @@ fn e0021_inlining_too_deep() {
     // Helpers that each nest a little, inlined into one another, hit the lowering's bound.
     let mut src = String::new();
     for i in 0..60 {
-        let inner = if i == 59 { "x".to_string() } else { format!("f{}(x)", i + 1) };
-        src.push_str(&format!("fn f{i}(x) = {}{inner}{}\n", "sigmoid(".repeat(12), ")".repeat(12)));
+        let inner = if i == 59 {
+            "x".to_string()
+        } else {
+            format!("f{}(x)", i + 1)
+        };
+        src.push_str(&format!(
+            "fn f{i}(x) = {}{inner}{}\n",
+            "sigmoid(".repeat(12),
+            ")".repeat(12)
+        ));
     }
     src.push_str(&body("    return mean(f0(logits) * target)"));
     let (codes, text) = errors(&src);
     assert!(codes.contains(&"E0021"), "{codes:?}\n{text}");
-    assert!(text.contains("expressions nest more than 512 deep through inlined calls"), "{text}");
+    assert!(
+        text.contains("expressions nest more than 512 deep through inlined calls"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -340,9 +356,24 @@ fn e0019_number_out_of_range() {
 
 #[test]
 fn e0020_invalid_value_range() {
-    let src = |range: &str| format!("loss t {{\n    input logits: [B, C, ..S] diff\n    input d: [B, C, ..S] {range}\n    return mean(logits * d)\n}}\n");
-    expect(&src("in [1, -1]"), "E0020", "3:26", &["invalid value range of input `d`", "not below the upper bound"]);
-    expect(&src("in int [0, 2.5]"), "E0020", "3:26", &["`in int` takes integer bounds"]);
+    let src = |range: &str| {
+        format!("loss t {{\n    input logits: [B, C, ..S] diff\n    input d: [B, C, ..S] {range}\n    return mean(logits * d)\n}}\n")
+    };
+    expect(
+        &src("in [1, -1]"),
+        "E0020",
+        "3:26",
+        &[
+            "invalid value range of input `d`",
+            "not below the upper bound",
+        ],
+    );
+    expect(
+        &src("in int [0, 2.5]"),
+        "E0020",
+        "3:26",
+        &["`in int` takes integer bounds"],
+    );
     // Valid ranges compile.
     assert!(Loss::from_source(&src("in [-1, 1]")).is_ok());
     assert!(Loss::from_source(&src("in int [0, 18]")).is_ok());
@@ -356,7 +387,10 @@ fn e0022_pack_declared_differently() {
 #[test]
 fn e0023_too_many_axes() {
     let axes: Vec<String> = (0..16).map(|i| format!("A{i}")).collect();
-    let src = format!("loss t {{\n    input logits: [{}] diff\n    return mean(logits)\n}}\n", axes.join(", "));
+    let src = format!(
+        "loss t {{\n    input logits: [{}] diff\n    return mean(logits)\n}}\n",
+        axes.join(", ")
+    );
     let (codes, text) = errors(&src);
     assert!(codes.contains(&"E0023"), "{codes:?}\n{text}");
     assert!(text.contains("a loss may use at most 15 axes"), "{text}");
@@ -364,7 +398,8 @@ fn e0023_too_many_axes() {
 
 #[test]
 fn e0024_two_pack_axes() {
-    let (codes, text) = errors("loss t {\n    input logits: [..B, ..S] diff\n    return mean(logits)\n}\n");
+    let (codes, text) =
+        errors("loss t {\n    input logits: [..B, ..S] diff\n    return mean(logits)\n}\n");
     assert!(codes.contains(&"E0024"), "{codes:?}\n{text}");
     assert!(text.contains("more than one `..` axis"), "{text}");
 }
@@ -374,7 +409,14 @@ fn e0025_calls_nest_too_deeply() {
     // 70 helpers, each calling the next: deeper than the 64 levels of inlining.
     let mut src = String::new();
     for i in 0..70 {
-        src.push_str(&format!("fn f{i}(x) = {}\n", if i == 69 { "x".to_string() } else { format!("f{}(x)", i + 1) }));
+        src.push_str(&format!(
+            "fn f{i}(x) = {}\n",
+            if i == 69 {
+                "x".to_string()
+            } else {
+                format!("f{}(x)", i + 1)
+            }
+        ));
     }
     src.push_str(&body("    return mean(f0(logits) * target)"));
     let (codes, text) = errors(&src);
@@ -386,12 +428,24 @@ fn e0025_calls_nest_too_deeply() {
 fn every_code_has_an_explanation_and_lossc_explains_it() {
     use losslang::diagnostics::Code;
     for c in Code::ALL {
-        assert!(!c.summary().is_empty() && c.explanation().len() > 20, "{c:?}");
+        assert!(
+            !c.summary().is_empty() && c.explanation().len() > 20,
+            "{c:?}"
+        );
         assert_eq!(Code::parse(c.as_str()), Some(*c));
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc")).args(["explain", "e9"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(["explain", "e9"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.starts_with("E0009: a differentiable input"), "{text}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc")).args(["explain", "E9999"]).output().unwrap();
+    assert!(
+        out.status.success() && text.starts_with("E0009: a differentiable input"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
+        .args(["explain", "E9999"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }

@@ -173,13 +173,16 @@ fn oversized_kernels_are_split_by_outputs() {
     let loss = losslang::Loss::from_source(&src).unwrap();
     let shape = [2usize, 3, 41, 29];
     let shapes: [(&str, &[usize]); 2] = [("logits", &shape), ("target", &shape)];
-    let plan = loss.compile_with::<f64>(&shapes, ExecutorKind::Fused).unwrap();
+    let plan = loss
+        .compile_with::<f64>(&shapes, ExecutorKind::Fused)
+        .unwrap();
     // The forward sums are split under the cap; the gradient (one output that alone needs more)
     // is kept whole.
     let cap = losslang::internals::MAX_KERNEL_NODES;
     let info = plan.pass_info();
     assert!(
-        info.iter().all(|p| p.nodes <= cap || p.reductions + p.stores == 1),
+        info.iter()
+            .all(|p| p.nodes <= cap || p.reductions + p.stores == 1),
         "{info:?}"
     );
     assert_eq!(info.len(), 3, "{info:?}");

@@ -52,7 +52,9 @@ fn nesting_up_to_the_limit_is_accepted() {
 fn long_operator_chains_are_accepted() {
     let sum = vec!["logits"; 100_000].join(" + ");
     assert_eq!(answer(program(&sum), false), Ok(()));
-    let sum: Vec<String> = (0..20_000).map(|i| format!("{}.5 * logits", i % 7)).collect();
+    let sum: Vec<String> = (0..20_000)
+        .map(|i| format!("{}.5 * logits", i % 7))
+        .collect();
     assert_eq!(answer(program(&sum.join(" - ")), true), Ok(()));
     let neg = format!("{}logits", "-".repeat(100_000));
     assert_eq!(answer(program(&neg), true), Ok(()));
@@ -64,8 +66,16 @@ fn long_operator_chains_are_accepted() {
 fn deeply_inlined_helpers_are_refused_not_overflowed() {
     let mut src = String::new();
     for i in 0..60 {
-        let inner = if i == 59 { "x".to_string() } else { format!("f{}(x)", i + 1) };
-        src.push_str(&format!("fn f{i}(x) = {}{inner}{}\n", "sigmoid(".repeat(100), ")".repeat(100)));
+        let inner = if i == 59 {
+            "x".to_string()
+        } else {
+            format!("f{}(x)", i + 1)
+        };
+        src.push_str(&format!(
+            "fn f{i}(x) = {}{inner}{}\n",
+            "sigmoid(".repeat(100),
+            ")".repeat(100)
+        ));
     }
     src.push_str(&program("f0(logits)"));
     assert_eq!(answer(src, false), Err(vec!["E0021"]));

@@ -293,7 +293,12 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                     .iter()
                     .position(|n| n == gname)
                     .expect("gradient of a given input");
-                let width = sig.inputs.iter().find(|i| &i.name == gname).and_then(|i| i.range).map(|r| r.hi - r.lo);
+                let width = sig
+                    .inputs
+                    .iter()
+                    .find(|i| &i.name == gname)
+                    .and_then(|i| i.range)
+                    .map(|r| r.hi - r.lo);
                 let gmax = grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
                 let flat: Vec<f64> = grad.iter().copied().collect();
                 let mut order: Vec<usize> = (0..flat.len()).collect();
@@ -309,7 +314,8 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 for &p in &probes {
                     let x0 = arrays[k].as_slice().expect("standard layout")[p];
                     // Small enough to stay inside a declared range.
-                    let h = (1e-4 * x0.abs().max(1.0)).min(width.map_or(f64::INFINITY, |w| 0.01 * w));
+                    let h =
+                        (1e-4 * x0.abs().max(1.0)).min(width.map_or(f64::INFINITY, |w| 0.01 * w));
                     let mut f = |dx: f64, arrays: &mut Vec<ArrayD<f64>>| -> Result<f64> {
                         arrays[k].as_slice_mut().expect("standard layout")[p] = x0 + dx;
                         let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
@@ -333,7 +339,9 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                     continue;
                 }
                 exercised[k] = true;
-                let worst = pairs.iter().fold(0.0f64, |m, (fd, g)| m.max((fd - g).abs() / scale));
+                let worst = pairs
+                    .iter()
+                    .fold(0.0f64, |m, (fd, g)| m.max((fd - g).abs() / scale));
                 max_rel = Some(max_rel.unwrap_or(0.0).max(worst));
             }
         }

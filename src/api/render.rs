@@ -14,9 +14,7 @@ fn live_nodes(g: &Graph, roots: &[(String, u32)]) -> Vec<u32> {
 
 fn input_name(g: &Graph, id: u32, names: &[String]) -> Option<String> {
     match g.node(id).attr {
-        Attr::Input(i) if g.node(id).op == Op::Input => {
-            names.get(i as usize).cloned()
-        }
+        Attr::Input(i) if g.node(id).op == Op::Input => names.get(i as usize).cloned(),
         _ => None,
     }
 }
@@ -179,4 +177,3 @@ pub(crate) fn fused_dot(
     s.push_str(&dot_roots(roots));
     s
 }
-

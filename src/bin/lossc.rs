@@ -211,7 +211,10 @@ fn apply_sets(mut loss: Loss, sets: &[String]) -> Result<Loss, Error> {
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?
+            .map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
@@ -259,7 +262,10 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
             }
         };
         if losses.is_empty() {
-            println!("ok    {}: helpers only (no loss): names, arities and axis lists checked", f.display());
+            println!(
+                "ok    {}: helpers only (no loss): names, arities and axis lists checked",
+                f.display()
+            );
             ok += 1;
             continue;
         }
@@ -375,7 +381,10 @@ fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
 
 fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
     use losslang::ndarray::ArrayD as A;
-    let err = |e: String| Error::Io { path: path.to_string(), message: format!("input `{name}`: {e}") };
+    let err = |e: String| Error::Io {
+        path: path.to_string(),
+        message: format!("input `{name}`: {e}"),
+    };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     if let Ok(a) = ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(&bytes)) {
         let a: A<f64> = a;
@@ -404,8 +413,10 @@ fn eval(
     let mut loss = load(file)?;
     let mut arrays: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
     if let Some(p) = inputs {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| Error::Io { path: p.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(p).map_err(|e| Error::Io {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        })?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Json(format!("{}: {e}", p.display())))?;
         let obj = v.as_object().ok_or_else(|| {
@@ -440,7 +451,9 @@ fn eval(
     }
     for s in npy {
         let Some((k, path)) = s.split_once('=') else {
-            return Err(Error::Usage(format!("--input takes NAME=FILE.npy, got `{s}`")));
+            return Err(Error::Usage(format!(
+                "--input takes NAME=FILE.npy, got `{s}`"
+            )));
         };
         arrays.insert(k.to_string(), read_npy(k, path)?);
     }
@@ -563,7 +576,10 @@ fn run_bench<T: Real>(
     let needed = losslang::api::memory::bytes(shape, std::mem::size_of::<T>())
         .and_then(|b| b.checked_mul(buffers as u64));
     losslang::api::memory::ensure_fits(
-        &format!("`lossc bench` of `{}` at shape {shape:?} ({buffers} buffers)", loss.name()),
+        &format!(
+            "`lossc bench` of `{}` at shape {shape:?} ({buffers} buffers)",
+            loss.name()
+        ),
         needed,
     )?;
     let n: usize = shape.iter().product();
@@ -581,7 +597,8 @@ fn run_bench<T: Real>(
         };
         arrays.push((
             inp.name.clone(),
-            ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Usage(format!("--shape {shape:?}: {e}")))?,
+            ArrayD::from_shape_vec(IxDyn(shape), data)
+                .map_err(|e| Error::Usage(format!("--shape {shape:?}: {e}")))?,
         ));
     }
     let shapes: Vec<(&str, &[usize])> = arrays.iter().map(|(k, _)| (k.as_str(), shape)).collect();

@@ -24,7 +24,11 @@ fn space() -> (AxisSpace, Vec<usize>) {
 /// Input `k`'s data: the op's test grid (its domain), perturbed per element so that blocks
 /// differ, and so that ties and exact grid values also occur.
 fn data(grid: &[f64], k: usize, n: usize) -> Vec<f64> {
-    let grid = if grid.is_empty() { &[-0.7, 0.3, 1.9][..] } else { grid };
+    let grid = if grid.is_empty() {
+        &[-0.7, 0.3, 1.9][..]
+    } else {
+        grid
+    };
     (0..n)
         .map(|i| {
             let g = grid[(i * 7 + k * 3) % grid.len()];
@@ -69,12 +73,28 @@ fn every_map_op_agrees_with_the_interpreter_on_multi_chunk_buffers() {
         let out = g.add(def.op, ins, Attr::None);
         let total = g.reduce(Op::Sum, out, all);
         let inputs: Vec<Vec<f64>> = (0..def.arity).map(|k| data(def.grid, k, n)).collect();
-        let bound = Bound { graph: g, roots: vec![total, out], sizes: sizes.clone(), grad_axes: vec![all] };
+        let bound = Bound {
+            graph: g,
+            roots: vec![total, out],
+            sizes: sizes.clone(),
+            grad_axes: vec![all],
+        };
         let ((va, a), (vb, b)) = both(bound, &inputs, n);
         let bad = (0..n).find(|&i| !close(a[i], b[i]));
-        assert!(bad.is_none(), "{}: element {:?}: VM {} vs interpreter {}", def.name, bad, a[bad.unwrap_or(0)], b[bad.unwrap_or(0)]);
+        assert!(
+            bad.is_none(),
+            "{}: element {:?}: VM {} vs interpreter {}",
+            def.name,
+            bad,
+            a[bad.unwrap_or(0)],
+            b[bad.unwrap_or(0)]
+        );
         let scale: f64 = b.iter().map(|v| v.abs()).sum();
-        assert!(close(va, vb) || (va - vb).abs() <= 1e-9 * scale, "{}: sum {va} vs {vb}", def.name);
+        assert!(
+            close(va, vb) || (va - vb).abs() <= 1e-9 * scale,
+            "{}: sum {va} vs {vb}",
+            def.name
+        );
         tested += 1;
     }
     assert!(tested >= 30, "only {tested} map ops");
@@ -86,7 +106,10 @@ fn every_reduction_agrees_with_the_interpreter_on_multi_chunk_buffers() {
     let n: usize = sizes.iter().product();
     let (p, s) = (1u16, 2u16);
     let mut tested = 0;
-    for def in OPS.iter().filter(|d| matches!(d.class, Class::Reduce { .. })) {
+    for def in OPS
+        .iter()
+        .filter(|d| matches!(d.class, Class::Reduce { .. }))
+    {
         // Per plane (over S) and over everything, both consumed by the value; the stored output
         // is the input scaled by the per-plane result, so every group's value is compared.
         let mut g = Graph::new(space.clone());
@@ -97,7 +120,12 @@ fn every_reduction_agrees_with_the_interpreter_on_multi_chunk_buffers() {
         let value = g.op2(Op::Add, sum_planes, whole);
         let out = g.op2(Op::Mul, x, per_plane);
         let inputs = vec![data(&[-2.5, -0.7, 0.3, 1.9], 0, n)];
-        let bound = Bound { graph: g, roots: vec![value, out], sizes: sizes.clone(), grad_axes: vec![p | s] };
+        let bound = Bound {
+            graph: g,
+            roots: vec![value, out],
+            sizes: sizes.clone(),
+            grad_axes: vec![p | s],
+        };
         let ((va, a), (vb, b)) = both(bound, &inputs, n);
         assert!(close(va, vb), "{}: value {va} vs {vb}", def.name);
         let bad = (0..n).find(|&i| !close(a[i], b[i]));

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use crate::ir::program::{Def, Program};
 use crate::ops;
 use crate::syntax::ast::*;
-use crate::syntax::diag::{Code, suggest, Diagnostic, Diagnostics, FileId};
+use crate::syntax::diag::{suggest, Code, Diagnostic, Diagnostics, FileId};
 
 /// Checks every `fn` of the root file (file 0); returns how many were checked.
 pub fn check_root_helpers(prog: &Program, diags: &mut Diagnostics) -> usize {
@@ -69,7 +69,9 @@ impl Walker<'_> {
                         .label("not defined here");
                     d = match suggest(n, self.scope.iter().map(|s| s.as_str())) {
                         Some(s) => d.help(format!("did you mean `{s}`?")),
-                        None => d.help("names in a helper are its parameters and its `let` bindings"),
+                        None => {
+                            d.help("names in a helper are its parameters and its `let` bindings")
+                        }
                     };
                     self.diags.push(d);
                 }
@@ -79,17 +81,28 @@ impl Walker<'_> {
                 for a in list {
                     if !seen.insert(a.name.as_str()) {
                         self.diags.push(
-                            Diagnostic::new(Code::E0011, a.span, format!("axis `{}` appears twice", a.name))
-                                .label("repeated axis"),
+                            Diagnostic::new(
+                                Code::E0011,
+                                a.span,
+                                format!("axis `{}` appears twice", a.name),
+                            )
+                            .label("repeated axis"),
                         );
                     } else if !self.axes.is_empty() && !self.axes.contains(a.name.as_str()) {
                         let mut names: Vec<&str> = self.axes.iter().copied().collect();
                         names.sort_unstable();
-                        let mut d = Diagnostic::new(Code::E0007, a.span, format!("unknown axis `{}`", a.name))
-                            .label("no loss of this program declares it")
-                            .help(format!("the declared axes are {}", names.join(", ")));
+                        let mut d = Diagnostic::new(
+                            Code::E0007,
+                            a.span,
+                            format!("unknown axis `{}`", a.name),
+                        )
+                        .label("no loss of this program declares it")
+                        .help(format!("the declared axes are {}", names.join(", ")));
                         if let Some(s) = suggest(&a.name, names.iter().copied()) {
-                            d = d.help(format!("did you mean `{s}`? (the declared axes are {})", names.join(", ")));
+                            d = d.help(format!(
+                                "did you mean `{s}`? (the declared axes are {})",
+                                names.join(", ")
+                            ));
                         }
                         self.diags.push(d);
                     }
@@ -111,8 +124,12 @@ impl Walker<'_> {
             ExprKind::Match { scrutinee, arms } => {
                 if !self.scope.iter().any(|s| s == &scrutinee.name) {
                     self.diags.push(
-                        Diagnostic::new(Code::E0002, scrutinee.span, format!("unknown name `{}`", scrutinee.name))
-                            .label("not a parameter of this helper"),
+                        Diagnostic::new(
+                            Code::E0002,
+                            scrutinee.span,
+                            format!("unknown name `{}`", scrutinee.name),
+                        )
+                        .label("not a parameter of this helper"),
                     );
                 }
                 for (_, body) in arms {
@@ -125,16 +142,26 @@ impl Walker<'_> {
 
     fn call(&mut self, name: &Ident, args: &[Expr], kwargs: &[(Ident, Expr)]) {
         let n = args.len();
-        let def = self.prog.scopes.get(self.file).and_then(|s| s.get(&name.name)).copied();
+        let def = self
+            .prog
+            .scopes
+            .get(self.file)
+            .and_then(|s| s.get(&name.name))
+            .copied();
         let (accepted, loss_call): (Vec<usize>, bool) = match def {
             Some(Def::Fn(..)) => {
-                let p = self.prog.func(def.expect("matched")).map_or(0, |f| f.params.len());
+                let p = self
+                    .prog
+                    .func(def.expect("matched"))
+                    .map_or(0, |f| f.params.len());
                 (vec![p], false)
             }
             Some(Def::Loss(..)) => {
                 let l = self.prog.loss(def.expect("matched"));
                 let max = l.map_or(0, |l| l.inputs.len());
-                let min = l.map_or(0, |l| l.inputs.iter().filter(|i| i.default.is_none()).count());
+                let min = l.map_or(0, |l| {
+                    l.inputs.iter().filter(|i| i.default.is_none()).count()
+                });
                 ((min..=max).collect(), true)
             }
             None if name.name == "mean" => (vec![1], false),
@@ -150,8 +177,12 @@ impl Walker<'_> {
                 .map(|s| s.keys().cloned().collect())
                 .unwrap_or_default();
             cands.extend(scope.iter().map(|s| s.as_str()));
-            let mut d = Diagnostic::new(Code::E0003, name.span, format!("unknown function `{}`", name.name))
-                .label("not an op, function or loss in scope");
+            let mut d = Diagnostic::new(
+                Code::E0003,
+                name.span,
+                format!("unknown function `{}`", name.name),
+            )
+            .label("not an op, function or loss in scope");
             d = match suggest(&name.name, cands) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
                 None => d.help("`use other` brings in the functions and losses of other.loss"),
@@ -163,7 +194,11 @@ impl Walker<'_> {
                 Diagnostic::new(
                     Code::E0004,
                     name.span,
-                    format!("`{}` takes {} argument(s), got {n}", name.name, list.join(" or ")),
+                    format!(
+                        "`{}` takes {} argument(s), got {n}",
+                        name.name,
+                        list.join(" or ")
+                    ),
                 )
                 .label("wrong number of arguments"),
             );

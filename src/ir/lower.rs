@@ -12,7 +12,7 @@ use crate::ir::graph::{Axes, AxisSpace, Graph, NodeId};
 use crate::ir::program::{Def, Program};
 use crate::ops::{self, Class, Op};
 use crate::syntax::ast::*;
-use crate::syntax::diag::{Code, suggest, Diagnostic, Diagnostics, FileId};
+use crate::syntax::diag::{suggest, Code, Diagnostic, Diagnostics, FileId};
 
 /// A parameter value set by a caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,7 +139,6 @@ const MAX_DEPTH: usize = 64;
 /// (a file's own nesting is bounded by `syntax::parse::MAX_NESTING`).
 const MAX_EXPR_DEPTH: usize = 512;
 
-
 /// The signature of a loss (parameters at their defaults).
 pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Signature> {
     let loss = prog.loss(def)?;
@@ -234,8 +233,12 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
                 None => {
                     if space.names.len() >= 15 {
                         diags.push(
-                            Diagnostic::new(Code::E0023, a.name.span, "a loss may use at most 15 axes")
-                                .label("one too many"),
+                            Diagnostic::new(
+                                Code::E0023,
+                                a.name.span,
+                                "a loss may use at most 15 axes",
+                            )
+                            .label("one too many"),
                         );
                         continue;
                     }
@@ -278,9 +281,15 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
             let bad = if !(r.lo.is_finite() && r.hi.is_finite()) {
                 Some("its bounds must be finite numbers".to_string())
             } else if r.int && (r.lo.fract() != 0.0 || r.hi.fract() != 0.0) {
-                Some(format!("`in int` takes integer bounds, got [{}, {}]", r.lo, r.hi))
+                Some(format!(
+                    "`in int` takes integer bounds, got [{}, {}]",
+                    r.lo, r.hi
+                ))
             } else if r.lo > r.hi || (!r.int && r.lo == r.hi) {
-                Some(format!("the lower bound {} is not below the upper bound {}", r.lo, r.hi))
+                Some(format!(
+                    "the lower bound {} is not below the upper bound {}",
+                    r.lo, r.hi
+                ))
             } else {
                 None
             };
@@ -294,9 +303,13 @@ fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace, Vec<Input
         }
         if inp.default.is_some_and(|d| !d.is_finite()) {
             diags.push(
-                Diagnostic::new(Code::E0019, inp.name.span, format!("the default of input `{}` is out of range", inp.name.name))
-                    .label("larger than the largest finite f64 (about 1.8e308)")
-                    .help("write a finite number"),
+                Diagnostic::new(
+                    Code::E0019,
+                    inp.name.span,
+                    format!("the default of input `{}` is out of range", inp.name.name),
+                )
+                .label("larger than the largest finite f64 (about 1.8e308)")
+                .help("write a finite number"),
             );
         }
         if packs > 1 {
@@ -668,7 +681,9 @@ impl<'a> Cx<'a> {
                 Diagnostic::new(
                     Code::E0021,
                     e.span,
-                    format!("expressions nest more than {MAX_EXPR_DEPTH} deep through inlined calls"),
+                    format!(
+                        "expressions nest more than {MAX_EXPR_DEPTH} deep through inlined calls"
+                    ),
                 )
                 .label("too deep here")
                 .help("split the expression with `let` bindings"),
@@ -693,23 +708,23 @@ impl<'a> Cx<'a> {
                 let id = self.g.c(*v);
                 self.note(id, e.span)
             }
-            ExprKind::Name(n) => {
-                match env.vars.get(n) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let mut d = Diagnostic::new(Code::E0002, e.span, format!("unknown name `{n}`"))
-                            .label("not defined here");
-                        if let Some(s) = suggest(n, env.vars.keys().map(|k| k.as_str())) {
-                            d = d.help(format!("did you mean `{s}`?"));
-                        } else if self.g.space.index(n).is_some() {
-                            d = d.help(format!("`{n}` is an axis; axis lists are written `[{n}]`, e.g. `sum(x, over = [{n}])`"));
-                        } else {
-                            d = d.help("names are inputs, parameters, `let` bindings and function parameters");
-                        }
-                        self.err(d)
+            ExprKind::Name(n) => match env.vars.get(n) {
+                Some(v) => v.clone(),
+                None => {
+                    let mut d = Diagnostic::new(Code::E0002, e.span, format!("unknown name `{n}`"))
+                        .label("not defined here");
+                    if let Some(s) = suggest(n, env.vars.keys().map(|k| k.as_str())) {
+                        d = d.help(format!("did you mean `{s}`?"));
+                    } else if self.g.space.index(n).is_some() {
+                        d = d.help(format!("`{n}` is an axis; axis lists are written `[{n}]`, e.g. `sum(x, over = [{n}])`"));
+                    } else {
+                        d = d.help(
+                            "names are inputs, parameters, `let` bindings and function parameters",
+                        );
                     }
+                    self.err(d)
                 }
-            }
+            },
             ExprKind::AxisList(list) => match self.axes_of(list) {
                 Some(m) => Val::Axes(m),
                 None => Val::Err,
@@ -718,7 +733,10 @@ impl<'a> Cx<'a> {
                 let mut v = self.expr(x, env);
                 let mut vspan = x.span;
                 for (op, at) in ops.iter().rev() {
-                    let s = Span { end: x.span.end, ..*at };
+                    let s = Span {
+                        end: x.span.end,
+                        ..*at
+                    };
                     v = self.prefix(*op, v, vspan, s);
                     vspan = s;
                 }
@@ -745,11 +763,17 @@ impl<'a> Cx<'a> {
                 for (x, v) in exps.iter().zip(vals).rev() {
                     let mut v = (v, x.operand.span);
                     if let Some(a) = acc.take() {
-                        let s = Span { end: e.span.end, ..x.operand.span };
+                        let s = Span {
+                            end: e.span.end,
+                            ..x.operand.span
+                        };
                         v = (self.binary(BinOp::Pow, v, a, s), s);
                     }
                     for (op, at) in x.prefix.iter().rev() {
-                        let s = Span { end: e.span.end, ..*at };
+                        let s = Span {
+                            end: e.span.end,
+                            ..*at
+                        };
                         v = (self.prefix(*op, v.0, v.1, s), s);
                     }
                     acc = Some(v);
@@ -862,8 +886,9 @@ impl<'a> Cx<'a> {
         env: &Env,
     ) -> Val {
         if self.stack.len() > MAX_DEPTH {
-            return self
-                .err(Diagnostic::new(Code::E0025, name.span, "calls nest too deeply").label("here"));
+            return self.err(
+                Diagnostic::new(Code::E0025, name.span, "calls nest too deeply").label("here"),
+            );
         }
         if name.name == "mean" {
             return self.reduction(Op::Sum, true, name, args, kwargs, span, env);
@@ -876,9 +901,13 @@ impl<'a> Cx<'a> {
         {
             if self.stack.iter().any(|s| s == &name.name) {
                 return self.err(
-                    Diagnostic::new(Code::E0015, name.span, format!("`{}` calls itself", name.name))
-                        .label("recursive call")
-                        .help("functions and losses are inlined, so they cannot recurse"),
+                    Diagnostic::new(
+                        Code::E0015,
+                        name.span,
+                        format!("`{}` calls itself", name.name),
+                    )
+                    .label("recursive call")
+                    .help("functions and losses are inlined, so they cannot recurse"),
                 );
             }
             return match def {

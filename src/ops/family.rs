@@ -101,4 +101,3 @@ pub fn family_both<T: Real, const FMA: bool>(x: &[T], o: [&mut [T]; 6]) {
         [s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]] = [a, b, pos, neg, -neg, -pos];
     }
 }
-

@@ -81,8 +81,16 @@ fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Opt
 /// evenly among the elements that attain the extremum. Giving each tie the full adjoint would
 /// be wrong wherever the ties are copies of one value (a value broadcast along the reduced
 /// axes): `max(broadcast(v))` is `v`, with derivative 1, not the number of copies.
-fn extremum_grad(b: &mut Graph, n: &Node, out: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
-    let Attr::Axes(over) = n.attr else { unreachable!("a reduction carries its axes") };
+fn extremum_grad(
+    b: &mut Graph,
+    n: &Node,
+    out: NodeId,
+    g: NodeId,
+    _: &[bool],
+) -> Vec<Option<NodeId>> {
+    let Attr::Axes(over) = n.attr else {
+        unreachable!("a reduction carries its axes")
+    };
     let m = b.op2(Op::Eq, n.args[0], out);
     let count = b.reduce(Op::Sum, m, over);
     let share = b.op2(Op::Div, g, count);

@@ -10,8 +10,8 @@ use crate::autodiff;
 use crate::exec::reference::Interpreter;
 use crate::exec::Bound;
 use crate::ir::graph::{AxisSpace, Graph, NodeId};
-use ndarray::{ArrayD, IxDyn};
 use crate::ops::{Class, Diff, Op, OPS};
+use ndarray::{ArrayD, IxDyn};
 
 fn points(grid: &[f64], arity: usize) -> Vec<Vec<f64>> {
     let mut out = vec![vec![]];
@@ -276,16 +276,33 @@ fn pow_kernels_keep_ieee_special_cases() {
 fn every_operator_symbol_has_one_table_entry() {
     use crate::syntax::ast::{BinOp, UnOp};
     let binary = [
-        BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div, BinOp::Pow, BinOp::Gt, BinOp::Lt,
-        BinOp::Ge, BinOp::Le, BinOp::Eq, BinOp::Ne, BinOp::And, BinOp::Or,
+        BinOp::Add,
+        BinOp::Sub,
+        BinOp::Mul,
+        BinOp::Div,
+        BinOp::Pow,
+        BinOp::Gt,
+        BinOp::Lt,
+        BinOp::Ge,
+        BinOp::Le,
+        BinOp::Eq,
+        BinOp::Ne,
+        BinOp::And,
+        BinOp::Or,
     ];
     for op in binary {
-        let hits = OPS.iter().filter(|d| d.symbol == Some(op.symbol()) && d.arity == 2).count();
+        let hits = OPS
+            .iter()
+            .filter(|d| d.symbol == Some(op.symbol()) && d.arity == 2)
+            .count();
         assert_eq!(hits, 1, "`{}`", op.symbol());
         assert!(crate::ops::by_symbol(op.symbol(), 2).is_some());
     }
     for op in [UnOp::Neg, UnOp::Not] {
-        let hits = OPS.iter().filter(|d| d.symbol == Some(op.symbol()) && d.arity == 1).count();
+        let hits = OPS
+            .iter()
+            .filter(|d| d.symbol == Some(op.symbol()) && d.arity == 1)
+            .count();
         assert_eq!(hits, 1, "`{}`", op.symbol());
     }
 }

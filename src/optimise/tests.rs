@@ -9,9 +9,9 @@ use crate::exec::reference::Interpreter;
 use crate::exec::vm::Vm;
 use crate::exec::{Bound, Executor};
 use crate::ir::graph::{AxisSpace, Graph, NodeId};
-use ndarray::{ArrayD, IxDyn};
 use crate::ops::Op;
 use crate::optimise;
+use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -260,9 +260,7 @@ fn table_ops() -> Vec<usize> {
     crate::ops::OPS
         .iter()
         .enumerate()
-        .filter(|(_, d)| {
-            d.class == crate::ops::Class::Map && d.arity > 0 && d.op != Op::Broadcast
-        })
+        .filter(|(_, d)| d.class == crate::ops::Class::Map && d.arity > 0 && d.op != Op::Broadcast)
         .map(|(i, _)| i)
         .collect()
 }
@@ -287,8 +285,7 @@ fn program() -> impl Strategy<Value = P> {
 fn discontinuous(p: &P) -> bool {
     match p {
         P::Op(i, args) => {
-            crate::ops::OPS[*i].diff != crate::ops::Diff::Smooth
-                || args.iter().any(discontinuous)
+            crate::ops::OPS[*i].diff != crate::ops::Diff::Smooth || args.iter().any(discontinuous)
         }
         P::PlaneSum(a) => discontinuous(a),
         _ => false,
@@ -302,11 +299,7 @@ fn build_p(g: &mut Graph, p: &P, x: NodeId, y: NodeId) -> NodeId {
         P::C(c) => g.c(*c),
         P::Op(i, args) => {
             let ids: Vec<NodeId> = args.iter().map(|a| build_p(g, a, x, y)).collect();
-            g.add(
-                crate::ops::OPS[*i].op,
-                ids,
-                crate::ir::graph::Attr::None,
-            )
+            g.add(crate::ops::OPS[*i].op, ids, crate::ir::graph::Attr::None)
         }
         P::PlaneSum(a) => {
             let a = build_p(g, a, x, y);

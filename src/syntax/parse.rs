@@ -57,10 +57,17 @@ pub fn parse_file(file: FileId, src: &str, diags: &mut Diagnostics) -> File {
         diags.push(
             Diagnostic::new(
                 Code::E0018,
-                Span { file, start: at, end: at + 1 },
+                Span {
+                    file,
+                    start: at,
+                    end: at + 1,
+                },
                 format!("brackets nest more than {MAX_NESTING} deep"),
             )
-            .label(format!("bracket number {} of an unclosed run", MAX_NESTING + 1))
+            .label(format!(
+                "bracket number {} of an unclosed run",
+                MAX_NESTING + 1
+            ))
             .help("split the expression with `let` bindings or helper functions"),
         );
         return out;
@@ -346,7 +353,9 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
                 for x in q.into_inner() {
                     match x.as_rule() {
                         Rule::int_type => int = true,
-                        Rule::signed_number => bounds.push(x.as_str().parse::<f64>().unwrap_or(f64::NAN)),
+                        Rule::signed_number => {
+                            bounds.push(x.as_str().parse::<f64>().unwrap_or(f64::NAN))
+                        }
                         _ => {}
                     }
                 }

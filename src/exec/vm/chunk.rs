@@ -122,7 +122,10 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
         let out_block = |out: u16| -> &mut [T] {
             let o = ctx.outs[out as usize];
             // Checked in every build: the raw write below relies on it.
-            assert!(!o.0.is_null() && start + len <= o.1, "output block outside its buffer");
+            assert!(
+                !o.0.is_null() && start + len <= o.1,
+                "output block outside its buffer"
+            );
             // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer, and
             // one instruction writes it at a time.
             unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) }
@@ -207,21 +210,42 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-pub(super) unsafe fn run_chunk_avx512<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+pub(super) unsafe fn run_chunk_avx512<T: Real>(
+    ctx: &Ctx<T>,
+    chunk: usize,
+    part: &mut [f64],
+    regs: &mut [T],
+) {
     run_chunk::<T, true>(ctx, chunk, part, regs)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn run_chunk_avx2<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+pub(super) unsafe fn run_chunk_avx2<T: Real>(
+    ctx: &Ctx<T>,
+    chunk: usize,
+    part: &mut [f64],
+    regs: &mut [T],
+) {
     run_chunk::<T, true>(ctx, chunk, part, regs)
 }
 
-pub(super) fn run_chunk_base<T: Real>(ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+pub(super) fn run_chunk_base<T: Real>(
+    ctx: &Ctx<T>,
+    chunk: usize,
+    part: &mut [f64],
+    regs: &mut [T],
+) {
     run_chunk::<T, false>(ctx, chunk, part, regs)
 }
 
-pub(super) fn dispatch<T: Real>(isa: Isa, ctx: &Ctx<T>, chunk: usize, part: &mut [f64], regs: &mut [T]) {
+pub(super) fn dispatch<T: Real>(
+    isa: Isa,
+    ctx: &Ctx<T>,
+    chunk: usize,
+    part: &mut [f64],
+    regs: &mut [T],
+) {
     match isa {
         // SAFETY: `Isa::detect` chose Avx512 only after detecting every feature it enables.
         #[cfg(target_arch = "x86_64")]
@@ -232,4 +256,3 @@ pub(super) fn dispatch<T: Real>(isa: Isa, ctx: &Ctx<T>, chunk: usize, part: &mut
         Isa::Base => run_chunk_base(ctx, chunk, part, regs),
     }
 }
-

@@ -435,4 +435,3 @@ pub(super) struct PassCode {
     /// Outputs are written with non-temporal stores (the problem is too big to stay cached).
     pub(super) stream_stores: bool,
 }
-

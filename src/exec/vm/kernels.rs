@@ -126,4 +126,3 @@ pub(super) fn lane_total(lo: [f64; 8], hi: [f64; 8], rest: impl Iterator<Item = 
     }
     acc[0]
 }
-

@@ -34,8 +34,8 @@ use rayon::prelude::*;
 
 use crate::exec::{has_non_finite, Bound, Executor};
 use crate::ir::graph::{Attr, Axes, NodeId};
-use crate::ops::math::Real;
 use crate::ops::family::{family_both, family_sig, family_sig_softplus, family_softplus};
+use crate::ops::math::Real;
 use crate::ops::{const_value, Class, Op};
 use crate::optimise::fuse::{schedule, NotFusable, Schedule};
 
@@ -325,7 +325,6 @@ impl<T: Real> Vm<T> {
             bound,
         })
     }
-
 }
 
 impl<T: Real> Executor<T> for Vm<T> {
@@ -485,13 +484,26 @@ impl<T: Real> Vm<T> {
             if let (Op::Input, Attr::Input(i)) = (n.op, n.attr) {
                 let want = numel(n.axes, &b.sizes);
                 let got = inputs.get(i as usize).map(|x| x.len());
-                assert_eq!(got, Some(want), "input {i}: buffer of {got:?} elements, the plan needs {want}");
+                assert_eq!(
+                    got,
+                    Some(want),
+                    "input {i}: buffer of {got:?} elements, the plan needs {want}"
+                );
             }
         }
-        assert_eq!(grads.len(), b.roots.len() - 1, "one gradient buffer per differentiable input");
+        assert_eq!(
+            grads.len(),
+            b.roots.len() - 1,
+            "one gradient buffer per differentiable input"
+        );
         for (k, gr) in grads.iter().enumerate() {
             let want = numel(b.grad_axes[k], &b.sizes);
-            assert_eq!(gr.len(), want, "gradient {k}: buffer of {} elements, the plan needs {want}", gr.len());
+            assert_eq!(
+                gr.len(),
+                want,
+                "gradient {k}: buffer of {} elements, the plan needs {want}",
+                gr.len()
+            );
         }
     }
 

@@ -14,7 +14,6 @@ pub(super) struct SmallNode {
     pub(super) maps: Vec<Vec<usize>>,
 }
 
-
 impl<T: Real> Vm<T> {
     /// Evaluates the tail nodes of stage `p` in f64.
     pub(super) fn run_tail(&mut self, p: usize, inputs: &[&[T]]) {

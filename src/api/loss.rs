@@ -1,0 +1,343 @@
+//! [`Loss`]: a loss of a loaded program with its parameter values — loading (from the standard
+//! library, a file or a string), parameters, the IR stages, rendering, and gradient checks.
+//!
+//! In: sources and parameter values. Out: checked losses and their graphs. Never here: shapes or
+//! buffers (see `shape` and `plan`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::autodiff;
+use crate::error::{Error, Result};
+use crate::ir::graph::{Graph, NodeId};
+use crate::ir::lower::{self, InputSpec, Lowered, ParamSpec, ParamValue, Signature};
+use crate::ir::program::{Def, Program};
+use crate::ops::math::Real;
+use crate::optimise;
+use crate::syntax::ast::ParamType;
+use crate::syntax::diag::suggest;
+
+use super::*;
+
+/// A loss with its parameter values: cheap to clone, compiled per shape with [`Loss::compile`].
+#[derive(Clone)]
+pub struct Loss {
+    pub(super) program: Arc<Program>,
+    pub(super) def: Def,
+    pub(super) sig: Signature,
+    pub(super) params: Vec<(String, ParamValue)>,
+}
+
+/// The IR stages `lossc graph` can show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The checked forward graph as written (helpers and called losses inlined).
+    Parsed,
+    /// After stabilisation and reverse-mode autodiff, before simplification.
+    Autodiff,
+    /// Forward and backward graph after every rewrite.
+    Optimised,
+    /// The optimised graph prepared for kernels and partitioned into memory passes and tails.
+    Fused,
+}
+
+/// The graph of one stage, with its roots named (`value`, `grad.<input>`).
+pub(crate) struct StageGraph {
+    pub graph: Graph,
+    pub roots: Vec<(String, NodeId)>,
+}
+
+impl Loss {
+    /// Compiles the loss defined in `source` (the one named like `name`'s file stem, else the
+    /// first). `use` looks in `dir` (if given) and then the standard library.
+    pub fn from_source_in(name: &str, source: &str, dir: Option<&Path>) -> Result<Loss> {
+        let mut diags = Diagnostics::default();
+        let lib = Library::standard();
+        let prog = Program::load(name, source, dir.map(|d| d.to_path_buf()), &lib, &mut diags);
+        if !diags.is_empty() {
+            return Err(compile_error(&diags, &prog));
+        }
+        let stem = Path::new(name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("");
+        let losses = prog.root_losses();
+        let def = losses
+            .iter()
+            .copied()
+            .find(|d| prog.loss(*d).is_some_and(|l| l.name.name == stem))
+            .or_else(|| losses.first().copied())
+            .ok_or_else(|| Error::UnknownLoss {
+                name: stem.to_string(),
+                hint: format!(": `{name}` defines no `loss`"),
+            })?;
+        Self::from_program(Arc::new(prog), def)
+    }
+
+    /// Compiles the loss defined in a source string.
+    pub fn from_source(source: &str) -> Result<Loss> {
+        Self::from_source_in("<source>.loss", source, None)
+    }
+
+    /// Reads and compiles a `.loss` file; `use` finds files beside it, then in the standard library.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Loss> {
+        let path = path.as_ref();
+        let src = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_source_in(&path.display().to_string(), &src, path.parent())
+    }
+
+    /// Every loss defined in a file (for `lossc check`). The file's helper functions are checked
+    /// too (names, arities, axis lists), whether or not a loss calls them.
+    pub fn all_in_file(path: &Path) -> Result<Vec<Loss>> {
+        let src = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut diags = Diagnostics::default();
+        let prog = Program::load(
+            &path.display().to_string(),
+            &src,
+            path.parent().map(|p| p.to_path_buf()),
+            &Library::standard(),
+            &mut diags,
+        );
+        if diags.is_empty() {
+            // Helpers no loss calls are checked here, or never.
+            crate::ir::helpers::check_root_helpers(&prog, &mut diags);
+        }
+        if !diags.is_empty() {
+            return Err(compile_error(&diags, &prog));
+        }
+        let prog = Arc::new(prog);
+        prog.root_losses()
+            .into_iter()
+            .map(|d| Self::from_program(prog.clone(), d))
+            .collect()
+    }
+
+    pub(crate) fn from_program(program: Arc<Program>, def: Def) -> Result<Loss> {
+        let mut diags = Diagnostics::default();
+        let sig = lower::signature(&program, def, &mut diags);
+        let sig = match sig {
+            Some(s) if diags.is_empty() => s,
+            _ => return Err(compile_error(&diags, &program)),
+        };
+        let loss = Loss {
+            program,
+            def,
+            sig,
+            params: vec![],
+        };
+        // Check the body once with default parameters, so errors surface at load time.
+        loss.lowered(&[])?;
+        Ok(loss)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.sig.name
+    }
+    pub fn signature(&self) -> &Signature {
+        &self.sig
+    }
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.sig.inputs
+    }
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.sig.params
+    }
+    /// The current value of every parameter (defaults unless set).
+    pub fn param_values(&self) -> Vec<(String, ParamValue)> {
+        self.sig
+            .params
+            .iter()
+            .map(|p| {
+                let v = self
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == &p.name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| p.default.clone());
+                (p.name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Sets a parameter, checking its name and type: numbers for numeric parameters, one of the
+    /// declared options for enumerated ones (`"batch"`, `"image"`, `"class"`).
+    pub fn set(mut self, name: &str, value: impl Into<ParamValue>) -> Result<Loss> {
+        let value = value.into();
+        let Some(p) = self.sig.params.iter().find(|p| p.name == name) else {
+            let names: Vec<&str> = self.sig.params.iter().map(|p| p.name.as_str()).collect();
+            let declares = if names.is_empty() {
+                "it has no parameters".to_string()
+            } else {
+                format!(
+                    "it declares {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let hint = suggest(name, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(Error::UnknownParam {
+                name: name.to_string(),
+                loss: self.sig.name.clone(),
+                declares,
+                hint,
+            });
+        };
+        let value = match (&p.ty, value) {
+            (ParamType::Enum(opts), ParamValue::Text(s)) if opts.contains(&s) => {
+                ParamValue::Text(s)
+            }
+            (ParamType::Enum(opts), v) => {
+                return Err(self.param_error(
+                    name,
+                    format!("is one of {}", opts.join(" | ")),
+                    format!("`{v}`"),
+                ))
+            }
+            (ParamType::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
+            (ParamType::Number, ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
+            (ParamType::Int, ParamValue::Number(x)) => {
+                return Err(self.param_error(name, "is an integer".into(), x.to_string()))
+            }
+            (_, ParamValue::Text(s)) => {
+                // Accept numbers given as text (command lines, JSON strings).
+                match s.trim().parse::<f64>() {
+                    Ok(x) => return self.set(name, x),
+                    Err(_) => {
+                        return Err(self.param_error(name, "is a number".into(), format!("`{s}`")))
+                    }
+                }
+            }
+            (_, ParamValue::Number(x)) => {
+                return Err(self.param_error(name, "must be finite".into(), x.to_string()))
+            }
+        };
+        self.params.retain(|(k, _)| k != name);
+        self.params.push((name.to_string(), value));
+        Ok(self)
+    }
+
+    fn param_error(&self, name: &str, expected: String, got: String) -> Error {
+        Error::ParamValue {
+            name: name.to_string(),
+            loss: self.sig.name.clone(),
+            expected,
+            got,
+        }
+    }
+
+    fn lowered(&self, absent: &[usize]) -> Result<Lowered> {
+        let mut diags = Diagnostics::default();
+        let l = lower::lower_with(&self.program, self.def, &self.params, absent, &mut diags);
+        match l {
+            Some(l) if diags.is_empty() => Ok(l),
+            _ => Err(compile_error(&diags, &self.program)),
+        }
+    }
+
+    /// The graph at a stage, for the given absent optional inputs.
+    pub(crate) fn stage(&self, stage: Stage, absent: &[usize]) -> Result<StageGraph> {
+        let l = self.lowered(absent)?;
+        let diff: Vec<usize> = (0..l.sig.inputs.len())
+            .filter(|&i| l.sig.inputs[i].diff && !absent.contains(&i))
+            .collect();
+        let names: Vec<String> = std::iter::once("value".to_string())
+            .chain(
+                diff.iter()
+                    .map(|&i| format!("grad.{}", l.sig.inputs[i].name)),
+            )
+            .collect();
+        if stage == Stage::Parsed {
+            return Ok(StageGraph {
+                roots: vec![("value".into(), l.result)],
+                graph: l.graph,
+            });
+        }
+        let mut roots = vec![l.result];
+        roots.extend(diff.iter().map(|&i| l.input_nodes[i]));
+        let (mut g, r) = optimise::before_autodiff(&l.graph, &roots);
+        let wrt: Vec<NodeId> = r[1..].to_vec();
+        let grads = autodiff::grad(&mut g, r[0], &wrt);
+        let mut out = vec![r[0]];
+        for gr in grads {
+            out.push(match gr {
+                Some(x) => x,
+                None => g.c(0.0),
+            });
+        }
+        if stage == Stage::Autodiff {
+            return Ok(StageGraph {
+                roots: names.into_iter().zip(out).collect(),
+                graph: g,
+            });
+        }
+        let (g2, r2) = optimise::after_autodiff(&g, &out);
+        Ok(StageGraph {
+            roots: names.into_iter().zip(r2).collect(),
+            graph: g2,
+        })
+    }
+
+    /// The graph at `stage` as text (`%7 = mul(%3, %5) : [B, C, S]` lines, roots last) or as
+    /// Graphviz (`dot`), with the optional inputs at positions `absent` left out.
+    pub fn render(&self, stage: Stage, absent: &[usize], dot: bool) -> Result<String> {
+        let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
+        let name = self.sig.name.as_str();
+        if stage == Stage::Fused {
+            let (sg, sched) = self.fused(absent)?;
+            return Ok(if dot {
+                render::fused_dot(&sg.graph, &sg.roots, &sched, &names, name)
+            } else {
+                render::fused_text(&sg.graph, &sg.roots, &sched, &names, name)
+            });
+        }
+        let sg = self.stage(stage, absent)?;
+        Ok(if dot {
+            render::to_dot(&sg.graph, &sg.roots, &names, name)
+        } else {
+            render::to_text(&sg.graph, &sg.roots, &names, name)
+        })
+    }
+
+    /// The optimised graph partitioned into fused kernels (memory passes) and tails.
+    pub(crate) fn fused(&self, absent: &[usize]) -> Result<(StageGraph, optimise::fuse::Schedule)> {
+        let sg = self.stage(Stage::Optimised, absent)?;
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (graph, roots) = optimise::for_kernels(&sg.graph, &roots);
+        let sg = StageGraph {
+            roots: sg
+                .roots
+                .iter()
+                .map(|r| r.0.clone())
+                .zip(roots.iter().copied())
+                .collect(),
+            graph,
+        };
+        let sched = optimise::fuse::schedule(&sg.graph, &roots).map_err(|e| Error::NotFusable {
+            loss: self.sig.name.clone(),
+            reason: e.0,
+        })?;
+        Ok((sg, sched))
+    }
+
+    /// Compiles the loss for the given input shapes. Optional inputs (declared with a default)
+    /// may be left out; the others must all be given.
+    pub fn compile<T: Real>(&self, shapes: &[(&str, &[usize])]) -> Result<Plan<T>> {
+        self.compile_with(shapes, ExecutorKind::Fused)
+    }
+
+    /// Finite-difference check of the symbolic gradient in f64 on random inputs and stress points.
+    pub fn gradcheck(&self, opts: &GradcheckOptions) -> Result<GradcheckReport> {
+        gradcheck::run(self, opts)
+    }
+}

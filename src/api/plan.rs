@@ -1,0 +1,482 @@
+//! [`Plan`]: a loss compiled for fixed shapes — executor choice (fused VM or reference
+//! interpreter, with the reason of a fallback), evaluation into the plan's or the caller's
+//! buffers, the value-only plan, the NaN/Inf input check.
+//!
+//! In: a [`Loss`] and shapes, then input views. Out: values and gradients. Never here: parsing
+//! or rewriting.
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+
+use crate::error::{Error, Result};
+use crate::exec::reference::Interpreter;
+use crate::exec::{Bound, Executor};
+use crate::ir::graph::NodeId;
+use crate::ir::lower::Signature;
+use crate::ops::math::Real;
+use crate::optimise;
+
+use super::shape::bind_shapes;
+use super::*;
+
+/// The error for a non-finite value in input `i` (found by the executor while it read the data).
+fn non_finite<T: Real>(sig: &Signature, slices: &[&[T]], i: usize) -> Error {
+    let (index, value) = slices[i]
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !x.is_finite())
+        .map(|(k, x)| (k, x.to_f64()))
+        .unwrap_or((0, f64::NAN));
+    Error::NonFinite {
+        input: sig.inputs[i].name.clone(),
+        index,
+        value,
+    }
+}
+
+/// Which executor runs a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExecutorKind {
+    /// The fused block VM (falls back to the reference interpreter for graphs it cannot fuse).
+    Fused,
+    /// The f64/f32 reference interpreter: whole-buffer, node by node.
+    Reference,
+    /// Not API: the fused VM without superinstructions, for the tests that check they change
+    /// no bits.
+    #[doc(hidden)]
+    FusedPlain,
+}
+
+/// One memory pass of a plan: which executor runs it, and what it computes per element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassInfo {
+    /// `"fused"` (the block VM) or `"reference"` (the interpreter).
+    pub executor: &'static str,
+    /// Elementwise nodes computed per element (0 for the reference interpreter).
+    pub nodes: usize,
+    /// Reductions accumulated in this pass.
+    pub reductions: usize,
+    /// Output buffers (gradients) written in this pass.
+    pub stores: usize,
+}
+
+/// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly. After the first
+/// call, evaluation allocates nothing.
+pub struct Plan<T: Real> {
+    sig: Signature,
+    diff: Vec<usize>,
+    binding: Binding,
+    bound: Arc<Bound>,
+    exec: Box<dyn Executor<T>>,
+    /// The value-only executor behind [`Plan::value`], built on its first call.
+    value_exec: Option<Box<dyn Executor<T>>>,
+    executor: &'static str,
+    isa: &'static str,
+    pass_info: Vec<PassInfo>,
+    /// Why the fused executor was not used, when it was asked for.
+    fallback: Option<String>,
+    check_finite: bool,
+    grads: Vec<(String, ArrayD<T>)>,
+}
+
+/// The loss value and the gradient of each differentiable input (in the input's own shape),
+/// borrowed from the plan's buffers.
+#[derive(Debug)]
+pub struct Output<'a, T> {
+    pub value: T,
+    grads: &'a [(String, ArrayD<T>)],
+}
+
+impl<'a, T> Output<'a, T> {
+    /// The gradient with respect to an input. Panics if the input is not differentiable; see
+    /// [`Output::try_grad`].
+    pub fn grad(&self, name: &str) -> &'a ArrayD<T> {
+        self.try_grad(name)
+            .unwrap_or_else(|| panic!("no gradient for `{name}`"))
+    }
+    pub fn try_grad(&self, name: &str) -> Option<&'a ArrayD<T>> {
+        self.grads.iter().find(|(n, _)| n == name).map(|(_, g)| g)
+    }
+    /// (input name, gradient) for every differentiable input.
+    pub fn grads(&self) -> impl Iterator<Item = (&'a str, &'a ArrayD<T>)> {
+        self.grads.iter().map(|(n, g)| (n.as_str(), g))
+    }
+}
+
+impl Loss {
+    /// Compiles with a chosen executor ([`Loss::compile`] uses the fused one).
+    pub fn compile_with<T: Real>(
+        &self,
+        shapes: &[(&str, &[usize])],
+        kind: ExecutorKind,
+    ) -> Result<Plan<T>> {
+        let binding = bind_shapes(&self.sig, shapes)?;
+        if self.sig.inputs.len() > MAX_INPUTS {
+            return Err(Error::Limit {
+                loss: self.sig.name.clone(),
+                what: "inputs",
+                count: self.sig.inputs.len(),
+                max: MAX_INPUTS,
+            });
+        }
+        let absent: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| binding.shapes[i].is_none())
+            .collect();
+        let sg = self.stage(Stage::Optimised, &absent)?;
+        let diff: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
+            .collect();
+        if diff.len() > MAX_GRADS {
+            return Err(Error::Limit {
+                loss: self.sig.name.clone(),
+                what: "differentiable inputs",
+                count: diff.len(),
+                max: MAX_GRADS,
+            });
+        }
+        // The plan's own buffers are the gradients, one per differentiable input.
+        let needed = diff.iter().try_fold(0u64, |acc, &i| {
+            memory::bytes(
+                binding.shapes[i].as_deref().unwrap_or(&[]),
+                std::mem::size_of::<T>(),
+            )
+            .and_then(|b| acc.checked_add(b))
+        });
+        memory::ensure_fits(
+            &format!("a plan of `{}` (its gradient buffers)", self.sig.name),
+            needed,
+        )?;
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
+        let grad_axes = diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
+        let bound = Arc::new(Bound {
+            graph,
+            roots,
+            sizes: binding.sizes.clone(),
+            grad_axes,
+        });
+        let reference = |why: Option<String>| {
+            let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound.clone()));
+            let n = exec.passes();
+            let info = (0..n.max(1))
+                .map(|_| PassInfo {
+                    executor: "reference",
+                    nodes: 0,
+                    reductions: 0,
+                    stores: 0,
+                })
+                .collect();
+            (exec, "scalar", info, why)
+        };
+        // `isa`: the instruction set the kernels run with.
+        let (exec, isa, pass_info, fallback) = match kind {
+            ExecutorKind::Reference => reference(None),
+            ExecutorKind::Fused | ExecutorKind::FusedPlain => {
+                let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
+                let kb = Arc::new(Bound {
+                    graph: kg,
+                    roots: kr,
+                    sizes: bound.sizes.clone(),
+                    grad_axes: bound.grad_axes.clone(),
+                });
+                match crate::exec::vm::Vm::<T>::with_superinstructions(
+                    kb,
+                    kind == ExecutorKind::Fused,
+                ) {
+                    Ok(vm) => {
+                        let info = vm
+                            .pass_shapes()
+                            .into_iter()
+                            .map(|(nodes, reductions, stores)| PassInfo {
+                                executor: "fused",
+                                nodes,
+                                reductions,
+                                stores,
+                            })
+                            .collect();
+                        let isa = vm.isa();
+                        let exec: Box<dyn Executor<T>> = Box::new(vm);
+                        (exec, isa, info, None)
+                    }
+                    Err(e) => reference(Some(e.0)),
+                }
+            }
+        };
+        let grads = diff
+            .iter()
+            .map(|&i| {
+                (
+                    self.sig.inputs[i].name.clone(),
+                    ArrayD::from_elem(
+                        IxDyn(binding.shapes[i].as_deref().unwrap_or(&[])),
+                        T::default(),
+                    ),
+                )
+            })
+            .collect();
+        Ok(Plan {
+            sig: self.sig.clone(),
+            diff,
+            binding,
+            bound,
+            executor: if fallback.is_none() && kind != ExecutorKind::Reference {
+                "fused"
+            } else {
+                "reference"
+            },
+            exec,
+            value_exec: None,
+            isa,
+            pass_info,
+            fallback,
+            check_finite: true,
+            grads,
+        })
+    }
+}
+
+impl<T: Real> Plan<T> {
+    /// Turns the NaN/Inf input check off (it is on by default); non-finite values then propagate.
+    pub fn set_check_finite(&mut self, on: bool) {
+        self.check_finite = on;
+    }
+    /// Memory passes over N-sized data per call.
+    pub fn passes(&self) -> usize {
+        self.exec.passes()
+    }
+    /// The instruction set the fused kernels run with: `avx512`, `avx2` or `baseline` (capped by
+    /// the `LOSSLANG_ISA` environment variable), or `scalar` on the reference interpreter.
+    pub fn instruction_set(&self) -> &'static str {
+        self.isa
+    }
+    /// Runs the fused kernels with at most the instruction set `isa` (`avx2`, `baseline`), as
+    /// the `LOSSLANG_ISA` environment variable does for every plan: to test each code path on
+    /// one machine, or to reproduce another machine's bits. Never widens what the CPU has.
+    /// Returns the instruction set now in use.
+    pub fn cap_instruction_set(&mut self, isa: &str) -> &'static str {
+        let now = self.exec.cap_isa(isa);
+        if let Some(v) = self.value_exec.as_mut() {
+            v.cap_isa(isa);
+        }
+        self.isa = now;
+        now
+    }
+    /// Each memory pass with the executor that runs it.
+    pub fn pass_info(&self) -> &[PassInfo] {
+        &self.pass_info
+    }
+    /// Why the plan runs on the reference interpreter although the fused executor was asked for
+    /// (`None` when it runs fused, or the interpreter was chosen).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+    /// `"fused"` or `"reference"`.
+    pub fn executor(&self) -> &'static str {
+        self.executor
+    }
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+    pub fn graph_len(&self) -> usize {
+        self.bound.graph.len()
+    }
+
+    /// The differentiable inputs that get gradients, in declaration order.
+    pub fn grad_inputs(&self) -> Vec<&str> {
+        self.diff
+            .iter()
+            .map(|&i| self.sig.inputs[i].name.as_str())
+            .collect()
+    }
+
+    /// Checks the inputs and returns their data in declaration order (empty for absent ones).
+    fn prepare<'a>(
+        &self,
+        inputs: &'a [(&str, ArrayViewD<'a, T>)],
+    ) -> Result<[&'a [T]; MAX_INPUTS]> {
+        let mut slices: [&'a [T]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        let mut seen = [false; MAX_INPUTS];
+        for (name, v) in inputs {
+            let Some(i) = self.sig.inputs.iter().position(|x| x.name == *name) else {
+                let names: Vec<String> = self
+                    .sig
+                    .inputs
+                    .iter()
+                    .map(|x| format!("`{}`", x.name))
+                    .collect();
+                return Err(Error::UnknownInput {
+                    name: name.to_string(),
+                    loss: self.sig.name.clone(),
+                    expected: names.join(", "),
+                });
+            };
+            if seen[i] {
+                return Err(Error::DuplicateInput {
+                    input: name.to_string(),
+                });
+            }
+            seen[i] = true;
+            let inp = &self.sig.inputs[i];
+            match &self.binding.shapes[i] {
+                None => {
+                    return Err(Error::Shape {
+                        input: inp.name.clone(),
+                        expected: "absent (the plan was compiled without it)".into(),
+                        received: v.shape().to_vec(),
+                        detail: "this optional input was not given to compile()".into(),
+                    })
+                }
+                Some(s) if s.as_slice() != v.shape() => {
+                    return Err(Error::Shape {
+                        input: inp.name.clone(),
+                        expected: format!("{s:?}"),
+                        received: v.shape().to_vec(),
+                        detail: "the shape differs from the one the plan was compiled for".into(),
+                    })
+                }
+                Some(_) => {}
+            }
+            let Some(data) = v.as_slice() else {
+                return Err(Error::Shape {
+                    input: inp.name.clone(),
+                    expected: format!("{:?} in row-major (C) order", v.shape()),
+                    received: v.shape().to_vec(),
+                    detail: "the view is not contiguous in row-major order; pass `.as_standard_layout()`".into(),
+                });
+            };
+            slices[i] = data;
+        }
+        for (i, inp) in self.sig.inputs.iter().enumerate() {
+            if !seen[i] && self.binding.shapes[i].is_some() {
+                return Err(Error::MissingInput {
+                    name: inp.name.clone(),
+                    loss: self.sig.name.clone(),
+                    expected: format!("{:?}", self.binding.shapes[i].as_deref().unwrap_or(&[])),
+                });
+            }
+        }
+        Ok(slices)
+    }
+
+    /// The loss value and the gradient of every differentiable input (borrowed from the plan).
+    pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<'_, T>> {
+        let slices = self.prepare(inputs)?;
+        let mut it = self.grads.iter_mut();
+        let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|_| match it.next() {
+            Some((_, a)) => a.as_slice_mut().expect("plan buffers are contiguous"),
+            None => &mut [],
+        });
+        let n = self.diff.len();
+        let value = self
+            .exec
+            .run(
+                &slices[..self.sig.inputs.len()],
+                &mut bufs[..n],
+                self.check_finite,
+            )
+            .map_err(|i| non_finite(&self.sig, &slices, i))?;
+        Ok(Output {
+            value,
+            grads: &self.grads,
+        })
+    }
+
+    /// Like [`Plan::value_and_grad`], writing the gradients into caller-provided buffers of the
+    /// inputs' shapes (row-major); a differentiable input without a buffer here goes to the
+    /// plan's own. Returns the value.
+    pub fn value_and_grad_into(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<T>)],
+        grads: &mut [(&str, ArrayViewMutD<T>)],
+    ) -> Result<T> {
+        let slices = self.prepare(inputs)?;
+        let mut user: [Option<usize>; MAX_GRADS] = [None; MAX_GRADS];
+        for (j, (name, buf)) in grads.iter().enumerate() {
+            let Some(k) = self
+                .diff
+                .iter()
+                .position(|&i| self.sig.inputs[i].name == *name)
+            else {
+                return Err(Error::UnknownInput {
+                    name: name.to_string(),
+                    loss: self.sig.name.clone(),
+                    expected: format!("a differentiable input: {}", self.grad_inputs().join(", ")),
+                });
+            };
+            let shape = self.binding.shapes[self.diff[k]].as_deref().unwrap_or(&[]);
+            if buf.shape() != shape || !buf.is_standard_layout() {
+                return Err(Error::Shape {
+                    input: name.to_string(),
+                    expected: format!("{shape:?}, row-major"),
+                    received: buf.shape().to_vec(),
+                    detail: "the gradient buffer has the wrong shape or layout".into(),
+                });
+            }
+            user[k] = Some(j);
+        }
+        let mut own = self.grads.iter_mut();
+        let mut theirs: [Option<&mut [T]>; MAX_GRADS] = std::array::from_fn(|_| None);
+        for (j, (_, buf)) in grads.iter_mut().enumerate() {
+            if let Some(k) = user.iter().position(|u| *u == Some(j)) {
+                theirs[k] = buf.as_slice_mut();
+            }
+        }
+        let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|k| {
+            let mine = own.next();
+            match (theirs[k].take(), mine) {
+                (Some(t), _) => t,
+                (None, Some((_, a))) => a.as_slice_mut().expect("plan buffers are contiguous"),
+                (None, None) => &mut [],
+            }
+        });
+        let n = self.diff.len();
+        self.exec
+            .run(
+                &slices[..self.sig.inputs.len()],
+                &mut bufs[..n],
+                self.check_finite,
+            )
+            .map_err(|i| non_finite(&self.sig, &slices, i))
+    }
+
+    /// The loss value alone, from a value-only plan (built on the first call: the gradient's
+    /// nodes are left out, so a region loss takes one memory pass instead of two). Its value
+    /// may differ from `value_and_grad`'s in the last bits: kernels are prepared for the nodes
+    /// each plan has.
+    pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
+        let slices = self.prepare(inputs)?;
+        if self.value_exec.is_none() {
+            let b = &self.bound;
+            let roots = vec![b.roots[0]];
+            let exec: Box<dyn Executor<T>> = if self.executor == "fused" {
+                let (kg, kr) = optimise::for_kernels(&b.graph, &roots);
+                let kb = Arc::new(Bound {
+                    graph: kg,
+                    roots: kr,
+                    sizes: b.sizes.clone(),
+                    grad_axes: vec![],
+                });
+                match crate::exec::vm::Vm::<T>::new(kb) {
+                    Ok(vm) => Box::new(vm),
+                    Err(_) => Box::new(Interpreter::new(Arc::new(Bound {
+                        roots,
+                        grad_axes: vec![],
+                        ..(**b).clone()
+                    }))),
+                }
+            } else {
+                Box::new(Interpreter::new(Arc::new(Bound {
+                    roots,
+                    grad_axes: vec![],
+                    ..(**b).clone()
+                })))
+            };
+            self.value_exec = Some(exec);
+        }
+        let exec = self.value_exec.as_mut().expect("built above");
+        exec.run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
+            .map_err(|i| non_finite(&self.sig, &slices, i))
+    }
+}

@@ -1,0 +1,166 @@
+//! Shape binding: the shapes a caller gives, checked against a loss's named axes, become the
+//! size of every axis (a pack axis's dimensions flattened) and each input's internal shape.
+//!
+//! In: a signature and `(input, shape)` pairs. Out: a [`Binding`] or a typed shape error naming
+//! the input, the expected and the received shape. Never here: data.
+
+use crate::error::{Error, Result};
+use crate::ir::lower::{InputSpec, Signature};
+
+/// Shapes bound to the loss's axes.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    /// Per input: the shape given (None if an optional input was left out).
+    pub shapes: Vec<Option<Vec<usize>>>,
+    /// Per input: the internal shape (one dimension per axis of the loss).
+    pub internal: Vec<Vec<usize>>,
+    /// Per axis: its size (packs flattened).
+    pub sizes: Vec<usize>,
+    /// Per axis: its dimensions (one for plain axes, any number for packs).
+    pub dims: Vec<Vec<usize>>,
+}
+
+fn expected_text(sig: &Signature, inp: &InputSpec, dims: &[Option<Vec<usize>>]) -> String {
+    let parts: Vec<String> = inp
+        .axes
+        .iter()
+        .map(|&a| {
+            let n = &sig.space.names[a];
+            let pre = if sig.space.packs[a] { ".." } else { "" };
+            match &dims[a] {
+                Some(d) if sig.space.packs[a] => format!("{pre}{n}={d:?}"),
+                Some(d) => format!("{n}={}", d.first().copied().unwrap_or(0)),
+                None => format!("{pre}{n}"),
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Result<Binding> {
+    let n_axes = sig.space.names.len();
+    let mut given: Vec<Option<Vec<usize>>> = vec![None; sig.inputs.len()];
+    for (name, shape) in shapes {
+        let Some(i) = sig.inputs.iter().position(|x| x.name == *name) else {
+            let names: Vec<String> = sig.inputs.iter().map(|x| format!("`{}`", x.name)).collect();
+            return Err(Error::UnknownInput {
+                name: name.to_string(),
+                loss: sig.name.clone(),
+                expected: names.join(", "),
+            });
+        };
+        if given[i].is_some() {
+            return Err(Error::DuplicateInput {
+                input: name.to_string(),
+            });
+        }
+        given[i] = Some(shape.to_vec());
+    }
+    let mut dims: Vec<Option<Vec<usize>>> = vec![None; n_axes];
+    let mut bound_by: Vec<String> = vec![String::new(); n_axes];
+    for (i, inp) in sig.inputs.iter().enumerate() {
+        let Some(shape) = &given[i] else {
+            if inp.default.is_none() {
+                return Err(Error::MissingInput {
+                    name: inp.name.clone(),
+                    loss: sig.name.clone(),
+                    expected: sig.shape_text(inp),
+                });
+            }
+            continue;
+        };
+        let has_pack = inp.axes.iter().any(|&a| sig.space.packs[a]);
+        let fixed = inp.axes.len() - usize::from(has_pack);
+        let rank_ok = if has_pack {
+            shape.len() >= fixed
+        } else {
+            shape.len() == fixed
+        };
+        if !rank_ok {
+            let want = if has_pack {
+                format!("at least {fixed} dimensions")
+            } else {
+                format!("{fixed} dimensions")
+            };
+            return Err(Error::Shape {
+                input: inp.name.clone(),
+                expected: expected_text(sig, inp, &dims),
+                received: shape.clone(),
+                detail: format!("expected {want}, got {}", shape.len()),
+            });
+        }
+        let pack_len = shape.len() - fixed;
+        let mut pos = 0;
+        for &a in &inp.axes {
+            let d: Vec<usize> = if sig.space.packs[a] {
+                shape[pos..pos + pack_len].to_vec()
+            } else {
+                vec![shape[pos]]
+            };
+            pos += d.len();
+            if d.contains(&0) {
+                return Err(Error::Shape {
+                    input: inp.name.clone(),
+                    expected: expected_text(sig, inp, &dims),
+                    received: shape.clone(),
+                    detail: format!("axis `{}` is empty", sig.space.names[a]),
+                });
+            }
+            match &dims[a] {
+                Some(prev) if prev != &d => {
+                    return Err(Error::Shape {
+                        input: inp.name.clone(),
+                        expected: expected_text(sig, inp, &dims),
+                        received: shape.clone(),
+                        detail: format!(
+                            "axis `{}` is {:?} here but {:?} in `{}`",
+                            sig.space.names[a], d, prev, bound_by[a]
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    dims[a] = Some(d);
+                    bound_by[a] = inp.name.clone();
+                }
+            }
+        }
+    }
+    let mut sizes = Vec::with_capacity(n_axes);
+    let mut all_dims = Vec::with_capacity(n_axes);
+    for (a, d) in dims.iter().enumerate() {
+        match d {
+            Some(d) => {
+                sizes.push(d.iter().product());
+                all_dims.push(d.clone());
+            }
+            None => {
+                return Err(Error::UnboundAxis {
+                    axis: sig.space.names[a].clone(),
+                    loss: sig.name.clone(),
+                })
+            }
+        }
+    }
+    let internal = sig
+        .inputs
+        .iter()
+        .map(|inp| {
+            (0..n_axes)
+                .map(|a| {
+                    if inp.mask & (1 << a) != 0 {
+                        sizes[a]
+                    } else {
+                        1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Binding {
+        shapes: given,
+        internal,
+        sizes,
+        dims: all_dims,
+    })
+}
