@@ -1,0 +1,465 @@
+//! Calls while lowering: ops of the table (elementwise and reductions, with `over`), `mean`,
+//! helper functions and losses called like functions — arity, keyword arguments, argument kinds
+//! and axes checked, bodies inlined.
+//!
+//! In: a call expression and its environment. Out: a value of the graph being built. Never here:
+//! the other expression forms (see `lower`).
+
+use std::collections::HashMap;
+
+use crate::ir::graph::Axes;
+use crate::ir::program::Def;
+use crate::ops::{self, Class, Op};
+use crate::syntax::ast::*;
+use crate::syntax::diag::{suggest, Code, Diagnostic};
+
+use super::lower::*;
+
+impl<'a> Cx<'a> {
+    pub(super) fn call(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
+        if self.stack.len() > MAX_DEPTH {
+            return self.err(
+                Diagnostic::new(Code::E0025, name.span, "calls nest too deeply").label("here"),
+            );
+        }
+        if name.name == "mean" {
+            return self.reduction(Op::Sum, true, name, args, kwargs, span, env);
+        }
+        if let Some(&def) = self
+            .prog
+            .scopes
+            .get(env.file)
+            .and_then(|s| s.get(&name.name))
+        {
+            if self.stack.iter().any(|s| s == &name.name) {
+                return self.err(
+                    Diagnostic::new(
+                        Code::E0015,
+                        name.span,
+                        format!("`{}` calls itself", name.name),
+                    )
+                    .label("recursive call")
+                    .help("functions and losses are inlined, so they cannot recurse"),
+                );
+            }
+            return match def {
+                Def::Fn(..) => self.call_fn(def, name, args, kwargs, span, env),
+                Def::Loss(..) => self.call_loss(def, name, args, kwargs, span, env),
+            };
+        }
+        let nargs = args.len();
+        match ops::lookup(&name.name, nargs) {
+            Some(op) if matches!(op.def().class, Class::Reduce { .. }) => {
+                self.reduction(op, false, name, args, kwargs, span, env)
+            }
+            Some(op) => {
+                if let Some((k, _)) = kwargs.first() {
+                    return self.err(
+                        Diagnostic::new(
+                            Code::E0005,
+                            k.span,
+                            format!("`{}` takes no keyword argument `{}`", name.name, k.name),
+                        )
+                        .label("unknown keyword"),
+                    );
+                }
+                let mut ids = Vec::new();
+                for (i, a) in args.iter().enumerate() {
+                    let v = self.expr(a, env);
+                    if let Some(id) =
+                        self.tensor(v, a.span, &format!("argument {} of `{}`", i + 1, name.name))
+                    {
+                        ids.push(id);
+                    }
+                }
+                if ids.len() != nargs {
+                    return Val::Err;
+                }
+                let id = self.g.add(op, ids, crate::ir::graph::Attr::None);
+                self.note(id, span)
+            }
+            None => {
+                let ar = ops::arities(&name.name);
+                if !ar.is_empty() {
+                    let list: Vec<String> = ar.iter().map(|a| a.to_string()).collect();
+                    return self.err(
+                        Diagnostic::new(
+                            Code::E0004,
+                            name.span,
+                            format!(
+                                "`{}` takes {} argument(s), got {nargs}",
+                                name.name,
+                                list.join(" or ")
+                            ),
+                        )
+                        .label("wrong number of arguments"),
+                    );
+                }
+                let mut cands: Vec<&str> = ops::callable_names().collect();
+                cands.extend(BUILTINS.iter().copied());
+                let scope_names: Vec<String> = self
+                    .prog
+                    .scopes
+                    .get(env.file)
+                    .map(|s| s.keys().cloned().collect())
+                    .unwrap_or_default();
+                cands.extend(scope_names.iter().map(|s| s.as_str()));
+                let mut d = Diagnostic::new(
+                    Code::E0003,
+                    name.span,
+                    format!("unknown function `{}`", name.name),
+                )
+                .label("not an op, function or loss in scope");
+                d = match suggest(&name.name, cands) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help("`use other` brings in the functions and losses of other.loss"),
+                };
+                self.err(d)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reduction(
+        &mut self,
+        op: Op,
+        mean: bool,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
+        if args.len() != 1 {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0004,
+                    name.span,
+                    format!(
+                        "`{}` reduces one tensor, got {} arguments",
+                        name.name,
+                        args.len()
+                    ),
+                )
+                .label("wrong number of arguments")
+                .help(format!("write `{}(x, over = [..])`", name.name)),
+            );
+        }
+        let v = self.expr(&args[0], env);
+        let Some(x) = self.tensor(v, args[0].span, &format!("the argument of `{}`", name.name))
+        else {
+            return Val::Err;
+        };
+        let xa = self.g.axes(x);
+        let mut over = xa;
+        for (k, e) in kwargs {
+            if k.name != "over" {
+                return self.err(
+                    Diagnostic::new(
+                        Code::E0005,
+                        k.span,
+                        format!("`{}` takes no keyword argument `{}`", name.name, k.name),
+                    )
+                    .label("unknown keyword")
+                    .help("the only keyword of a reduction is `over = [axes]`"),
+                );
+            }
+            match self.expr(e, env) {
+                Val::Axes(m) => over = m,
+                Val::Err => return Val::Err,
+                _ => {
+                    return self.err(
+                        Diagnostic::new(
+                            Code::E0012,
+                            e.span,
+                            "`over` takes an axis list such as `[B, S]`",
+                        )
+                        .label("not an axis list"),
+                    )
+                }
+            }
+            let missing = over & !xa;
+            if missing != 0 {
+                return self.err(
+                    Diagnostic::new(
+                        Code::E0008,
+                        e.span,
+                        format!(
+                            "cannot reduce over {}: the value has axes {}",
+                            self.g.space.fmt(missing),
+                            self.g.space.fmt(xa)
+                        ),
+                    )
+                    .label("axis not present")
+                    .help(format!(
+                        "reduce over axes the value has, e.g. `over = {}`",
+                        self.g.space.fmt(xa)
+                    )),
+                );
+            }
+        }
+        if over == 0 {
+            return Val::T(x);
+        }
+        let mut id = self.g.reduce(op, x, over);
+        if mean {
+            let n = self.g.axis_size(over);
+            id = self.g.op2(Op::Div, id, n);
+        }
+        self.note(id, span)
+    }
+
+    pub(super) fn call_fn(
+        &mut self,
+        def: Def,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        _span: Span,
+        env: &Env,
+    ) -> Val {
+        let Some(f) = self.prog.func(def) else {
+            return Val::Err;
+        };
+        let Def::Fn(file, _) = def else {
+            return Val::Err;
+        };
+        if let Some((k, _)) = kwargs.first() {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0005,
+                    k.span,
+                    format!("function `{}` takes positional arguments only", name.name),
+                )
+                .label("keyword argument"),
+            );
+        }
+        if args.len() != f.params.len() {
+            let ps: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
+            return self.err(
+                Diagnostic::new(
+                    Code::E0004,
+                    name.span,
+                    format!(
+                        "`{}` takes {} argument(s) ({}), got {}",
+                        name.name,
+                        ps.len(),
+                        ps.join(", "),
+                        args.len()
+                    ),
+                )
+                .label("wrong number of arguments"),
+            );
+        }
+        let mut inner = Env {
+            file,
+            vars: HashMap::new(),
+        };
+        for (p, a) in f.params.iter().zip(args) {
+            let v = self.expr(a, env);
+            inner.vars.insert(p.name.clone(), v);
+        }
+        self.stack.push(name.name.clone());
+        let r = self.body(&f.body, inner);
+        self.stack.pop();
+        r
+    }
+
+    pub(super) fn call_loss(
+        &mut self,
+        def: Def,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
+        let Some(loss) = self.prog.loss(def) else {
+            return Val::Err;
+        };
+        let Def::Loss(file, _) = def else {
+            return Val::Err;
+        };
+        let n_in = loss.inputs.len();
+        if args.len() > n_in {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0004,
+                    name.span,
+                    format!(
+                        "`{}` takes at most {n_in} positional input(s), got {}",
+                        name.name,
+                        args.len()
+                    ),
+                )
+                .label("too many arguments")
+                .help("parameters are passed by name: `name = value`"),
+            );
+        }
+        let mut bound: Vec<Option<(Val, Span)>> = vec![None; n_in];
+        for (i, a) in args.iter().enumerate() {
+            bound[i] = Some((self.expr(a, env), a.span));
+        }
+        let mut given = HashMap::new();
+        let mut bad = false;
+        for (k, e) in kwargs {
+            if let Some(i) = loss.inputs.iter().position(|x| x.name.name == k.name) {
+                if bound[i].is_some() {
+                    self.err(
+                        Diagnostic::new(
+                            Code::E0011,
+                            k.span,
+                            format!("input `{}` is given twice", k.name),
+                        )
+                        .label("already passed by position"),
+                    );
+                    bad = true;
+                }
+                bound[i] = Some((self.expr(e, env), e.span));
+            } else if loss.params.iter().any(|p| p.name.name == k.name) {
+                let v = self.param_arg(e, env);
+                given.insert(k.name.clone(), (v, e.span));
+            } else {
+                let ps: Vec<&str> = loss.params.iter().map(|p| p.name.name.as_str()).collect();
+                let ins: Vec<&str> = loss.inputs.iter().map(|p| p.name.name.as_str()).collect();
+                let mut d = Diagnostic::new(
+                    Code::E0005,
+                    k.span,
+                    format!(
+                        "parameter `{}` is not declared by `{}`; it declares {}",
+                        k.name,
+                        name.name,
+                        if ps.is_empty() {
+                            "no parameters".to_string()
+                        } else {
+                            ps.iter()
+                                .map(|p| format!("`{p}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                )
+                .label("unknown parameter");
+                if let Some(s) = suggest(&k.name, ps.iter().chain(ins.iter()).copied()) {
+                    d = d.help(format!("did you mean `{s}`?"));
+                } else {
+                    d = d.help(format!("its inputs are {}", ins.join(", ")));
+                }
+                self.err(d);
+                bad = true;
+            }
+        }
+        let pvals = self.bind_params(loss, file, given);
+        let mut inner = Env { file, vars: pvals };
+        for (i, decl) in loss.inputs.iter().enumerate() {
+            let mut want: Axes = 0;
+            for a in &decl.shape {
+                match self.g.space.index(&a.name.name) {
+                    Some(ix) => want |= 1 << ix,
+                    None => {
+                        self.err(
+                            Diagnostic::new(Code::E0007, span, format!("`{}` declares axis `{}` for `{}`, which the calling loss does not have", name.name, a.name.name, decl.name.name))
+                                .label("called here")
+                                .help(format!("the calling loss's axes are {}", self.g.space.names.join(", "))),
+                        );
+                        bad = true;
+                    }
+                }
+            }
+            let val = match bound[i].take() {
+                Some((v, s)) => {
+                    match self.tensor(
+                        v,
+                        s,
+                        &format!("input `{}` of `{}`", decl.name.name, name.name),
+                    ) {
+                        Some(id) => {
+                            let have = self.g.axes(id);
+                            let is_const = ops::const_value(self.g.node(id)).is_some();
+                            let missing = want & !have;
+                            let extra = have & !want;
+                            if extra != 0 {
+                                bad = true;
+                                self.err(
+                                Diagnostic::new(Code::E0006, s, format!("axis {} of this argument is not declared by `{}` for `{}`", self.g.space.fmt(extra), name.name, decl.name.name))
+                                    .label(format!("has axes {}", self.g.space.fmt(have)))
+                                    .help(format!("`{}` expects `{}` with axes {}", name.name, decl.name.name, self.g.space.fmt(want))),
+                            );
+                                Val::Err
+                            } else if missing != 0 && !is_const {
+                                bad = true;
+                                let miss = self.g.space.list(missing).join("`, `");
+                                self.err(
+                                    Diagnostic::new(
+                                        Code::E0006,
+                                        s,
+                                        format!(
+                                            "axis `{miss}` is missing from `{}`",
+                                            decl.name.name
+                                        ),
+                                    )
+                                    .label(format!("has axes {}", self.g.space.fmt(have)))
+                                    .help(format!(
+                                        "`{}` declares `{}` with axes {}",
+                                        name.name,
+                                        decl.name.name,
+                                        self.g.space.fmt(want)
+                                    )),
+                                );
+                                Val::Err
+                            } else {
+                                Val::T(self.g.broadcast(id, want))
+                            }
+                        }
+                        None => Val::Err,
+                    }
+                }
+                None => match decl.default {
+                    Some(c) => {
+                        let k = self.g.c(c);
+                        Val::T(self.g.broadcast(k, want))
+                    }
+                    None => {
+                        bad = true;
+                        self.err(
+                            Diagnostic::new(
+                                Code::E0004,
+                                name.span,
+                                format!("missing input `{}` of `{}`", decl.name.name, name.name),
+                            )
+                            .label("not passed")
+                            .help("pass it by position or as `name = value`"),
+                        )
+                    }
+                },
+            };
+            inner.vars.insert(decl.name.name.clone(), val);
+        }
+        if bad {
+            return Val::Err;
+        }
+        self.stack.push(name.name.clone());
+        let r = self.body(&loss.body, inner);
+        self.stack.pop();
+        if let Val::T(id) = r {
+            if self.g.axes(id) != 0 {
+                return self.err(
+                    Diagnostic::new(
+                        Code::E0016,
+                        span,
+                        format!("`{}` does not return a scalar", name.name),
+                    )
+                    .label("called here"),
+                );
+            }
+        }
+        r
+    }
+}
