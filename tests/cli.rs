@@ -452,3 +452,13 @@ fn bench_refuses_a_shape_that_does_not_fit_in_memory() {
     ]);
     assert!(text(&o).1.contains("more than 16 EiB"), "{:?}", text(&o));
 }
+
+#[test]
+fn graph_fused_with_a_shape_shows_the_bound_schedule() {
+    let o = lossc(&["graph", "dice", "--stage", "fused", "--shape", "2,1,8,8"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.starts_with("# dice at sizes [2, 1, 64]: 2 memory pass(es)"), "{out}");
+    let o = lossc(&["graph", "dice", "--stage", "parsed", "--shape", "2,1,8,8"]);
+    assert!(!o.status.success());
+}

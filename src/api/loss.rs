@@ -294,6 +294,7 @@ impl Loss {
         let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
         let name = self.sig.name.as_str();
         if stage == Stage::Fused {
+            // Not size-bound: `render_for_shapes` shows the schedule a plan runs.
             let (sg, sched) = self.fused(absent)?;
             return Ok(if dot {
                 render::fused_dot(&sg.graph, &sg.roots, &sched, &names, name)
@@ -328,6 +329,32 @@ impl Loss {
             reason: e.0,
         })?;
         Ok((sg, sched))
+    }
+
+    /// The fused schedule a plan for `shapes` runs — sizes bound, kernels prepared, passes and
+    /// tails — as text or Graphviz (`lossc graph --stage fused --shape ...`).
+    pub fn render_for_shapes(&self, shapes: &[(&str, &[usize])], dot: bool) -> Result<String> {
+        let binding = super::shape::bind_shapes(&self.sig, shapes)?;
+        let absent: Vec<usize> = (0..self.sig.inputs.len())
+            .filter(|&i| binding.shapes[i].is_none())
+            .collect();
+        let sg = self.stage(Stage::Optimised, &absent)?;
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (g, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
+        let (g, roots) = optimise::for_kernels(&g, &roots);
+        let sched = optimise::fuse::schedule(&g, &roots).map_err(|e| Error::NotFusable {
+            loss: self.sig.name.clone(),
+            reason: e.0,
+        })?;
+        let named: Vec<(String, NodeId)> =
+            sg.roots.iter().map(|r| r.0.clone()).zip(roots).collect();
+        let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
+        let name = format!("{} at sizes {:?}", self.sig.name, binding.sizes);
+        Ok(if dot {
+            super::render::fused_dot(&g, &named, &sched, &names, &name)
+        } else {
+            super::render::fused_text(&g, &named, &sched, &names, &name)
+        })
     }
 
     /// Compiles the loss for the given input shapes. Optional inputs (declared with a default)

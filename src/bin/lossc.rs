@@ -87,6 +87,10 @@ enum Cmd {
         /// Treat these optional inputs as given (by default they take their declared constant).
         #[arg(long = "with", value_name = "INPUT")]
         with: Vec<String>,
+        /// With `--stage fused`: bind every given input to this shape and show the schedule a
+        /// plan runs (sizes folded, kernels prepared), not the size-independent one.
+        #[arg(long, value_delimiter = ',')]
+        shape: Option<Vec<usize>>,
     },
     /// Time value_and_grad on random inputs; prints JSON (one object per file).
     /// Several files print one JSON object per line, in order.
@@ -158,7 +162,8 @@ fn main() -> ExitCode {
             dot,
             set,
             with,
-        } => graph(&file, stage, dot, &set, &with),
+            shape,
+        } => graph(&file, stage, dot, &set, &with, shape.as_deref()),
         Cmd::Bench {
             files,
             shape,
@@ -511,6 +516,7 @@ fn graph(
     dot: bool,
     sets: &[String],
     with: &[String],
+    shape: Option<&[usize]>,
 ) -> Result<ExitCode, Error> {
     let loss = apply_sets(load(file)?, sets)?;
     let stage = match stage {
@@ -538,7 +544,24 @@ fn graph(
         .filter(|(_, i)| i.default.is_some() && !with.contains(&i.name))
         .map(|(k, _)| k)
         .collect();
-    print!("{}", loss.render(stage, &absent, dot)?);
+    match (shape, stage) {
+        (Some(shape), Stage::Fused) => {
+            let given: Vec<(&str, &[usize])> = loss
+                .inputs()
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| !absent.contains(k))
+                .map(|(_, i)| (i.name.as_str(), shape))
+                .collect();
+            print!("{}", loss.render_for_shapes(&given, dot)?);
+        }
+        (Some(_), _) => {
+            return Err(Error::Usage(
+                "--shape goes with --stage fused (the other stages do not depend on sizes)".into(),
+            ))
+        }
+        (None, _) => print!("{}", loss.render(stage, &absent, dot)?),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
