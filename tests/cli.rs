@@ -458,7 +458,10 @@ fn graph_fused_with_a_shape_shows_the_bound_schedule() {
     let o = lossc(&["graph", "dice", "--stage", "fused", "--shape", "2,1,8,8"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.starts_with("# dice at sizes [2, 1, 64]: 2 memory pass(es)"), "{out}");
+    assert!(
+        out.starts_with("# dice at sizes [2, 1, 64]: 2 memory pass(es)"),
+        "{out}"
+    );
     let o = lossc(&["graph", "dice", "--stage", "parsed", "--shape", "2,1,8,8"]);
     assert!(!o.status.success());
 }

@@ -3,6 +3,8 @@
 
 use losslang::{Error, Loss};
 
+mod common;
+
 /// Compiles `src` as `t.loss` and returns the rendered diagnostics (panics if it compiles).
 fn errors(src: &str) -> (Vec<&'static str>, String) {
     match Loss::from_source_in("t.loss", src, None) {
@@ -320,19 +322,7 @@ fn e0018_nesting_too_deep() {
 #[test]
 fn e0021_inlining_too_deep() {
     // Helpers that each nest a little, inlined into one another, hit the lowering's bound.
-    let mut src = String::new();
-    for i in 0..60 {
-        let inner = if i == 59 {
-            "x".to_string()
-        } else {
-            format!("f{}(x)", i + 1)
-        };
-        src.push_str(&format!(
-            "fn f{i}(x) = {}{inner}{}\n",
-            "sigmoid(".repeat(12),
-            ")".repeat(12)
-        ));
-    }
+    let mut src = common::helper_chain(60, 12);
     src.push_str(&body("    return mean(f0(logits) * target)"));
     let (codes, text) = errors(&src);
     assert!(codes.contains(&"E0021"), "{codes:?}\n{text}");
@@ -407,17 +397,7 @@ fn e0024_two_pack_axes() {
 #[test]
 fn e0025_calls_nest_too_deeply() {
     // 70 helpers, each calling the next: deeper than the 64 levels of inlining.
-    let mut src = String::new();
-    for i in 0..70 {
-        src.push_str(&format!(
-            "fn f{i}(x) = {}\n",
-            if i == 69 {
-                "x".to_string()
-            } else {
-                format!("f{}(x)", i + 1)
-            }
-        ));
-    }
+    let mut src = common::helper_chain(70, 0);
     src.push_str(&body("    return mean(f0(logits) * target)"));
     let (codes, text) = errors(&src);
     assert!(codes.contains(&"E0025"), "{codes:?}\n{text}");

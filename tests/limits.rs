@@ -5,6 +5,8 @@
 
 use losslang::{Error, Loss};
 
+mod common;
+
 /// Loads (and, with `shape`, compiles) `src` on a thread with a 256 KiB stack.
 fn answer(src: String, compile: bool) -> Result<(), Vec<&'static str>> {
     std::thread::Builder::new()
@@ -64,19 +66,7 @@ fn long_operator_chains_are_accepted() {
 
 #[test]
 fn deeply_inlined_helpers_are_refused_not_overflowed() {
-    let mut src = String::new();
-    for i in 0..60 {
-        let inner = if i == 59 {
-            "x".to_string()
-        } else {
-            format!("f{}(x)", i + 1)
-        };
-        src.push_str(&format!(
-            "fn f{i}(x) = {}{inner}{}\n",
-            "sigmoid(".repeat(100),
-            ")".repeat(100)
-        ));
-    }
+    let mut src = common::helper_chain(60, 100);
     src.push_str(&program("f0(logits)"));
     assert_eq!(answer(src, false), Err(vec!["E0021"]));
 }

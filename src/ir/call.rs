@@ -102,25 +102,7 @@ impl<'a> Cx<'a> {
                         .label("wrong number of arguments"),
                     );
                 }
-                let mut cands: Vec<&str> = ops::callable_names().collect();
-                cands.extend(BUILTINS.iter().copied());
-                let scope_names: Vec<String> = self
-                    .prog
-                    .scopes
-                    .get(env.file)
-                    .map(|s| s.keys().cloned().collect())
-                    .unwrap_or_default();
-                cands.extend(scope_names.iter().map(|s| s.as_str()));
-                let mut d = Diagnostic::new(
-                    Code::E0003,
-                    name.span,
-                    format!("unknown function `{}`", name.name),
-                )
-                .label("not an op, function or loss in scope");
-                d = match suggest(&name.name, cands) {
-                    Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help("`use other` brings in the functions and losses of other.loss"),
-                };
+                let d = unknown_function(self.prog, env.file, name);
                 self.err(d)
             }
         }
@@ -461,5 +443,31 @@ impl<'a> Cx<'a> {
             }
         }
         r
+    }
+}
+
+/// E0003 for a call of `name` in `file`, with the closest op, builtin, helper or loss in scope.
+pub(super) fn unknown_function(
+    prog: &crate::ir::program::Program,
+    file: crate::syntax::diag::FileId,
+    name: &Ident,
+) -> Diagnostic {
+    let mut cands: Vec<&str> = ops::callable_names().collect();
+    cands.extend(BUILTINS.iter().copied());
+    let scope: Vec<String> = prog
+        .scopes
+        .get(file)
+        .map(|s| s.keys().cloned().collect())
+        .unwrap_or_default();
+    cands.extend(scope.iter().map(|s| s.as_str()));
+    let d = Diagnostic::new(
+        Code::E0003,
+        name.span,
+        format!("unknown function `{}`", name.name),
+    )
+    .label("not an op, function or loss in scope");
+    match suggest(&name.name, cands) {
+        Some(s) => d.help(format!("did you mean `{s}`?")),
+        None => d.help("`use other` brings in the functions and losses of other.loss"),
     }
 }

@@ -168,25 +168,7 @@ impl Walker<'_> {
             None => (ops::arities(&name.name), false),
         };
         if accepted.is_empty() {
-            let mut cands: Vec<&str> = ops::callable_names().collect();
-            cands.push("mean");
-            let scope: Vec<String> = self
-                .prog
-                .scopes
-                .get(self.file)
-                .map(|s| s.keys().cloned().collect())
-                .unwrap_or_default();
-            cands.extend(scope.iter().map(|s| s.as_str()));
-            let mut d = Diagnostic::new(
-                Code::E0003,
-                name.span,
-                format!("unknown function `{}`", name.name),
-            )
-            .label("not an op, function or loss in scope");
-            d = match suggest(&name.name, cands) {
-                Some(s) => d.help(format!("did you mean `{s}`?")),
-                None => d.help("`use other` brings in the functions and losses of other.loss"),
-            };
+            let d = super::call::unknown_function(self.prog, self.file, name);
             self.diags.push(d);
         } else if !accepted.contains(&n) {
             let list: Vec<String> = accepted.iter().map(|a| a.to_string()).collect();

@@ -69,3 +69,22 @@ pub const LOSSES: &[&str] = &[
     "exp_log",
     "bce_dice",
 ];
+
+/// `n` helpers `f0 .. f{n-1}`, each wrapping the next in `nest` calls of `sigmoid` (the last
+/// wraps its argument): `f0` inlines all of them.
+pub fn helper_chain(n: usize, nest: usize) -> String {
+    let mut src = String::new();
+    for i in 0..n {
+        let inner = if i + 1 == n {
+            "x".to_string()
+        } else {
+            format!("f{}(x)", i + 1)
+        };
+        src.push_str(&format!(
+            "fn f{i}(x) = {}{inner}{}\n",
+            "sigmoid(".repeat(nest),
+            ")".repeat(nest)
+        ));
+    }
+    src
+}
