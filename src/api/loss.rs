@@ -28,7 +28,9 @@ pub struct Loss {
     pub(super) params: Vec<(String, ParamValue)>,
 }
 
-/// The IR stages `lossc graph` can show.
+/// The pipeline's stages, in order — the one list that `compile` (which binds sizes before
+/// `Fused`: [`Loss::render_for_shapes`] shows exactly that), `lossc graph` and the tests run a
+/// prefix of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     /// The checked forward graph as written (helpers and called losses inlined).
@@ -310,25 +312,34 @@ impl Loss {
         })
     }
 
-    /// The optimised graph partitioned into fused kernels (memory passes) and tails.
+    /// The optimised graph partitioned into fused kernels (memory passes) and tails, without
+    /// sizes (`lossc graph --stage fused`).
     pub(crate) fn fused(&self, absent: &[usize]) -> Result<(StageGraph, optimise::fuse::Schedule)> {
+        self.kernels(self.stage(Stage::Optimised, absent)?)
+    }
+
+    /// The pipeline as `compile` runs it up to the executors: the optimised graph (stage
+    /// `Optimised`) with every axis size of `binding` folded in.
+    pub(crate) fn bound_stage(&self, binding: &Binding, absent: &[usize]) -> Result<StageGraph> {
         let sg = self.stage(Stage::Optimised, absent)?;
         let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
-        let (graph, roots) = optimise::for_kernels(&sg.graph, &roots);
-        let sg = StageGraph {
-            roots: sg
-                .roots
-                .iter()
-                .map(|r| r.0.clone())
-                .zip(roots.iter().copied())
-                .collect(),
+        let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
+        Ok(StageGraph {
+            roots: sg.roots.into_iter().map(|r| r.0).zip(roots).collect(),
             graph,
-        };
-        let sched = optimise::fuse::schedule(&sg.graph, &roots).map_err(|e| Error::NotFusable {
+        })
+    }
+
+    /// The last stage, `Fused`: kernel preparation and the partition into passes and tails.
+    fn kernels(&self, sg: StageGraph) -> Result<(StageGraph, optimise::fuse::Schedule)> {
+        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
+        let (graph, roots) = optimise::for_kernels(&sg.graph, &roots);
+        let sched = optimise::fuse::schedule(&graph, &roots).map_err(|e| Error::NotFusable {
             loss: self.sig.name.clone(),
             reason: e.0,
         })?;
-        Ok((sg, sched))
+        let roots = sg.roots.into_iter().map(|r| r.0).zip(roots).collect();
+        Ok((StageGraph { graph, roots }, sched))
     }
 
     /// The fused schedule a plan for `shapes` runs — sizes bound, kernels prepared, passes and
@@ -338,22 +349,13 @@ impl Loss {
         let absent: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| binding.shapes[i].is_none())
             .collect();
-        let sg = self.stage(Stage::Optimised, &absent)?;
-        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
-        let (g, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
-        let (g, roots) = optimise::for_kernels(&g, &roots);
-        let sched = optimise::fuse::schedule(&g, &roots).map_err(|e| Error::NotFusable {
-            loss: self.sig.name.clone(),
-            reason: e.0,
-        })?;
-        let named: Vec<(String, NodeId)> =
-            sg.roots.iter().map(|r| r.0.clone()).zip(roots).collect();
+        let (sg, sched) = self.kernels(self.bound_stage(&binding, &absent)?)?;
         let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
         let name = format!("{} at sizes {:?}", self.sig.name, binding.sizes);
         Ok(if dot {
-            super::render::fused_dot(&g, &named, &sched, &names, &name)
+            super::render::fused_dot(&sg.graph, &sg.roots, &sched, &names, &name)
         } else {
-            super::render::fused_text(&g, &named, &sched, &names, &name)
+            super::render::fused_text(&sg.graph, &sg.roots, &sched, &names, &name)
         })
     }
 

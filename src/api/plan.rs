@@ -12,7 +12,6 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use crate::error::{Error, Result};
 use crate::exec::reference::Interpreter;
 use crate::exec::{Bound, Executor};
-use crate::ir::graph::NodeId;
 use crate::ir::lower::Signature;
 use crate::ops::math::Real;
 use crate::optimise;
@@ -124,7 +123,7 @@ impl Loss {
         let absent: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| binding.shapes[i].is_none())
             .collect();
-        let sg = self.stage(Stage::Optimised, &absent)?;
+        let sg = self.bound_stage(&binding, &absent)?;
         let diff: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
             .collect();
@@ -148,8 +147,7 @@ impl Loss {
             &format!("a plan of `{}` (its gradient buffers)", self.sig.name),
             needed,
         )?;
-        let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
-        let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
+        let (graph, roots) = (sg.graph, sg.roots.into_iter().map(|r| r.1).collect());
         let grad_axes = diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
         let bound = Arc::new(Bound {
             graph,
