@@ -7,9 +7,8 @@ use losslang::Loss;
 
 /// The value of a constant expression `e`, through a loss that adds it to a zero tensor term.
 fn value(e: &str) -> f64 {
-    let src = format!(
-        "loss k {{ input logits: [B, C, ..S] diff\n return mean(logits * 0) + ({e}) }}"
-    );
+    let src =
+        format!("loss k {{ input logits: [B, C, ..S] diff\n return mean(logits * 0) + ({e}) }}");
     let loss = Loss::from_source(&src).unwrap_or_else(|err| panic!("{e}: {err}"));
     let shape = [1usize, 1, 2];
     let mut plan = loss.compile::<f64>(&[("logits", &shape[..])]).unwrap();
@@ -20,13 +19,13 @@ fn value(e: &str) -> f64 {
 #[test]
 fn chains_fold_as_the_grammar_says() {
     let cases: &[(&str, f64)] = &[
-        ("2 ^ 3 ^ 2", 512.0),         // right-associative: 2^(3^2)
-        ("-2 ^ 2", -4.0),             // prefix minus binds looser than ^
-        ("2 ^ -1 ^ 2", 0.5),          // 2^(-(1^2))
-        ("2 ^ --1", 2.0),             // two prefix operators on an exponent
-        ("10 - 4 - 3", 3.0),          // left-associative
+        ("2 ^ 3 ^ 2", 512.0), // right-associative: 2^(3^2)
+        ("-2 ^ 2", -4.0),     // prefix minus binds looser than ^
+        ("2 ^ -1 ^ 2", 0.5),  // 2^(-(1^2))
+        ("2 ^ --1", 2.0),     // two prefix operators on an exponent
+        ("10 - 4 - 3", 3.0),  // left-associative
         ("64 / 4 / 2", 8.0),
-        ("1 + 2 * 3 - 4 / 2", 5.0),   // * and / before + and -
+        ("1 + 2 * 3 - 4 / 2", 5.0), // * and / before + and -
         ("(1 + 2) * 3", 9.0),
         ("---3", -3.0),
         ("1 - -1", 2.0),
@@ -37,7 +36,10 @@ fn chains_fold_as_the_grammar_says() {
     ];
     for (e, want) in cases {
         let got = value(e);
-        assert!((got - want).abs() < 1e-12, "{e}: got {got}, expected {want}");
+        assert!(
+            (got - want).abs() < 1e-12,
+            "{e}: got {got}, expected {want}"
+        );
     }
 }
 

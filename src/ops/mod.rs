@@ -7,6 +7,7 @@
 //! Adding an op adds one entry to `define_ops!` and nothing else: the front end resolves call
 //! names against this table, and the per-op derivative and kernel tests iterate over it.
 
+pub mod edt;
 pub mod family;
 pub mod fast;
 pub mod math;
