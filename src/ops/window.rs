@@ -1,7 +1,9 @@
 //! Window kernels of the planned spatial ops (issue 10): the separable normalised Gaussian
 //! filter with VALID or zero-"same" padding and its adjoint (the gradient of a filtered value
-//! with respect to the filter's input), and binary erosion with a full structuring element
-//! (outside the image counts as false) with the contour `m & !erode(m)`.
+//! with respect to the filter's input); sliding 3 x 3 (x 3) max and min pooling, stride 1,
+//! outside ignored, with a documented tie rule for the adjoint; 2 x 2 (x 2) average pooling with
+//! stride 2 and edge replication for odd sides, with its adjoint; and binary erosion with a full
+//! structuring element (outside the image counts as false) with the contour `m & !erode(m)`.
 //!
 //! Arrays are row-major over `dims` (the spatial axes of one image); the caller runs one call per
 //! image. Every output element is a fixed-order sum, so results do not depend on threads.
@@ -189,6 +191,126 @@ pub fn contour(mask: &[f64], dims: &[usize]) -> Vec<f64> {
         .collect()
 }
 
+/// Row-major strides of `dims`.
+fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut st = vec![1usize; dims.len()];
+    for a in (0..dims.len().saturating_sub(1)).rev() {
+        st[a] = st[a + 1] * dims[a + 1];
+    }
+    st
+}
+
+/// For each element: the flat index of the largest element of its 3^k neighbourhood (stride 1,
+/// outside the image ignored, i.e. -inf padding). **Tie rule**: the first maximal element in
+/// row-major order of the window wins, and alone receives the adjoint; a NaN wins over numbers.
+fn argmax3(x: &[f64], dims: &[usize], larger: fn(f64, f64) -> bool) -> Vec<usize> {
+    let st = strides(dims);
+    let k = dims.len();
+    (0..x.len())
+        .map(|i| {
+            let c: Vec<usize> = (0..k).map(|a| (i / st[a]) % dims[a]).collect();
+            let mut best: Option<usize> = None;
+            let mut off = vec![-1isize; k];
+            loop {
+                let inside = (0..k).all(|a| {
+                    let p = c[a] as isize + off[a];
+                    p >= 0 && p < dims[a] as isize
+                });
+                if inside {
+                    let j =
+                        (0..k).fold(i as isize, |acc, a| acc + off[a] * st[a] as isize) as usize;
+                    best = match best {
+                        Some(b) if !(x[j].is_nan() && !x[b].is_nan()) && !larger(x[j], x[b]) => {
+                            Some(b)
+                        }
+                        _ => Some(j),
+                    };
+                }
+                let mut a = k;
+                loop {
+                    if a == 0 {
+                        return best.expect("the element itself is in its window");
+                    }
+                    a -= 1;
+                    if off[a] < 1 {
+                        off[a] += 1;
+                        break;
+                    }
+                    off[a] = -1;
+                }
+            }
+        })
+        .collect()
+}
+
+/// Sliding 3 x 3 (x 3) max pooling, stride 1, same size (outside ignored), with the index each
+/// output took its value from (for the adjoint: `x̄[arg[i]] += ȳ[i]`).
+pub fn max_pool3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
+    let arg = argmax3(x, dims, |a, b| a > b);
+    (arg.iter().map(|&j| x[j]).collect(), arg)
+}
+
+/// Sliding 3 x 3 (x 3) min pooling (as [`max_pool3`], the smallest element).
+pub fn min_pool3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
+    let arg = argmax3(x, dims, |a, b| a < b);
+    (arg.iter().map(|&j| x[j]).collect(), arg)
+}
+
+/// The adjoint of a pooling with the given argument indices.
+pub fn pool_adjoint(ybar: &[f64], arg: &[usize], n_in: usize) -> Vec<f64> {
+    let mut g = vec![0.0; n_in];
+    for (&j, &v) in arg.iter().zip(ybar) {
+        g[j] += v;
+    }
+    g
+}
+
+/// 2 x 2 (x 2) average pooling with stride 2; an odd side is first extended by repeating its last
+/// row / column / slice (TensorFlow's `ssim_multiscale` scales). Returns the output and its dims
+/// (`ceil(d / 2)` each).
+pub fn avg_pool2(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
+    let od: Vec<usize> = dims.iter().map(|d| d.div_ceil(2)).collect();
+    let (st, ost) = (strides(dims), strides(&od));
+    let k = dims.len();
+    let n_out: usize = od.iter().product();
+    let scale = 1.0 / (1usize << k) as f64;
+    let y = (0..n_out)
+        .map(|o| {
+            let c: Vec<usize> = (0..k).map(|a| (o / ost[a]) % od[a]).collect();
+            (0..1usize << k)
+                .map(|t| {
+                    let idx: usize = (0..k)
+                        .map(|a| ((2 * c[a] + ((t >> (k - 1 - a)) & 1)).min(dims[a] - 1)) * st[a])
+                        .sum();
+                    x[idx]
+                })
+                .sum::<f64>()
+                * scale
+        })
+        .collect();
+    (y, od)
+}
+
+/// The adjoint of [`avg_pool2`]: each input element gets `ȳ / 2^k` per window tap that reads it
+/// (twice for the last element of an odd side).
+pub fn avg_pool2_adjoint(ybar: &[f64], dims: &[usize]) -> Vec<f64> {
+    let od: Vec<usize> = dims.iter().map(|d| d.div_ceil(2)).collect();
+    let (st, ost) = (strides(dims), strides(&od));
+    let k = dims.len();
+    let scale = 1.0 / (1usize << k) as f64;
+    let mut g = vec![0.0; dims.iter().product()];
+    for (o, &yb) in ybar.iter().enumerate() {
+        let c: Vec<usize> = (0..k).map(|a| (o / ost[a]) % od[a]).collect();
+        for t in 0..1usize << k {
+            let idx: usize = (0..k)
+                .map(|a| ((2 * c[a] + ((t >> (k - 1 - a)) & 1)).min(dims[a] - 1)) * st[a])
+                .sum();
+            g[idx] += yb * scale;
+        }
+    }
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +449,76 @@ mod tests {
         let full = erode(&[1.0; 27], &[3, 3, 3]);
         assert_eq!(full.iter().filter(|&&v| v == 1.0).count(), 1);
         assert_eq!(full[13], 1.0);
+    }
+
+    #[test]
+    fn max_and_min_pooling_and_the_tie_rule() {
+        // 3 x 4: values chosen so every window's maximum is easy to read off.
+        let dims = [3usize, 4];
+        let x = [1.0, 5.0, 2.0, 0.0, 4.0, 3.0, 9.0, 1.0, 0.0, 7.0, 2.0, 8.0];
+        let (y, arg) = max_pool3(&x, &dims);
+        assert_eq!(
+            y,
+            vec![5.0, 9.0, 9.0, 9.0, 7.0, 9.0, 9.0, 9.0, 7.0, 9.0, 9.0, 9.0]
+        );
+        assert_eq!(arg[0], 1);
+        let (m, _) = min_pool3(&x, &dims);
+        assert_eq!(m[0], 1.0);
+        assert_eq!(m[5], 0.0);
+        // Ties: the first maximal element in row-major window order takes the whole adjoint.
+        let t = [2.0, 2.0, 2.0, 2.0];
+        let (_, arg) = max_pool3(&t, &[2, 2]);
+        assert_eq!(arg, vec![0, 0, 0, 0]);
+        let g = pool_adjoint(&[1.0; 4], &arg, 4);
+        assert_eq!(g, vec![4.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn max_pooling_gradient_equals_finite_differences() {
+        // Distinct values (no ties): the pooled sum is differentiable with the routed adjoint.
+        let dims = [4usize, 3, 5];
+        let n: usize = dims.iter().product();
+        let x: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 61) as f64) / 7.0 + (i as f64) * 1e-3)
+            .collect();
+        let ybar: Vec<f64> = (0..n).map(|i| 1.0 + (i % 5) as f64).collect();
+        let f = |x: &[f64]| {
+            max_pool3(x, &dims)
+                .0
+                .iter()
+                .zip(&ybar)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+        };
+        let (_, arg) = max_pool3(&x, &dims);
+        let g = pool_adjoint(&ybar, &arg, n);
+        for i in 0..n {
+            let mut xp = x.clone();
+            xp[i] += 1e-6;
+            let mut xm = x.clone();
+            xm[i] -= 1e-6;
+            let fd = (f(&xp) - f(&xm)) / 2e-6;
+            assert!((fd - g[i]).abs() < 1e-6, "element {i}: {fd} vs {}", g[i]);
+        }
+    }
+
+    #[test]
+    fn average_pooling_replicates_odd_edges_and_has_its_adjoint() {
+        // 3 x 3 -> 2 x 2; the last row and column repeat.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        let (y, od) = avg_pool2(&x, &[3, 3]);
+        assert_eq!(od, vec![2, 2]);
+        assert_eq!(y, vec![3.0, 4.5, 7.5, 9.0]);
+        // Inner-product identity on 3-D odd and even sides.
+        let dims = [3usize, 4, 5];
+        let n: usize = dims.iter().product();
+        let x: Vec<f64> = (0..n).map(|i| ((i * 13 % 17) as f64) - 8.0).collect();
+        let (y, od) = avg_pool2(&x, &dims);
+        let m: usize = od.iter().product();
+        let ybar: Vec<f64> = (0..m).map(|i| ((i * 7 % 11) as f64) - 5.0).collect();
+        let lhs: f64 = y.iter().zip(&ybar).map(|(a, b)| a * b).sum();
+        let g = avg_pool2_adjoint(&ybar, &dims);
+        let rhs: f64 = x.iter().zip(&g).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-12, "{lhs} vs {rhs}");
     }
 }
