@@ -52,6 +52,37 @@ fn origin(taps: usize, padding: Padding) -> isize {
     }
 }
 
+/// Visits every (output row, input row, weight) of a window of `taps` along `axis` of `dims`:
+/// `visit(out_base, in_base, k)` with the row-major offsets of the two rows of `inner` elements
+/// that tap `k` connects (taps falling outside the input are skipped: zero padding).
+fn walk_axis(
+    dims: &[usize],
+    axis: usize,
+    taps: usize,
+    padding: Padding,
+    mut visit: impl FnMut(usize, usize, usize),
+) {
+    let n_out = out_dims(&dims[axis..=axis], taps, padding).expect("window fits")[0];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let outer: usize = dims[..axis].iter().product();
+    let n_in = dims[axis];
+    let o = origin(taps, padding);
+    for a in 0..outer {
+        for i in 0..n_out {
+            for k in 0..taps {
+                let src = i as isize + k as isize + o;
+                if (0..n_in as isize).contains(&src) {
+                    visit(
+                        (a * n_out + i) * inner,
+                        (a * n_in + src as usize) * inner,
+                        k,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// `y = x` correlated with `w` along `axis` (`y[i] = Σ_k w[k] x[i + k + origin]`, zero outside).
 fn filter_axis(
     x: &[f64],
@@ -63,24 +94,12 @@ fn filter_axis(
     let mut od = dims.to_vec();
     od[axis] = out_dims(&dims[axis..=axis], w.len(), padding).expect("window fits")[0];
     let inner: usize = dims[axis + 1..].iter().product();
-    let outer: usize = dims[..axis].iter().product();
-    let (n_in, n_out) = (dims[axis], od[axis]);
-    let o = origin(w.len(), padding);
-    let mut y = vec![0.0; outer * n_out * inner];
-    for a in 0..outer {
-        for i in 0..n_out {
-            for (k, &wk) in w.iter().enumerate() {
-                let src = i as isize + k as isize + o;
-                if src < 0 || src >= n_in as isize {
-                    continue;
-                }
-                let (yb, xb) = ((a * n_out + i) * inner, (a * n_in + src as usize) * inner);
-                for j in 0..inner {
-                    y[yb + j] += wk * x[xb + j];
-                }
-            }
+    let mut y = vec![0.0; od.iter().product()];
+    walk_axis(dims, axis, w.len(), padding, |yb, xb, k| {
+        for j in 0..inner {
+            y[yb + j] += w[k] * x[xb + j];
         }
-    }
+    });
     (y, od)
 }
 
@@ -92,26 +111,13 @@ fn filter_axis_adjoint(
     w: &[f64],
     padding: Padding,
 ) -> Vec<f64> {
-    let od = out_dims(&dims[axis..=axis], w.len(), padding).expect("window fits")[0];
     let inner: usize = dims[axis + 1..].iter().product();
-    let outer: usize = dims[..axis].iter().product();
-    let n_in = dims[axis];
-    let o = origin(w.len(), padding);
-    let mut x = vec![0.0; outer * n_in * inner];
-    for a in 0..outer {
-        for i in 0..od {
-            for (k, &wk) in w.iter().enumerate() {
-                let dst = i as isize + k as isize + o;
-                if dst < 0 || dst >= n_in as isize {
-                    continue;
-                }
-                let (yb, xb) = ((a * od + i) * inner, (a * n_in + dst as usize) * inner);
-                for j in 0..inner {
-                    x[xb + j] += wk * ybar[yb + j];
-                }
-            }
+    let mut x = vec![0.0; dims.iter().product()];
+    walk_axis(dims, axis, w.len(), padding, |yb, xb, k| {
+        for j in 0..inner {
+            x[xb + j] += w[k] * ybar[yb + j];
         }
-    }
+    });
     x
 }
 
@@ -220,7 +226,7 @@ fn argmax3(x: &[f64], dims: &[usize], larger: fn(f64, f64) -> bool) -> Vec<usize
                     let j =
                         (0..k).fold(i as isize, |acc, a| acc + off[a] * st[a] as isize) as usize;
                     best = match best {
-                        Some(b) if !(x[j].is_nan() && !x[b].is_nan()) && !larger(x[j], x[b]) => {
+                        Some(b) if (!x[j].is_nan() || x[b].is_nan()) && !larger(x[j], x[b]) => {
                             Some(b)
                         }
                         _ => Some(j),
