@@ -19,9 +19,23 @@
 
 use rayon::prelude::*;
 
+/// The transform of every image of a batch: `mask` holds `out.len() / Π dims` images of `dims`
+/// back to back; images run in parallel, each on one thread.
+pub fn edt_images(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+    let size: usize = dims.iter().product::<usize>().max(1);
+    assert!(mask.len() == out.len() && out.len() % size == 0);
+    out.par_chunks_mut(size)
+        .zip(mask.par_chunks(size))
+        .for_each(|(o, m)| transform(m, dims, spacing, o, false));
+}
+
 /// Distances of `mask` (row-major, `dims`) written into `out`; `spacing` has one positive entry
-/// per axis. Panics if the lengths disagree (callers check shapes first).
+/// per axis. Panics if the lengths disagree (callers check shapes first). Lines run in parallel.
 pub fn edt(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+    transform(mask, dims, spacing, out, true)
+}
+
+fn transform(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64], parallel: bool) {
     let n: usize = dims.iter().product();
     assert!(mask.len() == n && out.len() == n && spacing.len() == dims.len());
     // Squared distance to a false element: 0 there, infinite elsewhere, refined axis by axis.
@@ -33,7 +47,7 @@ pub fn edt(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
         return;
     }
     for axis in (0..dims.len()).rev() {
-        transform_axis(out, dims, axis, spacing[axis]);
+        transform_axis(out, dims, axis, spacing[axis], parallel);
     }
     for o in out.iter_mut() {
         *o = o.sqrt();
@@ -42,7 +56,7 @@ pub fn edt(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
 
 /// One axis of the separable transform: every line along `axis` is replaced by its 1-D squared
 /// distance transform with sample spacing `step`.
-fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64) {
+fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, parallel: bool) {
     let len = dims[axis];
     let inner: usize = dims[axis + 1..].iter().product();
     let outer: usize = dims[..axis].iter().product();
@@ -51,24 +65,44 @@ fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64) {
     }
     // Lines of one outer index are interleaved with stride `inner`: gather each into a buffer,
     // transform, scatter back. Work splits over outer indices (blocks of `len * inner`).
-    values
-        .par_chunks_mut(len * inner)
-        .take(outer)
-        .for_each_init(
-            || Scratch::new(len),
-            |s, block| {
-                for j in 0..inner {
-                    for i in 0..len {
-                        s.f[i] = block[i * inner + j];
-                    }
-                    s.line(step);
-                    for i in 0..len {
-                        block[i * inner + j] = s.d[i];
-                    }
+    // Columns go in groups of up to `GROUP` neighbours, so that the gather and scatter read
+    // and write whole cache lines instead of one element per line.
+    let block = |s: &mut Vec<Scratch>, block: &mut [f64]| {
+        for j0 in (0..inner).step_by(GROUP) {
+            let width = GROUP.min(inner - j0);
+            for i in 0..len {
+                let row = &block[i * inner + j0..i * inner + j0 + width];
+                for (c, &v) in row.iter().enumerate() {
+                    s[c].f[i] = v;
                 }
-            },
-        );
+            }
+            for sc in s.iter_mut().take(width) {
+                sc.line(step);
+            }
+            for i in 0..len {
+                let row = &mut block[i * inner + j0..i * inner + j0 + width];
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = s[c].d[i];
+                }
+            }
+        }
+    };
+    let scratch = || (0..GROUP).map(|_| Scratch::new(len)).collect::<Vec<_>>();
+    if parallel {
+        values
+            .par_chunks_mut(len * inner)
+            .take(outer)
+            .for_each_init(scratch, block);
+    } else {
+        let mut s = scratch();
+        for b in values.chunks_mut(len * inner).take(outer) {
+            block(&mut s, b);
+        }
+    }
 }
+
+/// Columns transformed together along a non-innermost axis (one cache line of f64).
+const GROUP: usize = 8;
 
 /// Buffers of the 1-D transform of one line.
 struct Scratch {
@@ -262,6 +296,22 @@ mod tests {
                 let want = ((2.0 * i as f64).powi(2) + (j as f64).powi(2)).sqrt();
                 assert!((out[i * 4 + j] - want).abs() < 1e-15, "({i}, {j})");
             }
+        }
+    }
+
+    #[test]
+    fn images_of_a_batch_equal_one_image_at_a_time() {
+        let dims = [7usize, 9];
+        let n = 63;
+        let mask: Vec<f64> = (0..4 * n)
+            .map(|i| f64::from(u8::from((i * 31) % 7 != 0)))
+            .collect();
+        let mut batch = vec![0.0; 4 * n];
+        super::edt_images(&mask, &dims, &[1.0, 2.0], &mut batch);
+        for b in 0..4 {
+            let mut one = vec![0.0; n];
+            edt(&mask[b * n..(b + 1) * n], &dims, &[1.0, 2.0], &mut one);
+            assert_eq!(one, batch[b * n..(b + 1) * n]);
         }
     }
 
