@@ -23,7 +23,7 @@ use rayon::prelude::*;
 /// back to back; images run in parallel, each on one thread.
 pub fn edt_images(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
     let size: usize = dims.iter().product::<usize>().max(1);
-    assert!(mask.len() == out.len() && out.len() % size == 0);
+    assert!(mask.len() == out.len() && out.len().is_multiple_of(size));
     out.par_chunks_mut(size)
         .zip(mask.par_chunks(size))
         .for_each(|(o, m)| transform(m, dims, spacing, o, false));
