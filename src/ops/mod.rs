@@ -11,6 +11,7 @@ pub mod edt;
 pub mod family;
 pub mod fast;
 pub mod math;
+pub mod order;
 pub mod window;
 
 use crate::ir::graph::{Attr, Graph, Node, NodeId};
