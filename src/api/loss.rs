@@ -5,7 +5,7 @@
 //! buffers (see `shape` and `plan`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::autodiff;
 use crate::error::{Error, Result};
@@ -26,6 +26,9 @@ pub struct Loss {
     pub(super) def: Def,
     pub(super) sig: Signature,
     pub(super) params: Vec<(String, ParamValue)>,
+    /// The `Optimised` stage per set of absent optional inputs, computed once for all the plans
+    /// compiled from this loss with these parameters (shapes only bind after it).
+    pub(super) optimised: Arc<Mutex<Vec<(Vec<usize>, Arc<StageGraph>)>>>,
 }
 
 /// The pipeline's stages, in order — the one list that `compile` (which binds sizes before
@@ -44,6 +47,7 @@ pub enum Stage {
 }
 
 /// The graph of one stage, with its roots named (`value`, `grad.<input>`).
+#[derive(Clone)]
 pub(crate) struct StageGraph {
     pub graph: Graph,
     pub roots: Vec<(String, NodeId)>,
@@ -132,6 +136,7 @@ impl Loss {
             def,
             sig,
             params: vec![],
+            optimised: Arc::default(),
         };
         // Check the body once with default parameters, so errors surface at load time.
         loss.lowered(&[])?;
@@ -226,6 +231,7 @@ impl Loss {
         };
         self.params.retain(|(k, _)| k != name);
         self.params.push((name.to_string(), value));
+        self.optimised = Arc::default(); // other parameters, other graphs
         Ok(self)
     }
 
@@ -321,11 +327,23 @@ impl Loss {
     /// The pipeline as `compile` runs it up to the executors: the optimised graph (stage
     /// `Optimised`) with every axis size of `binding` folded in.
     pub(crate) fn bound_stage(&self, binding: &Binding, absent: &[usize]) -> Result<StageGraph> {
-        let sg = self.stage(Stage::Optimised, absent)?;
+        let cached = {
+            let cache = self.optimised.lock().unwrap_or_else(|e| e.into_inner());
+            cache.iter().find(|(a, _)| a == absent).map(|(_, sg)| sg.clone())
+        };
+        let sg = match cached {
+            Some(sg) => sg,
+            None => {
+                let sg = Arc::new(self.stage(Stage::Optimised, absent)?);
+                let mut cache = self.optimised.lock().unwrap_or_else(|e| e.into_inner());
+                cache.push((absent.to_vec(), sg.clone()));
+                sg
+            }
+        };
         let roots: Vec<NodeId> = sg.roots.iter().map(|r| r.1).collect();
         let (graph, roots) = optimise::bind_sizes(&sg.graph, &roots, &binding.sizes);
         Ok(StageGraph {
-            roots: sg.roots.into_iter().map(|r| r.0).zip(roots).collect(),
+            roots: sg.roots.iter().map(|r| r.0.clone()).zip(roots).collect(),
             graph,
         })
     }
