@@ -28,7 +28,7 @@ pub struct Loss {
     pub(super) params: Vec<(String, ParamValue)>,
     /// The `Optimised` stage per set of absent optional inputs, computed once for all the plans
     /// compiled from this loss with these parameters (shapes only bind after it).
-    pub(super) optimised: Arc<Mutex<Vec<(Vec<usize>, Arc<StageGraph>)>>>,
+    pub(super) optimised: StageCache,
 }
 
 /// The pipeline's stages, in order — the one list that `compile` (which binds sizes before
@@ -45,6 +45,9 @@ pub enum Stage {
     /// The optimised graph prepared for kernels and partitioned into memory passes and tails.
     Fused,
 }
+
+/// Optimised stages by absent optional inputs, shared by the clones of a loss.
+pub(super) type StageCache = Arc<Mutex<Vec<(Vec<usize>, Arc<StageGraph>)>>>;
 
 /// The graph of one stage, with its roots named (`value`, `grad.<input>`).
 #[derive(Clone)]
