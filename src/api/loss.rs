@@ -332,7 +332,10 @@ impl Loss {
     pub(crate) fn bound_stage(&self, binding: &Binding, absent: &[usize]) -> Result<StageGraph> {
         let cached = {
             let cache = self.optimised.lock().unwrap_or_else(|e| e.into_inner());
-            cache.iter().find(|(a, _)| a == absent).map(|(_, sg)| sg.clone())
+            cache
+                .iter()
+                .find(|(a, _)| a == absent)
+                .map(|(_, sg)| sg.clone())
         };
         let sg = match cached {
             Some(sg) => sg,
