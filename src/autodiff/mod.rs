@@ -85,19 +85,13 @@ pub fn grad(g: &mut Graph, out: NodeId, wrt: &[NodeId]) -> Vec<Option<NodeId>> {
 /// those `c` happens to carry, is what makes `sum(sum(p) + t)` give `n` per element, not 1.
 /// This is the one place where reverse mode unbroadcasts, for every op class.
 fn unbroadcast(g: &mut Graph, c: NodeId, node_axes: Axes, arg_axes: Axes) -> NodeId {
-    let extra = node_axes & !arg_axes;
-    let present = extra & g.axes(c);
-    let missing = extra & !g.axes(c);
+    // Every axis the argument lacks is summed: those `c` carries by a reduction, those it is
+    // constant along by a product with their size.
+    let summed = (node_axes | g.axes(c)) & !arg_axes;
+    let present = summed & g.axes(c);
+    let missing = summed & !g.axes(c);
     let c = if present != 0 {
         g.reduce(Op::Sum, c, present)
-    } else {
-        c
-    };
-    // Axes of `c` beyond the node's cannot arise (a rule's contribution is built from the
-    // node's arguments and adjoint); any left beyond the argument's are summed as well.
-    let beyond = g.axes(c) & !arg_axes;
-    let c = if beyond != 0 {
-        g.reduce(Op::Sum, c, beyond)
     } else {
         c
     };
