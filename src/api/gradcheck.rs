@@ -186,7 +186,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
     let mut grad_inputs = Vec::new();
     let has_optional = sig.inputs.iter().any(|i| i.default.is_some());
     // Inputs whose gradient some trial compared with nonzero values.
-    let mut exercised_names: Vec<String> = Vec::new();
+    let mut exercised: Vec<String> = Vec::new();
     let (mut executor, mut fallback) = (String::new(), None);
     for spec in TRIALS {
         if spec.with_optional && !has_optional && spec.logits.is_none() {
@@ -286,7 +286,6 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 .iter()
                 .all(|(_, g)| g.iter().all(|x| x.is_finite()));
         let mut max_rel: Option<f64> = None;
-        let mut exercised = vec![false; names.len()];
         if finite && spec.logits.is_none() {
             for (gname, grad) in &out_grads {
                 let k = names
@@ -338,16 +337,13 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 if scale <= 1e-9 * value.abs().max(1.0) {
                     continue;
                 }
-                exercised[k] = true;
+                if !exercised.contains(gname) {
+                    exercised.push(gname.clone());
+                }
                 let worst = pairs
                     .iter()
                     .fold(0.0f64, |m, (fd, g)| m.max((fd - g).abs() / scale));
                 max_rel = Some(max_rel.unwrap_or(0.0).max(worst));
-            }
-        }
-        for (k, n) in names.iter().enumerate() {
-            if exercised[k] && !exercised_names.contains(n) {
-                exercised_names.push(n.clone());
             }
         }
         let passed = finite && max_rel.is_none_or(|e| e <= opts.tolerance);
@@ -367,7 +363,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
         .fold(0.0, f64::max);
     let not_exercised: Vec<String> = grad_inputs
         .iter()
-        .filter(|g| !exercised_names.contains(g))
+        .filter(|g| !exercised.contains(g))
         .cloned()
         .collect();
     let passed = trials.iter().all(|t| t.passed) && not_exercised.is_empty();
