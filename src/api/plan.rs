@@ -72,6 +72,8 @@ pub struct Plan<T: Real> {
     /// The value-only executor behind [`Plan::value`], built on its first call.
     value_exec: Option<Box<dyn Executor<T>>>,
     executor: &'static str,
+    /// The executor asked for at compile time (the value-only plan is built alike).
+    kind: ExecutorKind,
     isa: &'static str,
     pass_info: Vec<PassInfo>,
     /// Why the fused executor was not used, when it was asked for.
@@ -101,6 +103,72 @@ impl<'a, T> Output<'a, T> {
     /// (input name, gradient) for every differentiable input.
     pub fn grads(&self) -> impl Iterator<Item = (&'a str, &'a ArrayD<T>)> {
         self.grads.iter().map(|(n, g)| (n.as_str(), g))
+    }
+}
+
+/// An executor for a bound graph, with what a plan reports about it.
+struct Built<T: Real> {
+    exec: Box<dyn Executor<T>>,
+    /// `fused` or `reference`.
+    executor: &'static str,
+    /// The instruction set of the kernels (`scalar` on the interpreter).
+    isa: &'static str,
+    info: Vec<PassInfo>,
+    /// Why the interpreter runs although the fused executor was asked for.
+    fallback: Option<String>,
+}
+
+/// The executor of `kind` for `bound`: the block VM on its kernel-prepared graph, or the
+/// reference interpreter — asked for, or because the VM cannot fuse the graph (the reason kept).
+fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
+    let reference = |bound: Arc<Bound>, fallback: Option<String>| {
+        let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound));
+        let info = (0..exec.passes().max(1))
+            .map(|_| PassInfo {
+                executor: "reference",
+                nodes: 0,
+                reductions: 0,
+                stores: 0,
+            })
+            .collect();
+        Built {
+            exec,
+            executor: "reference",
+            isa: "scalar",
+            info,
+            fallback,
+        }
+    };
+    let superinstructions = match kind {
+        ExecutorKind::Reference => return reference(bound, None),
+        ExecutorKind::Fused => true,
+        ExecutorKind::FusedPlain => false,
+    };
+    let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
+    let kb = Arc::new(Bound {
+        graph: kg,
+        roots: kr,
+        sizes: bound.sizes.clone(),
+        grad_axes: bound.grad_axes.clone(),
+    });
+    match crate::exec::vm::Vm::<T>::new(kb, superinstructions) {
+        Ok(vm) => Built {
+            info: vm
+                .pass_shapes()
+                .into_iter()
+                .map(|(nodes, reductions, stores)| PassInfo {
+                    executor: "fused",
+                    nodes,
+                    reductions,
+                    stores,
+                })
+                .collect(),
+            isa: vm.isa(),
+            exec: Box::new(vm),
+            executor: "fused",
+            fallback: None,
+        },
+        Err(e) => reference(bound, Some(e.0)),
     }
 }
 
@@ -155,53 +223,7 @@ impl Loss {
             sizes: binding.sizes.clone(),
             grad_axes,
         });
-        let reference = |why: Option<String>| {
-            let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound.clone()));
-            let n = exec.passes();
-            let info = (0..n.max(1))
-                .map(|_| PassInfo {
-                    executor: "reference",
-                    nodes: 0,
-                    reductions: 0,
-                    stores: 0,
-                })
-                .collect();
-            (exec, "scalar", info, why)
-        };
-        // `isa`: the instruction set the kernels run with.
-        let (exec, isa, pass_info, fallback) = match kind {
-            ExecutorKind::Reference => reference(None),
-            ExecutorKind::Fused | ExecutorKind::FusedPlain => {
-                let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
-                let kb = Arc::new(Bound {
-                    graph: kg,
-                    roots: kr,
-                    sizes: bound.sizes.clone(),
-                    grad_axes: bound.grad_axes.clone(),
-                });
-                match crate::exec::vm::Vm::<T>::with_superinstructions(
-                    kb,
-                    kind == ExecutorKind::Fused,
-                ) {
-                    Ok(vm) => {
-                        let info = vm
-                            .pass_shapes()
-                            .into_iter()
-                            .map(|(nodes, reductions, stores)| PassInfo {
-                                executor: "fused",
-                                nodes,
-                                reductions,
-                                stores,
-                            })
-                            .collect();
-                        let isa = vm.isa();
-                        let exec: Box<dyn Executor<T>> = Box::new(vm);
-                        (exec, isa, info, None)
-                    }
-                    Err(e) => reference(Some(e.0)),
-                }
-            }
-        };
+        let built = build::<T>(bound.clone(), kind);
         let grads = diff
             .iter()
             .map(|&i| {
@@ -219,16 +241,13 @@ impl Loss {
             diff,
             binding,
             bound,
-            executor: if fallback.is_none() && kind != ExecutorKind::Reference {
-                "fused"
-            } else {
-                "reference"
-            },
-            exec,
+            executor: built.executor,
+            kind,
+            exec: built.exec,
             value_exec: None,
-            isa,
-            pass_info,
-            fallback,
+            isa: built.isa,
+            pass_info: built.info,
+            fallback: built.fallback,
             check_finite: true,
             grads,
         })
@@ -446,31 +465,20 @@ impl<T: Real> Plan<T> {
     pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
         let slices = self.prepare(inputs)?;
         if self.value_exec.is_none() {
+            // The same executor as the full plan (interpreter if it fell back), on the value
+            // root alone, with the same instruction-set cap.
             let b = &self.bound;
-            let roots = vec![b.roots[0]];
-            let exec: Box<dyn Executor<T>> = if self.executor == "fused" {
-                let (kg, kr) = optimise::for_kernels(&b.graph, &roots);
-                let kb = Arc::new(Bound {
-                    graph: kg,
-                    roots: kr,
-                    sizes: b.sizes.clone(),
-                    grad_axes: vec![],
-                });
-                match crate::exec::vm::Vm::<T>::new(kb) {
-                    Ok(vm) => Box::new(vm),
-                    Err(_) => Box::new(Interpreter::new(Arc::new(Bound {
-                        roots,
-                        grad_axes: vec![],
-                        ..(**b).clone()
-                    }))),
-                }
-            } else {
-                Box::new(Interpreter::new(Arc::new(Bound {
-                    roots,
-                    grad_axes: vec![],
-                    ..(**b).clone()
-                })))
+            let value_only = Arc::new(Bound {
+                roots: vec![b.roots[0]],
+                grad_axes: vec![],
+                ..(**b).clone()
+            });
+            let kind = match self.executor {
+                "fused" => self.kind,
+                _ => ExecutorKind::Reference,
             };
+            let mut exec = build::<T>(value_only, kind).exec;
+            exec.cap_isa(self.isa);
             self.value_exec = Some(exec);
         }
         let exec = self.value_exec.as_mut().expect("built above");

@@ -174,13 +174,9 @@ fn numel(axes: Axes, sizes: &[usize]) -> usize {
 }
 
 impl<T: Real> Vm<T> {
-    pub fn new(bound: Arc<Bound>) -> Result<Vm<T>, NotFusable> {
-        Self::with_superinstructions(bound, true)
-    }
-
-    /// As [`Vm::new`]; without superinstructions (`MapStore`, `DotSum`) when `merge` is false,
-    /// which must change nothing but speed (tests compare the bits).
-    pub fn with_superinstructions(bound: Arc<Bound>, merge: bool) -> Result<Vm<T>, NotFusable> {
+    /// The VM for a bound graph; with `merge`, instruction pairs become superinstructions
+    /// (`MapStore`, `DotSum`), which must change nothing but speed (tests compare the bits).
+    pub fn new(bound: Arc<Bound>, merge: bool) -> Result<Vm<T>, NotFusable> {
         let g = &bound.graph;
         let sizes = &bound.sizes;
         let sched = schedule(g, &bound.roots)?;
