@@ -22,6 +22,26 @@ pub struct Bound {
     pub grad_axes: Vec<crate::ir::graph::Axes>,
 }
 
+impl Bound {
+    /// Per input index: the axes of the graph's node for it, or `None` if the graph does not
+    /// read that input (an absent optional input, or one the result does not depend on).
+    pub fn input_axes(&self) -> Vec<Option<crate::ir::graph::Axes>> {
+        let g = &self.graph;
+        let mut axes = Vec::new();
+        for id in 0..g.len() {
+            let n = g.node(id as NodeId);
+            if let (crate::ops::Op::Input, crate::ir::graph::Attr::Input(i)) = (n.op, n.attr) {
+                let i = i as usize;
+                if axes.len() <= i {
+                    axes.resize(i + 1, None);
+                }
+                axes[i] = Some(n.axes);
+            }
+        }
+        axes
+    }
+}
+
 /// Runs a bound graph. Implementations must be deterministic: the same inputs give bitwise the
 /// same outputs whatever the thread count.
 pub trait Executor<T: Real>: Send {

@@ -38,18 +38,11 @@ impl Interpreter {
         for &r in &bound.roots {
             last_use[r as usize] = usize::MAX;
         }
-        let mut input_axes: Vec<u16> = Vec::new();
-        for id in 0..g.len() {
-            if let (Op::Input, Attr::Input(i)) =
-                (g.node(id as NodeId).op, g.node(id as NodeId).attr)
-            {
-                let i = i as usize;
-                if input_axes.len() <= i {
-                    input_axes.resize(i + 1, 0);
-                }
-                input_axes[i] = g.node(id as NodeId).axes;
-            }
-        }
+        let input_axes = bound
+            .input_axes()
+            .into_iter()
+            .map(|a| a.unwrap_or(0))
+            .collect();
         Interpreter {
             bound,
             last_use,

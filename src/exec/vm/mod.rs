@@ -147,6 +147,8 @@ pub struct Vm<T: Real> {
     /// confirmed on the input, since finite f64 inputs can overflow a sum).
     summed: Vec<(u16, u16)>,
     isa: Isa,
+    /// Per input index: the length its buffer must have (`None`: the graph does not read it).
+    input_lens: Vec<Option<usize>>,
 }
 
 fn strides_for(axes: Axes, sizes: &[usize], n_outer: usize) -> Vec<usize> {
@@ -318,6 +320,11 @@ impl<T: Real> Vm<T> {
             n_chunks,
             outer,
             isa: Isa::detect(),
+            input_lens: bound
+                .input_axes()
+                .into_iter()
+                .map(|a| a.map(|a| numel(a, &bound.sizes)))
+                .collect(),
             bound,
         })
     }
@@ -474,12 +481,9 @@ impl<T: Real> Vm<T> {
     /// lengths, so `run` is safe for any arguments.
     fn check_buffers(&self, inputs: &[&[T]], grads: &[&mut [T]]) {
         let b = &self.bound;
-        let g = &b.graph;
-        for id in 0..g.len() {
-            let n = g.node(id as NodeId);
-            if let (Op::Input, Attr::Input(i)) = (n.op, n.attr) {
-                let want = numel(n.axes, &b.sizes);
-                let got = inputs.get(i as usize).map(|x| x.len());
+        for (i, want) in self.input_lens.iter().enumerate() {
+            if let Some(want) = *want {
+                let got = inputs.get(i).map(|x| x.len());
                 assert_eq!(
                     got,
                     Some(want),
