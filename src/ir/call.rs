@@ -88,19 +88,7 @@ impl<'a> Cx<'a> {
             None => {
                 let ar = ops::arities(&name.name);
                 if !ar.is_empty() {
-                    let list: Vec<String> = ar.iter().map(|a| a.to_string()).collect();
-                    return self.err(
-                        Diagnostic::new(
-                            Code::E0004,
-                            name.span,
-                            format!(
-                                "`{}` takes {} argument(s), got {nargs}",
-                                name.name,
-                                list.join(" or ")
-                            ),
-                        )
-                        .label("wrong number of arguments"),
-                    );
+                    return self.err(wrong_arity(name, &ar, nargs));
                 }
                 let d = unknown_function(self.prog, env.file, name);
                 self.err(d)
@@ -470,4 +458,19 @@ pub(super) fn unknown_function(
         Some(s) => d.help(format!("did you mean `{s}`?")),
         None => d.help("`use other` brings in the functions and losses of other.loss"),
     }
+}
+
+/// E0004 for a call of `name` with `got` positional arguments where it accepts `accepted`.
+pub(super) fn wrong_arity(name: &Ident, accepted: &[usize], got: usize) -> Diagnostic {
+    let list: Vec<String> = accepted.iter().map(|a| a.to_string()).collect();
+    Diagnostic::new(
+        Code::E0004,
+        name.span,
+        format!(
+            "`{}` takes {} argument(s), got {got}",
+            name.name,
+            list.join(" or ")
+        ),
+    )
+    .label("wrong number of arguments")
 }

@@ -149,20 +149,15 @@ impl Walker<'_> {
             .and_then(|s| s.get(&name.name))
             .copied();
         let (accepted, loss_call): (Vec<usize>, bool) = match def {
-            Some(Def::Fn(..)) => {
-                let p = self
-                    .prog
-                    .func(def.expect("matched"))
-                    .map_or(0, |f| f.params.len());
+            Some(d @ Def::Fn(..)) => {
+                let p = self.prog.func(d).map_or(0, |f| f.params.len());
                 (vec![p], false)
             }
-            Some(Def::Loss(..)) => {
-                let l = self.prog.loss(def.expect("matched"));
-                let max = l.map_or(0, |l| l.inputs.len());
-                let min = l.map_or(0, |l| {
-                    l.inputs.iter().filter(|i| i.default.is_none()).count()
-                });
-                ((min..=max).collect(), true)
+            // Inputs may also be passed by name, so any number of positional ones up to the
+            // loss's inputs is accepted (as lowering does).
+            Some(d @ Def::Loss(..)) => {
+                let max = self.prog.loss(d).map_or(0, |l| l.inputs.len());
+                ((0..=max).collect(), true)
             }
             None if name.name == "mean" => (vec![1], false),
             None => (ops::arities(&name.name), false),
@@ -171,19 +166,8 @@ impl Walker<'_> {
             let d = super::call::unknown_function(self.prog, self.file, name);
             self.diags.push(d);
         } else if !accepted.contains(&n) {
-            let list: Vec<String> = accepted.iter().map(|a| a.to_string()).collect();
-            self.diags.push(
-                Diagnostic::new(
-                    Code::E0004,
-                    name.span,
-                    format!(
-                        "`{}` takes {} argument(s), got {n}",
-                        name.name,
-                        list.join(" or ")
-                    ),
-                )
-                .label("wrong number of arguments"),
-            );
+            self.diags
+                .push(super::call::wrong_arity(name, &accepted, n));
         }
         for a in args {
             self.expr(a, false);
