@@ -408,7 +408,10 @@ fn check_looks_at_helper_only_files() {
         assert!(err.contains(part), "expected `{part}` in\n{err}");
     }
     // A loss called from a helper may take its inputs by name: no arity error.
-    let p = tmp("named.loss", "use dice\nfn f(z, y) = dice(z, target = y, smooth = 2)\n");
+    let p = tmp(
+        "named.loss",
+        "use dice\nfn f(z, y) = dice(z, target = y, smooth = 2)\n",
+    );
     let o = lossc(&["check", p.to_str().unwrap()]);
     assert!(o.status.success(), "{:?}", text(&o));
     let o = lossc(&["check", "losses/common.loss"]);

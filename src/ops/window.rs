@@ -271,49 +271,41 @@ pub fn pool_adjoint(ybar: &[f64], arg: &[usize], n_in: usize) -> Vec<f64> {
     g
 }
 
+/// The output dims of [`avg_pool2`] (`ceil(d / 2)` each), and a visit of every (output, input)
+/// pair its windows connect, in window order — an odd side's last element is read twice.
+fn walk_avg2(dims: &[usize], mut visit: impl FnMut(usize, usize)) -> Vec<usize> {
+    let od: Vec<usize> = dims.iter().map(|d| d.div_ceil(2)).collect();
+    let (st, ost) = (strides(dims), strides(&od));
+    let k = dims.len();
+    for o in 0..od.iter().product() {
+        let c: Vec<usize> = (0..k).map(|a| (o / ost[a]) % od[a]).collect();
+        for t in 0..1usize << k {
+            let idx: usize = (0..k)
+                .map(|a| ((2 * c[a] + ((t >> (k - 1 - a)) & 1)).min(dims[a] - 1)) * st[a])
+                .sum();
+            visit(o, idx);
+        }
+    }
+    od
+}
+
 /// 2 x 2 (x 2) average pooling with stride 2; an odd side is first extended by repeating its last
 /// row / column / slice (TensorFlow's `ssim_multiscale` scales). Returns the output and its dims
 /// (`ceil(d / 2)` each).
 pub fn avg_pool2(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
-    let od: Vec<usize> = dims.iter().map(|d| d.div_ceil(2)).collect();
-    let (st, ost) = (strides(dims), strides(&od));
-    let k = dims.len();
-    let n_out: usize = od.iter().product();
-    let scale = 1.0 / (1usize << k) as f64;
-    let y = (0..n_out)
-        .map(|o| {
-            let c: Vec<usize> = (0..k).map(|a| (o / ost[a]) % od[a]).collect();
-            (0..1usize << k)
-                .map(|t| {
-                    let idx: usize = (0..k)
-                        .map(|a| ((2 * c[a] + ((t >> (k - 1 - a)) & 1)).min(dims[a] - 1)) * st[a])
-                        .sum();
-                    x[idx]
-                })
-                .sum::<f64>()
-                * scale
-        })
-        .collect();
+    let scale = 1.0 / (1usize << dims.len()) as f64;
+    let mut y = vec![0.0; dims.iter().map(|d| d.div_ceil(2)).product()];
+    let od = walk_avg2(dims, |o, i| y[o] += x[i]);
+    y.iter_mut().for_each(|v| *v *= scale);
     (y, od)
 }
 
 /// The adjoint of [`avg_pool2`]: each input element gets `ȳ / 2^k` per window tap that reads it
 /// (twice for the last element of an odd side).
 pub fn avg_pool2_adjoint(ybar: &[f64], dims: &[usize]) -> Vec<f64> {
-    let od: Vec<usize> = dims.iter().map(|d| d.div_ceil(2)).collect();
-    let (st, ost) = (strides(dims), strides(&od));
-    let k = dims.len();
-    let scale = 1.0 / (1usize << k) as f64;
+    let scale = 1.0 / (1usize << dims.len()) as f64;
     let mut g = vec![0.0; dims.iter().product()];
-    for (o, &yb) in ybar.iter().enumerate() {
-        let c: Vec<usize> = (0..k).map(|a| (o / ost[a]) % od[a]).collect();
-        for t in 0..1usize << k {
-            let idx: usize = (0..k)
-                .map(|a| ((2 * c[a] + ((t >> (k - 1 - a)) & 1)).min(dims[a] - 1)) * st[a])
-                .sum();
-            g[idx] += yb * scale;
-        }
-    }
+    walk_avg2(dims, |o, i| g[i] += ybar[o] * scale);
     g
 }
 
