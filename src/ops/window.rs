@@ -152,37 +152,11 @@ pub fn filter_adjoint(ybar: &[f64], dims: &[usize], w: &[f64], padding: Padding)
 /// Binary erosion of `mask` (nonzero is true) by the full 3^k structuring element, elements
 /// outside the image counting as false: true where the element and all its neighbours are true.
 pub fn erode(mask: &[f64], dims: &[usize]) -> Vec<f64> {
-    let n: usize = dims.iter().product();
-    let mut strides = vec![1usize; dims.len()];
-    for a in (0..dims.len().saturating_sub(1)).rev() {
-        strides[a] = strides[a + 1] * dims[a + 1];
-    }
-    (0..n)
+    let st = strides(dims);
+    (0..mask.len())
         .map(|i| {
-            let coord = |a: usize| (i / strides[a]) % dims[a];
-            // On the border a neighbour lies outside: false.
-            let inside = (0..dims.len()).all(|a| coord(a) > 0 && coord(a) + 1 < dims[a]);
-            if !inside || mask[i] == 0.0 {
-                return 0.0;
-            }
             let mut all = true;
-            let mut offsets = vec![-1isize; dims.len()];
-            'outer: loop {
-                let j = (0..dims.len())
-                    .fold(i as isize, |acc, a| acc + offsets[a] * strides[a] as isize);
-                if mask[j as usize] == 0.0 {
-                    all = false;
-                    break;
-                }
-                for a in (0..dims.len()).rev() {
-                    if offsets[a] < 1 {
-                        offsets[a] += 1;
-                        continue 'outer;
-                    }
-                    offsets[a] = -1;
-                }
-                break;
-            }
+            neighbours3(dims, &st, i, |j| all &= j.is_some_and(|j| mask[j] != 0.0));
             f64::from(u8::from(all))
         })
         .collect()
@@ -206,45 +180,50 @@ fn strides(dims: &[usize]) -> Vec<usize> {
     st
 }
 
+/// Visits the 3^k neighbourhood of element `i` (itself included) in row-major window order:
+/// `visit(Some(j))` for a neighbour inside the image, `visit(None)` for one outside.
+fn neighbours3(dims: &[usize], st: &[usize], i: usize, mut visit: impl FnMut(Option<usize>)) {
+    let k = dims.len();
+    let c: Vec<usize> = (0..k).map(|a| (i / st[a]) % dims[a]).collect();
+    let mut off = vec![-1isize; k];
+    loop {
+        let inside = (0..k).all(|a| (0..dims[a] as isize).contains(&(c[a] as isize + off[a])));
+        visit(
+            inside
+                .then(|| (0..k).fold(i as isize, |acc, a| acc + off[a] * st[a] as isize) as usize),
+        );
+        // Next offset, last axis fastest; done after (1, 1, ..., 1).
+        let mut a = k;
+        loop {
+            if a == 0 {
+                return;
+            }
+            a -= 1;
+            if off[a] < 1 {
+                off[a] += 1;
+                break;
+            }
+            off[a] = -1;
+        }
+    }
+}
+
 /// For each element: the flat index of the largest element of its 3^k neighbourhood (stride 1,
 /// outside the image ignored, i.e. -inf padding). **Tie rule**: the first maximal element in
 /// row-major order of the window wins, and alone receives the adjoint; a NaN wins over numbers.
 fn argmax3(x: &[f64], dims: &[usize], larger: fn(f64, f64) -> bool) -> Vec<usize> {
     let st = strides(dims);
-    let k = dims.len();
     (0..x.len())
         .map(|i| {
-            let c: Vec<usize> = (0..k).map(|a| (i / st[a]) % dims[a]).collect();
             let mut best: Option<usize> = None;
-            let mut off = vec![-1isize; k];
-            loop {
-                let inside = (0..k).all(|a| {
-                    let p = c[a] as isize + off[a];
-                    p >= 0 && p < dims[a] as isize
-                });
-                if inside {
-                    let j =
-                        (0..k).fold(i as isize, |acc, a| acc + off[a] * st[a] as isize) as usize;
-                    best = match best {
-                        Some(b) if (!x[j].is_nan() || x[b].is_nan()) && !larger(x[j], x[b]) => {
-                            Some(b)
-                        }
-                        _ => Some(j),
-                    };
-                }
-                let mut a = k;
-                loop {
-                    if a == 0 {
-                        return best.expect("the element itself is in its window");
-                    }
-                    a -= 1;
-                    if off[a] < 1 {
-                        off[a] += 1;
-                        break;
-                    }
-                    off[a] = -1;
-                }
-            }
+            neighbours3(dims, &st, i, |j| {
+                let Some(j) = j else { return };
+                best = match best {
+                    Some(b) if (!x[j].is_nan() || x[b].is_nan()) && !larger(x[j], x[b]) => Some(b),
+                    _ => Some(j),
+                };
+            });
+            best.expect("the element itself is in its window")
         })
         .collect()
 }
