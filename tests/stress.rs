@@ -237,3 +237,44 @@ fn non_finite_summed_inputs_are_rejected_by_name() {
     // 1e308 + 1e308 overflows the f64 total, but every element is finite.
     assert_eq!(case::<f64>(1e308), None);
 }
+
+/// bce's one pass runs a native kernel that probes both inputs into one flag as it reads them;
+/// the error still names the input that holds the NaN or infinity (the first in input order when
+/// both do) and its first index, in f32 and f64.
+#[test]
+fn non_finite_inputs_of_a_native_pass_are_named() {
+    fn case<T: losslang::Real>(
+        bad_logit: Option<usize>,
+        bad_target: Option<usize>,
+    ) -> (String, usize) {
+        let loss = Library::standard().get("bce").unwrap();
+        let shape = [2usize, 1, 3, 45];
+        let mut plan = loss
+            .compile::<T>(&[("logits", &shape[..]), ("target", &shape[..])])
+            .unwrap();
+        assert!(plan.pass_info().iter().all(|p| p.kernel == "native"));
+        let mut logits = ArrayD::<T>::from_elem(IxDyn(&shape), T::from_f64(0.5));
+        let mut target = ArrayD::<T>::from_elem(IxDyn(&shape), T::from_f64(1.0));
+        if let Some(i) = bad_logit {
+            logits.as_slice_mut().unwrap()[i] = T::from_f64(f64::INFINITY);
+        }
+        if let Some(i) = bad_target {
+            target.as_slice_mut().unwrap()[i] = T::from_f64(f64::NAN);
+        }
+        match plan.value_and_grad(&[("logits", logits.view()), ("target", target.view())]) {
+            Err(Error::NonFinite { input, index, .. }) => (input, index),
+            other => panic!("expected NonFinite, got {other:?}"),
+        }
+    }
+    // 200 is in a full step of 16 lanes, 269 in the ragged rest of the last row.
+    for (l, t, want) in [
+        (None, Some(200), ("target", 200)),
+        (None, Some(269), ("target", 269)),
+        (Some(131), None, ("logits", 131)),
+        (Some(200), Some(7), ("logits", 200)),
+    ] {
+        let want = (want.0.to_string(), want.1);
+        assert_eq!(case::<f32>(l, t), want, "f32 {l:?} {t:?}");
+        assert_eq!(case::<f64>(l, t), want, "f64 {l:?} {t:?}");
+    }
+}

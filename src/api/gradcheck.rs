@@ -55,7 +55,8 @@ pub struct GradcheckReport {
     /// Differentiable inputs whose symbolic and finite-difference gradients were both zero on
     /// every trial: nothing about their gradient was tested, and the check fails.
     pub not_exercised: Vec<String>,
-    /// The executor of the compiled plans (`fused` or `reference`) and, for `reference`, why.
+    /// The executor of the compiled plans (`fused`, with how many passes run native kernels, or
+    /// `reference`) and, for `reference`, why.
     pub executor: String,
     pub fallback: Option<String>,
     pub passed: bool,
@@ -188,6 +189,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
     // Inputs whose gradient some trial compared with nonzero values.
     let mut exercised: Vec<String> = Vec::new();
     let (mut executor, mut fallback) = (String::new(), None);
+    let (mut native_passes, mut all_passes) = (0, 0);
     for spec in TRIALS {
         if spec.with_optional && !has_optional && spec.logits.is_none() {
             continue;
@@ -268,7 +270,13 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             .collect();
         let mut plan = loss.compile::<f64>(&shape_refs)?;
         grad_inputs = plan.grad_inputs().iter().map(|s| s.to_string()).collect();
-        executor = plan.executor().to_string();
+        let info = plan.pass_info();
+        native_passes += info.iter().filter(|p| p.kernel == "native").count();
+        all_passes += info.len();
+        executor = match plan.executor() {
+            "fused" => format!("fused (native kernels in {native_passes} of {all_passes} passes)"),
+            other => other.to_string(),
+        };
         fallback = plan.fallback_reason().map(str::to_string);
         let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
             .iter()

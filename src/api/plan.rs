@@ -42,10 +42,14 @@ pub enum ExecutorKind {
     Fused,
     /// The f64/f32 reference interpreter: whole-buffer, node by node.
     Reference,
-    /// Not API: the fused VM without superinstructions, for the tests that check they change
-    /// no bits.
+    /// Not API: the fused VM without superinstructions or native kernels (plain bytecode), for
+    /// the tests that check they change no bits.
     #[doc(hidden)]
     FusedPlain,
+    /// Not API: the fused VM with superinstructions but no native kernels, for the tests that
+    /// check native kernels change no bits.
+    #[doc(hidden)]
+    FusedBytecode,
 }
 
 /// One memory pass of a plan: which executor runs it, and what it computes per element.
@@ -53,6 +57,9 @@ pub enum ExecutorKind {
 pub struct PassInfo {
     /// `"fused"` (the block VM) or `"reference"` (the interpreter).
     pub executor: &'static str,
+    /// How the pass's kernel runs: `"native"` (generated Rust for a standard-library pass),
+    /// `"bytecode"` (the VM's block interpreter) or `"reference"`.
+    pub kernel: &'static str,
     /// Elementwise nodes computed per element (0 for the reference interpreter).
     pub nodes: usize,
     /// Reductions accumulated in this pass.
@@ -71,6 +78,8 @@ pub struct Plan<T: Real> {
     exec: Box<dyn Executor<T>>,
     /// The value-only executor behind [`Plan::value`], built on its first call.
     value_exec: Option<Box<dyn Executor<T>>>,
+    /// The `kernel` of each pass of the value-only executor, once built.
+    value_kernels: Vec<&'static str>,
     executor: &'static str,
     /// The executor asked for at compile time (the value-only plan is built alike).
     kind: ExecutorKind,
@@ -126,6 +135,7 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
         let info = (0..exec.passes().max(1))
             .map(|_| PassInfo {
                 executor: "reference",
+                kernel: "reference",
                 nodes: 0,
                 reductions: 0,
                 stores: 0,
@@ -139,10 +149,11 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
             fallback,
         }
     };
-    let superinstructions = match kind {
+    let (superinstructions, native) = match kind {
         ExecutorKind::Reference => return reference(bound, None),
-        ExecutorKind::Fused => true,
-        ExecutorKind::FusedPlain => false,
+        ExecutorKind::Fused => (true, true),
+        ExecutorKind::FusedBytecode => (true, false),
+        ExecutorKind::FusedPlain => (false, false),
     };
     let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
     let kb = Arc::new(Bound {
@@ -151,13 +162,15 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
         sizes: bound.sizes.clone(),
         grad_axes: bound.grad_axes.clone(),
     });
-    match crate::exec::vm::Vm::<T>::new(kb, superinstructions) {
+    match crate::exec::vm::Vm::<T>::new(kb, superinstructions, native) {
         Ok(vm) => Built {
             info: vm
                 .pass_shapes()
                 .into_iter()
-                .map(|(nodes, reductions, stores)| PassInfo {
+                .zip(vm.native_passes())
+                .map(|((nodes, reductions, stores), native)| PassInfo {
                     executor: "fused",
+                    kernel: if native { "native" } else { "bytecode" },
                     nodes,
                     reductions,
                     stores,
@@ -245,6 +258,7 @@ impl Loss {
             kind,
             exec: built.exec,
             value_exec: None,
+            value_kernels: Vec::new(),
             isa: built.isa,
             pass_info: built.info,
             fallback: built.fallback,
@@ -464,6 +478,14 @@ impl<T: Real> Plan<T> {
     /// each plan has.
     pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
         let slices = self.prepare(inputs)?;
+        self.build_value_exec();
+        let exec = self.value_exec.as_mut().expect("built above");
+        exec.run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
+            .map_err(|i| non_finite(&self.sig, &slices, i))
+    }
+
+    /// Builds the value-only executor unless it exists.
+    fn build_value_exec(&mut self) {
         if self.value_exec.is_none() {
             // The same executor as the full plan (interpreter if it fell back), on the value
             // root alone, with the same instruction-set cap.
@@ -477,12 +499,36 @@ impl<T: Real> Plan<T> {
                 "fused" => self.kind,
                 _ => ExecutorKind::Reference,
             };
-            let mut exec = build::<T>(value_only, kind).exec;
+            let built = build::<T>(value_only, kind);
+            self.value_kernels = built.info.iter().map(|p| p.kernel).collect();
+            let mut exec = built.exec;
             exec.cap_isa(self.isa);
             self.value_exec = Some(exec);
         }
-        let exec = self.value_exec.as_mut().expect("built above");
-        exec.run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
-            .map_err(|i| non_finite(&self.sig, &slices, i))
+    }
+
+    /// The native-kernel listing of every pass of this plan and of its value-only plan.
+    /// The `kernel` of each pass of the value-only plan (built if it was not).
+    #[cfg(test)]
+    pub(crate) fn value_pass_kernels(&mut self) -> Vec<&'static str> {
+        self.build_value_exec();
+        self.value_kernels.clone()
+    }
+
+    /// Entries are (plan, pass, entry): plan `"value and gradient"` or `"value"`.
+    #[cfg(test)]
+    pub(crate) fn native_listing(
+        &mut self,
+    ) -> Vec<(&'static str, usize, Option<crate::exec::NativeEntry>)> {
+        self.build_value_exec();
+        let full = self.exec.native_listing().into_iter().enumerate();
+        let value = self
+            .value_exec
+            .as_ref()
+            .map(|e| e.native_listing())
+            .unwrap_or_default();
+        full.map(|(p, e)| ("value and gradient", p, e))
+            .chain(value.into_iter().enumerate().map(|(p, e)| ("value", p, e)))
+            .collect()
     }
 }

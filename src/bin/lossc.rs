@@ -658,6 +658,7 @@ fn run_bench<T: Real>(
         "executor": plan.executor(),
         "instruction_set": plan.instruction_set(),
         "pass_executors": plan.pass_info().iter().map(|p| p.executor).collect::<Vec<_>>(),
+        "pass_kernels": plan.pass_info().iter().map(|p| p.kernel).collect::<Vec<_>>(),
         "fallback": plan.fallback_reason(),
         "value": value,
     }))

@@ -63,7 +63,17 @@ pub trait Executor<T: Real>: Send {
     fn cap_isa(&mut self, _isa: &str) -> &'static str {
         "scalar"
     }
+    /// Per pass: its native-kernel key and generated source, where native kernels apply (the
+    /// generator's input; empty for executors without native kernels).
+    #[cfg(test)]
+    fn native_listing(&self) -> Vec<Option<NativeEntry>> {
+        Vec::new()
+    }
 }
+
+/// A pass's native-kernel key and generated source.
+#[cfg(test)]
+pub type NativeEntry = (String, String);
 
 /// Whether a buffer holds a NaN or an infinity (the input check of every executor).
 pub fn has_non_finite<T: Real>(x: &[T]) -> bool {

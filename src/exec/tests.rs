@@ -45,7 +45,7 @@ fn data(grid: &[f64], k: usize, n: usize) -> Vec<f64> {
 fn both(bound: Bound, inputs: &[Vec<f64>], n: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
     let bound = Arc::new(bound);
     let refs: Vec<&[f64]> = inputs.iter().map(|v| v.as_slice()).collect();
-    let mut vm = Vm::<f64>::new(bound.clone(), true).expect("fusable");
+    let mut vm = Vm::<f64>::new(bound.clone(), true, true).expect("fusable");
     let mut interp = Interpreter::new(bound);
     let mut a = vec![0.0; n];
     let mut b = vec![0.0; n];

@@ -15,7 +15,7 @@ pub fn family_sig<T: Real, const FMA: bool>(x: &[T], sp: &mut [T], sn: &mut [T])
     let (sp, sn) = (&mut sp[..n], &mut sn[..n]);
     let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = (-x[i].abs()).fast_exp::<FMA>();
+        let e = (-x[i].abs()).fast_exp_nonpos::<FMA>();
         let r = one / (one + e);
         let er = e * r;
         sp[i] = if x[i] >= zero { r } else { er };
@@ -25,19 +25,12 @@ pub fn family_sig<T: Real, const FMA: bool>(x: &[T], sp: &mut [T], sn: &mut [T])
 
 /// log1p(e) for e = exp(-|x|) in [0, 1], given r = 1/(1 + e): ln(u) of u = 1 + e in [1, 2]
 /// plus the exact correction (e - (u - 1))/u of u's rounding — no special cases, no division.
-/// NaN propagates through the final select.
+/// A NaN `e` propagates through the arithmetic (u and the reduced argument are NaN).
 #[inline(always)]
 fn log1p_unit<T: Real, const FMA: bool>(e: T, r: T) -> T {
     let one = T::from_f64(1.0);
     let u = one + e;
-    let l = u.fast_ln_1_2::<FMA>() + (e - (u - one)) * r;
-    #[allow(clippy::eq_op)]
-    let nan = e != e;
-    if nan {
-        e
-    } else {
-        l
-    }
+    u.fast_ln_1_2::<FMA>() + (e - (u - one)) * r
 }
 
 /// The family members of one element: [sigmoid(x), sigmoid(-x), softplus(x), softplus(-x)],
@@ -45,7 +38,7 @@ fn log1p_unit<T: Real, const FMA: bool>(e: T, r: T) -> T {
 #[inline(always)]
 pub fn family_element<T: Real, const FMA: bool>(x: T) -> [T; 4] {
     let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
-    let e = (-x.abs()).fast_exp::<FMA>();
+    let e = (-x.abs()).fast_exp_nonpos::<FMA>();
     let r = one / (one + e);
     let er = e * r;
     let l = log1p_unit::<T, FMA>(e, r);

@@ -39,10 +39,9 @@ const LN2_HI_F32: f32 = 0.693_359_4; // ln 2 split: hi has few mantissa bits, so
 const LN2_LO_F32: f32 = -2.121_944_4e-4;
 const MAGIC_F32: f32 = 12_582_912.0; // 1.5 * 2^23
 
-/// e^x for f32 (Cephes coefficients on [-ln2/2, ln2/2]).
+/// e^x = p·2^n for f32 (Cephes coefficients on [-ln2/2, ln2/2]): (p, n) for a clamped `xc`.
 #[inline(always)]
-pub fn exp_f32_v<const FMA: bool>(x: f32) -> f32 {
-    let xc = x.clamp(-104.0, 89.0); // NaN stays NaN
+fn exp_core_f32<const FMA: bool>(xc: f32) -> (f32, i32) {
     let t = xc * LOG2E_F32 + MAGIC_F32;
     let n = t - MAGIC_F32;
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
@@ -53,13 +52,44 @@ pub fn exp_f32_v<const FMA: bool>(x: f32) -> f32 {
     p = p.mad::<FMA>(r, 4.166_579_6e-2);
     p = p.mad::<FMA>(r, 1.666_666_5e-1);
     p = p.mad::<FMA>(r, 5.000_000_1e-1);
-    let p = p * r * r + r + 1.0;
+    (p * r * r + r + 1.0, ni)
+}
+
+/// e^x for f32.
+#[inline(always)]
+pub fn exp_f32_v<const FMA: bool>(x: f32) -> f32 {
+    let xc = x.clamp(-104.0, 89.0); // NaN stays NaN
+    let (p, ni) = exp_core_f32::<FMA>(xc);
     // 2^n as two normal factors, so results in the denormal range round once.
     let n1 = ni >> 1;
     let n2 = ni - n1;
     let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
     let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
     p * s1 * s2
+}
+
+/// ln(f32::MIN_POSITIVE) = -126 ln 2.
+const EXP_NONPOS_LO_F32: f32 = -87.336_544;
+
+/// e^x for x <= 0 (or NaN), with results below the smallest normal flushed to 0: the
+/// `exp(-|x|)` of the stable primitives, where a denormal `e` changes nothing that is kept
+/// (1 + e = 1, e/(1 + e) is below every f32 gradient scale). No upper clamp and one scale
+/// factor: cheaper than [`exp_f32_v`].
+#[inline(always)]
+pub fn exp_nonpos_f32_v<const FMA: bool>(x: f32) -> f32 {
+    let xc = if x < EXP_NONPOS_LO_F32 {
+        EXP_NONPOS_LO_F32
+    } else {
+        x
+    }; // NaN stays NaN
+    let (p, ni) = exp_core_f32::<FMA>(xc);
+    let y = p * f32::from_bits(((ni + 127) as u32) << 23); // ni >= -126
+                                                           // The flush by a bit mask, not a select: LLVM would otherwise move the polynomial into a
+                                                           // branch and leave the loop unvectorised.
+                                                           // `!(x < lo)` on purpose: true for NaN, which must pass through.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let keep = 0u32.wrapping_sub(u32::from(!(x < EXP_NONPOS_LO_F32))); // all ones, or 0
+    f32::from_bits(y.to_bits() & keep)
 }
 
 /// Natural log for f32 (Cephes logf).
@@ -171,6 +201,17 @@ const MAGIC_F64: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 #[inline(always)]
 pub fn exp_f64_v<const FMA: bool>(x: f64) -> f64 {
     let xc = x.clamp(-746.0, 710.0);
+    let (p, ni) = exp_core_f64::<FMA>(xc);
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f64::from_bits(((n1 + 1023) as u64) << 52);
+    let s2 = f64::from_bits(((n2 + 1023) as u64) << 52);
+    p * s1 * s2
+}
+
+/// e^x = p·2^n for f64: (p, n) for a clamped `xc`.
+#[inline(always)]
+fn exp_core_f64<const FMA: bool>(xc: f64) -> (f64, i32) {
     let t = xc * LOG2E_F64 + MAGIC_F64;
     let n = t - MAGIC_F64;
     let ni = (t.to_bits() as i64).wrapping_sub(0x4338_0000_0000_0000) as i32;
@@ -187,12 +228,26 @@ pub fn exp_f64_v<const FMA: bool>(x: f64) -> f64 {
     p = p.mad::<FMA>(r, 1.0 / 24.0);
     p = p.mad::<FMA>(r, 1.0 / 6.0);
     p = p.mad::<FMA>(r, 0.5);
-    let p = p * r * r + r + 1.0;
-    let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f64::from_bits(((n1 + 1023) as u64) << 52);
-    let s2 = f64::from_bits(((n2 + 1023) as u64) << 52);
-    p * s1 * s2
+    (p * r * r + r + 1.0, ni)
+}
+
+/// ln(f64::MIN_POSITIVE) = -1022 ln 2.
+const EXP_NONPOS_LO_F64: f64 = -708.396_418_532_264_1;
+
+/// e^x for x <= 0 (or NaN), results below the smallest normal flushed to 0 (as
+/// [`exp_nonpos_f32_v`]).
+#[inline(always)]
+pub fn exp_nonpos_f64_v<const FMA: bool>(x: f64) -> f64 {
+    let xc = if x < EXP_NONPOS_LO_F64 {
+        EXP_NONPOS_LO_F64
+    } else {
+        x
+    }; // NaN stays NaN
+    let (p, ni) = exp_core_f64::<FMA>(xc);
+    let y = p * f64::from_bits(((ni + 1023) as u64) << 52); // ni >= -1022
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let keep = 0u64.wrapping_sub(u64::from(!(x < EXP_NONPOS_LO_F64))); // as in the f32 form
+    f64::from_bits(y.to_bits() & keep)
 }
 
 /// Natural log for f64: ln(m) = 2 atanh(s), s = (m - 1)/(m + 1), m in [√½, √2).

@@ -190,3 +190,59 @@ fn ln_on_1_2_within_2_ulp() {
         }
     }
 }
+
+/// `exp_nonpos`: within 2 ulp of the correctly rounded e^x wherever that is normal (x ≥
+/// ln(MIN_POSITIVE)), 0 below, NaN for NaN, 1 at zero; plain and fused variants, f32 and f64.
+#[test]
+fn exp_nonpos_within_2_ulp_and_flushes_below_the_smallest_normal() {
+    let mut checked = 0;
+    for x in sweep32().chain(SPECIALS32.iter().copied()) {
+        if x > 0.0 {
+            continue;
+        }
+        let exact = (x as f64).exp();
+        for got in [exp_nonpos_f32_v::<false>(x), exp_nonpos_f32_v::<true>(x)] {
+            if x.is_nan() {
+                assert!(got.is_nan(), "exp_nonpos_f32(NaN) = {got:e}");
+            } else if exact < f32::MIN_POSITIVE as f64 {
+                assert!(
+                    got == 0.0,
+                    "exp_nonpos_f32({x:e}) = {got:e}, want 0 (flushed)"
+                );
+            } else {
+                let u = ulps32(got, exact as f32);
+                assert!(
+                    u <= 2,
+                    "exp_nonpos_f32({x:e}) = {got:e}, want {exact:e} ({u} ulp)"
+                );
+                checked += 1;
+            }
+        }
+    }
+    for x in sweep64().chain(SPECIALS64.iter().copied()) {
+        if x > 0.0 {
+            continue;
+        }
+        let want = x.exp();
+        for got in [exp_nonpos_f64_v::<false>(x), exp_nonpos_f64_v::<true>(x)] {
+            if x.is_nan() {
+                assert!(got.is_nan(), "exp_nonpos_f64(NaN) = {got:e}");
+            } else if want < f64::MIN_POSITIVE {
+                assert!(
+                    got == 0.0,
+                    "exp_nonpos_f64({x:e}) = {got:e}, want 0 (flushed)"
+                );
+            } else {
+                let u = ulps64(got, want);
+                assert!(
+                    u <= 2,
+                    "exp_nonpos_f64({x:e}) = {got:e}, want {want:e} ({u} ulp)"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(exp_nonpos_f32_v::<true>(0.0), 1.0);
+    assert_eq!(exp_nonpos_f32_v::<true>(f32::NEG_INFINITY), 0.0);
+    assert!(checked > 1_000_000, "checked {checked}");
+}

@@ -37,6 +37,8 @@ pub trait Real:
     fn abs(self) -> Self;
     /// Vectorisable polynomial versions (src/ops/fast.rs); `FMA` fuses their multiply-adds.
     fn fast_exp<const FMA: bool>(self) -> Self;
+    /// e^x for x <= 0, results below the smallest normal flushed to 0 (cheaper).
+    fn fast_exp_nonpos<const FMA: bool>(self) -> Self;
     fn fast_ln<const FMA: bool>(self) -> Self;
     fn fast_ln_1p<const FMA: bool>(self) -> Self;
     /// ln(u) for u in [1, 2] only (no special cases).
@@ -55,10 +57,12 @@ pub trait Real:
         b: &[Self],
         c: &[Self],
     );
+    /// The op's kernel for one lane (the body the block kernel loops over).
+    fn lane_kernel<const FMA: bool>(op: crate::ops::Op, a: Self, b: Self, c: Self) -> Self;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $field:ident, $name:literal, $fexp:ident, $fln:ident, $fln1p:ident, $fln12:ident, $blk:ident) => {
+    ($t:ty, $field:ident, $name:literal, $fexp:ident, $fexpn:ident, $fln:ident, $fln1p:ident, $fln12:ident, $blk:ident, $lane:ident) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             #[inline]
@@ -108,6 +112,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn fast_exp<const FMA: bool>(self) -> Self {
                 crate::ops::fast::$fexp::<FMA>(self)
+            }
+            #[inline(always)]
+            fn fast_exp_nonpos<const FMA: bool>(self) -> Self {
+                crate::ops::fast::$fexpn::<FMA>(self)
             }
             #[inline(always)]
             fn fast_ln<const FMA: bool>(self) -> Self {
@@ -166,6 +174,10 @@ macro_rules! impl_real {
             ) {
                 crate::ops::$blk::<FMA>(op, out, a, b, c)
             }
+            #[inline(always)]
+            fn lane_kernel<const FMA: bool>(op: crate::ops::Op, a: Self, b: Self, c: Self) -> Self {
+                crate::ops::$lane::<FMA>(op, a, b, c)
+            }
         }
     };
 }
@@ -174,20 +186,24 @@ impl_real!(
     f64,
     "f64",
     exp_f64_v,
+    exp_nonpos_f64_v,
     ln_f64_v,
     ln_1p_f64_v,
     ln_1_2_f64_v,
-    block_kernel_f64
+    block_kernel_f64,
+    lane_kernel_f64
 );
 impl_real!(
     f32,
     f32,
     "f32",
     exp_f32_v,
+    exp_nonpos_f32_v,
     ln_f32_v,
     ln_1p_f32_v,
     ln_1_2_f32_v,
-    block_kernel_f32
+    block_kernel_f32,
+    lane_kernel_f32
 );
 
 /// The stable compound primitives, written once over a module's `exp`/`log1p`.

@@ -143,37 +143,53 @@ macro_rules! define_ops {
             doc: $doc,
         } ),* ];
 
-        /// The f32 block kernel of every op: one loop over the block per op, with the op's body
-        /// inlined and the vectorisable math of `math::fast`. Arguments an op lacks are passed
-        /// as its first argument. `#[inline(always)]` so it is compiled with the target features
-        /// of the executor function that calls it.
+        /// The f32 kernel of every op for one lane, with the vectorisable math of `math::fast`.
+        /// Arguments an op lacks are passed as its first argument. `#[inline(always)]`, so a
+        /// caller with a literal `op` gets the body alone, compiled with the caller's target
+        /// features: the block kernels below and the generated native kernels both call it,
+        /// which is why they give the same bits.
         #[inline(always)]
-        #[allow(unused_variables, unused_imports, clippy::float_cmp, clippy::needless_range_loop)]
+        #[allow(unused_variables, unused_imports, clippy::float_cmp)]
+        pub fn lane_kernel_f32<const FMA: bool>(op: Op, a: f32, b: f32, c: f32) -> f32 {
+            if FMA {
+                use $crate::ops::math::fast_fma::*;
+                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+            } else {
+                use $crate::ops::math::fast::*;
+                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+            }
+        }
+
+        /// The f64 lane kernel of every op (as [`lane_kernel_f32`]).
+        #[inline(always)]
+        #[allow(unused_variables, unused_imports, clippy::float_cmp)]
+        pub fn lane_kernel_f64<const FMA: bool>(op: Op, a: f64, b: f64, c: f64) -> f64 {
+            if FMA {
+                use $crate::ops::math::fast_fma::*;
+                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+            } else {
+                use $crate::ops::math::fast::*;
+                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+            }
+        }
+
+        /// The f32 block kernel of every op: one loop over the block per op, each lane the
+        /// op's [`lane_kernel_f32`].
+        #[inline(always)]
+        #[allow(clippy::needless_range_loop)]
         pub fn block_kernel_f32<const FMA: bool>(op: Op, out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
             let n = out.len();
             let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-            if FMA {
-                use $crate::ops::math::fast_fma::*;
-                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
-            } else {
-                use $crate::ops::math::fast::*;
-                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
-            }
+            match op { $( Op::$v => for i in 0..n { out[i] = lane_kernel_f32::<FMA>(Op::$v, a[i], b[i], c[i]); } ),* }
         }
 
         /// The f64 block kernel of every op (as [`block_kernel_f32`]).
         #[inline(always)]
-        #[allow(unused_variables, unused_imports, clippy::float_cmp, clippy::needless_range_loop)]
+        #[allow(clippy::needless_range_loop)]
         pub fn block_kernel_f64<const FMA: bool>(op: Op, out: &mut [f64], a: &[f64], b: &[f64], c: &[f64]) {
             let n = out.len();
             let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-            if FMA {
-                use $crate::ops::math::fast_fma::*;
-                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
-            } else {
-                use $crate::ops::math::fast::*;
-                match op { $( Op::$v => for i in 0..n { let $x = [a[i], b[i], c[i]]; out[i] = $body; } ),* }
-            }
+            match op { $( Op::$v => for i in 0..n { out[i] = lane_kernel_f64::<FMA>(Op::$v, a[i], b[i], c[i]); } ),* }
         }
     };
 }

@@ -166,6 +166,7 @@ fn run_fused<T: crate::ops::math::Real>(
             grad_axes: vec![1],
         }),
         true,
+        true,
     )
     .expect("fusable");
     let a: Vec<T> = xs.iter().map(|&v| T::from_f64(v)).collect();
@@ -341,7 +342,7 @@ proptest! {
         let want_g: Vec<f64> = want[1].broadcast(IxDyn(&[3, 5])).unwrap().iter().copied().collect();
         let (kg, kr) = optimise::for_kernels(&g2, &r2);
         let kb = Arc::new(Bound { graph: kg, roots: kr, sizes: vec![3, 5], grad_axes: vec![3] });
-        let mut vm = Vm::<f64>::new(kb.clone(), true).expect("fusable");
+        let mut vm = Vm::<f64>::new(kb.clone(), true, true).expect("fusable");
         let mut grad = vec![0.0; 15];
         let v = vm.run(&[&xs, &ys], &mut [&mut grad], false).unwrap();
         // Reductions sum in another order than the reference (16 lanes, chunks), so a gradient
@@ -352,7 +353,7 @@ proptest! {
             prop_assert!(close(grad[i], want_g[i], 1e-12, 1e-12 * gscale.max(1.0)), "fused f64 grad[{i}] {} vs {}", grad[i], want_g[i]);
         }
         // f32: within 1e-3 relative of the f64 reference where the f64 result is well conditioned.
-        let mut vm32 = Vm::<f32>::new(kb, true).expect("fusable");
+        let mut vm32 = Vm::<f32>::new(kb, true, true).expect("fusable");
         let x32: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
         let y32: Vec<f32> = ys.iter().map(|&v| v as f32).collect();
         let mut g32 = vec![0.0f32; 15];

@@ -19,6 +19,8 @@ pub(super) struct Ctx<'a, T: Real> {
     pub(super) outer: &'a [usize],
     /// Big inputs whose finiteness this pass checks (slots after the reductions').
     pub(super) checks: &'a [u16],
+    /// The pass's native kernel for the instruction set being run, if it has one.
+    pub(super) native: Option<unsafe fn(&mut Io<T>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -69,7 +71,9 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                 }
                 let idx: usize = s.strides.iter().zip(&coords).map(|(st, c)| st * c).sum();
                 let v = T::from_f64(s.constant.unwrap_or_else(|| ctx.vals[s.node as usize][idx]));
-                regs[s.reg as usize * BLOCK..(s.reg as usize + 1) * BLOCK].fill(v);
+                // A native kernel reads a pinned register's first lane only.
+                let lanes = if ctx.native.is_some() { 1 } else { BLOCK };
+                regs[s.reg as usize * BLOCK..s.reg as usize * BLOCK + lanes].fill(v);
             }
             last_plane = plane;
         }
@@ -114,6 +118,11 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
             }
         };
         for (k, &i) in ctx.checks.iter().enumerate() {
+            // A native kernel probes the inputs it reads as it reads them (into the first check
+            // slot; `run` finds which input it was).
+            if ctx.native.is_some() && pass.streams.contains(&i) {
+                continue;
+            }
             // x - x is 0 for finite x and NaN otherwise: the sum flags any NaN or infinity.
             let x = &ctx.inputs[i as usize][start..start + len];
             part[pass.slots + k] += nan_probe(x);
@@ -140,6 +149,29 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                     .map(|(st, c)| st * c)
                     .sum::<usize>()
         };
+        if let Some(kernel) = ctx.native {
+            let mut slots = [0; MAX_REDUCTIONS];
+            for (red, s) in slots.iter_mut().enumerate().take(pass.reductions.len()) {
+                *s = slot_of(red as u16);
+            }
+            let (pinned, scratch) = regs.split_at_mut(pass.splats.len() * BLOCK);
+            let mut io = Io {
+                len,
+                start,
+                inputs: ctx.inputs,
+                regs: pinned,
+                scratch,
+                outs: ctx.outs,
+                stream: pass.stream_stores,
+                probe_slot: (!ctx.checks.is_empty()).then_some(pass.slots),
+                part,
+                slots,
+            };
+            // SAFETY: `ctx.native` is the variant for the instruction set `dispatch` chose after
+            // detecting its features; the kernel's memory accesses are bounds-checked (`Io`).
+            unsafe { kernel(&mut io) };
+            continue;
+        }
         for (j, ins) in pass.code.iter().enumerate() {
             prefetch(j);
             match *ins {

@@ -74,51 +74,48 @@ pub(super) fn stream_copy<T: Real>(dst: &mut [T], src: &[T]) {
 #[inline(always)]
 pub(super) fn block_dot<T: Real>(a: &[T], b: &[T]) -> f64 {
     let b = &b[..a.len()];
-    let (mut lo, mut hi) = ([0.0f64; 8], [0.0f64; 8]);
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let mut acc = [T::from_f64(0.0); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        let x: &[T; 16] = x.try_into().expect("chunk of 16");
-        let y: &[T; 16] = y.try_into().expect("chunk of 16");
-        let p: [f64; 8] = std::array::from_fn(|j| (x[j] * y[j]).to_f64());
-        let q: [f64; 8] = std::array::from_fn(|j| (x[8 + j] * y[8 + j]).to_f64());
-        for j in 0..8 {
-            lo[j] += p[j];
-            hi[j] += q[j];
+        let x: &[T; LANES] = x.try_into().expect("16 lanes");
+        let y: &[T; LANES] = y.try_into().expect("16 lanes");
+        for j in 0..LANES {
+            acc[j] = acc[j] + x[j] * y[j];
         }
     }
-    lane_total(lo, hi, ra.iter().zip(rb).map(|(x, y)| (*x * *y).to_f64()))
+    for (j, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[j] = acc[j] + *x * *y;
+    }
+    lanes_total(&acc)
 }
 
-/// The sum of a block in f64: 16 independent lanes in a fixed order, then a fixed tree — the same
-/// bits on every ISA. The lanes are two 8-lane halves, each widened as a whole, so the widening
-/// vectorises at full width.
+/// The sum of a block: 16 lanes in T, element `i` into lane `i % 16` in order (the remainder
+/// of fewer than 16 into lanes 0..), then the lanes widened to f64 and added by a fixed tree —
+/// the same bits on every ISA. The lanes stay in T so the loop runs at T's full vector width
+/// (a block has at most `BLOCK / 16` = 32 values per lane, so f32 lanes lose nothing that
+/// matters); native kernels accumulate alike.
 #[inline(always)]
 pub(super) fn block_sum<T: Real>(x: &[T]) -> f64 {
-    let (mut lo, mut hi) = ([0.0f64; 8], [0.0f64; 8]);
-    let chunks = x.chunks_exact(16);
+    let mut acc = [T::from_f64(0.0); LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        let a: [f64; 8] = std::array::from_fn(|j| c[j].to_f64());
-        let b: [f64; 8] = std::array::from_fn(|j| c[8 + j].to_f64());
-        for j in 0..8 {
-            lo[j] += a[j];
-            hi[j] += b[j];
+        let c: &[T; LANES] = c.try_into().expect("16 lanes");
+        for j in 0..LANES {
+            acc[j] = acc[j] + c[j];
         }
     }
-    lane_total(lo, hi, rest.iter().map(|v| v.to_f64()))
+    for (j, v) in rest.iter().enumerate() {
+        acc[j] = acc[j] + *v;
+    }
+    lanes_total(&acc)
 }
 
-/// The end of `block_sum`/`block_dot`: the remainder (fewer than 16 values) into lanes 0.., then
-/// the 16 lanes by a fixed tree.
+/// The end of `block_sum`/`block_dot`: the 16 lanes widened to f64 and added by a fixed tree.
 #[inline(always)]
-pub(super) fn lane_total(lo: [f64; 8], hi: [f64; 8], rest: impl Iterator<Item = f64>) -> f64 {
-    let mut acc = [0.0f64; 16];
-    acc[..8].copy_from_slice(&lo);
-    acc[8..].copy_from_slice(&hi);
-    for (j, v) in rest.enumerate() {
-        acc[j] += v;
-    }
+pub(super) fn lanes_total<T: Real>(lanes: &[T; LANES]) -> f64 {
+    let mut acc: [f64; LANES] = std::array::from_fn(|j| lanes[j].to_f64());
     for w in [8, 4, 2, 1] {
         for j in 0..w {
             acc[j] += acc[j + w];

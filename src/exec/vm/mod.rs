@@ -41,6 +41,9 @@ use crate::optimise::fuse::{schedule, NotFusable, Schedule};
 
 /// Lanes per block (register length).
 pub const BLOCK: usize = 512;
+/// Lanes of a block sum (and of a native kernel's step): element `i` of a block is summed into
+/// lane `i % LANES`.
+pub(crate) const LANES: usize = 16;
 /// Blocks per chunk (the unit of parallel work).
 pub const CHUNK_BLOCKS: usize = 32;
 /// Bytes a register file is allocated beyond its registers: room to start them on a cache line
@@ -58,11 +61,13 @@ pub const STREAM_MIN: usize = 1 << 21;
 mod chunk;
 mod codegen;
 mod kernels;
+mod native;
 mod tail;
 
 use chunk::*;
 use codegen::*;
 use kernels::*;
+use native::*;
 use tail::*;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -149,6 +154,12 @@ pub struct Vm<T: Real> {
     isa: Isa,
     /// Per input index: the length its buffer must have (`None`: the graph does not read it).
     input_lens: Vec<Option<usize>>,
+    /// Per pass: its native kernel (generated Rust), if the standard library has one.
+    natives: Vec<Option<Variants<T>>>,
+    /// Per pass: its key and generated source (`None` where native kernels do not apply), for
+    /// the generator (`native::tests`).
+    #[cfg(test)]
+    listing: Vec<Option<crate::exec::NativeEntry>>,
 }
 
 fn strides_for(axes: Axes, sizes: &[usize], n_outer: usize) -> Vec<usize> {
@@ -177,8 +188,9 @@ fn numel(axes: Axes, sizes: &[usize]) -> usize {
 
 impl<T: Real> Vm<T> {
     /// The VM for a bound graph; with `merge`, instruction pairs become superinstructions
-    /// (`MapStore`, `DotSum`), which must change nothing but speed (tests compare the bits).
-    pub fn new(bound: Arc<Bound>, merge: bool) -> Result<Vm<T>, NotFusable> {
+    /// (`MapStore`, `DotSum`), and with `native`, passes the standard library has native kernels
+    /// for run them: both must change nothing but speed (tests compare the bits).
+    pub fn new(bound: Arc<Bound>, merge: bool, native: bool) -> Result<Vm<T>, NotFusable> {
         let g = &bound.graph;
         let sizes = &bound.sizes;
         let sched = schedule(g, &bound.roots)?;
@@ -192,11 +204,38 @@ impl<T: Real> Vm<T> {
         let bpp = inner.div_ceil(BLOCK);
         let n_chunks = (planes * bpp).div_ceil(CHUNK_BLOCKS);
         // Bytecode per pass.
+        // `LOSSLANG_NATIVE=0` runs every pass as bytecode (for comparisons).
+        let native = native && std::env::var("LOSSLANG_NATIVE").map_or(true, |v| v != "0");
         let mut passes = Vec::new();
+        let mut natives = Vec::new();
+        #[cfg(test)]
+        let mut listing = Vec::new();
         let mut max_slots = 0;
         for k in &sched.kernels {
-            let pc = codegen(g, &sched, k, sizes, merge);
+            let mut pc = codegen(g, &sched, k, sizes, merge);
             max_slots = max_slots.max(pc.slots);
+            let plain = if merge {
+                codegen(g, &sched, k, sizes, false).code
+            } else {
+                pc.code.clone()
+            };
+            let key = native::key(&plain, pc.splats.len(), &pc.reductions);
+            natives.push(match &key {
+                Some(key) if native => native::lookup::<T>(key),
+                _ => None,
+            });
+            if natives.last().is_some_and(Option::is_some) {
+                // A scratch block per output beyond the pinned registers (`Io::out_block`).
+                let outs = k.stores.len();
+                pc.n_regs = pc.n_regs.max(pc.splats.len() + outs);
+            }
+            #[cfg(test)]
+            listing.push(key.as_ref().map(|key| {
+                (
+                    key.clone(),
+                    native::emit::emit("__NAME__", &plain, pc.splats.len()),
+                )
+            }));
             passes.push(pc);
         }
         let mut big_inputs: Vec<u16> = (0..g.len())
@@ -320,6 +359,9 @@ impl<T: Real> Vm<T> {
             n_chunks,
             outer,
             isa: Isa::detect(),
+            natives,
+            #[cfg(test)]
+            listing,
             input_lens: bound
                 .input_axes()
                 .into_iter()
@@ -384,6 +426,7 @@ impl<T: Real> Executor<T> for Vm<T> {
                 total_blocks,
                 outer: &self.outer,
                 checks,
+                native: self.natives[p].map(|v| v[isa_index(self.isa)]),
             };
             let isa = self.isa;
             let regfiles = &self.regfiles;
@@ -402,8 +445,16 @@ impl<T: Real> Executor<T> for Vm<T> {
                         dispatch(isa, &ctx, c, part, register_file(&mut regs));
                     });
             }
-            for (k, &i) in checks.iter().enumerate() {
-                if (0..self.n_chunks).any(|c| self.partials[c * slots + pass.slots + k] != 0.0) {
+            // A nonzero probe flags a NaN or infinity; the input it is in is found by a scan (the
+            // first, in `checks` order, that holds one: a native kernel's probe covers several).
+            let flagged = (0..self.n_chunks).any(|c| {
+                let at = c * slots + pass.slots;
+                self.partials[at..at + checks.len()]
+                    .iter()
+                    .any(|&v| v != 0.0)
+            });
+            if flagged {
+                if let Some(&i) = checks.iter().find(|&&i| has_non_finite(inputs[i as usize])) {
                     return Err(i as usize);
                 }
             }
@@ -467,6 +518,10 @@ impl<T: Real> Executor<T> for Vm<T> {
         self.isa = self.isa.capped(isa);
         self.isa.name()
     }
+    #[cfg(test)]
+    fn native_listing(&self) -> Vec<Option<crate::exec::NativeEntry>> {
+        self.listing.clone()
+    }
 }
 
 impl<T: Real> Vm<T> {
@@ -505,6 +560,11 @@ impl<T: Real> Vm<T> {
                 gr.len()
             );
         }
+    }
+
+    /// Per pass: whether it runs a native kernel (else bytecode).
+    pub fn native_passes(&self) -> Vec<bool> {
+        self.natives.iter().map(Option::is_some).collect()
     }
 
     /// Per memory pass: (big nodes computed per element, reductions accumulated, buffers stored).
