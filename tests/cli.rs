@@ -151,6 +151,75 @@ fn eval_reads_npy_inputs() {
     assert!((v["value"].as_f64().unwrap() - want).abs() < 1e-12, "{out}");
 }
 
+/// Masks and labels stored as bool, uint8, int32 or int64 `.npy` arrays are read as the same
+/// values: each gives the float64 target's result exactly; an int64 beyond 2^53 is refused with
+/// its index; an unsupported dtype names the supported ones.
+#[test]
+fn eval_reads_integer_and_bool_npy_targets() {
+    use losslang::ndarray::ArrayD;
+    let dir = std::env::temp_dir().join(format!("lossc-npy-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shape = vec![1, 1, 2, 3];
+    let bits = [true, false, true, true, false, false];
+    let logits =
+        ArrayD::<f64>::from_shape_vec(shape.clone(), vec![0.5, -1.0, 2.0, 0.0, 3.0, -0.25])
+            .unwrap();
+    ndarray_npy::write_npy(dir.join("z.npy"), &logits).unwrap();
+    let as_f = |b: bool| if b { 1.0 } else { 0.0 };
+    let f64s = ArrayD::from_shape_vec(shape.clone(), bits.map(as_f).to_vec()).unwrap();
+    ndarray_npy::write_npy(dir.join("f64.npy"), &f64s).unwrap();
+    ndarray_npy::write_npy(
+        dir.join("bool.npy"),
+        &ArrayD::from_shape_vec(shape.clone(), bits.to_vec()).unwrap(),
+    )
+    .unwrap();
+    ndarray_npy::write_npy(
+        dir.join("u8.npy"),
+        &ArrayD::from_shape_vec(shape.clone(), bits.map(u8::from).to_vec()).unwrap(),
+    )
+    .unwrap();
+    ndarray_npy::write_npy(
+        dir.join("i32.npy"),
+        &ArrayD::from_shape_vec(shape.clone(), bits.map(i32::from).to_vec()).unwrap(),
+    )
+    .unwrap();
+    ndarray_npy::write_npy(
+        dir.join("i64.npy"),
+        &ArrayD::from_shape_vec(shape.clone(), bits.map(i64::from).to_vec()).unwrap(),
+    )
+    .unwrap();
+    let run = |target: &str| {
+        let o = lossc(&[
+            "eval",
+            "dice",
+            "--input",
+            &format!("logits={}", dir.join("z.npy").display()),
+            "--input",
+            &format!("target={}", dir.join(target).display()),
+        ]);
+        let (out, err) = text(&o);
+        (o.status.success(), out, err)
+    };
+    let (ok, want, err) = run("f64.npy");
+    assert!(ok, "{err}");
+    for f in ["bool.npy", "u8.npy", "i32.npy", "i64.npy"] {
+        let (ok, out, err) = run(f);
+        assert!(ok, "{f}: {err}");
+        assert_eq!(out, want, "{f}");
+    }
+    let mut big = ArrayD::<i64>::zeros(shape.clone());
+    big[[0, 0, 1, 1]] = (1 << 53) + 1;
+    ndarray_npy::write_npy(dir.join("big.npy"), &big).unwrap();
+    let (ok, _, err) = run("big.npy");
+    assert!(
+        !ok && err.contains("flat index 4") && err.contains("2^53"),
+        "{err}"
+    );
+    ndarray_npy::write_npy(dir.join("u16.npy"), &ArrayD::<u16>::zeros(shape.clone())).unwrap();
+    let (ok, _, err) = run("u16.npy");
+    assert!(!ok && err.contains("bool, uint8, int32 or int64"), "{err}");
+}
+
 #[test]
 fn eval_errors_are_clear() {
     let p = tmp(

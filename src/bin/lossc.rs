@@ -384,24 +384,45 @@ fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
     ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| bad(&e.to_string()))
 }
 
+/// An input from a `.npy` file: float64 or float32, or a mask or label array stored as bool,
+/// uint8, int32 or int64 (converted exactly; an integer beyond ±2^53, which f64 cannot hold, is
+/// an error naming its index).
 fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
     use losslang::ndarray::ArrayD as A;
+    use ndarray_npy::ReadNpyExt;
     let err = |e: String| Error::Io {
         path: path.to_string(),
         message: format!("input `{name}`: {e}"),
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    if let Ok(a) = ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(&bytes)) {
-        let a: A<f64> = a;
+    let read = || std::io::Cursor::new(&bytes);
+    if let Ok(a) = A::<f64>::read_npy(read()) {
         return Ok(a);
     }
-    match ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(&bytes)) {
+    if let Ok(a) = A::<f32>::read_npy(read()) {
+        return Ok(a.mapv(f64::from));
+    }
+    if let Ok(a) = A::<bool>::read_npy(read()) {
+        return Ok(a.mapv(|b| if b { 1.0 } else { 0.0 }));
+    }
+    if let Ok(a) = A::<u8>::read_npy(read()) {
+        return Ok(a.mapv(f64::from));
+    }
+    if let Ok(a) = A::<i32>::read_npy(read()) {
+        return Ok(a.mapv(f64::from));
+    }
+    match A::<i64>::read_npy(read()) {
         Ok(a) => {
-            let a: A<f32> = a;
-            Ok(a.mapv(|x| x as f64))
+            const EXACT: i64 = 1 << 53;
+            if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| v.abs() > EXACT) {
+                return Err(err(format!(
+                    "int64 value {v} at flat index {i} is beyond ±2^53 and has no exact float value"
+                )));
+            }
+            Ok(a.mapv(|v| v as f64))
         }
         Err(e) => Err(err(format!(
-            "{e} (expected a float32 or float64 .npy array)"
+            "{e} (expected a float64, float32, bool, uint8, int32 or int64 .npy array)"
         ))),
     }
 }
