@@ -216,3 +216,36 @@ fn oversized_kernels_are_split_by_outputs() {
         .fold(0.0, f64::max);
     assert!(worst <= 1e-9 * gmax, "gradient differs by {worst:e}");
 }
+
+/// Native kernels are keyed by a pass's bytecode, not by a loss's name: a user's copy of a
+/// standard loss, loaded at run time under another name with its own parameter value, runs them;
+/// a pass the standard library does not have (a max reduction, an op no standard pass uses) runs
+/// as bytecode — and `pass_info` says which, per pass.
+#[test]
+fn native_kernels_serve_any_loss_whose_pass_matches() {
+    let shape: &[usize] = &[2, 1, 8, 40];
+    let shapes = [("logits", shape), ("target", shape)];
+    let kernels = |src: &str| -> Vec<&'static str> {
+        let loss = losslang::Loss::from_source(src).unwrap();
+        let plan = loss.compile::<f32>(&shapes).unwrap();
+        plan.pass_info().iter().map(|p| p.kernel).collect()
+    };
+    let copy = r#"
+        loss my_dice {
+            input logits: [B, C, ..S] diff
+            input target: [B, C, ..S]
+            param smooth = 3
+            let p = sigmoid(logits)
+            let I = sum(p * target, over = [C, S])
+            let D = (2 * I + smooth) / (sum(p, over = [C, S]) + sum(target, over = [C, S]) + smooth)
+            return mean(1 - D)
+        }"#;
+    let other = r#"
+        loss peak {
+            input logits: [B, C, ..S] diff
+            input target: [B, C, ..S]
+            return max(cosh(logits) * target) + mean(logits * target)
+        }"#;
+    assert_eq!(kernels(copy), ["native", "native"], "a copy of dice");
+    assert!(kernels(other).iter().all(|k| *k == "bytecode"), "{:?}", kernels(other));
+}
