@@ -247,5 +247,9 @@ fn native_kernels_serve_any_loss_whose_pass_matches() {
             return max(cosh(logits) * target) + mean(logits * target)
         }"#;
     assert_eq!(kernels(copy), ["native", "native"], "a copy of dice");
-    assert!(kernels(other).iter().all(|k| *k == "bytecode"), "{:?}", kernels(other));
+    assert!(
+        kernels(other).iter().all(|k| *k == "bytecode"),
+        "{:?}",
+        kernels(other)
+    );
 }
