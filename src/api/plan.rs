@@ -78,7 +78,8 @@ pub struct Plan<T: Real> {
     exec: Box<dyn Executor<T>>,
     /// The value-only executor behind [`Plan::value`], built on its first call.
     value_exec: Option<Box<dyn Executor<T>>>,
-    /// The `kernel` of each pass of the value-only executor, once built.
+    /// The `kernel` of each pass of the value-only executor, once built (for the tests).
+    #[cfg(test)]
     value_kernels: Vec<&'static str>,
     executor: &'static str,
     /// The executor asked for at compile time (the value-only plan is built alike).
@@ -258,6 +259,7 @@ impl Loss {
             kind,
             exec: built.exec,
             value_exec: None,
+            #[cfg(test)]
             value_kernels: Vec::new(),
             isa: built.isa,
             pass_info: built.info,
@@ -500,14 +502,16 @@ impl<T: Real> Plan<T> {
                 _ => ExecutorKind::Reference,
             };
             let built = build::<T>(value_only, kind);
-            self.value_kernels = built.info.iter().map(|p| p.kernel).collect();
+            #[cfg(test)]
+            {
+                self.value_kernels = built.info.iter().map(|p| p.kernel).collect();
+            }
             let mut exec = built.exec;
             exec.cap_isa(self.isa);
             self.value_exec = Some(exec);
         }
     }
 
-    /// The native-kernel listing of every pass of this plan and of its value-only plan.
     /// The `kernel` of each pass of the value-only plan (built if it was not).
     #[cfg(test)]
     pub(crate) fn value_pass_kernels(&mut self) -> Vec<&'static str> {
@@ -515,7 +519,8 @@ impl<T: Real> Plan<T> {
         self.value_kernels.clone()
     }
 
-    /// Entries are (plan, pass, entry): plan `"value and gradient"` or `"value"`.
+    /// The native-kernel listing of every pass of this plan and of its value-only plan:
+    /// (plan, pass, entry), plan `"value and gradient"` or `"value"`.
     #[cfg(test)]
     pub(crate) fn native_listing(
         &mut self,

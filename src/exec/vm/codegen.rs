@@ -74,13 +74,13 @@ pub(super) fn family_slot(op: Op) -> Option<usize> {
 
 /// Bytecode for one fused kernel: family grouping of the stable primitives, dead-node
 /// skipping, register allocation by liveness (an instruction's destinations are allocated
-/// before its operands are freed, so they never alias).
+/// before its operands are freed, so they never alias). No superinstructions yet: this code is
+/// also a native kernel's key; [`superinstructions`] merges pairs afterwards.
 pub(super) fn codegen(
     g: &crate::ir::graph::Graph,
     sched: &Schedule,
     k: &crate::optimise::fuse::Kernel,
     sizes: &[usize],
-    superinstructions: bool,
 ) -> PassCode {
     use std::collections::HashMap;
     let n_axes = sizes.len();
@@ -300,12 +300,7 @@ pub(super) fn codegen(
         });
     }
     let stream_stores = sizes.iter().product::<usize>() >= STREAM_MIN;
-    if superinstructions {
-        if !stream_stores {
-            store_in_place(&mut code);
-        }
-        dot_sums(&mut code, &reductions);
-    }
+    // Merging never changes which inputs are read, nor the order they are first read in.
     let mut streams: Vec<u16> = Vec::new();
     for ins in &code {
         let srcs = reads(ins);
@@ -326,6 +321,15 @@ pub(super) fn codegen(
         streams,
         stream_stores,
     }
+}
+
+/// Merges instruction pairs of a pass into superinstructions (`MapStore` unless outputs are
+/// streamed, `DotSum`): the same bits with less traffic through L1.
+pub(super) fn superinstructions(pc: &mut PassCode) {
+    if !pc.stream_stores {
+        store_in_place(&mut pc.code);
+    }
+    dot_sums(&mut pc.code, &pc.reductions);
 }
 
 /// The operands an instruction reads.

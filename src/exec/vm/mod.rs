@@ -212,14 +212,9 @@ impl<T: Real> Vm<T> {
         let mut listing = Vec::new();
         let mut max_slots = 0;
         for k in &sched.kernels {
-            let mut pc = codegen(g, &sched, k, sizes, merge);
+            let mut pc = codegen(g, &sched, k, sizes);
             max_slots = max_slots.max(pc.slots);
-            let plain = if merge {
-                codegen(g, &sched, k, sizes, false).code
-            } else {
-                pc.code.clone()
-            };
-            let key = native::key(&plain, pc.splats.len(), &pc.reductions);
+            let key = native::key(&pc);
             natives.push(match &key {
                 Some(key) if native => native::lookup::<T>(key),
                 _ => None,
@@ -230,12 +225,10 @@ impl<T: Real> Vm<T> {
                 pc.n_regs = pc.n_regs.max(pc.splats.len() + outs);
             }
             #[cfg(test)]
-            listing.push(key.as_ref().map(|key| {
-                (
-                    key.clone(),
-                    native::emit::emit("__NAME__", &plain, pc.splats.len()),
-                )
-            }));
+            listing.push(key.map(|key| (key, native::emit::emit("__NAME__", &pc))));
+            if merge {
+                superinstructions(&mut pc);
+            }
             passes.push(pc);
         }
         let mut big_inputs: Vec<u16> = (0..g.len())

@@ -26,18 +26,12 @@ fn family_slots(kind: FamilyKind) -> std::ops::Range<usize> {
 
 /// The generated function `name` for a pass's un-merged bytecode (see [`key`]): a loop over the
 /// block's full steps of [`LANES`] lanes, then the ragged rest, zero-padded, with the same body.
-pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> String {
-    let mut inputs: Vec<u16> = Vec::new();
+pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
+    let code = &pc.code;
+    let inputs = &pc.streams;
     let mut outs: Vec<u16> = Vec::new();
     let mut reds: Vec<u16> = Vec::new();
     for ins in code {
-        for s in reads(ins) {
-            if let Src::Input(i) = s {
-                if !inputs.contains(&i) {
-                    inputs.push(i);
-                }
-            }
-        }
         match *ins {
             Instr::Store { out, .. } => outs.push(out),
             Instr::Reduce { red, .. } => reds.push(red),
@@ -46,11 +40,10 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
     }
     // One step's lane loop: full steps add to the lanes directly, the ragged rest through `t`.
     let body = |full: bool, pad: &str| -> String {
-        let lane = "j";
         let rd = |s: Src| -> String {
             match s {
                 Src::Reg(r) => format!("r{r}"),
-                Src::Input(i) => format!("a{i}[{lane}]"),
+                Src::Input(i) => format!("a{i}[j]"),
             }
         };
         let mut b = String::new();
@@ -80,7 +73,7 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
                     writeln!(b, "{pad}acc{red}[j] = acc{red}[j] + {};", rd(src))
                 }
                 Instr::Reduce { src, red } => writeln!(b, "{pad}t{red}[j] = {};", rd(src)),
-                Instr::Store { src, out } => writeln!(b, "{pad}o{out}[{lane}] = {};", rd(src)),
+                Instr::Store { src, out } => writeln!(b, "{pad}o{out}[j] = {};", rd(src)),
                 Instr::DotSum { .. } | Instr::MapStore { .. } => {
                     unreachable!("native kernels are emitted from un-merged bytecode")
                 }
@@ -96,10 +89,10 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
         "fn {name}<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {{"
     );
     let _ = writeln!(w, "    let zero = T::from_f64(0.0);");
-    for r in 0..splats {
+    for r in 0..pc.splats.len() {
         let _ = writeln!(w, "    let r{r} = io.splat({r});");
     }
-    for &i in &inputs {
+    for &i in inputs {
         let _ = writeln!(w, "    let x{i} = io.input({i});");
     }
     for &o in &outs {
@@ -119,12 +112,10 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
                 .any(|ins| matches!(ins, Instr::Reduce { src: Src::Input(k), .. } if *k == i))
         })
         .collect();
-    let probe = |lane: &str| -> String {
-        probed
-            .iter()
-            .map(|i| format!(" + (a{i}[{lane}] - a{i}[{lane}])"))
-            .collect()
-    };
+    let probe: String = probed
+        .iter()
+        .map(|i| format!(" + (a{i}[j] - a{i}[j])"))
+        .collect();
     if !probed.is_empty() {
         let _ = writeln!(w, "    let mut nan = [zero; LANES];");
     }
@@ -132,7 +123,7 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
     let _ = writeln!(w, "    let full = n / LANES * LANES;");
     let _ = writeln!(w, "    let mut q = 0;");
     let _ = writeln!(w, "    while q < full {{");
-    for &i in &inputs {
+    for &i in inputs {
         let _ = writeln!(w, "        let a{i}: &[T; LANES] = Io::step(x{i}, q);");
     }
     for &o in &outs {
@@ -143,7 +134,7 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
     let _ = writeln!(w, "            for k in 0..W {{");
     let _ = writeln!(w, "                let j = h * W + k;");
     if !probed.is_empty() {
-        let _ = writeln!(w, "                nan[j] = nan[j]{};", probe("j"));
+        let _ = writeln!(w, "                nan[j] = nan[j]{probe};");
     }
     let _ = write!(w, "{}", body(true, "                "));
     let _ = writeln!(w, "            }}");
@@ -156,7 +147,7 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
     let _ = writeln!(w, "    let q = full;");
     let _ = writeln!(w, "    let m = n - full;");
     let _ = writeln!(w, "    if m > 0 {{");
-    for &i in &inputs {
+    for &i in inputs {
         let _ = writeln!(w, "        let a{i} = Io::lanes(x{i}, q, m);");
     }
     for &o in &outs {
@@ -178,7 +169,7 @@ pub(in crate::exec::vm) fn emit(name: &str, code: &[Instr], splats: usize) -> St
     }
     if !probed.is_empty() {
         let _ = writeln!(w, "        for j in 0..m {{");
-        let _ = writeln!(w, "            nan[j] = nan[j]{};", probe("j"));
+        let _ = writeln!(w, "            nan[j] = nan[j]{probe};");
         let _ = writeln!(w, "        }}");
     }
     let _ = writeln!(w, "    }}");

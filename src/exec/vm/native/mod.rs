@@ -199,12 +199,13 @@ fn src_text(s: Src) -> String {
 /// A pass's key: its bytecode before superinstructions and the number of pinned registers, as
 /// text. `None` when native kernels do not handle the pass (a reduction other than a sum, or
 /// more than [`MAX_REDUCTIONS`]).
-pub(super) fn key(code: &[Instr], splats: usize, reductions: &[Reduction]) -> Option<String> {
-    if reductions.len() > MAX_REDUCTIONS || reductions.iter().any(|r| r.op != Op::Sum) {
+pub(super) fn key(pc: &PassCode) -> Option<String> {
+    let reds = &pc.reductions;
+    if reds.len() > MAX_REDUCTIONS || reds.iter().any(|r| r.op != Op::Sum) {
         return None;
     }
-    let mut k = format!("p{splats}");
-    for ins in code {
+    let mut k = format!("p{}", pc.splats.len());
+    for ins in &pc.code {
         let s = match *ins {
             Instr::Map { op, dst, a, b, c } => format!(
                 "M{op:?} r{dst} {} {} {}",
