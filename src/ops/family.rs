@@ -8,18 +8,14 @@
 
 use crate::ops::math::Real;
 
-/// sigmoid(x), sigmoid(-x) from one `e = exp(-|x|)` and one division.
+/// sigmoid(x), sigmoid(-x) from one `e = exp(-|x|)` and one division ([`family_element`]'s
+/// first two members; the softplus members it does not store are never computed).
 #[inline(always)]
 pub fn family_sig<T: Real, const FMA: bool>(x: &[T], sp: &mut [T], sn: &mut [T]) {
     let n = x.len();
     let (sp, sn) = (&mut sp[..n], &mut sn[..n]);
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     for i in 0..n {
-        let e = (-x[i].abs()).fast_exp_nonpos::<FMA>();
-        let r = one / (one + e);
-        let er = e * r;
-        sp[i] = if x[i] >= zero { r } else { er };
-        sn[i] = if x[i] <= zero { r } else { er };
+        [sp[i], sn[i], _, _] = family_element::<T, FMA>(x[i]);
     }
 }
 
