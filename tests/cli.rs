@@ -436,16 +436,13 @@ fn check_fails_a_gradient_check_that_tested_nothing() {
     let o = lossc(&["check", tmp("ranged.loss", &ranged).to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    // A zero symbolic gradient against nonzero differences is an error, not "not exercised"
-    // (`stop_grad` hides the path from reverse mode, not from finite differences).
+    // `stop_grad` values are constants (the contract's `e` of cmss): the differences hold them at
+    // the base point, so a loss whose only path is through one has nothing to check and fails.
     let src = "loss z {\n    input logits: [B, C, ..S] diff\n    return mean(stop_grad(logits)) + 0 * mean(logits)\n}\n";
     let o = lossc(&["check", tmp("z.loss", src).to_str().unwrap()]);
     let (out, _) = text(&o);
     assert!(!o.status.success(), "{out}");
-    assert!(
-        out.contains("TOO LARGE") && !out.contains("not exercised"),
-        "{out}"
-    );
+    assert!(out.contains("not exercised: logits"), "{out}");
 }
 
 #[test]

@@ -429,3 +429,26 @@ fn every_code_has_an_explanation_and_lossc_explains_it() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn e0026_window_argument_not_constant() {
+    expect(
+        &body("    return mean(gaussian_filter(logits, 3, mean(logits)))"),
+        "E0026",
+        "4:44",
+        &[
+            "argument 3 of `gaussian_filter` must be known when the loss compiles",
+            "not a constant",
+        ],
+    );
+}
+
+#[test]
+fn e0027_window_op_without_spatial_axes() {
+    expect(
+        "loss t {\n    input logits: [B, C] diff\n    return mean(edt(logits > 0) * logits)\n}\n",
+        "E0027",
+        "3:17",
+        &["`edt` needs the loss's spatial axes", "a pack"],
+    );
+}

@@ -94,7 +94,14 @@ golden_tests!(
     sensitivity_specificity,
     combo,
     exp_log,
-    bce_dice
+    bce_dice,
+    distance_bce,
+    hausdorff_dt,
+    shape_aware,
+    cmss,
+    ssim,
+    unet3p_hybrid,
+    basnet_hybrid
 );
 
 #[test]

@@ -28,7 +28,7 @@ fn targets(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f64>)> {
 }
 
 fn finite_everywhere<T: Real>() {
-    let shape = [2usize, 2, 6, 5];
+    let shape = [2usize, 2, 12, 11]; // sides fit the largest window (ssim's 11)
     let n: usize = shape.iter().product();
     let mut rng = Rng::new(11);
     for name in LOSSES {
@@ -143,15 +143,27 @@ fn gradcheck_passes_for_every_standard_loss() {
 }
 
 #[test]
-fn gradcheck_catches_a_wrong_gradient() {
-    // `stop_grad` hides part of the dependence: the symbolic gradient misses it, so the
-    // finite differences must disagree.
-    let src = "loss wrong {\n    input logits: [B, C, ..S] diff\n    input target: [B, C, ..S]\n    return mean(sigmoid(logits) * stop_grad(logits) * target)\n}\n";
+fn gradcheck_holds_stop_grad_values_and_skips_threshold_flips() {
+    // `stop_grad` values are constants (as cmss's `e`): the differences hold them at the base
+    // point, so the symbolic gradient, which treats them as constants, agrees.
+    let src = "loss held {\n    input logits: [B, C, ..S] diff\n    input target: [B, C, ..S]\n    return mean(sigmoid(logits) * stop_grad(logits) * target)\n}\n";
+    let rep = losslang::Loss::from_source(src)
+        .unwrap()
+        .gradcheck(&Default::default())
+        .unwrap();
+    assert!(rep.passed, "{rep:#?}");
+    assert_eq!(rep.skipped, 0);
+    // `logits > stop_grad(logits)` is false at every base point and flips to true under every
+    // positive step: each probe crosses a threshold, is skipped and counted, and a check with
+    // nothing left to compare fails.
+    let src = "loss flips {\n    input logits: [B, C, ..S] diff\n    return mean(logits * logits * (logits > stop_grad(logits)))\n}\n";
     let rep = losslang::Loss::from_source(src)
         .unwrap()
         .gradcheck(&Default::default())
         .unwrap();
     assert!(!rep.passed);
+    assert_eq!(rep.not_exercised, vec!["logits".to_string()]);
+    assert!(rep.skipped >= 8, "{rep:#?}");
 }
 
 #[test]

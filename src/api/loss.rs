@@ -329,6 +329,26 @@ impl Loss {
 
     /// The pipeline as `compile` runs it up to the executors: the optimised graph (stage
     /// `Optimised`) with every axis size of `binding` folded in.
+    /// The largest window any window op of the loss uses (1 without window ops): the smallest
+    /// spatial side its plans accept.
+    pub(crate) fn largest_window(&self) -> usize {
+        let Ok(sg) = self.stage(Stage::Parsed, &[]) else {
+            return 1;
+        };
+        let g = &sg.graph;
+        (0..g.len())
+            .filter_map(|id| {
+                let n = g.node(id as NodeId);
+                let crate::ops::Class::Window { image_args } = n.op.def().class else {
+                    return None;
+                };
+                let w = crate::ops::const_value(g.node(*n.args.get(image_args)?))?;
+                (1.0..=1e6).contains(&w).then_some(w as usize)
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
     pub(crate) fn bound_stage(&self, binding: &Binding, absent: &[usize]) -> Result<StageGraph> {
         let cached = {
             let cache = self.optimised.lock().unwrap_or_else(|e| e.into_inner());

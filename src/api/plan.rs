@@ -88,6 +88,7 @@ pub struct Plan<T: Real> {
     pass_info: Vec<PassInfo>,
     /// Why the fused executor was not used, when it was asked for.
     fallback: Option<String>,
+    buffer_bytes: usize,
     check_finite: bool,
     grads: Vec<(String, ArrayD<T>)>,
 }
@@ -119,13 +120,15 @@ impl<'a, T> Output<'a, T> {
 /// An executor for a bound graph, with what a plan reports about it.
 struct Built<T: Real> {
     exec: Box<dyn Executor<T>>,
-    /// `fused` or `reference`.
+    /// `fused`, `staged` or `reference`.
     executor: &'static str,
     /// The instruction set of the kernels (`scalar` on the interpreter).
     isa: &'static str,
     info: Vec<PassInfo>,
     /// Why the interpreter runs although the fused executor was asked for.
     fallback: Option<String>,
+    /// Bytes of the buffers kept between passes (window ops' arguments and outputs).
+    buffer_bytes: usize,
 }
 
 /// The executor of `kind` for `bound`: the block VM on its kernel-prepared graph, or the
@@ -148,6 +151,7 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
             isa: "scalar",
             info,
             fallback,
+            buffer_bytes: 0,
         }
     };
     let (superinstructions, native) = match kind {
@@ -162,7 +166,42 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
         roots: kr,
         sizes: bound.sizes.clone(),
         grad_axes: bound.grad_axes.clone(),
+        spatial: bound.spatial.clone(),
     });
+    let has_windows = (0..bound.graph.len()).any(|id| {
+        matches!(
+            bound
+                .graph
+                .node(id as crate::ir::graph::NodeId)
+                .op
+                .def()
+                .class,
+            crate::ops::Class::Window { .. }
+        )
+    });
+    if has_windows {
+        return match crate::exec::staged::Staged::<T>::new(bound.clone()) {
+            Ok(st) => Built {
+                info: st
+                    .steps()
+                    .into_iter()
+                    .map(|s| PassInfo {
+                        executor: if s.is_some() { "window" } else { "fused" },
+                        kernel: s.unwrap_or("bytecode"),
+                        nodes: 0,
+                        reductions: 0,
+                        stores: 0,
+                    })
+                    .collect(),
+                isa: st.isa(),
+                buffer_bytes: st.buffer_bytes(),
+                exec: Box::new(st),
+                executor: "staged",
+                fallback: None,
+            },
+            Err(e) => reference(bound, Some(e.0)),
+        };
+    }
     match crate::exec::vm::Vm::<T>::new(kb, superinstructions, native) {
         Ok(vm) => Built {
             info: vm
@@ -181,9 +220,60 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
             exec: Box::new(vm),
             executor: "fused",
             fallback: None,
+            buffer_bytes: 0,
         },
         Err(e) => reference(bound, Some(e.0)),
     }
+}
+
+/// The dimensions of the loss's innermost axis when it is a pack (the spatial axes window ops
+/// work over), else none.
+fn spatial_dims(sig: &Signature, binding: &Binding) -> Vec<usize> {
+    match sig.space.names.len().checked_sub(1) {
+        Some(last) if sig.space.packs[last] => binding.dims[last].clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every window op's window against the bound spatial sides: a side smaller than a window (or
+/// a window that is not an odd whole number) is a shape error naming the input that binds them.
+fn check_windows(
+    sig: &Signature,
+    binding: &Binding,
+    graph: &crate::ir::graph::Graph,
+    spatial: &[usize],
+) -> Result<()> {
+    for id in 0..graph.len() {
+        let n = graph.node(id as crate::ir::graph::NodeId);
+        let crate::ops::Class::Window { image_args } = n.op.def().class else {
+            continue;
+        };
+        let Some(&w) = n.args.get(image_args) else {
+            continue; // no window argument (pooling, edt): any size works
+        };
+        let window = crate::ops::const_value(graph.node(w)).unwrap_or(f64::NAN);
+        if let Err(detail) = crate::ops::window::window_taps(window, spatial) {
+            let last = sig.space.names.len().saturating_sub(1);
+            let (input, shape) = sig
+                .inputs
+                .iter()
+                .zip(&binding.shapes)
+                .find_map(|(inp, s)| {
+                    s.as_ref()
+                        .filter(|_| inp.axes.contains(&last))
+                        .map(|s| (inp, s.clone()))
+                })
+                .map(|(inp, s)| (inp.name.clone(), s))
+                .unwrap_or_default();
+            return Err(Error::Shape {
+                input,
+                expected: format!("spatial sides of at least the window of `{}`", n.op.name()),
+                received: shape,
+                detail,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Loss {
@@ -231,13 +321,22 @@ impl Loss {
         )?;
         let (graph, roots) = (sg.graph, sg.roots.into_iter().map(|r| r.1).collect());
         let grad_axes = diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
+        let spatial = spatial_dims(&self.sig, &binding);
+        check_windows(&self.sig, &binding, &graph, &spatial)?;
         let bound = Arc::new(Bound {
             graph,
             roots,
             sizes: binding.sizes.clone(),
             grad_axes,
+            spatial,
         });
         let built = build::<T>(bound.clone(), kind);
+        if built.buffer_bytes > 0 {
+            memory::ensure_fits(
+                &format!("a plan of `{}` (its window-op buffers)", self.sig.name),
+                Some(built.buffer_bytes as u64),
+            )?;
+        }
         let grads = diff
             .iter()
             .map(|&i| {
@@ -264,6 +363,7 @@ impl Loss {
             isa: built.isa,
             pass_info: built.info,
             fallback: built.fallback,
+            buffer_bytes: built.buffer_bytes,
             check_finite: true,
             grads,
         })
@@ -305,12 +405,21 @@ impl<T: Real> Plan<T> {
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
-    /// `"fused"` or `"reference"`.
+    /// Bytes of the buffers the plan keeps between passes beside its gradients: the image
+    /// arguments and outputs of window ops (0 for a plan without window ops).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
+    }
+    /// `"fused"`, `"staged"` (fused passes with window ops between them) or `"reference"`.
     pub fn executor(&self) -> &'static str {
         self.executor
     }
     pub fn binding(&self) -> &Binding {
         &self.binding
+    }
+    /// The bound graph and roots (value first) before kernel preparation.
+    pub(crate) fn bound(&self) -> &Arc<Bound> {
+        &self.bound
     }
     pub fn graph_len(&self) -> usize {
         self.bound.graph.len()

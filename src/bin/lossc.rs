@@ -279,12 +279,17 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
                 Ok(rep) => {
                     let status = if rep.passed { "ok  " } else { "FAIL" };
                     println!(
-                        "{status}  {}: `{}`  gradients: {}  worst rel. gradient error {:.1e} over {} trials  executor {}",
+                        "{status}  {}: `{}`  gradients: {}  worst rel. gradient error {:.1e} over {} trials{}  executor {}",
                         f.display(),
                         rep.loss,
                         rep.grad_inputs.join(", "),
                         rep.worst_rel_err,
                         rep.trials.len(),
+                        if rep.skipped > 0 {
+                            format!(" ({} probes skipped: a threshold flips there)", rep.skipped)
+                        } else {
+                            String::new()
+                        },
                         match &rep.fallback {
                             Some(why) => format!("reference (not fusable: {why})"),
                             None => rep.executor.clone(),
@@ -299,6 +304,9 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
                     for t in &rep.trials {
                         if verbose || !t.passed {
                             let err = match t.max_rel_err {
+                                Some(e) if t.skipped > 0 => {
+                                    format!("fd rel. err {e:.1e} ({} skipped)", t.skipped)
+                                }
                                 Some(e) => format!("fd rel. err {e:.1e}"),
                                 None => "finite check".to_string(),
                             };
@@ -681,6 +689,7 @@ fn run_bench<T: Real>(
         "pass_executors": plan.pass_info().iter().map(|p| p.executor).collect::<Vec<_>>(),
         "pass_kernels": plan.pass_info().iter().map(|p| p.kernel).collect::<Vec<_>>(),
         "fallback": plan.fallback_reason(),
+        "buffer_bytes": plan.buffer_bytes(),
         "value": value,
     }))
 }

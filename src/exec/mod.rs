@@ -5,6 +5,7 @@
 //! Invariant 7: nothing here knows about the language — only about graphs of table ops.
 
 pub mod reference;
+pub mod staged;
 pub mod vm;
 
 use crate::ir::graph::{Graph, NodeId};
@@ -20,6 +21,8 @@ pub struct Bound {
     pub sizes: Vec<usize>,
     /// Per gradient root (roots 1..): the axes of the input it belongs to.
     pub grad_axes: Vec<crate::ir::graph::Axes>,
+    /// The dimensions of the spatial (pack) axis, which window ops work over (empty without one).
+    pub spatial: Vec<usize>,
 }
 
 impl Bound {

@@ -12,7 +12,8 @@ use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Zip};
 use crate::exec::{has_non_finite, Bound, Executor};
 use crate::ir::graph::{Attr, NodeId};
 use crate::ops::math::Real;
-use crate::ops::{const_value, Class, Op};
+use crate::ops::{const_value, window, Class, Op};
+use rayon::prelude::*;
 
 pub struct Interpreter {
     bound: std::sync::Arc<Bound>,
@@ -48,6 +49,15 @@ impl Interpreter {
             last_use,
             live,
             input_axes,
+        }
+    }
+
+    /// The internal shape (one dimension per axis of the loss) the graph reads input `i` in, or
+    /// `None` if it does not read it.
+    pub fn input_shape(&self, i: usize) -> Option<Vec<usize>> {
+        match self.input_axes.get(i) {
+            Some(&a) if a != 0 || self.bound.graph.space.names.is_empty() => Some(self.shape_of(a)),
+            _ => None,
         }
     }
 
@@ -115,8 +125,22 @@ impl Interpreter {
     /// Evaluates every root over whole arrays (`inputs[i]` in its internal shape); each result
     /// has size 1 along the axes the root lacks.
     pub fn evaluate<T: Real>(&self, inputs: &[ArrayViewD<T>]) -> Vec<ArrayD<T>> {
+        self.evaluate_with(inputs, &[], &[]).0
+    }
+
+    /// As [`Interpreter::evaluate`], with the nodes of `fixed` taking the given values instead of
+    /// being computed (a finite-difference check holds `stop_grad` values at the base point this
+    /// way), and the values of the nodes in `record` returned beside the roots.
+    #[allow(clippy::type_complexity)]
+    pub fn evaluate_with<T: Real>(
+        &self,
+        inputs: &[ArrayViewD<T>],
+        fixed: &[(NodeId, ArrayD<T>)],
+        record: &[NodeId],
+    ) -> (Vec<ArrayD<T>>, Vec<Option<ArrayD<T>>>) {
         let g = &self.bound.graph;
         let mut vals: Vec<Option<ArrayD<T>>> = vec![None; g.len()];
+        let mut recorded: Vec<Option<ArrayD<T>>> = vec![None; record.len()];
         for id in 0..g.len() {
             if !self.live[id] {
                 continue;
@@ -124,6 +148,11 @@ impl Interpreter {
             let n = g.node(id as NodeId);
             let shape = self.shape_of(n.axes);
             let out: ArrayD<T> = match (n.op, n.op.def().class) {
+                _ if fixed.iter().any(|(f, _)| *f as usize == id) => fixed
+                    .iter()
+                    .find(|(f, _)| *f as usize == id)
+                    .map(|(_, v)| v.clone())
+                    .expect("fixed value"),
                 (Op::Const, _) => ArrayD::from_elem(
                     IxDyn(&shape),
                     T::from_f64(const_value(n).unwrap_or(f64::NAN)),
@@ -198,6 +227,36 @@ impl Interpreter {
                     out
                 }
                 (_, Class::Leaf) => unreachable!("unknown leaf"),
+                (op, Class::Window { image_args }) => {
+                    let consts: Vec<f64> = n.args[image_args..]
+                        .iter()
+                        .map(|&a| const_value(g.node(a)).unwrap_or(f64::NAN))
+                        .collect();
+                    // Each image argument in the output's shape, row-major, in f64.
+                    let images: Vec<Vec<f64>> = n.args[..image_args]
+                        .iter()
+                        .map(|&a| {
+                            let v = vals[a as usize].as_ref().expect("argument evaluated");
+                            let full = v.broadcast(IxDyn(&shape)).expect("image broadcasts");
+                            full.iter().map(|x| x.to_f64()).collect()
+                        })
+                        .collect();
+                    let dims = &self.bound.spatial;
+                    let per: usize = dims.iter().product::<usize>().max(1);
+                    let mut out = vec![0.0f64; images[0].len()];
+                    out.par_chunks_mut(per).enumerate().for_each(|(k, o)| {
+                        let imgs: Vec<&[f64]> =
+                            images.iter().map(|x| &x[k * per..(k + 1) * per]).collect();
+                        // Window sizes were checked against the spatial sides at bind time.
+                        window::image_kernel(op, &imgs, dims, &consts, o)
+                            .expect("window checked at bind time");
+                    });
+                    ArrayD::from_shape_vec(
+                        IxDyn(&shape),
+                        out.into_iter().map(T::from_f64).collect(),
+                    )
+                    .expect("window output has the node's shape")
+                }
             };
             // Free arguments whose last use this was.
             for &a in &n.args {
@@ -205,12 +264,19 @@ impl Interpreter {
                     vals[a as usize] = None;
                 }
             }
+            for (k, &r) in record.iter().enumerate() {
+                if r as usize == id {
+                    recorded[k] = Some(out.clone());
+                }
+            }
             vals[id] = Some(out);
         }
-        self.bound
+        let roots = self
+            .bound
             .roots
             .iter()
             .map(|&r| vals[r as usize].clone().expect("root evaluated"))
-            .collect()
+            .collect();
+        (roots, recorded)
     }
 }

@@ -78,6 +78,7 @@ fn every_map_op_agrees_with_the_interpreter_on_multi_chunk_buffers() {
             roots: vec![total, out],
             sizes: sizes.clone(),
             grad_axes: vec![all],
+            spatial: Vec::new(),
         };
         let ((va, a), (vb, b)) = both(bound, &inputs, n);
         let bad = (0..n).find(|&i| !close(a[i], b[i]));
@@ -125,6 +126,7 @@ fn every_reduction_agrees_with_the_interpreter_on_multi_chunk_buffers() {
             roots: vec![value, out],
             sizes: sizes.clone(),
             grad_axes: vec![p | s],
+            spatial: Vec::new(),
         };
         let ((va, a), (vb, b)) = both(bound, &inputs, n);
         assert!(close(va, vb), "{}: value {va} vs {vb}", def.name);

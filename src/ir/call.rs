@@ -82,6 +82,39 @@ impl<'a> Cx<'a> {
                 if ids.len() != nargs {
                     return Val::Err;
                 }
+                if let Class::Window { image_args } = op.def().class {
+                    let last = self.g.space.names.len().checked_sub(1);
+                    if !last.is_some_and(|a| self.g.space.packs[a]) {
+                        return self.err(
+                            Diagnostic::new(
+                                Code::E0027,
+                                name.span,
+                                format!("`{}` needs the loss's spatial axes", name.name),
+                            )
+                            .label("window op")
+                            .help(
+                                "declare the spatial axes as the last axis, a pack: `[B, C, ..S]`",
+                            ),
+                        );
+                    }
+                    for (k, a) in args.iter().enumerate().skip(image_args) {
+                        if ops::const_value(self.g.node(ids[k])).is_none() {
+                            return self.err(
+                                Diagnostic::new(
+                                    Code::E0026,
+                                    a.span,
+                                    format!(
+                                        "argument {} of `{}` must be known when the loss compiles",
+                                        k + 1,
+                                        name.name
+                                    ),
+                                )
+                                .label("not a constant")
+                                .help("use a number, a parameter, or arithmetic on them"),
+                            );
+                        }
+                    }
+                }
                 let id = self.g.add(op, ids, crate::ir::graph::Attr::None);
                 self.note(id, span)
             }

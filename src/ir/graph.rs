@@ -46,6 +46,12 @@ impl AxisSpace {
     pub fn index(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n == name)
     }
+    /// The pack axes (the spatial dimensions window ops work over).
+    pub fn pack_axes(&self) -> Axes {
+        (0..self.names.len())
+            .filter(|&i| self.packs.get(i).copied().unwrap_or(false))
+            .fold(0, |acc, i| acc | (1 << i))
+    }
     pub fn all(&self) -> Axes {
         ((1u32 << self.names.len()) - 1) as Axes
     }
@@ -146,6 +152,8 @@ impl Graph {
             Class::Map => arg_axes,
             Class::Reduce { .. } => arg_axes & !named,
             Class::Broadcast => arg_axes | named,
+            // Per image over the spatial axes, whatever axes the image argument lacks.
+            Class::Window { .. } => arg_axes | self.space.pack_axes(),
             // Inputs carry their axes on the node (set by `Graph::input`), not from arguments.
             Class::Leaf => 0,
         }

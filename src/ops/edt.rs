@@ -38,19 +38,64 @@ pub fn edt(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
 fn transform(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64], parallel: bool) {
     let n: usize = dims.iter().product();
     assert!(mask.len() == n && out.len() == n && spacing.len() == dims.len());
-    // Squared distance to a false element: 0 there, infinite elsewhere, refined axis by axis.
-    for (o, &m) in out.iter_mut().zip(mask) {
-        *o = if m != 0.0 { f64::INFINITY } else { 0.0 };
-    }
-    if n == 0 || out.iter().all(|v| v.is_infinite()) {
+    if n == 0 || mask.iter().all(|&m| m != 0.0) {
         out.fill(0.0); // no false element: 0 everywhere (the standard library's rule)
         return;
     }
-    for axis in (0..dims.len()).rev() {
-        transform_axis(out, dims, axis, spacing[axis], parallel);
+    if dims.is_empty() {
+        out[0] = 0.0; // a single element, and it is false
+        return;
+    }
+    // Squared distance to a false element, axis by axis: along the outermost axis straight from
+    // the mask (a forward and a backward scan, row by row, so every step is one contiguous
+    // vectorised loop), then the parabola envelope along each further axis, the innermost last
+    // (its lines are contiguous).
+    scan_axis0(mask, dims, spacing[0], out);
+    for (axis, &step) in spacing.iter().enumerate().skip(1) {
+        transform_axis(out, dims, axis, step, parallel);
     }
     for o in out.iter_mut() {
         *o = o.sqrt();
+    }
+}
+
+/// The squared distance along axis 0 to the nearest false element, `(step * Δi)^2` (infinite
+/// where a line has none): the first axis of the transform, straight from the mask. A forward
+/// and a backward scan over the rows of `inner = Π dims[1..]` elements: each row step is an
+/// elementwise loop over contiguous memory.
+fn scan_axis0(mask: &[f64], dims: &[usize], step: f64, out: &mut [f64]) {
+    let inner: usize = dims[1..].iter().product();
+    let len = dims[0];
+    // Selects as bit masks and `min` as a comparison, so each loop vectorises (branches on
+    // random masks mispredict half the time).
+    let keep =
+        |mv: f64, v: f64| f64::from_bits(v.to_bits() & 0u64.wrapping_sub(u64::from(mv != 0.0)));
+    for i in 0..len {
+        let (done, rest) = out.split_at_mut(i * inner);
+        let row = &mut rest[..inner];
+        let m = &mask[i * inner..(i + 1) * inner];
+        if i == 0 {
+            for (o, &mv) in row.iter_mut().zip(m) {
+                *o = keep(mv, f64::INFINITY);
+            }
+        } else {
+            let prev = &done[(i - 1) * inner..];
+            for ((o, &mv), &p) in row.iter_mut().zip(m).zip(prev) {
+                *o = keep(mv, p + 1.0);
+            }
+        }
+    }
+    for i in (0..len.saturating_sub(1)).rev() {
+        let (head, tail) = out.split_at_mut((i + 1) * inner);
+        let row = &mut head[i * inner..];
+        for (o, &nx) in row.iter_mut().zip(&tail[..inner]) {
+            let v = nx + 1.0;
+            *o = if v < *o { v } else { *o };
+        }
+    }
+    for o in out.iter_mut() {
+        let d = step * *o;
+        *o = d * d;
     }
 }
 
@@ -61,6 +106,24 @@ fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, pa
     let inner: usize = dims[axis + 1..].iter().product();
     let outer: usize = dims[..axis].iter().product();
     if len <= 1 {
+        return;
+    }
+    if inner == 1 {
+        // Contiguous lines, transformed in place through one scratch line; work splits into
+        // runs of `LINES` lines, each with its own scratch.
+        let run = |lines: &mut [f64]| {
+            let mut s = Scratch::new(len);
+            for l in lines.chunks_mut(len) {
+                s.f.copy_from_slice(l);
+                s.line(step);
+                l.copy_from_slice(&s.d);
+            }
+        };
+        if parallel {
+            values.par_chunks_mut(len * LINES).for_each(run);
+        } else {
+            run(values);
+        }
         return;
     }
     // Lines of one outer index are interleaved with stride `inner`: gather each into a buffer,
@@ -101,16 +164,26 @@ fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, pa
     }
 }
 
+/// Most steps of [`Scratch::line_local`]'s search per element.
+const LOCAL: usize = 8;
+
+/// Contiguous lines per parallel task.
+const LINES: usize = 64;
+
 /// Columns transformed together along a non-innermost axis (one cache line of f64).
-const GROUP: usize = 8;
+const GROUP: usize = 32;
 
 /// Buffers of the 1-D transform of one line.
 struct Scratch {
     f: Vec<f64>,
     d: Vec<f64>,
-    /// Roots of the parabolas of the lower envelope, and the boundaries between them.
-    v: Vec<usize>,
-    z: Vec<f64>,
+    /// The lower envelope: its parabolas' roots (position, f + x^2, f) and the boundaries
+    /// between them as fractions `zn / zd` (see [`Scratch::line`]).
+    xv: Vec<f64>,
+    hv: Vec<f64>,
+    fv: Vec<f64>,
+    zn: Vec<f64>,
+    zd: Vec<f64>,
 }
 
 impl Scratch {
@@ -118,62 +191,120 @@ impl Scratch {
         Scratch {
             f: vec![0.0; len],
             d: vec![0.0; len],
-            v: vec![0; len],
-            z: vec![0.0; len + 1],
+            xv: vec![0.0; len],
+            hv: vec![0.0; len],
+            fv: vec![0.0; len],
+            zn: vec![0.0; len],
+            zd: vec![0.0; len],
         }
     }
 
-    /// The abscissa where the parabola rooted at `q` (at `xq`) meets the one rooted at `v[k]`.
-    fn meet(&self, q: usize, xq: f64, k: usize, step: f64) -> f64 {
-        let r = self.v[k];
-        let xr = step * r as f64;
-        ((self.f[q] + xq * xq) - (self.f[r] + xr * xr)) / (2.0 * (xq - xr))
+    /// [`Scratch::line`] by an outward search from each element (every `f` finite and at most
+    /// `(LOCAL * step)^2`, so the search ends within `LOCAL` steps).
+    fn line_local(&mut self, step: f64) {
+        let n = self.f.len();
+        let (f, d) = (&self.f[..n], &mut self.d[..n]);
+        for (p, dp) in d.iter_mut().enumerate() {
+            let xp = step * p as f64;
+            let mut best = f[p];
+            for k in 1..n {
+                let dk = step * k as f64;
+                if dk * dk >= best {
+                    break;
+                }
+                if p >= k {
+                    let dx = xp - step * (p - k) as f64;
+                    let v = dx * dx + f[p - k];
+                    best = if v < best { v } else { best };
+                }
+                if p + k < n {
+                    let dx = xp - step * (p + k) as f64;
+                    let v = dx * dx + f[p + k];
+                    best = if v < best { v } else { best };
+                }
+            }
+            *dp = best;
+        }
     }
 
     /// `d[p] = min_q (step*(p - q))^2 + f[q]` over the finite `f[q]` (infinite if none).
+    ///
+    /// The lower envelope's parabolas are kept by their root's position `xv`, `hv = f + x^2` and
+    /// `fv = f`; the boundary between parabolas k - 1 and k is the fraction `zn[k] / zd[k]`
+    /// (positive denominator), so comparisons multiply instead of dividing — exact for unit
+    /// spacing, where every term is an integer below 2^53. `z[0] = -inf` and the last boundary
+    /// `+inf` are implied by the indices.
     fn line(&mut self, step: f64) {
+        // Lines whose every value is near (as on noisy masks, where the envelope's pops
+        // mispredict) are searched outward from each element instead: the nearest candidates
+        // first, stopping where the squared offset alone exceeds the best — at most `LOCAL`
+        // steps each. Both compute `(xp - xq)^2 + f[q]` alike, so both give the same bits.
+        let top = self
+            .f
+            .iter()
+            .fold(0.0f64, |m, &v| if v > m { v } else { m });
+        let reach = LOCAL as f64 * step;
+        if top <= reach * reach {
+            self.line_local(step);
+            return;
+        }
         let n = self.f.len();
-        let x = |i: usize| step * i as f64;
-        let mut k = 0usize;
-        let mut any = false;
-        for q in 0..n {
-            let fq = self.f[q];
+        let Scratch {
+            f,
+            d,
+            xv,
+            hv,
+            fv,
+            zn,
+            zd,
+        } = self;
+        let (f, d) = (&f[..n], &mut d[..n]);
+        let (xv, hv, fv, zn, zd) = (
+            &mut xv[..n],
+            &mut hv[..n],
+            &mut fv[..n],
+            &mut zn[..n],
+            &mut zd[..n],
+        );
+        let mut top: Option<usize> = None;
+        for (q, &fq) in f.iter().enumerate() {
             if fq.is_infinite() {
                 continue;
             }
-            if !any {
-                any = true;
-                self.v[0] = q;
-                self.z[0] = f64::NEG_INFINITY;
-                self.z[1] = f64::INFINITY;
+            let xq = step * q as f64;
+            let hq = fq + xq * xq;
+            let Some(mut k) = top else {
+                (xv[0], hv[0], fv[0]) = (xq, hq, fq);
+                top = Some(0);
                 continue;
+            };
+            // Where the parabola rooted at q overtakes parabola k; pop those it hides
+            // (s <= z[k]; z[0] = -inf stops the loop).
+            loop {
+                let (sn, sd) = (hq - hv[k], 2.0 * (xq - xv[k]));
+                if k > 0 && sn * zd[k] <= zn[k] * sd {
+                    k -= 1;
+                    continue;
+                }
+                k += 1;
+                (xv[k], hv[k], fv[k], zn[k], zd[k]) = (xq, hq, fq, sn, sd);
+                break;
             }
-            let xq = x(q);
-            // Where the parabola rooted at q overtakes the one rooted at v[k]; pop the envelope's
-            // parabolas it hides (z[0] = -inf ends the loop).
-            let mut s = self.meet(q, xq, k, step);
-            while s <= self.z[k] {
-                k -= 1;
-                s = self.meet(q, xq, k, step);
-            }
-            k += 1;
-            self.v[k] = q;
-            self.z[k] = s;
-            self.z[k + 1] = f64::INFINITY;
+            top = Some(k);
         }
-        if !any {
-            self.d.fill(f64::INFINITY);
+        let Some(top) = top else {
+            d.fill(f64::INFINITY);
             return;
-        }
+        };
         let mut k = 0usize;
-        for p in 0..n {
-            let xp = x(p);
-            while self.z[k + 1] < xp {
+        for (p, dp) in d.iter_mut().enumerate() {
+            let xp = step * p as f64;
+            // z[k + 1] < xp
+            while k < top && zn[k + 1] < xp * zd[k + 1] {
                 k += 1;
             }
-            let r = self.v[k];
-            let dx = xp - x(r);
-            self.d[p] = dx * dx + self.f[r];
+            let dx = xp - xv[k];
+            *dp = dx * dx + fv[k];
         }
     }
 }

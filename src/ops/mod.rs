@@ -27,6 +27,11 @@ pub enum Class {
     Reduce { init: f64 },
     /// Adds the axes in `Attr::Axes` (values repeat along them).
     Broadcast,
+    /// Looks at neighbours within each image: argument 0 is read per image over the loss's
+    /// spatial (pack) axis, whose dimensions the binding keeps; the output has argument 0's axes
+    /// and always the pack axis. Arguments after `image_args` are compile-time constants
+    /// (window size, sigma). Kernels: [`window`] and [`edt`], one call per image.
+    Window { image_args: usize },
 }
 
 /// Differentiability kind.
@@ -74,6 +79,37 @@ pub struct OpDef {
     /// condition).
     pub data_args: &'static [usize],
     pub doc: &'static str,
+}
+
+/// The window op `op` with `n`'s constant window arguments after `image` arguments.
+fn window_like(b: &mut Graph, op: Op, image: Vec<NodeId>, n: &Node, skip: usize) -> NodeId {
+    let mut args = image;
+    args.extend_from_slice(&n.args[skip..]);
+    b.add(op, args, Attr::None)
+}
+
+/// `gaussian_filter`'s derivative is its adjoint (arguments 1, 2 are constants)...
+fn filter_grad(b: &mut Graph, n: &Node, _: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
+    vec![
+        Some(window_like(b, Op::GaussianFilterT, vec![g], n, 1)),
+        None,
+        None,
+    ]
+}
+
+/// ... and the adjoint's derivative is the filter.
+fn filter_adjoint_grad(
+    b: &mut Graph,
+    n: &Node,
+    _: NodeId,
+    g: NodeId,
+    _: &[bool],
+) -> Vec<Option<NodeId>> {
+    vec![
+        Some(window_like(b, Op::GaussianFilter, vec![g], n, 1)),
+        None,
+        None,
+    ]
 }
 
 fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
@@ -313,6 +349,32 @@ define_ops! {
     And { "and", 2, Class::Map, None, callable: false, symbol: "&", eval: |x| truth(nonzero(x[0]) && nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a & b (nonzero is true)" }
     Or { "or", 2, Class::Map, None, callable: false, symbol: "|", eval: |x| truth(nonzero(x[0]) || nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a | b (nonzero is true)" }
     Not { "not", 1, Class::Map, None, callable: false, symbol: "!", eval: |x| truth(!nonzero(x[0])), grad: no_grad, grid: UNIT, doc: "!a (nonzero is true)" }
+    // ---- window (per image over the spatial pack axis; see `Class::Window`) ------------
+    GaussianFilter { "gaussian_filter", 3, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2], eval: |x| x[0],
+        grad: filter_grad, grid: &[],
+        doc: "gaussian_filter(x, window, sigma): the separable normalised Gaussian of `window` taps (odd) and standard deviation `sigma` along every spatial axis, zero \"same\" padding (the output keeps x's shape). window and sigma are compile-time constants; a spatial side smaller than the window is a bind-time error." }
+    GaussianFilterT { "gaussian_filter_adjoint", 3, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2], eval: |x| x[0],
+        grad: filter_adjoint_grad, grid: &[],
+        doc: "The adjoint of gaussian_filter (its derivative's transpose): the gradient it passes back." }
+    ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], eval: |x| x[0],
+        grad: no_grad, grid: &[],
+        doc: "valid_window(x, window): 1 where a centred window of `window` taps (odd) fits inside the image along every spatial axis, else 0 — the positions of VALID padding in a \"same\"-padded filter's output. Data; a side smaller than the window is a bind-time error." }
+    MaxPool3 { "max_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+        grad: |b, n, _, g, _| vec![Some(b.add(Op::MaxPool3T, vec![g, n.args[0]], Attr::None))], grid: &[],
+        doc: "max_pool3(x): sliding 3x3 (3x3x3) maximum, stride 1, same size, outside the image ignored. Kink: the adjoint goes to the first maximal element in row-major window order." }
+    MinPool3 { "min_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+        grad: |b, n, _, g, _| vec![Some(b.add(Op::MinPool3T, vec![g, n.args[0]], Attr::None))], grid: &[],
+        doc: "min_pool3(x): sliding 3x3 (3x3x3) minimum (as max_pool3)." }
+    MaxPool3T { "max_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
+        grad: no_grad, grid: &[], doc: "max_pool3_adjoint(g, x): g scattered to the element each window took its maximum from." }
+    MinPool3T { "min_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
+        grad: no_grad, grid: &[], doc: "min_pool3_adjoint(g, x): as max_pool3_adjoint, for the minimum." }
+    Edt { "edt", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "edt(m): exact Euclidean distance transform per image (scipy.ndimage.distance_transform_edt, unit spacing): each nonzero element gets the distance to the nearest zero element, zeros get 0; an image without a zero element is 0 everywhere. Data." }
+    Erode { "erode", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "erode(m): binary erosion by the full 3x3 (3x3x3) structuring element, outside the image counting as false (nonzero is true). Data." }
+    Contour { "contour", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "contour(m): m & !erode(m), the mask's elements on its border. Data." }
     Where { "where", 3, Class::Map, Smooth, callable: true, data_args: &[0], eval: |x| if x[0] != 0.0 { x[1] } else { x[2] },
         grad: |b, n, _, g, _| { let z = b.c(0.0); let c = n.args[0]; vec![None, Some(b.op3(Op::Where, c, g, z)), Some(b.op3(Op::Where, c, z, g))] },
         grid: GRID, doc: "where(c, a, b): a where c is nonzero, else b. c is data; singular ops under a discarded branch are guarded by the stabilise pass." }

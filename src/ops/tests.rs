@@ -43,6 +43,7 @@ fn symbolic(op: Op, at: &[f64]) -> (f64, Vec<Option<f64>>) {
         roots,
         sizes: vec![],
         grad_axes: vec![],
+        spatial: Vec::new(),
     }));
     let arrays: Vec<ArrayD<f64>> = at
         .iter()
@@ -199,6 +200,7 @@ fn reduction_rules_match_finite_differences() {
             roots: vec![out, gr],
             sizes: vec![x.len()],
             grad_axes: vec![],
+            spatial: Vec::new(),
         }));
         let a = ArrayD::from_shape_vec(IxDyn(&[x.len()]), x.to_vec()).unwrap();
         let res = exec.evaluate(&[a.view()]);

@@ -11,7 +11,82 @@
 //! In: an image, its dims, the window parameters. Out: the filtered image and its dims. Never
 //! here: which axes are spatial, batching, graph nodes.
 
+// `Padding::Valid` and the stride-2 average pooling wait for `ms_ssim` (issue 11); tested here.
 #![cfg_attr(not(test), allow(dead_code))]
+
+use crate::ops::Op;
+
+/// The window ops' kernels by op: `images` are the op's image arguments for one image (each
+/// `dims`), `consts` its constant arguments; the result, also `dims`, is written to `out`. `Err`
+/// names what does not fit (a window larger than a side, an even window), for the caller to
+/// report with the input.
+pub fn image_kernel(
+    op: Op,
+    images: &[&[f64]],
+    dims: &[usize],
+    consts: &[f64],
+    out: &mut [f64],
+) -> Result<(), String> {
+    let x = images[0];
+    let y = match op {
+        Op::GaussianFilter | Op::GaussianFilterT => {
+            let (taps, sigma) = (window_taps(consts[0], dims)?, consts[1]);
+            if !(sigma.is_finite() && sigma > 0.0) {
+                return Err(format!("sigma must be a positive number, got {sigma}"));
+            }
+            let w = gaussian_weights(taps, sigma);
+            if op == Op::GaussianFilter {
+                filter(x, dims, &w, Padding::Same).0
+            } else {
+                filter_adjoint(x, dims, &w, Padding::Same)
+            }
+        }
+        Op::ValidWindow => {
+            let taps = window_taps(consts[0], dims)?;
+            let half = (taps - 1) / 2;
+            let st = strides(dims);
+            (0..x.len())
+                .map(|i| {
+                    let inside = (0..dims.len()).all(|a| {
+                        let c = (i / st[a]) % dims[a];
+                        c >= half && c + half < dims[a]
+                    });
+                    f64::from(u8::from(inside))
+                })
+                .collect()
+        }
+        Op::MaxPool3 => max_pool3(x, dims).0,
+        Op::MinPool3 => min_pool3(x, dims).0,
+        Op::MaxPool3T => pool_adjoint(x, &max_pool3(images[1], dims).1, x.len()),
+        Op::MinPool3T => pool_adjoint(x, &min_pool3(images[1], dims).1, x.len()),
+        Op::Edt => {
+            // One image, on the calling thread: callers run images in parallel.
+            crate::ops::edt::edt_images(x, dims, &vec![1.0; dims.len()], out);
+            return Ok(());
+        }
+        Op::Erode => erode(x, dims),
+        Op::Contour => contour(x, dims),
+        _ => return Err(format!("`{}` is not a window op", op.name())),
+    };
+    out.copy_from_slice(&y);
+    Ok(())
+}
+
+/// A window size argument: an odd whole number no larger than any side of `dims`.
+pub fn window_taps(window: f64, dims: &[usize]) -> Result<usize, String> {
+    if !(window >= 1.0 && window.fract() == 0.0 && window <= 1e6 && window % 2.0 == 1.0) {
+        return Err(format!(
+            "the window must be an odd whole number, got {window}"
+        ));
+    }
+    let taps = window as usize;
+    if let Some((a, &d)) = dims.iter().enumerate().find(|(_, &d)| d < taps) {
+        return Err(format!(
+            "spatial dimension {a} has {d} elements, fewer than the window of {taps}"
+        ));
+    }
+    Ok(taps)
+}
 
 /// How a window treats the border.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

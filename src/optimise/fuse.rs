@@ -90,6 +90,12 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
         stage[id] = match node.op.def().class {
             Class::Reduce { .. } if big[node.args[0] as usize] => from_args + 1,
             Class::Reduce { .. } | Class::Map | Class::Broadcast | Class::Leaf => from_args,
+            Class::Window { .. } => {
+                return Err(NotFusable(format!(
+                    "%{id} = {} looks at neighbours; window ops run on the reference interpreter",
+                    node.op.name()
+                )))
+            }
         };
     }
     let is_big_reduction = |id: usize| -> bool {

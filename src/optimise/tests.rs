@@ -131,6 +131,7 @@ fn run<T: crate::ops::math::Real>(
         roots,
         sizes: vec![n],
         grad_axes: vec![1],
+        spatial: Vec::new(),
     }));
     let a =
         ArrayD::from_shape_vec(IxDyn(&[n]), xs.iter().map(|&v| T::from_f64(v)).collect()).unwrap();
@@ -164,6 +165,7 @@ fn run_fused<T: crate::ops::math::Real>(
             roots,
             sizes: vec![n],
             grad_axes: vec![1],
+            spatial: Vec::new(),
         }),
         true,
         true,
@@ -334,14 +336,14 @@ proptest! {
         let (mut g1, r1) = optimise::before_autodiff(&g, &[out, x]);
         let Some(gr) = autodiff::grad(&mut g1, r1[0], &[r1[1]])[0] else { return Ok(()) };
         let (g2, r2) = optimise::after_autodiff(&g1, &[r1[0], gr]);
-        let bound = Bound { graph: g2.clone(), roots: r2.clone(), sizes: vec![3, 5], grad_axes: vec![3] };
+        let bound = Bound { graph: g2.clone(), roots: r2.clone(), sizes: vec![3, 5], grad_axes: vec![3], spatial: Vec::new() };
         let a = ArrayD::from_shape_vec(IxDyn(&[3, 5]), xs.clone()).unwrap();
         let b = ArrayD::from_shape_vec(IxDyn(&[3, 5]), ys.clone()).unwrap();
         let want = Interpreter::new(Arc::new(bound.clone())).evaluate(&[a.view(), b.view()]);
         let want_v = want[0].iter().next().copied().unwrap();
         let want_g: Vec<f64> = want[1].broadcast(IxDyn(&[3, 5])).unwrap().iter().copied().collect();
         let (kg, kr) = optimise::for_kernels(&g2, &r2);
-        let kb = Arc::new(Bound { graph: kg, roots: kr, sizes: vec![3, 5], grad_axes: vec![3] });
+        let kb = Arc::new(Bound { graph: kg, roots: kr, sizes: vec![3, 5], grad_axes: vec![3], spatial: Vec::new() });
         let mut vm = Vm::<f64>::new(kb.clone(), true, true).expect("fusable");
         let mut grad = vec![0.0; 15];
         let v = vm.run(&[&xs, &ys], &mut [&mut grad], false).unwrap();

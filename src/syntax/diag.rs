@@ -94,6 +94,10 @@ codes! {
         "At most one `..` axis per input: it stands for every trailing spatial dimension.";
     E0025: "calls nest too deeply",
         "Helpers and losses calling one another more than 64 levels deep.";
+    E0026: "a window argument is not a compile-time constant",
+        "Window sizes and sigmas of window ops (`gaussian_filter(x, window, sigma)`, `valid_window(x, window)`) are numbers known when the loss compiles: literals, parameters, or arithmetic on them.";
+    E0027: "a window op in a loss without spatial axes",
+        "Window ops (`gaussian_filter`, `max_pool3`, `edt`, `erode`, ...) work per image over the loss's spatial axes: its last axis must be a pack, as in `input logits: [B, C, ..S] diff`.";
 }
 
 #[derive(Clone, Debug)]

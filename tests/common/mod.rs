@@ -53,7 +53,7 @@ pub fn inputs(case: &Value) -> Vec<(String, ArrayD<f64>)> {
         .collect()
 }
 
-/// The standard losses built so far (stdlib.md Part 1 without the spatial ones).
+/// The standard losses built so far (stdlib.md Part 1).
 pub const LOSSES: &[&str] = &[
     "bce",
     "weighted_bce",
@@ -68,6 +68,13 @@ pub const LOSSES: &[&str] = &[
     "combo",
     "exp_log",
     "bce_dice",
+    "distance_bce",
+    "hausdorff_dt",
+    "shape_aware",
+    "cmss",
+    "ssim",
+    "unet3p_hybrid",
+    "basnet_hybrid",
 ];
 
 /// `n` helpers `f0 .. f{n-1}`, each wrapping the next in `nest` calls of `sigmoid` (the last
