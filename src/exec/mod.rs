@@ -83,5 +83,14 @@ pub fn has_non_finite<T: Real>(x: &[T]) -> bool {
     x.iter().any(|v| !v.is_finite())
 }
 
+/// `Err(i)` for the first input holding a NaN or an infinity (executors that check every input
+/// before they start).
+pub fn check_inputs<T: Real>(inputs: &[&[T]]) -> Result<(), usize> {
+    match inputs.iter().position(|x| has_non_finite(x)) {
+        Some(i) => Err(i),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests;

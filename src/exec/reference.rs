@@ -9,7 +9,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Zip};
 
-use crate::exec::{has_non_finite, Bound, Executor};
+use crate::exec::{check_inputs, Bound, Executor};
 use crate::ir::graph::{Attr, NodeId};
 use crate::ops::math::Real;
 use crate::ops::{const_value, window, Class, Op};
@@ -79,9 +79,7 @@ impl<T: Real> Executor<T> for Interpreter {
         check_finite: bool,
     ) -> Result<T, usize> {
         if check_finite {
-            if let Some(i) = inputs.iter().position(|x| has_non_finite(x)) {
-                return Err(i);
-            }
+            check_inputs(inputs)?;
         }
         let views: Vec<ArrayViewD<T>> = inputs
             .iter()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::exec::vm::Vm;
-use crate::exec::{has_non_finite, Bound, Executor};
+use crate::exec::{check_inputs, Bound, Executor};
 use crate::ir::graph::{Attr, Graph, NodeId};
 use crate::ops::math::Real;
 use crate::ops::{const_value, window, Class, Op};
@@ -283,9 +283,7 @@ impl<T: Real> Executor<T> for Staged<T> {
         check_finite: bool,
     ) -> Result<T, usize> {
         if check_finite {
-            if let Some(i) = inputs.iter().position(|x| has_non_finite(x)) {
-                return Err(i);
-            }
+            check_inputs(inputs)?;
         }
         let n = self.n;
         for o in self.outs.iter_mut().filter(|o| o.len() != n) {
