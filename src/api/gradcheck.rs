@@ -28,17 +28,19 @@ use crate::ops::{Class, Diff, Op};
 
 /// The data a finite difference must watch (see the module doc): the value-only graph on the
 /// reference interpreter, the `stop_grad` nodes fed by a differentiable input with their values
-/// at the base point, and the other such data nodes with theirs.
+/// at the base point, the other such data nodes with theirs, and the inputs (every input of the
+/// signature in declaration order, absent ones empty), which probes perturb in place.
 struct Watch {
     interp: Interpreter,
     held: Vec<(NodeId, ArrayD<f64>)>,
     watched: Vec<NodeId>,
     base: Vec<Option<ArrayD<f64>>>,
+    inputs: Vec<ArrayD<f64>>,
 }
 
 impl Watch {
     /// `None` when the value reads no data computed from a differentiable input.
-    fn new(bound: &Bound, diff: &[usize], inputs: &[ArrayD<f64>]) -> Option<Watch> {
+    fn new(bound: &Bound, diff: &[usize], inputs: Vec<ArrayD<f64>>) -> Option<Watch> {
         let g = &bound.graph;
         let vb = std::sync::Arc::new(Bound {
             graph: g.clone(),
@@ -68,50 +70,48 @@ impl Watch {
         if held_ids.is_empty() && watched.is_empty() {
             return None;
         }
-        let interp = Interpreter::new(vb);
-        let (_, held_vals) = interp.evaluate_with(&views(&interp, inputs), &[], &held_ids);
-        let held: Vec<(NodeId, ArrayD<f64>)> = held_ids
+        let mut w = Watch {
+            interp: Interpreter::new(vb),
+            held: Vec::new(),
+            watched: held_ids,
+            base: Vec::new(),
+            inputs,
+        };
+        // The held values are the base point's: recorded once with nothing held.
+        let held = w.eval().1;
+        w.held = std::mem::replace(&mut w.watched, watched)
             .into_iter()
-            .zip(held_vals)
+            .zip(held)
             .map(|(id, v)| (id, v.expect("held node evaluated")))
             .collect();
-        let mut w = Watch {
-            interp,
-            held,
-            watched,
-            base: Vec::new(),
-        };
-        w.base = w.eval(inputs).1;
+        w.base = w.eval().1;
         Some(w)
     }
 
-    /// The value at `inputs` with the held data fixed, and the watched data's values.
-    fn eval(&self, inputs: &[ArrayD<f64>]) -> (f64, Vec<Option<ArrayD<f64>>>) {
+    /// The value at the current inputs with the held data fixed, and the watched data's values.
+    fn eval(&self) -> (f64, Vec<Option<ArrayD<f64>>>) {
+        let data: Vec<&[f64]> = self
+            .inputs
+            .iter()
+            .map(|a| a.as_slice().expect("standard layout"))
+            .collect();
         let (roots, rec) =
             self.interp
-                .evaluate_with(&views(&self.interp, inputs), &self.held, &self.watched);
+                .evaluate_with(&self.interp.views(&data), &self.held, &self.watched);
         (roots[0].iter().next().copied().unwrap_or(f64::NAN), rec)
     }
 
-    /// The value at `inputs`, and whether a watched data value differs from the base point's.
-    fn value(&self, inputs: &[ArrayD<f64>]) -> (f64, bool) {
-        let (v, rec) = self.eval(inputs);
+    /// The value with element `p` of input `i` set to `x`, and whether a watched data value then
+    /// differs from the base point's.
+    fn value_at(&mut self, i: usize, p: usize, x: f64) -> (f64, bool) {
+        let x0 = std::mem::replace(
+            &mut self.inputs[i].as_slice_mut().expect("standard layout")[p],
+            x,
+        );
+        let (v, rec) = self.eval();
+        self.inputs[i].as_slice_mut().expect("standard layout")[p] = x0;
         (v, rec != self.base)
     }
-}
-
-/// Each input as the interpreter reads it: one dimension per axis of the loss.
-fn views<'a>(interp: &Interpreter, inputs: &'a [ArrayD<f64>]) -> Vec<ndarray::ArrayViewD<'a, f64>> {
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let shape = interp.input_shape(i).unwrap_or_else(|| vec![0]);
-            let data = a.as_slice().expect("standard layout");
-            let shape = if data.is_empty() { vec![0] } else { shape };
-            ndarray::ArrayViewD::from_shape(IxDyn(&shape), data).expect("input matches its shape")
-        })
-        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -407,24 +407,23 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 .all(|(_, g)| g.iter().all(|x| x.is_finite()));
         let mut max_rel: Option<f64> = None;
         let mut skipped = 0;
-        // Every input of the signature in declaration order (absent ones empty), for `Watch`.
-        let all_inputs: Vec<ArrayD<f64>> = sig
-            .inputs
-            .iter()
-            .map(|inp| match names.iter().position(|n| n == &inp.name) {
-                Some(k) => arrays[k].clone(),
-                None => ArrayD::zeros(IxDyn(&[0])),
-            })
-            .collect();
-        let diff_idx: Vec<usize> = sig
-            .inputs
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| grad_inputs.contains(&i.name))
-            .map(|(k, _)| k)
-            .collect();
-        let watch = if finite && spec.logits.is_none() {
-            Watch::new(plan.bound(), &diff_idx, &all_inputs)
+        let mut watch = if finite && spec.logits.is_none() {
+            let all_inputs: Vec<ArrayD<f64>> = sig
+                .inputs
+                .iter()
+                .map(|inp| match names.iter().position(|n| n == &inp.name) {
+                    Some(k) => arrays[k].clone(),
+                    None => ArrayD::zeros(IxDyn(&[0])),
+                })
+                .collect();
+            let diff_idx: Vec<usize> = sig
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| grad_inputs.contains(&i.name))
+                .map(|(k, _)| k)
+                .collect();
+            Watch::new(plan.bound(), &diff_idx, all_inputs)
         } else {
             None
         };
@@ -457,7 +456,6 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                     .iter()
                     .position(|i| &i.name == gname)
                     .expect("a declared input");
-                let mut all = all_inputs.clone();
                 for &p in &probes {
                     let x0 = arrays[k].as_slice().expect("standard layout")[p];
                     // Small enough to stay inside a declared range.
@@ -465,10 +463,8 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                         (1e-4 * x0.abs().max(1.0)).min(width.map_or(f64::INFINITY, |w| 0.01 * w));
                     let mut crossed = false;
                     let mut f = |dx: f64| -> Result<f64> {
-                        if let Some(w) = &watch {
-                            all[ki].as_slice_mut().expect("standard layout")[p] = x0 + dx;
-                            let (v, c) = w.value(&all);
-                            all[ki].as_slice_mut().expect("standard layout")[p] = x0;
+                        if let Some(w) = watch.as_mut() {
+                            let (v, c) = w.value_at(ki, p, x0 + dx);
                             crossed |= c;
                             return Ok(v);
                         }

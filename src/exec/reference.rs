@@ -52,13 +52,22 @@ impl Interpreter {
         }
     }
 
-    /// The internal shape (one dimension per axis of the loss) the graph reads input `i` in, or
-    /// `None` if it does not read it.
-    pub fn input_shape(&self, i: usize) -> Option<Vec<usize>> {
-        match self.input_axes.get(i) {
-            Some(&a) if a != 0 || self.bound.graph.space.names.is_empty() => Some(self.shape_of(a)),
-            _ => None,
-        }
+    /// Each input's data (contiguous, row-major) as the array [`Interpreter::evaluate`] reads:
+    /// one dimension per axis of the loss, size 1 along the axes the input lacks; an empty
+    /// buffer (an absent optional input) stays empty.
+    pub fn views<'a, T>(&self, inputs: &[&'a [T]]) -> Vec<ArrayViewD<'a, T>> {
+        inputs
+            .iter()
+            .zip(&self.input_axes)
+            .map(|(x, &a)| {
+                let shape = if x.is_empty() {
+                    vec![0]
+                } else {
+                    self.shape_of(a)
+                };
+                ArrayViewD::from_shape(IxDyn(&shape), *x).expect("input matches its internal shape")
+            })
+            .collect()
     }
 
     fn shape_of(&self, axes: u16) -> Vec<usize> {
@@ -81,19 +90,7 @@ impl<T: Real> Executor<T> for Interpreter {
         if check_finite {
             check_inputs(inputs)?;
         }
-        let views: Vec<ArrayViewD<T>> = inputs
-            .iter()
-            .zip(&self.input_axes)
-            .map(|(x, &a)| {
-                let shape = if x.is_empty() {
-                    vec![0]
-                } else {
-                    self.shape_of(a)
-                };
-                ArrayViewD::from_shape(IxDyn(&shape), x).expect("input matches its internal shape")
-            })
-            .collect();
-        let outs = self.evaluate(&views);
+        let outs = self.evaluate(&self.views(inputs));
         for (k, buf) in grads.iter_mut().enumerate() {
             let shape = self.shape_of(self.bound.grad_axes[k]);
             let full = outs[k + 1]
@@ -146,11 +143,7 @@ impl Interpreter {
             let n = g.node(id as NodeId);
             let shape = self.shape_of(n.axes);
             let out: ArrayD<T> = match (n.op, n.op.def().class) {
-                _ if fixed.iter().any(|(f, _)| *f as usize == id) => fixed
-                    .iter()
-                    .find(|(f, _)| *f as usize == id)
-                    .map(|(_, v)| v.clone())
-                    .expect("fixed value"),
+                _ if let Some((_, v)) = fixed.iter().find(|(f, _)| *f as usize == id) => v.clone(),
                 (Op::Const, _) => ArrayD::from_elem(
                     IxDyn(&shape),
                     T::from_f64(const_value(n).unwrap_or(f64::NAN)),
