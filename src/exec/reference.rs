@@ -65,7 +65,7 @@ impl Interpreter {
                 } else {
                     self.shape_of(a)
                 };
-                ArrayViewD::from_shape(IxDyn(&shape), *x).expect("input matches its internal shape")
+                ArrayViewD::from_shape(IxDyn(&shape), x).expect("input matches its internal shape")
             })
             .collect()
     }
