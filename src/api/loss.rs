@@ -338,11 +338,8 @@ impl Loss {
         let g = &sg.graph;
         (0..g.len())
             .filter_map(|id| {
-                let n = g.node(id as NodeId);
-                let crate::ops::Class::Window { image_args } = n.op.def().class else {
-                    return None;
-                };
-                let w = crate::ops::const_value(g.node(*n.args.get(image_args)?))?;
+                let (_, consts) = crate::ops::window::window_args(g, g.node(id as NodeId))?;
+                let w = *consts.first()?;
                 (1.0..=1e6).contains(&w).then_some(w as usize)
             })
             .max()

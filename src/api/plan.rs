@@ -160,34 +160,23 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
         ExecutorKind::FusedBytecode => (true, false),
         ExecutorKind::FusedPlain => (false, false),
     };
-    let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
-    let kb = Arc::new(Bound {
-        graph: kg,
-        roots: kr,
-        sizes: bound.sizes.clone(),
-        grad_axes: bound.grad_axes.clone(),
-        spatial: bound.spatial.clone(),
-    });
-    let has_windows = (0..bound.graph.len()).any(|id| {
-        matches!(
-            bound
-                .graph
-                .node(id as crate::ir::graph::NodeId)
-                .op
-                .def()
-                .class,
-            crate::ops::Class::Window { .. }
-        )
+    let g = &bound.graph;
+    let has_windows = (0..g.len()).any(|id| {
+        let n = g.node(id as crate::ir::graph::NodeId);
+        crate::ops::window::window_args(g, n).is_some()
     });
     if has_windows {
-        return match crate::exec::staged::Staged::<T>::new(bound.clone()) {
+        return match crate::exec::staged::Staged::<T>::new(
+            bound.clone(),
+            (superinstructions, native),
+        ) {
             Ok(st) => Built {
                 info: st
                     .steps()
                     .into_iter()
-                    .map(|s| PassInfo {
-                        executor: if s.is_some() { "window" } else { "fused" },
-                        kernel: s.unwrap_or("bytecode"),
+                    .map(|(executor, kernel)| PassInfo {
+                        executor,
+                        kernel,
                         nodes: 0,
                         reductions: 0,
                         stores: 0,
@@ -202,6 +191,14 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
             Err(e) => reference(bound, Some(e.0)),
         };
     }
+    let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
+    let kb = Arc::new(Bound {
+        graph: kg,
+        roots: kr,
+        sizes: bound.sizes.clone(),
+        grad_axes: bound.grad_axes.clone(),
+        spatial: bound.spatial.clone(),
+    });
     match crate::exec::vm::Vm::<T>::new(kb, superinstructions, native) {
         Ok(vm) => Built {
             info: vm
@@ -245,13 +242,12 @@ fn check_windows(
 ) -> Result<()> {
     for id in 0..graph.len() {
         let n = graph.node(id as crate::ir::graph::NodeId);
-        let crate::ops::Class::Window { image_args } = n.op.def().class else {
+        let Some((_, consts)) = crate::ops::window::window_args(graph, n) else {
             continue;
         };
-        let Some(&w) = n.args.get(image_args) else {
+        let Some(&window) = consts.first() else {
             continue; // no window argument (pooling, edt): any size works
         };
-        let window = crate::ops::const_value(graph.node(w)).unwrap_or(f64::NAN);
         if let Err(detail) = crate::ops::window::window_taps(window, spatial) {
             let last = sig.space.names.len().saturating_sub(1);
             let (input, shape) = sig

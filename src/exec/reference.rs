@@ -13,7 +13,6 @@ use crate::exec::{check_inputs, Bound, Executor};
 use crate::ir::graph::{Attr, NodeId};
 use crate::ops::math::Real;
 use crate::ops::{const_value, window, Class, Op};
-use rayon::prelude::*;
 
 pub struct Interpreter {
     bound: std::sync::Arc<Bound>,
@@ -218,11 +217,8 @@ impl Interpreter {
                     out
                 }
                 (_, Class::Leaf) => unreachable!("unknown leaf"),
-                (op, Class::Window { image_args }) => {
-                    let consts: Vec<f64> = n.args[image_args..]
-                        .iter()
-                        .map(|&a| const_value(g.node(a)).unwrap_or(f64::NAN))
-                        .collect();
+                (op, Class::Window { .. }) => {
+                    let (image_args, consts) = window::window_args(g, n).expect("a window op");
                     // Each image argument in the output's shape, row-major, in f64.
                     let images: Vec<Vec<f64>> = n.args[..image_args]
                         .iter()
@@ -232,16 +228,11 @@ impl Interpreter {
                             full.iter().map(|x| x.to_f64()).collect()
                         })
                         .collect();
-                    let dims = &self.bound.spatial;
-                    let per: usize = dims.iter().product::<usize>().max(1);
+                    let imgs: Vec<&[f64]> = images.iter().map(|x| x.as_slice()).collect();
                     let mut out = vec![0.0f64; images[0].len()];
-                    out.par_chunks_mut(per).enumerate().for_each(|(k, o)| {
-                        let imgs: Vec<&[f64]> =
-                            images.iter().map(|x| &x[k * per..(k + 1) * per]).collect();
-                        // Window sizes were checked against the spatial sides at bind time.
-                        window::image_kernel(op, &imgs, dims, &consts, o)
-                            .expect("window checked at bind time");
-                    });
+                    // Window sizes were checked against the spatial sides at bind time.
+                    window::per_image(op, &imgs, &self.bound.spatial, &consts, &mut out)
+                        .expect("window checked at bind time");
                     ArrayD::from_shape_vec(
                         IxDyn(&shape),
                         out.into_iter().map(T::from_f64).collect(),

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::exec::vm::Vm;
 use crate::exec::{check_inputs, Bound, Executor};
-use crate::ir::graph::{Attr, Graph, NodeId};
+use crate::ir::graph::{Attr, Axes, Graph, NodeId};
 use crate::ops::math::Real;
 use crate::ops::{const_value, window, Class, Op};
 use crate::optimise::fuse::NotFusable;
@@ -50,7 +50,7 @@ struct WindowOp {
 
 struct Level<T: Real> {
     /// The VM segments storing this level's arguments, each with the stored buffers it fills.
-    segments: Vec<(Vm<T>, Vec<usize>)>,
+    segments: Vec<(Vm<T>, std::ops::Range<usize>)>,
     stored: Vec<Vec<T>>,
     ops: Vec<WindowOp>,
 }
@@ -96,26 +96,29 @@ fn substitute(g: &Graph, roots: &[NodeId], done: &[(NodeId, usize)]) -> (Graph, 
     (out, roots)
 }
 
-/// A VM over `g` with `roots` (value first), every gradient root stored at the full shape.
-fn segment<T: Real>(bound: &Bound, g: Graph, roots: Vec<NodeId>) -> Result<Vm<T>, NotFusable> {
-    let full = g.space.all();
-    let (g, roots) = crate::optimise::for_kernels(&g, &roots);
-    let n_grads = roots.len() - 1;
-    Vm::new(
-        Arc::new(Bound {
-            graph: g,
-            roots,
-            sizes: bound.sizes.clone(),
-            grad_axes: vec![full; n_grads],
-            spatial: bound.spatial.clone(),
-        }),
-        true,
-        true,
-    )
+/// A VM over `g` with `roots` (value first), kernel-prepared, storing each gradient root with the
+/// axes in `grad_axes`; `kernels` is the VM's (superinstructions, native kernels).
+fn segment<T: Real>(
+    bound: &Bound,
+    (g, roots): (Graph, Vec<NodeId>),
+    grad_axes: Vec<Axes>,
+    (merge, native): (bool, bool),
+) -> Result<Vm<T>, NotFusable> {
+    let (graph, roots) = crate::optimise::for_kernels(&g, &roots);
+    let sub = Bound {
+        graph,
+        roots,
+        sizes: bound.sizes.clone(),
+        grad_axes,
+        spatial: bound.spatial.clone(),
+    };
+    Vm::new(Arc::new(sub), merge, native)
 }
 
 impl<T: Real> Staged<T> {
-    pub fn new(bound: Arc<Bound>) -> Result<Staged<T>, NotFusable> {
+    /// The staged plan of `bound`; `kernels` = (superinstructions, native kernels) for its VM
+    /// segments, as [`Vm::new`] takes them.
+    pub fn new(bound: Arc<Bound>, kernels: (bool, bool)) -> Result<Staged<T>, NotFusable> {
         let g = &bound.graph;
         let full = g.space.all();
         let live = g.reachable(&bound.roots);
@@ -160,13 +163,7 @@ impl<T: Real> Staged<T> {
             let mut ops = Vec::new();
             for &w in windows.iter().filter(|&&w| level[w as usize] == l) {
                 let n = g.node(w);
-                let Class::Window { image_args } = n.op.def().class else {
-                    unreachable!("a window op")
-                };
-                let consts = n.args[image_args..]
-                    .iter()
-                    .map(|&a| const_value(g.node(a)).unwrap_or(f64::NAN))
-                    .collect();
+                let (image_args, consts) = window::window_args(g, n).expect("a window op");
                 let images = n.args[..image_args]
                     .iter()
                     .map(|&a| {
@@ -175,11 +172,7 @@ impl<T: Real> Staged<T> {
                             (Op::Input, Attr::Input(i)) if an.axes == full => {
                                 Src::Input(i as usize)
                             }
-                            _ if g.node(a).op.def().class != Class::Leaf
-                                && done.iter().any(|(d, _)| *d == a) =>
-                            {
-                                Src::Window(number(a))
-                            }
+                            _ if done.iter().any(|(d, _)| *d == a) => Src::Window(number(a)),
                             _ => {
                                 let k =
                                     to_store.iter().position(|&s| s == a).unwrap_or_else(|| {
@@ -212,9 +205,10 @@ impl<T: Real> Staged<T> {
                         gg.add(Op::Broadcast, vec![a], Attr::Axes(missing))
                     });
                 }
-                let (sg, sr) = substitute(&gg, &roots, &done);
-                let filled = (c * MAX_STORES..c * MAX_STORES + group.len()).collect();
-                segments.push((segment::<T>(&bound, sg, sr)?, filled));
+                let filled = c * MAX_STORES..c * MAX_STORES + group.len();
+                let grad_axes = vec![full; group.len()];
+                let vm = segment::<T>(&bound, substitute(&gg, &roots, &done), grad_axes, kernels)?;
+                segments.push((vm, filled));
             }
             levels.push(Level {
                 segments,
@@ -224,19 +218,8 @@ impl<T: Real> Staged<T> {
             });
         }
         let all: Vec<(NodeId, usize)> = windows.iter().map(|&w| (w, number(w))).collect();
-        let (lg, lr) = substitute(g, &bound.roots, &all);
-        let (kg, kr) = crate::optimise::for_kernels(&lg, &lr);
-        let last = Vm::new(
-            Arc::new(Bound {
-                graph: kg,
-                roots: kr,
-                sizes: bound.sizes.clone(),
-                grad_axes: bound.grad_axes.clone(),
-                spatial: bound.spatial.clone(),
-            }),
-            true,
-            true,
-        )?;
+        let last_graph = substitute(g, &bound.roots, &all);
+        let last = segment::<T>(&bound, last_graph, bound.grad_axes.clone(), kernels)?;
         let n = bound.sizes.iter().product();
         Ok(Staged {
             levels,
@@ -260,17 +243,23 @@ impl<T: Real> Staged<T> {
         count * self.n * std::mem::size_of::<T>() + 3 * self.n * std::mem::size_of::<f64>()
     }
 
-    /// Window ops and fused segments in execution order, for `Plan::pass_info`: `None` for a VM
-    /// pass, `Some(op name)` for a window op.
-    pub fn steps(&self) -> Vec<Option<&'static str>> {
+    /// Fused passes and window ops in execution order, for `Plan::pass_info`: (executor,
+    /// kernel) — `("fused", "native" | "bytecode")` or `("window", op name)`.
+    pub fn steps(&self) -> Vec<(&'static str, &'static str)> {
+        let fused = |vm: &Vm<T>| {
+            vm.native_passes()
+                .into_iter()
+                .map(|n| ("fused", if n { "native" } else { "bytecode" }))
+                .collect::<Vec<_>>()
+        };
         let mut s = Vec::new();
         for l in &self.levels {
             for (vm, _) in &l.segments {
-                s.extend(std::iter::repeat_n(None, vm.passes()));
+                s.extend(fused(vm));
             }
-            s.extend(l.ops.iter().map(|o| Some(o.op.name())));
+            s.extend(l.ops.iter().map(|o| ("window", o.op.name())));
         }
-        s.extend(std::iter::repeat_n(None, self.last.passes()));
+        s.extend(fused(&self.last));
         s
     }
 }
@@ -309,8 +298,7 @@ impl<T: Real> Executor<T> for Staged<T> {
             {
                 let ext = extended(inputs, &self.outs);
                 for (vm, filled) in &mut level.segments {
-                    let (first, count) = (filled[0], filled.len());
-                    let mut bufs: Vec<&mut [T]> = level.stored[first..first + count]
+                    let mut bufs: Vec<&mut [T]> = level.stored[filled.clone()]
                         .iter_mut()
                         .map(|b| b.as_mut_slice())
                         .collect();
@@ -334,27 +322,16 @@ impl<T: Real> Executor<T> for Staged<T> {
                                 w.iter_mut().zip(x).for_each(|(d, v)| *d = v.to_f64())
                             });
                     }
-                    let (spatial, wide_in) = (&self.spatial, &self.wide_in);
-                    self.wide_out
-                        .par_chunks_mut(per)
-                        .zip(out.par_chunks_mut(per))
-                        .enumerate()
-                        .for_each(|(b, (y, o))| {
-                            let imgs = [
-                                &wide_in[0][b * per..(b + 1) * per],
-                                &wide_in[1][b * per..(b + 1) * per],
-                            ];
-                            window::image_kernel(
-                                op.op,
-                                &imgs[..images.len()],
-                                spatial,
-                                &op.consts,
-                                y,
-                            )
-                            .expect("window checked at bind time");
-                            o.iter_mut()
-                                .zip(y.iter())
-                                .for_each(|(d, &v)| *d = T::from_f64(v));
+                    let wide: Vec<&[f64]> = self.wide_in[..images.len()]
+                        .iter()
+                        .map(|w| w.as_slice())
+                        .collect();
+                    window::per_image(op.op, &wide, &self.spatial, &op.consts, &mut self.wide_out)
+                        .expect("window checked at bind time");
+                    out.par_chunks_mut(per)
+                        .zip(self.wide_out.par_chunks(per))
+                        .for_each(|(o, y)| {
+                            o.iter_mut().zip(y).for_each(|(d, &v)| *d = T::from_f64(v))
                         });
                 }
             }

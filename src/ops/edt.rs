@@ -1,21 +1,18 @@
-//! The exact Euclidean distance transform, the kernel of the planned `edt` data op (issue 10):
+//! The exact Euclidean distance transform, the kernel of the `edt` data op:
 //! `scipy.ndimage.distance_transform_edt` semantics — every true (nonzero) element gets the
 //! Euclidean distance, in units of an optional per-axis `spacing`, to the nearest false element;
 //! false elements get 0 — with the standard library's rule for a mask without any false element:
 //! 0 everywhere (scipy's output is meaningless there).
 //!
-//! Algorithm: Felzenszwalb and Huttenlocher's linear-time squared distance transform, applied
-//! along each axis in turn (the lower envelope of parabolas rooted at the previous axis's squared
-//! distances, at positions `spacing[a] * i`), then a square root. Any number of axes; lines along
-//! an axis are independent and run in parallel, each computed the same way whatever the thread
-//! count, so the result is bitwise deterministic.
+//! Algorithm: squared distances along axis 0 by a forward and a backward scan of the mask, then
+//! along each further axis Felzenszwalb and Huttenlocher's linear-time lower envelope of parabolas
+//! rooted at the previous axis's squared distances (at positions `spacing[a] * i`), or an outward
+//! search on lines whose values are all near; then a square root. Any number of axes. Every
+//! image, and every line, is computed the same way whatever the thread count, so the result is
+//! bitwise deterministic.
 //!
-//! In: a mask in row-major order with its dimensions and spacing. Out: distances. Never here:
-//! thresholding, batching over images (the caller runs one call per image), gradients (the op is
-//! data: it has none).
-
-// Wired into the op table as the `edt` data op with the spatial losses (issue 10).
-#![cfg_attr(not(test), allow(dead_code))]
+//! In: masks in row-major order with their dimensions and spacing. Out: distances. Never here:
+//! thresholding, gradients (the op is data: it has none).
 
 use rayon::prelude::*;
 
@@ -29,8 +26,11 @@ pub fn edt_images(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]
         .for_each(|(o, m)| transform(m, dims, spacing, o, false));
 }
 
-/// Distances of `mask` (row-major, `dims`) written into `out`; `spacing` has one positive entry
-/// per axis. Panics if the lengths disagree (callers check shapes first). Lines run in parallel.
+/// Distances of one image `mask` (row-major, `dims`) written into `out`; `spacing` has one
+/// positive entry per axis. Panics if the lengths disagree (callers check shapes first). Lines
+/// run in parallel (the op runs images in parallel instead, through [`edt_images`]; the tests
+/// use this to check that line order does not matter).
+#[cfg(test)]
 pub fn edt(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
     transform(mask, dims, spacing, out, true)
 }

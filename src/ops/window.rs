@@ -14,7 +14,42 @@
 // `Padding::Valid` and the stride-2 average pooling wait for `ms_ssim` (issue 11); tested here.
 #![cfg_attr(not(test), allow(dead_code))]
 
-use crate::ops::Op;
+use rayon::prelude::*;
+
+use crate::ir::graph::{Graph, Node};
+use crate::ops::{const_value, Class, Op};
+
+/// A window op's number of image arguments and its constant arguments (window size, sigma), or
+/// `None` for an op of another class.
+pub fn window_args(g: &Graph, n: &Node) -> Option<(usize, Vec<f64>)> {
+    let Class::Window { image_args } = n.op.def().class else {
+        return None;
+    };
+    let consts = n.args[image_args..]
+        .iter()
+        .map(|&a| const_value(g.node(a)).unwrap_or(f64::NAN))
+        .collect();
+    Some((image_args, consts))
+}
+
+/// [`image_kernel`] over a batch: `images[k]` and `out` hold whole images of `dims` back to back;
+/// images run in parallel, each on one thread (so the result does not depend on threads).
+pub fn per_image(
+    op: Op,
+    images: &[&[f64]],
+    dims: &[usize],
+    consts: &[f64],
+    out: &mut [f64],
+) -> Result<(), String> {
+    let per: usize = dims.iter().product::<usize>().max(1);
+    out.par_chunks_mut(per).enumerate().try_for_each(|(b, o)| {
+        let mut imgs: [&[f64]; 2] = [&[], &[]];
+        for (d, x) in imgs.iter_mut().zip(images) {
+            *d = &x[b * per..(b + 1) * per];
+        }
+        image_kernel(op, &imgs[..images.len()], dims, consts, o)
+    })
+}
 
 /// The window ops' kernels by op: `images` are the op's image arguments for one image (each
 /// `dims`), `consts` its constant arguments; the result, also `dims`, is written to `out`. `Err`
