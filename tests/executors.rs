@@ -2,6 +2,8 @@
 //! files) on shapes the golden files do not have: random B, C and one to three spatial axes,
 //! every standard loss, every reduction, with and without a mask, soft and hard targets.
 
+mod common;
+use common::NOT_FUSED_YET;
 use losslang::api::gradcheck::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::{ExecutorKind, Library};
@@ -34,6 +36,9 @@ fn fused_equals_reference_on_random_shapes() {
     let mut rng = Rng::new(2026);
     let mut checked = 0;
     for name in Library::standard().names() {
+        if NOT_FUSED_YET.contains(&name) {
+            continue; // both sides would be the reference interpreter
+        }
         let base = Library::standard().get(name).unwrap();
         // Losses with window ops run staged; their sides start at 11 (ssim's window).
         let small: &[usize] = &[1, 1, 12, 12];

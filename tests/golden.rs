@@ -101,7 +101,19 @@ golden_tests!(
     cmss,
     ssim,
     unet3p_hybrid,
-    basnet_hybrid
+    basnet_hybrid,
+    dice_ce,
+    dice_focal,
+    mcc,
+    asym_similarity,
+    unified_focal,
+    boundary,
+    softmax_ce,
+    softmax_dice,
+    generalized_dice,
+    lovasz_hinge,
+    lovasz_softmax,
+    topk_ce
 );
 
 #[test]

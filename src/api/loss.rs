@@ -338,8 +338,11 @@ impl Loss {
         let g = &sg.graph;
         (0..g.len())
             .filter_map(|id| {
-                let (_, consts) = crate::ops::window::window_args(g, g.node(id as NodeId))?;
-                let w = *consts.first()?;
+                let n = g.node(id as NodeId);
+                let (_, consts) = crate::ops::window::window_args(g, n)?;
+                let w = *consts
+                    .first()
+                    .filter(|_| crate::ops::window::has_window_size(n.op))?;
                 (1.0..=1e6).contains(&w).then_some(w as usize)
             })
             .max()

@@ -245,8 +245,11 @@ fn check_windows(
         let Some((_, consts)) = crate::ops::window::window_args(graph, n) else {
             continue;
         };
-        let Some(&window) = consts.first() else {
-            continue; // no window argument (pooling, edt): any size works
+        let Some(&window) = consts
+            .first()
+            .filter(|_| crate::ops::window::has_window_size(n.op))
+        else {
+            continue; // no window argument (pooling, edt, order ops): any size works
         };
         if let Err(detail) = crate::ops::window::window_taps(window, spatial) {
             let last = sig.space.names.len().saturating_sub(1);

@@ -165,6 +165,13 @@ impl Interpreter {
                         .product();
                     ArrayD::from_elem(IxDyn(&shape), T::from_f64(count as f64))
                 }
+                (Op::AxisIndex, _) => {
+                    let Attr::Axes(a) = n.attr else {
+                        unreachable!("axis_index without axes")
+                    };
+                    let ax = a.trailing_zeros() as usize;
+                    ArrayD::from_shape_fn(IxDyn(&shape), |ix| T::from_f64(ix[ax] as f64))
+                }
                 (_, Class::Broadcast) => {
                     let a = vals[n.args[0] as usize]
                         .as_ref()
@@ -231,8 +238,20 @@ impl Interpreter {
                     let imgs: Vec<&[f64]> = images.iter().map(|x| x.as_slice()).collect();
                     let mut out = vec![0.0f64; images[0].len()];
                     // Window sizes were checked against the spatial sides at bind time.
-                    window::per_image(op, &imgs, &self.bound.spatial, &consts, &mut out)
-                        .expect("window checked at bind time");
+                    let over = match n.attr {
+                        Attr::Axes(a) => a,
+                        _ => 0,
+                    };
+                    window::run(
+                        op,
+                        over,
+                        &imgs,
+                        &self.bound.sizes,
+                        &self.bound.spatial,
+                        &consts,
+                        &mut out,
+                    )
+                    .expect("window checked at bind time");
                     ArrayD::from_shape_vec(
                         IxDyn(&shape),
                         out.into_iter().map(T::from_f64).collect(),

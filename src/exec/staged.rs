@@ -46,6 +46,8 @@ struct WindowOp {
     out: usize,
     images: Vec<Src>,
     consts: Vec<f64>,
+    /// The axes a group spans (order ops).
+    over: u16,
 }
 
 struct Level<T: Real> {
@@ -64,6 +66,8 @@ pub struct Staged<T: Real> {
     wide_in: [Vec<f64>; 2],
     wide_out: Vec<f64>,
     spatial: Vec<usize>,
+    /// Per axis of the loss, its size (the pack flattened): what order ops group by.
+    sizes: Vec<usize>,
     n: usize,
 }
 
@@ -189,6 +193,10 @@ impl<T: Real> Staged<T> {
                     out: number(w),
                     images,
                     consts,
+                    over: match n.attr {
+                        Attr::Axes(a) => a,
+                        _ => 0,
+                    },
                 });
             }
             let mut segments = Vec::new();
@@ -228,6 +236,7 @@ impl<T: Real> Staged<T> {
             wide_in: [Vec::new(), Vec::new()],
             wide_out: Vec::new(),
             spatial: bound.spatial.clone(),
+            sizes: bound.sizes.clone(),
             n,
         })
     }
@@ -326,8 +335,16 @@ impl<T: Real> Executor<T> for Staged<T> {
                         .iter()
                         .map(|w| w.as_slice())
                         .collect();
-                    window::per_image(op.op, &wide, &self.spatial, &op.consts, &mut self.wide_out)
-                        .expect("window checked at bind time");
+                    window::run(
+                        op.op,
+                        op.over,
+                        &wide,
+                        &self.sizes,
+                        &self.spatial,
+                        &op.consts,
+                        &mut self.wide_out,
+                    )
+                    .expect("window checked at bind time");
                     out.par_chunks_mut(per)
                         .zip(self.wide_out.par_chunks(per))
                         .for_each(|(o, y)| {

@@ -32,6 +32,9 @@ impl<'a> Cx<'a> {
         if name.name == "mean" {
             return self.reduction(Op::Sum, true, name, args, kwargs, span, env);
         }
+        if name.name == "index" {
+            return self.axis_index(name, args, kwargs, span, env);
+        }
         if let Some(&def) = self
             .prog
             .scopes
@@ -60,7 +63,8 @@ impl<'a> Cx<'a> {
                 self.reduction(op, false, name, args, kwargs, span, env)
             }
             Some(op) => {
-                if let Some((k, _)) = kwargs.first() {
+                let order = ops::window::is_order(op);
+                if let Some((k, _)) = kwargs.iter().find(|(k, _)| !(order && k.name == "over")) {
                     return self.err(
                         Diagnostic::new(
                             Code::E0005,
@@ -115,7 +119,31 @@ impl<'a> Cx<'a> {
                         }
                     }
                 }
-                let id = self.g.add(op, ids, crate::ir::graph::Attr::None);
+                let mut attr = crate::ir::graph::Attr::None;
+                if order {
+                    // The group: every axis of the arguments unless `over` names fewer.
+                    let xa = ids.iter().fold(0, |m, &a| m | self.g.axes(a));
+                    let mut over = xa;
+                    if let Some((_, e)) = kwargs.first() {
+                        match self.expr(e, env) {
+                            Val::Axes(m) if m & !xa == 0 && m != 0 => over = m,
+                            Val::Err => return Val::Err,
+                            _ => return self.err(
+                                Diagnostic::new(
+                                    Code::E0012,
+                                    e.span,
+                                    format!(
+                                        "`over` takes a non-empty list of the arguments' axes {}",
+                                        self.g.space.fmt(xa)
+                                    ),
+                                )
+                                .label("not an axis list of the arguments"),
+                            ),
+                        }
+                    }
+                    attr = crate::ir::graph::Attr::Axes(over);
+                }
+                let id = self.g.add(op, ids, attr);
                 self.note(id, span)
             }
             None => {
@@ -127,6 +155,70 @@ impl<'a> Cx<'a> {
                 self.err(d)
             }
         }
+    }
+
+    /// `index([A])`: the coordinate 0, 1, .. along one named (non-pack) axis, as data; e.g.
+    /// `labels == index([C])` one-hot encodes class indices, `index([C]) >= 1` drops channel 0.
+    pub(super) fn axis_index(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
+        if let Some((k, _)) = kwargs.first() {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0005,
+                    k.span,
+                    format!("`index` takes no keyword argument `{}`", k.name),
+                )
+                .label("unknown keyword"),
+            );
+        }
+        if args.len() != 1 {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0004,
+                    name.span,
+                    format!("`index` takes one axis list, got {} arguments", args.len()),
+                )
+                .label("wrong number of arguments")
+                .help("write `index([C])`"),
+            );
+        }
+        let axis = match self.expr(&args[0], env) {
+            Val::Axes(m) if m.count_ones() == 1 => m,
+            Val::Err => return Val::Err,
+            _ => {
+                return self.err(
+                    Diagnostic::new(
+                        Code::E0012,
+                        args[0].span,
+                        "`index` takes a list of one axis such as `[C]`",
+                    )
+                    .label("not one axis"),
+                )
+            }
+        };
+        if self.g.space.packs[axis.trailing_zeros() as usize] {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0012,
+                    args[0].span,
+                    format!(
+                        "`index` counts along a plain axis; {} is a pack of several dimensions",
+                        self.g.space.fmt(axis)
+                    ),
+                )
+                .label("pack axis"),
+            );
+        }
+        let id = self
+            .g
+            .add(Op::AxisIndex, vec![], crate::ir::graph::Attr::Axes(axis));
+        self.note(id, span)
     }
 
     #[allow(clippy::too_many_arguments)]

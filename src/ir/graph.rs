@@ -154,7 +154,9 @@ impl Graph {
             Class::Broadcast => arg_axes | named,
             // Per image over the spatial axes, whatever axes the image argument lacks.
             Class::Window { .. } => arg_axes | self.space.pack_axes(),
-            // Inputs carry their axes on the node (set by `Graph::input`), not from arguments.
+            // An axis index has the axis it counts along; inputs carry their axes on the node
+            // (set by `Graph::input`), not from arguments.
+            Class::Leaf if op == Op::AxisIndex => named,
             Class::Leaf => 0,
         }
     }
@@ -242,6 +244,9 @@ impl Graph {
             }
             (Op::AxisSize, Attr::Axes(a)) => {
                 let _ = write!(s, "axis_size({})", self.space.fmt(a));
+            }
+            (Op::AxisIndex, Attr::Axes(a)) => {
+                let _ = write!(s, "axis_index({})", self.space.fmt(a));
             }
             _ => {
                 let args: Vec<String> = n.args.iter().map(|a| format!("%{a}")).collect();

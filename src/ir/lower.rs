@@ -54,7 +54,7 @@ pub(super) struct Cx<'a> {
     pub(super) depth: usize,
 }
 
-pub(super) const BUILTINS: &[&str] = &["mean"];
+pub(super) const BUILTINS: &[&str] = &["mean", "index"];
 pub(super) const MAX_DEPTH: usize = 64;
 /// Deepest nesting of expressions while lowering, counted across inlined helpers and losses
 /// (a file's own nesting is bounded by `syntax::parse::MAX_NESTING`).
@@ -490,13 +490,43 @@ impl<'a> Cx<'a> {
                             ),
                         }
                     }
+                    // A number known at compile time (an `int` parameter): arms are numbers.
+                    Val::T(id) if let Some(x) = ops::const_value(self.g.node(id)) => {
+                        if let Some((arm, _)) =
+                            arms.iter().find(|(a, _)| a.name.parse::<f64>().is_err())
+                        {
+                            return self.err(
+                                Diagnostic::new(
+                                    Code::E0013,
+                                    arm.span,
+                                    format!(
+                                        "`{}` is a number: its arms are numbers, not `{}`",
+                                        scrutinee.name, arm.name
+                                    ),
+                                )
+                                .label("not a number"),
+                            );
+                        }
+                        match arms.iter().find(|(a, _)| a.name.parse::<f64>() == Ok(x)) {
+                            Some((_, body)) => self.expr(body, env),
+                            None => self.err(
+                                Diagnostic::new(
+                                    Code::E0013,
+                                    e.span,
+                                    format!("no arm for `{} = {x}`", scrutinee.name),
+                                )
+                                .label("incomplete match")
+                                .help(format!("add an arm `{x} => ...`")),
+                            ),
+                        }
+                    }
                     Val::Err => Val::Err,
                     _ => self.err(
                         Diagnostic::new(
                             Code::E0012,
                             scrutinee.span,
                             format!(
-                                "`match` needs an option-valued parameter; `{}` is not one",
+                                "`match` needs an option-valued or constant parameter; `{}` is not one",
                                 scrutinee.name
                             ),
                         )

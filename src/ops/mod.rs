@@ -242,6 +242,8 @@ define_ops! {
         doc: "A loss input (Attr::Input)." }
     AxisSize { "axis_size", 0, Class::Leaf, None, callable: false, eval: |x| 0.0, grad: no_grad, grid: &[],
         doc: "The number of elements along the axes in Attr::Axes, bound at call time." }
+    AxisIndex { "axis_index", 0, Class::Leaf, None, callable: false, eval: |x| 0.0, grad: no_grad, grid: &[],
+        doc: "The coordinate 0, 1, .. along the one (non-pack) axis in Attr::Axes: data (`index([C])`)." }
     // ---- structure ---------------------------------------------------------------------
     Broadcast { "broadcast", 1, Class::Broadcast, Smooth, callable: false, eval: |x| x[0],
         grad: |_, _, _, g, _| vec![Some(g)], grid: &[],
@@ -375,6 +377,11 @@ define_ops! {
         doc: "erode(m): binary erosion by the full 3x3 (3x3x3) structuring element, outside the image counting as false (nonzero is true). Data." }
     Contour { "contour", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
         doc: "contour(m): m & !erode(m), the mask's elements on its border. Data." }
+    // ---- order statistics (per group of the axes in `over`; kernels in `order`) ------------
+    LovaszWeights { "lovasz_weights", 2, Class::Window { image_args: 2 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "lovasz_weights(e, y, over = [..]): per group of the axes in `over` (default: all), the errors e sorted descending (ties by position) and the Lovász weights g_k of the 0/1 labels y in that order (G = Σy, J_k = 1 - (G - cumsum(y)_k)/(G + cumsum(1 - y)_k), g_1 = J_1, g_k = J_k - J_(k-1)), each put back at its element's position: Σ relu(e) * lovasz_weights(e, y) is the Lovász extension of the Jaccard loss, and its gradient the one scattered back through the permutation. Data." }
+    TopK { "top_k", 3, Class::Window { image_args: 2 }, None, callable: true, data_args: &[1, 2], eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "top_k(x, m, percent, over = [..]): per group of the axes in `over` (default: all), among the n elements where m is nonzero (a mask; pass 1 for all), 1 at the max(1, floor(n * percent / 100)) largest x (ties by position; none if n = 0), else 0. percent is a compile-time constant. Data." }
     Where { "where", 3, Class::Map, Smooth, callable: true, data_args: &[0], eval: |x| if x[0] != 0.0 { x[1] } else { x[2] },
         grad: |b, n, _, g, _| { let z = b.c(0.0); let c = n.args[0]; vec![None, Some(b.op3(Op::Where, c, g, z)), Some(b.op3(Op::Where, c, z, g))] },
         grid: GRID, doc: "where(c, a, b): a where c is nonzero, else b. c is data; singular ops under a discarded branch are guarded by the stabilise pass." }

@@ -1,14 +1,97 @@
-//! Order-statistic kernels of the planned sorting ops (issue 11): a deterministic descending
-//! argsort (parallel, O(n log n), ties broken by index so every thread count gives the same
-//! permutation), cumulative sums in a fixed order, and the Lovász weights of labels taken in a
-//! given order (Berman et al.; the gradient of the Lovász extension of the Jaccard loss).
+//! Order-statistic kernels of the sorting ops `lovasz_weights` and `top_k` (issue 11): a
+//! deterministic descending argsort (O(n log n), ties broken by index so every thread count gives
+//! the same permutation), cumulative sums in a fixed order, the Lovász weights of labels taken in
+//! a given order (Berman et al.; the gradient of the Lovász extension of the Jaccard loss), and
+//! [`group_kernel`], which runs an op per group of a tensor (groups in parallel).
 //!
-//! In: values or labels of one problem. Out: a permutation or weights. Never here: gathering,
-//! scattering gradients through the permutation (the op will do that), graphs.
-
-#![cfg_attr(not(test), allow(dead_code))]
+//! In: whole tensors in f64 (row-major over the loss's axes) and the axes a group spans. Out:
+//! per-element data (weights put back at each element's position, or 0/1 marks), so the gradient
+//! flows through the other factor of `relu(e) * lovasz_weights(e, y)` exactly as it would
+//! scattered back through the permutation. Never here: graphs, buffers kept between calls.
 
 use rayon::prelude::*;
+
+use crate::ops::Op;
+
+/// Runs the order op `op` per group: `images[k]` and `out` are whole tensors of the axis `sizes`
+/// (row-major), a group is the elements sharing every coordinate outside `over` (a bit mask of
+/// axes), in row-major order. Groups run in parallel, each on one thread.
+pub fn group_kernel(
+    op: Op,
+    images: &[&[f64]],
+    sizes: &[usize],
+    over: u16,
+    consts: &[f64],
+    out: &mut [f64],
+) -> Result<(), String> {
+    let n_axes = sizes.len();
+    // Flat index -> (group, position in group), by mixed radix over the two axis sets.
+    let mut groups = 1usize;
+    let mut members = 1usize;
+    for (a, &s) in sizes.iter().enumerate() {
+        if over & (1 << a) != 0 {
+            members *= s;
+        } else {
+            groups *= s;
+        }
+    }
+    let mut index = vec![Vec::with_capacity(members); groups];
+    let total: usize = sizes.iter().product();
+    let mut coord = vec![0usize; n_axes];
+    for flat in 0..total {
+        let mut gid = 0;
+        for (a, &c) in coord.iter().enumerate() {
+            if over & (1 << a) == 0 {
+                gid = gid * sizes[a] + c;
+            }
+        }
+        index[gid].push(flat);
+        for a in (0..n_axes).rev() {
+            coord[a] += 1;
+            if coord[a] < sizes[a] {
+                break;
+            }
+            coord[a] = 0;
+        }
+    }
+    let percent = consts.first().copied().unwrap_or(f64::NAN);
+    if op == Op::TopK && !(0.0..=100.0).contains(&percent) {
+        return Err(format!(
+            "top_k takes a percentage in [0, 100], got {percent}"
+        ));
+    }
+    let results: Vec<Vec<f64>> = index
+        .par_iter()
+        .map(|ix| {
+            let x: Vec<f64> = ix.iter().map(|&i| images[0][i]).collect();
+            let order = argsort_desc(&x);
+            let mut v = vec![0.0; ix.len()];
+            match op {
+                Op::LovaszWeights => {
+                    let y: Vec<f64> = order.iter().map(|&k| images[1][ix[k]]).collect();
+                    for (&k, w) in order.iter().zip(lovasz_weights(&y)) {
+                        v[k] = w;
+                    }
+                }
+                _ => {
+                    let m = |k: usize| images[1][ix[k]] != 0.0;
+                    let n = (0..ix.len()).filter(|&k| m(k)).count();
+                    let keep = ((n as f64 * percent / 100.0).floor() as usize).clamp(1, n.max(1));
+                    for &k in order.iter().filter(|&&k| m(k)).take(keep.min(n)) {
+                        v[k] = 1.0;
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    for (ix, v) in index.iter().zip(results) {
+        for (&i, x) in ix.iter().zip(v) {
+            out[i] = x;
+        }
+    }
+    Ok(())
+}
 
 /// The permutation that sorts `x` in descending order: `x[p[0]] >= x[p[1]] >= ...`, equal values
 /// in increasing index order, NaN first (largest under `f64::total_cmp` for positive NaN).

@@ -32,6 +32,39 @@ pub fn window_args(g: &Graph, n: &Node) -> Option<(usize, Vec<f64>)> {
     Some((image_args, consts))
 }
 
+/// Whether `op` sorts per group of its `over` axes (`crate::ops::order`) rather than working
+/// per image over the spatial axes.
+pub fn is_order(op: Op) -> bool {
+    matches!(op, Op::LovaszWeights | Op::TopK)
+}
+
+/// Whether the first constant argument of `op` is a window size (checked against the sides).
+pub fn has_window_size(op: Op) -> bool {
+    matches!(
+        op,
+        Op::GaussianFilter | Op::GaussianFilterT | Op::ValidWindow
+    )
+}
+
+/// Runs a window-class op on whole tensors (`images[k]` and `out` row-major over the axis
+/// `sizes`): order ops per group of the axes in `over`, the others per image over the spatial
+/// `dims`. The one dispatch used by the reference interpreter and the staged executor.
+pub fn run(
+    op: Op,
+    over: u16,
+    images: &[&[f64]],
+    sizes: &[usize],
+    dims: &[usize],
+    consts: &[f64],
+    out: &mut [f64],
+) -> Result<(), String> {
+    if is_order(op) {
+        crate::ops::order::group_kernel(op, images, sizes, over, consts, out)
+    } else {
+        per_image(op, images, dims, consts, out)
+    }
+}
+
 /// [`image_kernel`] over a batch: `images[k]` and `out` hold whole images of `dims` back to back;
 /// images run in parallel, each on one thread (so the result does not depend on threads).
 pub fn per_image(

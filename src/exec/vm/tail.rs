@@ -36,6 +36,12 @@ impl<T: Real> Vm<T> {
                     };
                     out.fill(numel(a, &self.bound.sizes) as f64);
                 }
+                // A small node over its one axis: element i is coordinate i.
+                (Op::AxisIndex, _) => {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        *o = i as f64;
+                    }
+                }
                 (_, Class::Reduce { init }) => {
                     out.fill(init);
                     let f = node.op.def().f64;

@@ -6,6 +6,326 @@
 use super::*;
 use crate::ops::family::family_element;
 
+// asym_similarity [4, 1, 64, 64]: value and gradient, pass 0
+// asym_similarity [4, 1, 64, 64]: value, pass 0
+// focal_tversky [4, 1, 64, 64]: value and gradient, pass 0
+// focal_tversky [4, 1, 64, 64]: value, pass 0
+// tversky [4, 1, 64, 64]: value and gradient, pass 0
+// tversky [4, 1, 64, 64]: value, pass 0
+// asym_similarity [2, 3, 16, 16]: value and gradient, pass 0
+// asym_similarity [2, 3, 16, 16]: value, pass 0
+// focal_tversky [2, 3, 16, 16]: value and gradient, pass 0
+// focal_tversky [2, 3, 16, 16]: value, pass 0
+// tversky [2, 3, 16, 16]: value and gradient, pass 0
+// tversky [2, 3, 16, 16]: value, pass 0
+// asym_similarity [2, 1, 8, 8, 8]: value and gradient, pass 0
+// asym_similarity [2, 1, 8, 8, 8]: value, pass 0
+// focal_tversky [2, 1, 8, 8, 8]: value and gradient, pass 0
+// focal_tversky [2, 1, 8, 8, 8]: value, pass 0
+// tversky [2, 1, 8, 8, 8]: value and gradient, pass 0
+// tversky [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k0<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r0 = f[0];
+                let r1 = f[1];
+                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+                acc0[j] = acc0[j] + r2;
+                acc1[j] = acc1[j] + r0;
+                acc2[j] = acc2[j] + r3;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            t0[j] = r2;
+            t1[j] = r0;
+            t2[j] = r3;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+}
+variants!(k0);
+
+// asym_similarity [4, 1, 64, 64]: value and gradient, pass 1
+// focal_tversky [4, 1, 64, 64]: value and gradient, pass 1
+// tversky [4, 1, 64, 64]: value and gradient, pass 1
+// asym_similarity [2, 3, 16, 16]: value and gradient, pass 1
+// focal_tversky [2, 3, 16, 16]: value and gradient, pass 1
+// tversky [2, 3, 16, 16]: value and gradient, pass 1
+// asym_similarity [2, 1, 8, 8, 8]: value and gradient, pass 1
+// focal_tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
+// tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k1<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r2 = f[0];
+                let r3 = f[1];
+                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+                let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
+                o0[j] = r5;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
+            o0[j] = r5;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k1);
+
+// asym_similarity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// asym_similarity (all inputs) [4, 1, 64, 64]: value, pass 0
+// focal_tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// focal_tversky (all inputs) [4, 1, 64, 64]: value, pass 0
+// tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// tversky (all inputs) [4, 1, 64, 64]: value, pass 0
+// asym_similarity (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// asym_similarity (all inputs) [2, 3, 16, 16]: value, pass 0
+// focal_tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// focal_tversky (all inputs) [2, 3, 16, 16]: value, pass 0
+// tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// tversky (all inputs) [2, 3, 16, 16]: value, pass 0
+// asym_similarity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// asym_similarity (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// focal_tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// focal_tversky (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// tversky (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k2<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r0 = f[0];
+                let r1 = f[1];
+                let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+                let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+                let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, a1[j]);
+                acc0[j] = acc0[j] + r0;
+                acc1[j] = acc1[j] + r2;
+                acc2[j] = acc2[j] + r3;
+                acc3[j] = acc3[j] + a2[j];
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, a1[j]);
+            t0[j] = r0;
+            t1[j] = r2;
+            t2[j] = r3;
+            t3[j] = a2[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+}
+variants!(k2);
+
+// asym_similarity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// focal_tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// asym_similarity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// focal_tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// asym_similarity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+// focal_tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+// tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k3<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let x2 = io.input(2);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r2 = f[0];
+                let r3 = f[1];
+                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+                let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r5);
+                o0[j] = r4;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r5);
+            o0[j] = r4;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k3);
+
 // balanced_bce [4, 1, 64, 64]: value and gradient, pass 0
 // balanced_bce [4, 1, 64, 64]: value, pass 0
 // balanced_bce [2, 3, 16, 16]: value and gradient, pass 0
@@ -13,7 +333,7 @@ use crate::ops::family::family_element;
 // balanced_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 // balanced_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k0<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k4<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
@@ -44,13 +364,13 @@ fn k0<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k0);
+variants!(k4);
 
 // balanced_bce [4, 1, 64, 64]: value and gradient, pass 1
 // balanced_bce [2, 3, 16, 16]: value and gradient, pass 1
 // balanced_bce [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k1<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k5<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -127,13 +447,13 @@ fn k1<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k1);
+variants!(k5);
 
 // balanced_bce [4, 1, 64, 64]: value, pass 1
 // balanced_bce [2, 3, 16, 16]: value, pass 1
 // balanced_bce [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k2<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k6<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -194,7 +514,7 @@ fn k2<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k2);
+variants!(k6);
 
 // balanced_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // balanced_bce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -203,7 +523,7 @@ variants!(k2);
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k3<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k7<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x1 = io.input(1);
     let x2 = io.input(2);
@@ -261,13 +581,13 @@ fn k3<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
 }
-variants!(k3);
+variants!(k7);
 
 // balanced_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // balanced_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k4<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k8<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -350,13 +670,13 @@ fn k4<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k4);
+variants!(k8);
 
 // balanced_bce (all inputs) [4, 1, 64, 64]: value, pass 1
 // balanced_bce (all inputs) [2, 3, 16, 16]: value, pass 1
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k5<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k9<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -422,13 +742,13 @@ fn k5<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k5);
+variants!(k9);
 
 // bce [4, 1, 64, 64]: value and gradient, pass 0
 // bce [2, 3, 16, 16]: value and gradient, pass 0
 // bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k6<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k10<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -500,13 +820,13 @@ fn k6<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k6);
+variants!(k10);
 
 // bce [4, 1, 64, 64]: value, pass 0
 // bce [2, 3, 16, 16]: value, pass 0
 // bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k7<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k11<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -563,7 +883,7 @@ fn k7<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k7);
+variants!(k11);
 
 // bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // bce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -572,7 +892,7 @@ variants!(k7);
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k8<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k12<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -642,13 +962,13 @@ fn k8<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k8);
+variants!(k12);
 
 // bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k9<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k13<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -707,7 +1027,7 @@ fn k9<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k9);
+variants!(k13);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 0
 // bce_dice [4, 1, 64, 64]: value, pass 0
@@ -716,7 +1036,7 @@ variants!(k9);
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k10<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k14<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -799,13 +1119,13 @@ fn k10<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k10);
+variants!(k14);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 1
 // bce_dice [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k11<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k15<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -868,7 +1188,7 @@ fn k11<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k11);
+variants!(k15);
 
 // bce_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // bce_dice (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -877,7 +1197,7 @@ variants!(k11);
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k12<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k16<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -977,13 +1297,13 @@ fn k12<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k12);
+variants!(k16);
 
 // bce_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k13<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k17<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1054,7 +1374,7 @@ fn k13<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k13);
+variants!(k17);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 0
 // combo [4, 1, 64, 64]: value, pass 0
@@ -1063,7 +1383,7 @@ variants!(k13);
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 0
 // combo [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k14<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k18<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x1 = io.input(1);
@@ -1148,13 +1468,13 @@ fn k14<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k14);
+variants!(k18);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 1
 // combo [2, 3, 16, 16]: value and gradient, pass 1
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k15<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k19<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1219,7 +1539,7 @@ fn k15<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k15);
+variants!(k19);
 
 // combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // combo (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -1228,7 +1548,7 @@ variants!(k15);
 // combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // combo (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k16<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k20<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x1 = io.input(1);
@@ -1330,13 +1650,13 @@ fn k16<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k16);
+variants!(k20);
 
 // combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k17<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k21<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1409,7 +1729,7 @@ fn k17<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k17);
+variants!(k21);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 0
 // dice [4, 1, 64, 64]: value, pass 0
@@ -1430,7 +1750,7 @@ variants!(k17);
 // log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // log_cosh_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k18<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k22<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -1490,7 +1810,7 @@ fn k18<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
 }
-variants!(k18);
+variants!(k22);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 1
 // jaccard [4, 1, 64, 64]: value and gradient, pass 1
@@ -1502,7 +1822,7 @@ variants!(k18);
 // jaccard [2, 1, 8, 8, 8]: value and gradient, pass 1
 // log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k19<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k23<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1554,7 +1874,7 @@ fn k19<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k19);
+variants!(k23);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -1575,7 +1895,7 @@ variants!(k19);
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k20<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k24<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -1650,7 +1970,7 @@ fn k20<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k20);
+variants!(k24);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // jaccard (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
@@ -1662,7 +1982,7 @@ variants!(k20);
 // jaccard (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k21<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k25<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1719,7 +2039,980 @@ fn k21<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k21);
+variants!(k25);
+
+// dice_ce [4, 1, 64, 64]: value and gradient, pass 0
+// dice_ce [4, 1, 64, 64]: value, pass 0
+// dice_ce [2, 3, 16, 16]: value and gradient, pass 0
+// dice_ce [2, 3, 16, 16]: value, pass 0
+// dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_ce [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k26<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r1 = f[0];
+                let r2 = f[1];
+                let r3 = f[2];
+                let r4 = f[3];
+                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r3, r5);
+                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r6);
+                acc0[j] = acc0[j] + r2;
+                acc1[j] = acc1[j] + r1;
+                acc2[j] = acc2[j] + a1[j];
+                acc3[j] = acc3[j] + r3;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = f[2];
+            let r4 = f[3];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r3, r5);
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r6);
+            t0[j] = r2;
+            t1[j] = r1;
+            t2[j] = a1[j];
+            t3[j] = r3;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+}
+variants!(k26);
+
+// dice_ce [4, 1, 64, 64]: value and gradient, pass 1
+// dice_ce [2, 3, 16, 16]: value and gradient, pass 1
+// dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k27<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r5 = f[0];
+                let r6 = f[1];
+                let r7 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul, r6, r8, r6);
+                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r3, r9);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
+                o0[j] = r6;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r6, r8, r6);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r3, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
+            o0[j] = r6;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k27);
+
+// dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_ce (all inputs) [4, 1, 64, 64]: value, pass 0
+// dice_ce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_ce (all inputs) [2, 3, 16, 16]: value, pass 0
+// dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_ce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k28<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r1 = f[0];
+                let r2 = f[1];
+                let r3 = f[2];
+                let r4 = f[3];
+                let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+                let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
+                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r7);
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+                acc0[j] = acc0[j] + r1;
+                acc1[j] = acc1[j] + r2;
+                acc2[j] = acc2[j] + r5;
+                acc3[j] = acc3[j] + a2[j];
+                acc4[j] = acc4[j] + r7;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = f[2];
+            let r4 = f[3];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            t0[j] = r1;
+            t1[j] = r2;
+            t2[j] = r5;
+            t3[j] = a2[j];
+            t4[j] = r7;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+}
+variants!(k28);
+
+// dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// dice_ce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k29<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let x2 = io.input(2);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r4 = f[0];
+                let r5 = f[1];
+                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r7, r5);
+                let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r8, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
+                o0[j] = r5;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r7, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r8, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
+            o0[j] = r5;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k29);
+
+// dice_focal [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k30<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r3 = f[0];
+                let r4 = f[1];
+                let r5 = f[2];
+                let r6 = f[3];
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r8);
+                let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r8);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r6, r8);
+                acc0[j] = acc0[j] + r7;
+                acc1[j] = acc1[j] + r3;
+                acc2[j] = acc2[j] + a1[j];
+                acc3[j] = acc3[j] + r5;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r8);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r6, r8);
+            t0[j] = r7;
+            t1[j] = r3;
+            t2[j] = a1[j];
+            t3[j] = r5;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+}
+variants!(k30);
+
+// dice_focal [4, 1, 64, 64]: value and gradient, pass 1
+// dice_focal [2, 3, 16, 16]: value and gradient, pass 1
+// dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k31<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let r6 = io.splat(6);
+    let r7 = io.splat(7);
+    let r8 = io.splat(8);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r9 = f[0];
+                let r10 = f[1];
+                let r11 = f[2];
+                let r12 = f[3];
+                let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+                let r14 = T::lane_kernel::<FMA>(Op::Mul3, r10, r10, r13);
+                let r15 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+                let r16 = T::lane_kernel::<FMA>(Op::Mul, r2, r15, r2);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r16);
+                let r17 = T::lane_kernel::<FMA>(Op::Mul, r9, r10, r9);
+                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
+                let r12 = T::lane_kernel::<FMA>(Op::Mul, r9, r16, r9);
+                let r16 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r3);
+                let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r16);
+                let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r12);
+                let r12 = T::lane_kernel::<FMA>(Op::Sub, r16, r6, r16);
+                let r16 = T::lane_kernel::<FMA>(Op::Mul, r9, r15, r9);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r14, r7);
+                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r16, r15);
+                let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r12, r14);
+                o0[j] = r15;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r9 = f[0];
+            let r10 = f[1];
+            let r11 = f[2];
+            let r12 = f[3];
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r10, r10, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r2, r15, r2);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r16);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r9, r10, r9);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r9, r16, r9);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r3);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Sub, r16, r6, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r9, r15, r9);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r14, r7);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r16, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r12, r14);
+            o0[j] = r15;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k31);
+
+// dice_focal [4, 1, 64, 64]: value, pass 0
+// dice_focal [2, 3, 16, 16]: value, pass 0
+// dice_focal [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k32<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r3 = f[0];
+                let r4 = f[1];
+                let r5 = f[2];
+                let r6 = f[3];
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r8);
+                let r8 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul, r2, r8, r2);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul3, r9, r8, r5);
+                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r10);
+                acc0[j] = acc0[j] + r7;
+                acc1[j] = acc1[j] + r3;
+                acc2[j] = acc2[j] + a1[j];
+                acc3[j] = acc3[j] + r5;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r2, r8, r2);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r9, r8, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r10);
+            t0[j] = r7;
+            t1[j] = r3;
+            t2[j] = a1[j];
+            t3[j] = r5;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+}
+variants!(k32);
+
+// dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k33<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r3 = f[0];
+                let r4 = f[1];
+                let r5 = f[2];
+                let r6 = f[3];
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+                let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r10);
+                let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r10);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r6, r10);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+                acc0[j] = acc0[j] + r8;
+                acc1[j] = acc1[j] + r7;
+                acc2[j] = acc2[j] + r9;
+                acc3[j] = acc3[j] + a2[j];
+                acc4[j] = acc4[j] + r10;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r10);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r6, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            t0[j] = r8;
+            t1[j] = r7;
+            t2[j] = r9;
+            t3[j] = a2[j];
+            t4[j] = r10;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+}
+variants!(k33);
+
+// dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k34<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let r6 = io.splat(6);
+    let r7 = io.splat(7);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let x2 = io.input(2);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r8 = f[0];
+                let r9 = f[1];
+                let r10 = f[2];
+                let r11 = f[3];
+                let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+                let r13 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r12);
+                let r14 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul, r2, r14, r2);
+                let r14 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r15);
+                let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+                let r17 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r17);
+                let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r14);
+                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r17);
+                let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r18, r13);
+                let r18 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+                let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r18);
+                let r18 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r18, r17);
+                let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r10);
+                o0[j] = r18;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r8 = f[0];
+            let r9 = f[1];
+            let r10 = f[2];
+            let r11 = f[3];
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r12);
+            let r14 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r2, r14, r2);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r15);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r17);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r14);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r17);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r18, r13);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r18);
+            let r18 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r18, r17);
+            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r10);
+            o0[j] = r18;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k34);
+
+// dice_focal (all inputs) [4, 1, 64, 64]: value, pass 0
+// dice_focal (all inputs) [2, 3, 16, 16]: value, pass 0
+// dice_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r3 = f[0];
+                let r4 = f[1];
+                let r5 = f[2];
+                let r6 = f[3];
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+                let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r10);
+                let r10 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+                let r11 = T::lane_kernel::<FMA>(Op::Mul, r2, r10, r2);
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+                let r3 = T::lane_kernel::<FMA>(Op::Mul3, r11, r10, r5);
+                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
+                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+                acc0[j] = acc0[j] + r8;
+                acc1[j] = acc1[j] + r7;
+                acc2[j] = acc2[j] + r9;
+                acc3[j] = acc3[j] + a2[j];
+                acc4[j] = acc4[j] + r3;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r2, r10, r2);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, r11, r10, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            t0[j] = r8;
+            t1[j] = r7;
+            t2[j] = r9;
+            t3[j] = a2[j];
+            t4[j] = r3;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+}
+variants!(k35);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log [4, 1, 64, 64]: value, pass 0
@@ -1728,7 +3021,7 @@ variants!(k21);
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k22<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -1837,13 +3130,13 @@ fn k22<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k22);
+variants!(k36);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k23<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k37<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1952,13 +3245,13 @@ fn k23<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k23);
+variants!(k37);
 
 // exp_log [4, 1, 64, 64]: value, pass 1
 // exp_log [2, 3, 16, 16]: value, pass 1
 // exp_log [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k24<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k38<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2029,7 +3322,7 @@ fn k24<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k24);
+variants!(k38);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -2038,7 +3331,7 @@ variants!(k24);
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k25<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -2156,13 +3449,13 @@ fn k25<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k25);
+variants!(k39);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k26<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k40<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2276,13 +3569,13 @@ fn k26<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k26);
+variants!(k40);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k27<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k41<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2356,13 +3649,13 @@ fn k27<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k27);
+variants!(k41);
 
 // focal [4, 1, 64, 64]: value and gradient, pass 0
 // focal [2, 3, 16, 16]: value and gradient, pass 0
 // focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k28<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k42<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2459,13 +3752,13 @@ fn k28<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k28);
+variants!(k42);
 
 // focal [4, 1, 64, 64]: value, pass 0
 // focal [2, 3, 16, 16]: value, pass 0
 // focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k29<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k43<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2532,13 +3825,13 @@ fn k29<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k29);
+variants!(k43);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k30<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k44<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2618,13 +3911,13 @@ fn k30<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k30);
+variants!(k44);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k31<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k45<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2709,13 +4002,13 @@ fn k31<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k31);
+variants!(k45);
 
 // focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k32<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k46<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2795,167 +4088,19 @@ fn k32<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k32);
+variants!(k46);
 
-// focal_tversky [4, 1, 64, 64]: value and gradient, pass 0
-// focal_tversky [4, 1, 64, 64]: value, pass 0
-// tversky [4, 1, 64, 64]: value and gradient, pass 0
-// tversky [4, 1, 64, 64]: value, pass 0
-// focal_tversky [2, 3, 16, 16]: value and gradient, pass 0
-// focal_tversky [2, 3, 16, 16]: value, pass 0
-// tversky [2, 3, 16, 16]: value and gradient, pass 0
-// tversky [2, 3, 16, 16]: value, pass 0
-// focal_tversky [2, 1, 8, 8, 8]: value and gradient, pass 0
-// focal_tversky [2, 1, 8, 8, 8]: value, pass 0
-// tversky [2, 1, 8, 8, 8]: value and gradient, pass 0
-// tversky [2, 1, 8, 8, 8]: value, pass 0
+// mcc [4, 1, 64, 64]: value and gradient, pass 0
+// mcc [4, 1, 64, 64]: value, pass 0
+// mcc [2, 3, 16, 16]: value and gradient, pass 0
+// mcc [2, 3, 16, 16]: value, pass 0
+// mcc [2, 1, 8, 8, 8]: value and gradient, pass 0
+// mcc [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k33<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let mut acc0 = [zero; LANES];
-    let mut acc1 = [zero; LANES];
-    let mut acc2 = [zero; LANES];
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r0 = f[0];
-                let r1 = f[1];
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                acc0[j] = acc0[j] + r2;
-                acc1[j] = acc1[j] + r0;
-                acc2[j] = acc2[j] + r3;
-            }
-        }
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let mut t0 = [zero; LANES];
-        let mut t1 = [zero; LANES];
-        let mut t2 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r0 = f[0];
-            let r1 = f[1];
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-            t0[j] = r2;
-            t1[j] = r0;
-            t2[j] = r3;
-        }
-        for j in 0..m {
-            acc0[j] = acc0[j] + t0[j];
-        }
-        for j in 0..m {
-            acc1[j] = acc1[j] + t1[j];
-        }
-        for j in 0..m {
-            acc2[j] = acc2[j] + t2[j];
-        }
-        for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-        }
-    }
-    io.probe(&nan);
-    io.reduce(0, &acc0);
-    io.reduce(1, &acc1);
-    io.reduce(2, &acc2);
-}
-variants!(k33);
-
-// focal_tversky [4, 1, 64, 64]: value and gradient, pass 1
-// tversky [4, 1, 64, 64]: value and gradient, pass 1
-// focal_tversky [2, 3, 16, 16]: value and gradient, pass 1
-// tversky [2, 3, 16, 16]: value and gradient, pass 1
-// focal_tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
-// tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
-#[inline(always)]
-fn k34<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k47<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
-    let r1 = io.splat(1);
     let x0 = io.input(0);
-    let x1 = io.input(1);
-    let y0 = io.out_block(0);
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
-                o0[j] = r5;
-            }
-        }
-        Io::store(y0, q, LANES, &o0);
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r2 = f[0];
-            let r3 = f[1];
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
-            o0[j] = r5;
-        }
-        Io::store(y0, q, m, &o0);
-        for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-        }
-    }
-    io.finish(0, y0);
-    io.probe(&nan);
-}
-variants!(k34);
-
-// focal_tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// focal_tversky (all inputs) [4, 1, 64, 64]: value, pass 0
-// tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// tversky (all inputs) [4, 1, 64, 64]: value, pass 0
-// focal_tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// focal_tversky (all inputs) [2, 3, 16, 16]: value, pass 0
-// tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// tversky (all inputs) [2, 3, 16, 16]: value, pass 0
-// focal_tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// focal_tversky (all inputs) [2, 1, 8, 8, 8]: value, pass 0
-// tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// tversky (all inputs) [2, 1, 8, 8, 8]: value, pass 0
-#[inline(always)]
-fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let x0 = io.input(0);
-    let x2 = io.input(2);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
     let mut acc1 = [zero; LANES];
@@ -2967,22 +4112,22 @@ fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let mut q = 0;
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
                 nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
                 let f = family_element::<T, FMA>(a0[j]);
-                let r0 = f[0];
-                let r1 = f[1];
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
-                let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, a1[j]);
-                acc0[j] = acc0[j] + r0;
-                acc1[j] = acc1[j] + r2;
-                acc2[j] = acc2[j] + r3;
-                acc3[j] = acc3[j] + a2[j];
+                let r1 = f[0];
+                let r2 = f[1];
+                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+                let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+                acc0[j] = acc0[j] + r3;
+                acc1[j] = acc1[j] + r5;
+                acc2[j] = acc2[j] + r1;
+                acc3[j] = acc3[j] + r4;
             }
         }
         q += LANES;
@@ -2991,7 +4136,6 @@ fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let m = n - full;
     if m > 0 {
         let a0 = Io::lanes(x0, q, m);
-        let a2 = Io::lanes(x2, q, m);
         let a1 = Io::lanes(x1, q, m);
         let mut t0 = [zero; LANES];
         let mut t1 = [zero; LANES];
@@ -2999,15 +4143,16 @@ fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         let mut t3 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r0 = f[0];
-            let r1 = f[1];
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
-            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, a1[j]);
-            t0[j] = r0;
-            t1[j] = r2;
-            t2[j] = r3;
-            t3[j] = a2[j];
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            t0[j] = r3;
+            t1[j] = r5;
+            t2[j] = r1;
+            t3[j] = r4;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -3031,19 +4176,175 @@ fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k35);
+variants!(k47);
 
-// focal_tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
-// tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
-// focal_tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
-// tversky (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
-// focal_tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
-// tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+// mcc [4, 1, 64, 64]: value and gradient, pass 1
+// mcc [2, 3, 16, 16]: value and gradient, pass 1
+// mcc [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k48<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r3 = f[0];
+                let r4 = f[1];
+                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r7);
+                o0[j] = r6;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r7);
+            o0[j] = r6;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k48);
+
+// mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// mcc (all inputs) [4, 1, 64, 64]: value, pass 0
+// mcc (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// mcc (all inputs) [2, 3, 16, 16]: value, pass 0
+// mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// mcc (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k49<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r1 = f[0];
+                let r2 = f[1];
+                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+                let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+                let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r5 = T::lane_kernel::<FMA>(Op::Mul, r4, r2, r4);
+                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+                acc0[j] = acc0[j] + r1;
+                acc1[j] = acc1[j] + r5;
+                acc2[j] = acc2[j] + r3;
+                acc3[j] = acc3[j] + r2;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r4, r2, r4);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+            t0[j] = r1;
+            t1[j] = r5;
+            t2[j] = r3;
+            t3[j] = r2;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+}
+variants!(k49);
+
+// mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// mcc (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k50<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let x2 = io.input(2);
@@ -3062,12 +4363,14 @@ fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
                 let j = h * W + k;
                 nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
                 let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r5);
-                o0[j] = r4;
+                let r3 = f[0];
+                let r4 = f[1];
+                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+                let r7 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r6);
+                o0[j] = r7;
             }
         }
         Io::store(y0, q, LANES, &o0);
@@ -3082,12 +4385,14 @@ fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r2 = f[0];
-            let r3 = f[1];
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r5);
-            o0[j] = r4;
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r6);
+            o0[j] = r7;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -3097,7 +4402,7 @@ fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k36);
+variants!(k50);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity [4, 1, 64, 64]: value, pass 0
@@ -3106,7 +4411,7 @@ variants!(k36);
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k37<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k51<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3181,13 +4486,13 @@ fn k37<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k37);
+variants!(k51);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k38<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k52<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3248,7 +4553,7 @@ fn k38<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k38);
+variants!(k52);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -3257,7 +4562,7 @@ variants!(k38);
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k53<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -3334,13 +4639,13 @@ fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k39);
+variants!(k53);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k40<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k54<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3399,13 +4704,733 @@ fn k40<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k40);
+variants!(k54);
+
+// unified_focal [4, 1, 64, 64]: value and gradient, pass 0
+// unified_focal [2, 3, 16, 16]: value and gradient, pass 0
+// unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k55<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r6 = f[0];
+                let r7 = f[1];
+                let r8 = f[2];
+                let r9 = f[3];
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+                let r11 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+                let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
+                let r14 = T::lane_kernel::<FMA>(Op::Pow, r13, r2, r13);
+                let r13 = T::lane_kernel::<FMA>(Op::Mul3, r3, r14, r11);
+                let r14 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r4);
+                let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r8, r14);
+                let r14 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
+                acc0[j] = acc0[j] + r10;
+                acc1[j] = acc1[j] + r6;
+                acc2[j] = acc2[j] + r12;
+                acc3[j] = acc3[j] + r7;
+                acc4[j] = acc4[j] + r14;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
+            let r14 = T::lane_kernel::<FMA>(Op::Pow, r13, r2, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r3, r14, r11);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r4);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r8, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
+            t0[j] = r10;
+            t1[j] = r6;
+            t2[j] = r12;
+            t3[j] = r7;
+            t4[j] = r14;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+}
+variants!(k55);
+
+// unified_focal [4, 1, 64, 64]: value and gradient, pass 1
+// unified_focal [2, 3, 16, 16]: value and gradient, pass 1
+// unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k56<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let r6 = io.splat(6);
+    let r7 = io.splat(7);
+    let r8 = io.splat(8);
+    let r9 = io.splat(9);
+    let r10 = io.splat(10);
+    let r11 = io.splat(11);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r12 = f[0];
+                let r13 = f[1];
+                let r14 = f[2];
+                let r15 = f[3];
+                let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
+                let r17 = T::lane_kernel::<FMA>(Op::Max, r12, r1, r12);
+                let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
+                let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r15);
+                let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r4, r17);
+                let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r5, r15);
+                let r20 = T::lane_kernel::<FMA>(Op::Mul3, r14, r17, r18);
+                let r17 = T::lane_kernel::<FMA>(Op::Ge, r12, r1, r12);
+                let r18 = T::lane_kernel::<FMA>(Op::Where, r17, r20, r6);
+                let r17 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
+                let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+                let r20 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r8, r13);
+                let r13 = T::lane_kernel::<FMA>(Op::Add, r18, r20, r18);
+                let r20 = T::lane_kernel::<FMA>(Op::Sub, r13, r9, r13);
+                let r13 = T::lane_kernel::<FMA>(Op::Mul, r12, r19, r12);
+                let r19 = T::lane_kernel::<FMA>(Op::Mul, r16, r10, r16);
+                let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r13, r19);
+                let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r20, r16);
+                o0[j] = r19;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r12 = f[0];
+            let r13 = f[1];
+            let r14 = f[2];
+            let r15 = f[3];
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Max, r12, r1, r12);
+            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r4, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r5, r15);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul3, r14, r17, r18);
+            let r17 = T::lane_kernel::<FMA>(Op::Ge, r12, r1, r12);
+            let r18 = T::lane_kernel::<FMA>(Op::Where, r17, r20, r6);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r20 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r8, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Add, r18, r20, r18);
+            let r20 = T::lane_kernel::<FMA>(Op::Sub, r13, r9, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r12, r19, r12);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, r16, r10, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r13, r19);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r20, r16);
+            o0[j] = r19;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k56);
+
+// unified_focal [4, 1, 64, 64]: value, pass 0
+// unified_focal [2, 3, 16, 16]: value, pass 0
+// unified_focal [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k57<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r6 = f[0];
+                let r7 = f[1];
+                let r8 = f[2];
+                let r9 = f[3];
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+                let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+                let r12 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
+                let r13 = T::lane_kernel::<FMA>(Op::Pow, r12, r1, r12);
+                let r12 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r13);
+                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r9, r15);
+                let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
+                acc0[j] = acc0[j] + r10;
+                acc1[j] = acc1[j] + r6;
+                acc2[j] = acc2[j] + r11;
+                acc3[j] = acc3[j] + r7;
+                acc4[j] = acc4[j] + r15;
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r12, r1, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r13);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
+            t0[j] = r10;
+            t1[j] = r6;
+            t2[j] = r11;
+            t3[j] = r7;
+            t4[j] = r15;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+}
+variants!(k57);
+
+// unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k58<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut acc5 = [zero; LANES];
+    let mut acc6 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r6 = f[0];
+                let r7 = f[1];
+                let r8 = f[2];
+                let r9 = f[3];
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+                let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+                let r12 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r13 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
+                let r14 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::Pow, r14, r2, r14);
+                let r14 = T::lane_kernel::<FMA>(Op::Mul3, r3, r6, r12);
+                let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+                let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
+                let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r8, r12);
+                let r12 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
+                let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r12, a2[j]);
+                acc0[j] = acc0[j] + r11;
+                acc1[j] = acc1[j] + r10;
+                acc2[j] = acc2[j] + r7;
+                acc3[j] = acc3[j] + r13;
+                acc4[j] = acc4[j] + a2[j];
+                acc5[j] = acc5[j] + r9;
+                acc6[j] = acc6[j] + a2[j];
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        let mut t5 = [zero; LANES];
+        let mut t6 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
+            let r14 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Pow, r14, r2, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r3, r6, r12);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r8, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r12, a2[j]);
+            t0[j] = r11;
+            t1[j] = r10;
+            t2[j] = r7;
+            t3[j] = r13;
+            t4[j] = a2[j];
+            t5[j] = r9;
+            t6[j] = a2[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            acc5[j] = acc5[j] + t5[j];
+        }
+        for j in 0..m {
+            acc6[j] = acc6[j] + t6[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+    io.reduce(5, &acc5);
+    io.reduce(6, &acc6);
+}
+variants!(k58);
+
+// unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k59<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let r6 = io.splat(6);
+    let r7 = io.splat(7);
+    let r8 = io.splat(8);
+    let r9 = io.splat(9);
+    let r10 = io.splat(10);
+    let r11 = io.splat(11);
+    let r12 = io.splat(12);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let x2 = io.input(2);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let mut o0 = [zero; LANES];
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r13 = f[0];
+                let r14 = f[1];
+                let r15 = f[2];
+                let r16 = f[3];
+                let r16 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+                let r17 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
+                let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
+                let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r16);
+                let r18 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+                let r20 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+                let r21 = T::lane_kernel::<FMA>(Op::Div, r20, r6, r20);
+                let r20 = T::lane_kernel::<FMA>(Op::Pow, r17, r7, r17);
+                let r17 = T::lane_kernel::<FMA>(Op::Mul3, r16, r8, r15);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r21, r17, r20);
+                let r17 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
+                let r20 = T::lane_kernel::<FMA>(Op::Where, r17, r15, r9);
+                let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+                let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r15);
+                let r15 = T::lane_kernel::<FMA>(Op::Sub, r22, r12, r22);
+                let r22 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r20);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r18, r14);
+                let r18 = T::lane_kernel::<FMA>(Op::MulSub, r13, r19, r15);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul, r21, r18, r21);
+                let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r22, r15);
+                o0[j] = r18;
+            }
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r13 = f[0];
+            let r14 = f[1];
+            let r15 = f[2];
+            let r16 = f[3];
+            let r16 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r17 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
+            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r16);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            let r21 = T::lane_kernel::<FMA>(Op::Div, r20, r6, r20);
+            let r20 = T::lane_kernel::<FMA>(Op::Pow, r17, r7, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul3, r16, r8, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r21, r17, r20);
+            let r17 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
+            let r20 = T::lane_kernel::<FMA>(Op::Where, r17, r15, r9);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r22, r12, r22);
+            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r20);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r18, r14);
+            let r18 = T::lane_kernel::<FMA>(Op::MulSub, r13, r19, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r21, r18, r21);
+            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r22, r15);
+            o0[j] = r18;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+        }
+    }
+    io.finish(0, y0);
+    io.probe(&nan);
+}
+variants!(k59);
+
+// unified_focal (all inputs) [4, 1, 64, 64]: value, pass 0
+// unified_focal (all inputs) [2, 3, 16, 16]: value, pass 0
+// unified_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k60<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let r5 = io.splat(5);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut acc5 = [zero; LANES];
+    let mut acc6 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for h in 0..LANES / W {
+            for k in 0..W {
+                let j = h * W + k;
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                let f = family_element::<T, FMA>(a0[j]);
+                let r6 = f[0];
+                let r7 = f[1];
+                let r8 = f[2];
+                let r9 = f[3];
+                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+                let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+                let r12 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
+                let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
+                let r6 = T::lane_kernel::<FMA>(Op::Pow, r13, r1, r13);
+                let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
+                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r6);
+                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r9, r15);
+                let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
+                let r14 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r15, a2[j]);
+                acc0[j] = acc0[j] + r11;
+                acc1[j] = acc1[j] + r10;
+                acc2[j] = acc2[j] + r7;
+                acc3[j] = acc3[j] + r12;
+                acc4[j] = acc4[j] + a2[j];
+                acc5[j] = acc5[j] + r14;
+                acc6[j] = acc6[j] + a2[j];
+            }
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        let mut t5 = [zero; LANES];
+        let mut t6 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Pow, r13, r1, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r6);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r15, a2[j]);
+            t0[j] = r11;
+            t1[j] = r10;
+            t2[j] = r7;
+            t3[j] = r12;
+            t4[j] = a2[j];
+            t5[j] = r14;
+            t6[j] = a2[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            acc5[j] = acc5[j] + t5[j];
+        }
+        for j in 0..m {
+            acc6[j] = acc6[j] + t6[j];
+        }
+        for j in 0..m {
+            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+        }
+    }
+    io.probe(&nan);
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+    io.reduce(5, &acc5);
+    io.reduce(6, &acc6);
+}
+variants!(k60);
 
 // weighted_bce [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce [2, 3, 16, 16]: value and gradient, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k41<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k61<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3479,13 +5504,13 @@ fn k41<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k41);
+variants!(k61);
 
 // weighted_bce [4, 1, 64, 64]: value, pass 0
 // weighted_bce [2, 3, 16, 16]: value, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k42<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k62<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3545,7 +5570,7 @@ fn k42<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.probe(&nan);
     io.reduce(0, &acc0);
 }
-variants!(k42);
+variants!(k62);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -3554,7 +5579,7 @@ variants!(k42);
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k43<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k63<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3627,13 +5652,13 @@ fn k43<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k43);
+variants!(k63);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k44<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k64<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3695,56 +5720,76 @@ fn k44<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.finish(0, y0);
     io.probe(&nan);
 }
-variants!(k44);
+variants!(k64);
 
 /// The kernel for a pass key.
 pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
     Some(match key {
-        "p0;R0 i1" => [k0::base, k0::avx2, k0::avx512],
-        "p5;MMul r5 i1 r0 i1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MSub r10 r1 i1 r1;MMul3 r11 r2 r10 r8;MMulAdd r8 r5 r9 r11;MMul r11 r10 r3 r10;MMul3 r10 i1 r4 r7;MMulSub r7 r11 r6 r10;R0 r8;S0 r7" => [k1::base, k1::avx2, k1::avx512],
-        "p3;MMul r3 i1 r0 i1;FSoftplus i0 [0, 0, 4, 5, 6, 7];MSub r7 r1 i1 r1;MMul3 r6 r2 r7 r4;MMulAdd r4 r3 r5 r6;R0 r4" => [k2::base, k2::avx2, k2::avx512],
-        "p0;MMul r0 i1 i2 i1;R0 r0;R1 i2;R2 i2" => [k3::base, k3::avx2, k3::avx512],
-        "p4;MMul r4 i1 r0 i1;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MSub r9 r1 i1 r1;MMul r10 r2 r9 r2;MMul r9 r10 r7 r10;MMulAdd r7 r4 r8 r9;MMul r9 i2 r7 i2;MMul r7 r4 r6 r4;MMulSub r6 r10 r5 r7;MMul3 r7 i2 r3 r6;R0 r9;S0 r7" => [k4::base, k4::avx2, k4::avx512],
-        "p3;MMul r3 i1 r0 i1;FSoftplus i0 [0, 0, 4, 5, 6, 7];MSub r7 r1 i1 r1;MMul3 r6 r2 r7 r4;MMulAdd r4 r3 r5 r6;MMul r6 i2 r4 i2;R0 r6" => [k5::base, k5::avx2, k5::avx512],
-        "p2;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r6 r0 i1 r0;MMul r7 r6 r4 r6;MMulAdd r4 i1 r5 r7;MMul r7 r6 r1 r6;MMul3 r6 i1 r1 r3;MMulSub r3 r7 r2 r6;R0 r4;S0 r3" => [k6::base, k6::avx2, k6::avx512],
-        "p1;FSoftplus i0 [0, 0, 1, 2, 3, 4];MSub r4 r0 i1 r0;MMul r3 r4 r1 r4;MMulAdd r1 i1 r2 r3;R0 r1" => [k7::base, k7::avx2, k7::avx512],
-        "p1;FSoftplus i0 [0, 0, 1, 2, 3, 4];MSub r4 r0 i1 r0;MMul r3 r4 r1 r4;MMulAdd r1 i1 r2 r3;MMul r3 i2 r1 i2;R0 r3;R1 i2" => [k8::base, k8::avx2, k8::avx512],
-        "p2;MSub r2 r0 i1 r0;FSig i0 [3, 4, 0, 0, 0, 0];MMul r5 i1 r4 i1;MMulSub r4 r2 r3 r5;MMul3 r5 i2 r1 r4;S0 r5" => [k9::base, k9::avx2, k9::avx512],
-        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MSub r2 r0 i1 r0;MMul r5 r2 r3 r2;MMulAdd r3 i1 r4 r5;MMul r5 i1 r1 i1;R0 r3;R1 r5;R2 r1;R3 i1" => [k10::base, k10::avx2, k10::avx512],
-        "p5;MSub r5 r0 i1 r0;FSig i0 [6, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 r7 r8 r7;MMulAdd r8 r5 r3 r9;MMul3 r9 i1 r4 r7;MMulAdd r7 r6 r8 r9;S0 r7" => [k11::base, k11::avx2, k11::avx512],
-        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MSub r2 r0 i1 r0;MMul r5 r2 r3 r2;MMulAdd r3 i1 r4 r5;MMul r5 i2 r3 i2;MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;R0 r5;R1 i2;R2 r1;R3 r3;R4 r4" => [k12::base, k12::avx2, k12::avx512],
-        "p4;MSub r4 r0 i1 r0;FSig i0 [5, 6, 0, 0, 0, 0];MMulSub r7 i1 r1 r2;MMul r8 i2 r7 i2;MMul r7 r5 r6 r5;MMul r9 i2 r3 i2;MMul3 r10 r4 r9 r5;MMulAdd r5 r8 r7 r10;MMul3 r10 i1 r9 r6;MSub r9 r5 r10 r5;S0 r9" => [k13::base, k13::avx2, k13::avx512],
-        "p1;MMul r1 r0 i1 r0;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r3 r0 r1 r0;MMul r6 r3 r4 r3;MMulAdd r4 r1 r5 r6;MMul r6 i1 r2 i1;R0 r4;R1 r6;R2 r2;R3 i1" => [k14::base, k14::avx2, k14::avx512],
-        "p5;MMul r5 r0 i1 r0;MSub r6 r0 r5 r0;FSig i0 [5, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 r7 r8 r7;MMulAdd r8 r6 r3 r9;MMul3 r9 i1 r4 r7;MMulAdd r7 r5 r8 r9;S0 r7" => [k15::base, k15::avx2, k15::avx512],
-        "p1;MMul r1 r0 i1 r0;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r3 r0 r1 r0;MMul r6 r3 r4 r3;MMulAdd r4 r1 r5 r6;MMul r6 i2 r4 i2;MMul r4 i2 r2 i2;MMul r2 i1 r4 i1;MMul r5 i1 i2 i1;R0 r6;R1 i2;R2 r2;R3 r4;R4 r5" => [k16::base, k16::avx2, k16::avx512],
-        "p4;MMul r4 r0 i1 r0;MSub r5 r0 r4 r0;FSig i0 [6, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 i2 r8 i2;MMul r8 r6 r7 r6;MMul r10 i2 r3 i2;MMul3 r11 r5 r10 r6;MMulAdd r6 r9 r8 r11;MMul3 r11 r4 r10 r7;MSub r10 r6 r11 r6;S0 r10" => [k17::base, k17::avx2, k17::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i1 r0 i1;R0 r1;R1 r0;R2 i1" => [k18::base, k18::avx2, k18::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k19::base, k19::avx2, k19::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r0;R1 r1;R2 r2;R3 i2" => [k20::base, k20::avx2, k20::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul r5 r2 r3 r2;MMul3 r3 i2 r4 r5;S0 r3" => [k21::base, k21::avx2, k21::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k22::base, k22::avx2, k22::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r15 r0 i1 r0;MMul r16 r15 r1 r15;MMulAdd r17 i1 r2 r16;MMul r16 r15 r13 r15;MMulAdd r13 i1 r14 r16;MMax r16 r13 r3 r13;MPow r14 r16 r4 r16;MMul r18 r17 r14 r17;MPow r14 r16 r5 r16;MMul3 r16 r17 r6 r14;MGe r14 r13 r3 r13;MWhere r13 r14 r16 r7;MMul r14 r11 r12 r11;MMul r16 i1 r8 i1;MMulAdd r17 r15 r9 r16;MAdd r16 r10 r17 r10;MMul r17 i1 r12 i1;MMulSub r12 r11 r15 r17;MMul r17 r13 r12 r13;MMulAdd r12 r14 r16 r17;R0 r18;S0 r12" => [k23::base, k23::avx2, k23::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r7 i1 r2 r6;FSoftplus i0 [0, 0, 6, 8, 9, 10];MMul r10 r5 r6 r5;MMulAdd r6 i1 r8 r10;MMax r10 r6 r3 r6;MPow r6 r10 r4 r10;MMul r10 r7 r6 r7;R0 r10" => [k24::base, k24::avx2, k24::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k25::base, k25::avx2, k25::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r15 r0 i1 r0;MMul r16 r15 r1 r15;MMulAdd r17 i1 r2 r16;MMul r16 r15 r13 r15;MMulAdd r13 i1 r14 r16;MMax r16 r13 r3 r13;MPow r14 r16 r4 r16;MMul3 r18 r17 r14 i2;MPow r14 r16 r5 r16;MMul r16 i2 r6 i2;MMul3 r19 r17 r16 r14;MGe r16 r13 r3 r13;MWhere r13 r16 r19 r7;MMul r16 i1 r8 i1;MMulAdd r19 r15 r9 r16;MAdd r16 r10 r19 r10;MMul3 r19 r11 r12 r16;MMul r16 i1 r12 i1;MMulSub r12 r11 r15 r16;MMul r16 r13 r12 r13;MMulAdd r12 i2 r19 r16;R0 r18;S0 r12" => [k26::base, k26::avx2, k26::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r7 i1 r2 r6;FSoftplus i0 [0, 0, 6, 8, 9, 10];MMul r10 r5 r6 r5;MMulAdd r6 i1 r8 r10;MMax r10 r6 r3 r6;MPow r6 r10 r4 r10;MMul3 r10 r7 r6 i2;R0 r10" => [k27::base, k27::avx2, k27::avx512],
-        "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k28::base, k28::avx2, k28::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k29::base, k29::avx2, k29::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k30::base, k30::avx2, k30::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k31::base, k31::avx2, k31::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k32::base, k32::avx2, k32::avx512],
-        "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i1 r0 i1;MMul r3 i1 r1 i1;R0 r2;R1 r0;R2 r3" => [k33::base, k33::avx2, k33::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulAdd r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k34::base, k34::avx2, k34::avx512],
-        "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i2 r0 i2;MMul r0 i1 r2 i1;MMul3 r3 i2 r1 i1;R0 r0;R1 r2;R2 r3;R3 i2" => [k35::base, k35::avx2, k35::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulAdd r4 i1 r0 r1;MMul r5 i2 r4 i2;MMul3 r4 r2 r3 r5;S0 r4" => [k36::base, k36::avx2, k36::avx512],
-        "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k37::base, k37::avx2, k37::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k38::base, k38::avx2, k38::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k39::base, k39::avx2, k39::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k40::base, k40::avx2, k40::avx512],
-        "p4;FSigSoftplus i0 [4, 5, 6, 7, 0, 0];MSub r8 r0 i1 r0;MMul3 r9 i1 r7 r1;MMulAdd r7 r8 r6 r9;MMul r9 r8 r2 r8;MMul3 r8 i1 r3 r5;MMulSub r5 r9 r4 r8;R0 r7;S0 r5" => [k41::base, k41::avx2, k41::avx512],
-        "p2;MMul r2 r0 i1 r0;FSoftplus i0 [0, 0, 3, 4, 5, 6];MSub r6 r1 i1 r1;MMul r5 r6 r3 r6;MMulAdd r3 r2 r4 r5;R0 r3" => [k42::base, k42::avx2, k42::avx512],
-        "p2;MMul r2 r0 i1 r0;FSoftplus i0 [0, 0, 3, 4, 5, 6];MSub r6 r1 i1 r1;MMul r5 r6 r3 r6;MMulAdd r3 r2 r4 r5;MMul r5 i2 r3 i2;R0 r5;R1 i2" => [k43::base, k43::avx2, k43::avx512],
-        "p3;MMul r3 r0 i1 r0;MSub r4 r1 i1 r1;FSig i0 [5, 6, 0, 0, 0, 0];MMul r7 r3 r6 r3;MMulSub r6 r4 r5 r7;MMul3 r7 i2 r2 r6;S0 r7" => [k44::base, k44::avx2, k44::avx512],
+        "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i1 r0 i1;MMul r3 i1 r1 i1;R0 r2;R1 r0;R2 r3" => [k0::base, k0::avx2, k0::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulAdd r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k1::base, k1::avx2, k1::avx512],
+        "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i2 r0 i2;MMul r0 i1 r2 i1;MMul3 r3 i2 r1 i1;R0 r0;R1 r2;R2 r3;R3 i2" => [k2::base, k2::avx2, k2::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulAdd r4 i1 r0 r1;MMul r5 i2 r4 i2;MMul3 r4 r2 r3 r5;S0 r4" => [k3::base, k3::avx2, k3::avx512],
+        "p0;R0 i1" => [k4::base, k4::avx2, k4::avx512],
+        "p5;MMul r5 i1 r0 i1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MSub r10 r1 i1 r1;MMul3 r11 r2 r10 r8;MMulAdd r8 r5 r9 r11;MMul r11 r10 r3 r10;MMul3 r10 i1 r4 r7;MMulSub r7 r11 r6 r10;R0 r8;S0 r7" => [k5::base, k5::avx2, k5::avx512],
+        "p3;MMul r3 i1 r0 i1;FSoftplus i0 [0, 0, 4, 5, 6, 7];MSub r7 r1 i1 r1;MMul3 r6 r2 r7 r4;MMulAdd r4 r3 r5 r6;R0 r4" => [k6::base, k6::avx2, k6::avx512],
+        "p0;MMul r0 i1 i2 i1;R0 r0;R1 i2;R2 i2" => [k7::base, k7::avx2, k7::avx512],
+        "p4;MMul r4 i1 r0 i1;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MSub r9 r1 i1 r1;MMul r10 r2 r9 r2;MMul r9 r10 r7 r10;MMulAdd r7 r4 r8 r9;MMul r9 i2 r7 i2;MMul r7 r4 r6 r4;MMulSub r6 r10 r5 r7;MMul3 r7 i2 r3 r6;R0 r9;S0 r7" => [k8::base, k8::avx2, k8::avx512],
+        "p3;MMul r3 i1 r0 i1;FSoftplus i0 [0, 0, 4, 5, 6, 7];MSub r7 r1 i1 r1;MMul3 r6 r2 r7 r4;MMulAdd r4 r3 r5 r6;MMul r6 i2 r4 i2;R0 r6" => [k9::base, k9::avx2, k9::avx512],
+        "p2;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r6 r0 i1 r0;MMul r7 r6 r4 r6;MMulAdd r4 i1 r5 r7;MMul r7 r6 r1 r6;MMul3 r6 i1 r1 r3;MMulSub r3 r7 r2 r6;R0 r4;S0 r3" => [k10::base, k10::avx2, k10::avx512],
+        "p1;FSoftplus i0 [0, 0, 1, 2, 3, 4];MSub r4 r0 i1 r0;MMul r3 r4 r1 r4;MMulAdd r1 i1 r2 r3;R0 r1" => [k11::base, k11::avx2, k11::avx512],
+        "p1;FSoftplus i0 [0, 0, 1, 2, 3, 4];MSub r4 r0 i1 r0;MMul r3 r4 r1 r4;MMulAdd r1 i1 r2 r3;MMul r3 i2 r1 i2;R0 r3;R1 i2" => [k12::base, k12::avx2, k12::avx512],
+        "p2;MSub r2 r0 i1 r0;FSig i0 [3, 4, 0, 0, 0, 0];MMul r5 i1 r4 i1;MMulSub r4 r2 r3 r5;MMul3 r5 i2 r1 r4;S0 r5" => [k13::base, k13::avx2, k13::avx512],
+        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MSub r2 r0 i1 r0;MMul r5 r2 r3 r2;MMulAdd r3 i1 r4 r5;MMul r5 i1 r1 i1;R0 r3;R1 r5;R2 r1;R3 i1" => [k14::base, k14::avx2, k14::avx512],
+        "p5;MSub r5 r0 i1 r0;FSig i0 [6, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 r7 r8 r7;MMulAdd r8 r5 r3 r9;MMul3 r9 i1 r4 r7;MMulAdd r7 r6 r8 r9;S0 r7" => [k15::base, k15::avx2, k15::avx512],
+        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MSub r2 r0 i1 r0;MMul r5 r2 r3 r2;MMulAdd r3 i1 r4 r5;MMul r5 i2 r3 i2;MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;R0 r5;R1 i2;R2 r1;R3 r3;R4 r4" => [k16::base, k16::avx2, k16::avx512],
+        "p4;MSub r4 r0 i1 r0;FSig i0 [5, 6, 0, 0, 0, 0];MMulSub r7 i1 r1 r2;MMul r8 i2 r7 i2;MMul r7 r5 r6 r5;MMul r9 i2 r3 i2;MMul3 r10 r4 r9 r5;MMulAdd r5 r8 r7 r10;MMul3 r10 i1 r9 r6;MSub r9 r5 r10 r5;S0 r9" => [k17::base, k17::avx2, k17::avx512],
+        "p1;MMul r1 r0 i1 r0;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r3 r0 r1 r0;MMul r6 r3 r4 r3;MMulAdd r4 r1 r5 r6;MMul r6 i1 r2 i1;R0 r4;R1 r6;R2 r2;R3 i1" => [k18::base, k18::avx2, k18::avx512],
+        "p5;MMul r5 r0 i1 r0;MSub r6 r0 r5 r0;FSig i0 [5, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 r7 r8 r7;MMulAdd r8 r6 r3 r9;MMul3 r9 i1 r4 r7;MMulAdd r7 r5 r8 r9;S0 r7" => [k19::base, k19::avx2, k19::avx512],
+        "p1;MMul r1 r0 i1 r0;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r3 r0 r1 r0;MMul r6 r3 r4 r3;MMulAdd r4 r1 r5 r6;MMul r6 i2 r4 i2;MMul r4 i2 r2 i2;MMul r2 i1 r4 i1;MMul r5 i1 i2 i1;R0 r6;R1 i2;R2 r2;R3 r4;R4 r5" => [k20::base, k20::avx2, k20::avx512],
+        "p4;MMul r4 r0 i1 r0;MSub r5 r0 r4 r0;FSig i0 [6, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 i2 r8 i2;MMul r8 r6 r7 r6;MMul r10 i2 r3 i2;MMul3 r11 r5 r10 r6;MMulAdd r6 r9 r8 r11;MMul3 r11 r4 r10 r7;MSub r10 r6 r11 r6;S0 r10" => [k21::base, k21::avx2, k21::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i1 r0 i1;R0 r1;R1 r0;R2 i1" => [k22::base, k22::avx2, k22::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k23::base, k23::avx2, k23::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r0;R1 r1;R2 r2;R3 i2" => [k24::base, k24::avx2, k24::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul r5 r2 r3 r2;MMul3 r3 i2 r4 r5;S0 r3" => [k25::base, k25::avx2, k25::avx512],
+        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MMul r2 i1 r1 i1;MSub r5 r0 i1 r0;MMul r6 r5 r3 r5;MMulAdd r3 i1 r4 r6;R0 r2;R1 r1;R2 i1;R3 r3" => [k26::base, k26::avx2, k26::avx512],
+        "p5;FSig i0 [5, 6, 0, 0, 0, 0];MSub r7 r0 i1 r0;MMulSub r8 i1 r1 r2;MMul r9 r6 r8 r6;MMulAdd r8 r7 r3 r9;MMul3 r9 i1 r4 r6;MMulAdd r6 r5 r8 r9;S0 r6" => [k27::base, k27::avx2, k27::avx512],
+        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MMul r2 i2 r1 i2;MMul r1 i1 r2 i1;MMul r5 i1 i2 i1;MSub r6 r0 i1 r0;MMul r7 r6 r3 r6;MMulAdd r3 i1 r4 r7;MMul r7 i2 r3 i2;R0 r1;R1 r2;R2 r5;R3 i2;R4 r7" => [k28::base, k28::avx2, k28::avx512],
+        "p4;FSig i0 [4, 5, 0, 0, 0, 0];MSub r6 r0 i1 r0;MMul r7 i2 r1 i2;MMul r8 r6 r7 r6;MMul3 r6 i1 r7 r5;MMulSub r7 r4 r8 r6;MMulSub r6 i1 r2 r3;MMul r8 i2 r6 i2;MMul r6 r4 r5 r4;MMulAdd r5 r8 r6 r7;S0 r5" => [k29::base, k29::avx2, k29::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 i1 r0 i1;MMul3 r9 r4 r4 r8;MSub r4 r1 i1 r1;MMul r8 r2 r4 r2;MMul3 r4 r3 r3 r8;MMul r8 r4 r5 r4;MMulAdd r5 r9 r6 r8;R0 r7;R1 r3;R2 i1;R3 r5" => [k30::base, k30::avx2, k30::avx512],
+        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r9 r10 r9;MMul3 r18 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r18 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;S0 r15" => [k31::base, k31::avx2, k31::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k32::base, k32::avx2, k32::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 i1 r0 i1;MMul3 r11 r4 r4 r10;MSub r4 r1 i1 r1;MMul r10 r2 r4 r2;MMul3 r4 r3 r3 r10;MMul r10 r4 r5 r4;MMulAdd r5 r11 r6 r10;MMul r10 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r10" => [k33::base, k33::avx2, k33::avx512],
+        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 i2 r3 i2;MMul r17 r8 r9 r8;MMul3 r18 r15 r10 r17;MMulAdd r10 r4 r18 r14;MMul3 r18 r12 r11 r17;MMulSub r11 r5 r18 r13;MMul r18 r9 r11 r9;MMulAdd r11 r8 r10 r18;MMulSub r18 i1 r6 r7;MMul3 r10 i2 r18 r17;MMulAdd r18 r16 r11 r10;S0 r18" => [k34::base, k34::avx2, k34::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k35::base, k35::avx2, k35::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k36::base, k36::avx2, k36::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r15 r0 i1 r0;MMul r16 r15 r1 r15;MMulAdd r17 i1 r2 r16;MMul r16 r15 r13 r15;MMulAdd r13 i1 r14 r16;MMax r16 r13 r3 r13;MPow r14 r16 r4 r16;MMul r18 r17 r14 r17;MPow r14 r16 r5 r16;MMul3 r16 r17 r6 r14;MGe r14 r13 r3 r13;MWhere r13 r14 r16 r7;MMul r14 r11 r12 r11;MMul r16 i1 r8 i1;MMulAdd r17 r15 r9 r16;MAdd r16 r10 r17 r10;MMul r17 i1 r12 i1;MMulSub r12 r11 r15 r17;MMul r17 r13 r12 r13;MMulAdd r12 r14 r16 r17;R0 r18;S0 r12" => [k37::base, k37::avx2, k37::avx512],
+        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r7 i1 r2 r6;FSoftplus i0 [0, 0, 6, 8, 9, 10];MMul r10 r5 r6 r5;MMulAdd r6 i1 r8 r10;MMax r10 r6 r3 r6;MPow r6 r10 r4 r10;MMul r10 r7 r6 r7;R0 r10" => [k38::base, k38::avx2, k38::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k39::base, k39::avx2, k39::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r15 r0 i1 r0;MMul r16 r15 r1 r15;MMulAdd r17 i1 r2 r16;MMul r16 r15 r13 r15;MMulAdd r13 i1 r14 r16;MMax r16 r13 r3 r13;MPow r14 r16 r4 r16;MMul3 r18 r17 r14 i2;MPow r14 r16 r5 r16;MMul r16 i2 r6 i2;MMul3 r19 r17 r16 r14;MGe r16 r13 r3 r13;MWhere r13 r16 r19 r7;MMul r16 i1 r8 i1;MMulAdd r19 r15 r9 r16;MAdd r16 r10 r19 r10;MMul3 r19 r11 r12 r16;MMul r16 i1 r12 i1;MMulSub r12 r11 r15 r16;MMul r16 r13 r12 r13;MMulAdd r12 i2 r19 r16;R0 r18;S0 r12" => [k40::base, k40::avx2, k40::avx512],
+        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r7 i1 r2 r6;FSoftplus i0 [0, 0, 6, 8, 9, 10];MMul r10 r5 r6 r5;MMulAdd r6 i1 r8 r10;MMax r10 r6 r3 r6;MPow r6 r10 r4 r10;MMul3 r10 r7 r6 i2;R0 r10" => [k41::base, k41::avx2, k41::avx512],
+        "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k42::base, k42::avx2, k42::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k43::base, k43::avx2, k43::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k44::base, k44::avx2, k44::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k45::base, k45::avx2, k45::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k46::base, k46::avx2, k46::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k47::base, k47::avx2, k47::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k48::base, k48::avx2, k48::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k49::base, k49::avx2, k49::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k50::base, k50::avx2, k50::avx512],
+        "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k51::base, k51::avx2, k51::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k52::base, k52::avx2, k52::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k53::base, k53::avx2, k53::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k54::base, k54::avx2, k54::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MSub r11 r0 i1 r0;MMul r12 i1 r7 i1;MMax r13 r6 r1 r6;MPow r14 r13 r2 r13;MMul3 r13 r3 r14 r11;MMul3 r14 i1 r9 r4;MMulAdd r9 r13 r8 r14;MDiv r14 r9 r5 r9;R0 r10;R1 r6;R2 r12;R3 r7;R4 r14" => [k55::base, k55::avx2, k55::avx512],
+        "p12;FSigSoftplus i0 [12, 13, 14, 15, 0, 0];MSub r15 r0 i1 r0;MMul r16 i1 r13 i1;MMax r17 r12 r1 r12;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r15;MPow r18 r17 r4 r17;MMul r17 r15 r5 r15;MMul3 r20 r14 r17 r18;MGe r17 r12 r1 r12;MWhere r18 r17 r20 r6;MMul r17 r12 r13 r12;MMul r13 i1 r7 i1;MMulAdd r20 r15 r8 r13;MAdd r13 r18 r20 r18;MSub r20 r13 r9 r13;MMul r13 r12 r19 r12;MMul r19 r16 r10 r16;MMulAdd r16 r11 r13 r19;MMulAdd r19 r17 r20 r16;S0 r19" => [k56::base, k56::avx2, k56::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k57::base, k57::avx2, k57::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MSub r12 r0 i1 r0;MMul r13 i2 r7 i2;MMul r7 i1 r13 i1;MMax r14 r6 r1 r6;MPow r6 r14 r2 r14;MMul3 r14 r3 r6 r12;MMul r6 r4 i1 r4;MMul r12 r6 r9 r6;MMulAdd r9 r14 r8 r12;MDiv r12 r9 r5 r9;MMul r9 i2 r12 i2;R0 r11;R1 r10;R2 r7;R3 r13;R4 i2;R5 r9;R6 i2" => [k58::base, k58::avx2, k58::avx512],
+        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r16 r0 i1 r0;MMax r17 r13 r1 r13;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r16;MMul r18 r4 i1 r4;MMul r20 i2 r5 i2;MDiv r21 r20 r6 r20;MPow r20 r17 r7 r17;MMul3 r17 r16 r8 r15;MMul3 r15 r21 r17 r20;MGe r17 r13 r1 r13;MWhere r20 r17 r15 r9;MMul r17 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r22 r16 r11 r15;MSub r15 r22 r12 r22;MMulAdd r22 i2 r15 r20;MMul r15 r14 r18 r14;MMulSub r18 r13 r19 r15;MMul r15 r21 r18 r21;MMulAdd r18 r17 r22 r15;S0 r18" => [k59::base, k59::avx2, k59::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k60::base, k60::avx2, k60::avx512],
+        "p4;FSigSoftplus i0 [4, 5, 6, 7, 0, 0];MSub r8 r0 i1 r0;MMul3 r9 i1 r7 r1;MMulAdd r7 r8 r6 r9;MMul r9 r8 r2 r8;MMul3 r8 i1 r3 r5;MMulSub r5 r9 r4 r8;R0 r7;S0 r5" => [k61::base, k61::avx2, k61::avx512],
+        "p2;MMul r2 r0 i1 r0;FSoftplus i0 [0, 0, 3, 4, 5, 6];MSub r6 r1 i1 r1;MMul r5 r6 r3 r6;MMulAdd r3 r2 r4 r5;R0 r3" => [k62::base, k62::avx2, k62::avx512],
+        "p2;MMul r2 r0 i1 r0;FSoftplus i0 [0, 0, 3, 4, 5, 6];MSub r6 r1 i1 r1;MMul r5 r6 r3 r6;MMulAdd r3 r2 r4 r5;MMul r5 i2 r3 i2;R0 r5;R1 i2" => [k63::base, k63::avx2, k63::avx512],
+        "p3;MMul r3 r0 i1 r0;MSub r4 r1 i1 r1;FSig i0 [5, 6, 0, 0, 0, 0];MMul r7 r3 r6 r3;MMulSub r6 r4 r5 r7;MMul3 r7 i2 r2 r6;S0 r7" => [k64::base, k64::avx2, k64::avx512],
         _ => return None,
     })
 }
