@@ -73,6 +73,18 @@ pub enum Error {
         index: usize,
         value: f64,
     },
+    /// An input given as class labels holds a value that is neither a class index of its axis
+    /// nor the ignore value.
+    #[error("input `{input}` holds the label {value} at index {index:?}, but its classes are 0..{classes} (axis `{axis}`) and the ignore value is {ignore}")]
+    Label {
+        input: String,
+        /// The element's index in the input's own shape.
+        index: Vec<usize>,
+        value: f64,
+        axis: String,
+        classes: usize,
+        ignore: f64,
+    },
     /// The buffers a request needs exceed the memory available (estimated before allocating).
     #[error("{what} needs {} of memory, but only {} is available", needed.map_or("more than 16 EiB".to_string(), |n| format!("{n} bytes ({})", crate::api::memory::human(n))), available.map_or("an unknown amount".to_string(), |a| format!("{a} bytes ({})", crate::api::memory::human(a))))]
     OutOfMemory {

@@ -538,3 +538,50 @@ fn graph_fused_with_a_shape_shows_the_bound_schedule() {
     let o = lossc(&["graph", "dice", "--stage", "parsed", "--shape", "2,1,8,8"]);
     assert!(!o.status.success());
 }
+
+/// Issue 11's acceptance: `eval softmax_ce` with a `[B, ..S]` class-index target holding 255s and
+/// `--set ignore_index=255` equals the one-hot computation with those pixels masked.
+#[test]
+fn eval_takes_class_labels_with_an_ignore_value() {
+    let z = "[0.5, -1, 2, 0.1, 1, 0.3, -0.2, 0.7, -0.5, 0.9, 0.4, -1.2]";
+    let labels = tmp(
+        "labels.json",
+        &format!(
+            r#"{{"logits": {{"shape": [1, 3, 2, 2], "data": {z}}},
+                "target": {{"shape": [1, 2, 2], "data": [0, 2, 255, 1]}}}}"#
+        ),
+    );
+    let hot = tmp(
+        "hot.json",
+        &format!(
+            r#"{{"logits": {{"shape": [1, 3, 2, 2], "data": {z}}},
+                "target": {{"shape": [1, 3, 2, 2], "data": [1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0]}},
+                "mask": {{"shape": [1, 3, 2, 2], "data": [1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1]}}}}"#
+        ),
+    );
+    let value = |args: &[&str]| -> f64 {
+        let o = lossc(args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["value"].as_f64().unwrap()
+    };
+    let a = value(&[
+        "eval",
+        "softmax_ce",
+        "--inputs",
+        labels.to_str().unwrap(),
+        "--set",
+        "ignore_index=255",
+    ]);
+    let b = value(&["eval", "softmax_ce", "--inputs", hot.to_str().unwrap()]);
+    assert!((a - b).abs() <= 1e-15, "{a} vs {b}");
+    // Without the ignore value, 255 is a label error naming the input, value and index.
+    let o = lossc(&["eval", "softmax_ce", "--inputs", labels.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`target`") && err.contains("255") && err.contains("[0, 1, 0]"),
+        "{err}"
+    );
+}

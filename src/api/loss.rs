@@ -390,9 +390,7 @@ impl Loss {
     /// tails — as text or Graphviz (`lossc graph --stage fused --shape ...`).
     pub fn render_for_shapes(&self, shapes: &[(&str, &[usize])], dot: bool) -> Result<String> {
         let binding = super::shape::bind_shapes(&self.sig, shapes)?;
-        let absent: Vec<usize> = (0..self.sig.inputs.len())
-            .filter(|&i| binding.shapes[i].is_none())
-            .collect();
+        let absent = binding.forms();
         let (sg, sched) = self.kernels(self.bound_stage(&binding, &absent)?)?;
         let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
         let name = format!("{} at sizes {:?}", self.sig.name, binding.sizes);

@@ -91,6 +91,8 @@ pub struct Plan<T: Real> {
     buffer_bytes: usize,
     check_finite: bool,
     grads: Vec<(String, ArrayD<T>)>,
+    /// Inputs given as class labels: (input, axis, classes, ignore value), checked per call.
+    labels: Vec<(usize, usize, usize, f64)>,
 }
 
 /// The loss value and the gradient of each differentiable input (in the input's own shape),
@@ -291,9 +293,7 @@ impl Loss {
                 max: MAX_INPUTS,
             });
         }
-        let absent: Vec<usize> = (0..self.sig.inputs.len())
-            .filter(|&i| binding.shapes[i].is_none())
-            .collect();
+        let absent = binding.forms();
         let sg = self.bound_stage(&binding, &absent)?;
         let diff: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
@@ -348,6 +348,18 @@ impl Loss {
                 )
             })
             .collect();
+        let values = self.param_values();
+        let labels = (0..self.sig.inputs.len())
+            .filter(|&i| binding.labels[i])
+            .filter_map(|i| {
+                let (axis, ignore) = self.sig.inputs[i].labels.as_ref()?;
+                let ignore = values.iter().find_map(|(k, v)| match v {
+                    crate::ParamValue::Number(x) if k == ignore => Some(*x),
+                    _ => None,
+                })?;
+                Some((i, *axis, binding.sizes[*axis], ignore))
+            })
+            .collect();
         Ok(Plan {
             sig: self.sig.clone(),
             diff,
@@ -365,6 +377,7 @@ impl Loss {
             buffer_bytes: built.buffer_bytes,
             check_finite: true,
             grads,
+            labels,
         })
     }
 }
@@ -488,6 +501,26 @@ impl<T: Real> Plan<T> {
                 });
             };
             slices[i] = data;
+        }
+        for &(i, axis, classes, ignore) in &self.labels {
+            let ok = |x: f64| x == ignore || (x >= 0.0 && x < classes as f64 && x.fract() == 0.0);
+            if let Some(k) = slices[i].iter().position(|x| !ok(x.to_f64())) {
+                let shape = self.binding.shapes[i].as_deref().unwrap_or(&[]);
+                let mut index = vec![0; shape.len()];
+                let mut rem = k;
+                for (d, &s) in index.iter_mut().zip(shape).rev() {
+                    *d = rem % s;
+                    rem /= s;
+                }
+                return Err(Error::Label {
+                    input: self.sig.inputs[i].name.clone(),
+                    index,
+                    value: slices[i][k].to_f64(),
+                    axis: self.sig.space.names[axis].clone(),
+                    classes: self.binding.sizes[axis],
+                    ignore,
+                });
+            }
         }
         for (i, inp) in self.sig.inputs.iter().enumerate() {
             if !seen[i] && self.binding.shapes[i].is_some() {

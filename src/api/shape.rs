@@ -18,11 +18,36 @@ pub struct Binding {
     pub sizes: Vec<usize>,
     /// Per axis: its dimensions (one for plain axes, any number for packs).
     pub dims: Vec<Vec<usize>>,
+    /// Per input: given as class labels (an input declared `labels(axis, ..)` whose shape lacks
+    /// that axis).
+    pub labels: Vec<bool>,
+}
+
+impl Binding {
+    /// How the inputs were given, as the lowering's key: the positions of absent optional
+    /// inputs, and `AS_LABELS + i` for an input `i` given as class labels.
+    pub fn forms(&self) -> Vec<usize> {
+        let absent = (0..self.shapes.len()).filter(|&i| self.shapes[i].is_none());
+        let labels = (0..self.labels.len())
+            .filter(|&i| self.labels[i])
+            .map(|i| crate::ir::lower::AS_LABELS + i);
+        absent.chain(labels).collect()
+    }
 }
 
 fn expected_text(sig: &Signature, inp: &InputSpec, dims: &[Option<Vec<usize>>]) -> String {
-    let parts: Vec<String> = inp
-        .axes
+    let one_hot = axes_text(sig, &inp.axes, dims);
+    match &inp.labels {
+        Some((axis, _)) => {
+            let rest: Vec<usize> = inp.axes.iter().copied().filter(|a| a != axis).collect();
+            format!("{one_hot} or class labels {}", axes_text(sig, &rest, dims))
+        }
+        None => one_hot,
+    }
+}
+
+fn axes_text(sig: &Signature, axes: &[usize], dims: &[Option<Vec<usize>>]) -> String {
+    let parts: Vec<String> = axes
         .iter()
         .map(|&a| {
             let n = &sig.space.names[a];
@@ -58,7 +83,12 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
     }
     let mut dims: Vec<Option<Vec<usize>>> = vec![None; n_axes];
     let mut bound_by: Vec<String> = vec![String::new(); n_axes];
-    for (i, inp) in sig.inputs.iter().enumerate() {
+    let mut labels = vec![false; sig.inputs.len()];
+    // Inputs that may be labels come last, so the axes they could lack are bound by then.
+    let mut order: Vec<usize> = (0..sig.inputs.len()).collect();
+    order.sort_by_key(|&i| sig.inputs[i].labels.is_some());
+    for i in order {
+        let inp = &sig.inputs[i];
         let Some(shape) = &given[i] else {
             if inp.default.is_none() {
                 return Err(Error::MissingInput {
@@ -69,6 +99,26 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
             }
             continue;
         };
+        // Given without its labels axis (every other axis bound already): class indices.
+        if let Some((axis, _)) = &inp.labels {
+            let full: Option<Vec<usize>> = inp
+                .axes
+                .iter()
+                .map(|&a| dims[a].clone())
+                .collect::<Option<Vec<_>>>()
+                .map(|d| d.concat());
+            let without: Option<Vec<usize>> = inp
+                .axes
+                .iter()
+                .filter(|&&a| a != *axis)
+                .map(|&a| dims[a].clone())
+                .collect::<Option<Vec<_>>>()
+                .map(|d| d.concat());
+            if full.as_ref() != Some(shape) && without.as_ref() == Some(shape) {
+                labels[i] = true;
+                continue;
+            }
+        }
         let has_pack = inp.axes.iter().any(|&a| sig.space.packs[a]);
         let fixed = inp.axes.len() - usize::from(has_pack);
         let rank_ok = if has_pack {
@@ -145,10 +195,15 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
     let internal = sig
         .inputs
         .iter()
-        .map(|inp| {
+        .zip(&labels)
+        .map(|(inp, &is_labels)| {
+            let lacks = match &inp.labels {
+                Some((axis, _)) if is_labels => 1 << axis,
+                _ => 0,
+            };
             (0..n_axes)
                 .map(|a| {
-                    if inp.mask & (1 << a) != 0 {
+                    if (inp.mask & !lacks) & (1 << a) != 0 {
                         sizes[a]
                     } else {
                         1
@@ -162,5 +217,6 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
         internal,
         sizes,
         dims: all_dims,
+        labels,
     })
 }

@@ -35,6 +35,26 @@ impl<'a> Cx<'a> {
         if name.name == "index" {
             return self.axis_index(name, args, kwargs, span, env);
         }
+        if name.name == "labelled" {
+            // `labelled(x)`: 0 where x is an input given as labels and the label is the ignore
+            // value, else 1 (also for an input given one-hot).
+            if args.len() != 1 || !kwargs.is_empty() {
+                return self.err(
+                    Diagnostic::new(Code::E0004, name.span, "`labelled` takes one input")
+                        .label("wrong arguments")
+                        .help("write `labelled(target)`"),
+                );
+            }
+            let v = self.expr(&args[0], env);
+            let Some(x) = self.tensor(v, args[0].span, "the argument of `labelled`") else {
+                return Val::Err;
+            };
+            let id = match self.labelled.get(&x) {
+                Some(&keep) => keep,
+                None => self.g.c(1.0),
+            };
+            return self.note(id, span);
+        }
         if let Some(&def) = self
             .prog
             .scopes
@@ -128,17 +148,19 @@ impl<'a> Cx<'a> {
                         match self.expr(e, env) {
                             Val::Axes(m) if m & !xa == 0 && m != 0 => over = m,
                             Val::Err => return Val::Err,
-                            _ => return self.err(
-                                Diagnostic::new(
-                                    Code::E0012,
-                                    e.span,
-                                    format!(
+                            _ => {
+                                return self.err(
+                                    Diagnostic::new(
+                                        Code::E0012,
+                                        e.span,
+                                        format!(
                                         "`over` takes a non-empty list of the arguments' axes {}",
                                         self.g.space.fmt(xa)
                                     ),
+                                    )
+                                    .label("not an axis list of the arguments"),
                                 )
-                                .label("not an axis list of the arguments"),
-                            ),
+                            }
                         }
                     }
                     attr = crate::ir::graph::Attr::Axes(over);

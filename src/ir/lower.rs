@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::ir::graph::{Axes, Graph, NodeId};
+use crate::ir::graph::{Attr, Axes, Graph, NodeId};
 use crate::ir::program::{Def, Program};
 use crate::ops::{self};
 use crate::syntax::ast::*;
@@ -52,9 +52,15 @@ pub(super) struct Cx<'a> {
     pub(super) origins: HashMap<NodeId, Span>,
     pub(super) stack: Vec<String>,
     pub(super) depth: usize,
+    /// One-hot encodings of inputs given as labels, each with its 0/1 "not ignored" node
+    /// (what `labelled(x)` returns).
+    pub(super) labelled: HashMap<NodeId, NodeId>,
 }
 
-pub(super) const BUILTINS: &[&str] = &["mean", "index"];
+pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled"];
+/// An entry `AS_LABELS + i` among a lowering's absent inputs: input `i` (declared
+/// `labels(axis, ignore)`) is given as class indices without `axis`.
+pub const AS_LABELS: usize = 1 << 20;
 pub(super) const MAX_DEPTH: usize = 64;
 /// Deepest nesting of expressions while lowering, counted across inlined helpers and losses
 /// (a file's own nesting is bounded by `syntax::parse::MAX_NESTING`).
@@ -79,6 +85,7 @@ pub fn lower_with(
         origins: HashMap::new(),
         stack: vec![loss.name.name.clone()],
         depth: 0,
+        labelled: HashMap::new(),
     };
     let mut given = HashMap::new();
     for (k, v) in params {
@@ -97,7 +104,23 @@ pub fn lower_with(
                 let k = cx.g.c(d);
                 cx.g.broadcast(k, inp.mask)
             }
-            _ => cx.g.input(i, inp.mask),
+            _ => match &inp.labels {
+                // Class indices: one-hot over the axis, an ignored pixel all zeros.
+                Some((axis, ignore)) if absent.contains(&(AS_LABELS + i)) => {
+                    let labels = cx.g.input(i, inp.mask & !(1 << axis));
+                    let ignore = match env.vars.get(ignore) {
+                        Some(Val::T(k)) => *k,
+                        _ => cx.g.c(f64::NAN),
+                    };
+                    let keep = cx.g.op2(ops::Op::Ne, labels, ignore);
+                    let index = cx.g.add(ops::Op::AxisIndex, vec![], Attr::Axes(1 << axis));
+                    let hot = cx.g.op2(ops::Op::Eq, labels, index);
+                    let id = cx.g.op2(ops::Op::Mul, hot, keep);
+                    cx.labelled.insert(id, keep);
+                    id
+                }
+                _ => cx.g.input(i, inp.mask),
+            },
         };
         cx.origins.insert(id, inp.span);
         input_nodes.push(id);

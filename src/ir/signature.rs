@@ -60,6 +60,9 @@ pub struct InputSpec {
     pub default: Option<f64>,
     /// The declared values (`in [lo, hi]`), if any.
     pub range: Option<ValueRange>,
+    /// `labels(axis, ignore)`: the input may be bound as class indices without this axis (an
+    /// index into the loss's axes), pixels equal to the parameter named `ignore` ignored.
+    pub labels: Option<(usize, String)>,
     pub span: Span,
 }
 
@@ -111,6 +114,7 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         origins: HashMap::new(),
         stack: vec![],
         depth: 0,
+        labelled: HashMap::new(),
     };
     let vals = cx.bind_params(loss, file, HashMap::new());
     let params = loss
@@ -281,6 +285,34 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
                 .label("at most one pack axis per input"),
             );
         }
+        let mut labels = None;
+        if let Some((axis, ignore)) = &inp.labels {
+            match space.index(&axis.name) {
+                Some(a) if mask & (1 << a) != 0 && !space.packs[a] && !inp.diff => {
+                    labels = Some((a, ignore.name.clone()));
+                }
+                _ => diags.push(
+                    Diagnostic::new(
+                        Code::E0012,
+                        axis.span,
+                        format!("`labels` of input `{}` needs one of its plain axes", inp.name.name),
+                    )
+                    .label("not a plain (non-pack) axis of this input")
+                    .help("write e.g. `input target: [B, C, ..S] labels(C, ignore_index)`; a differentiable input cannot be labels"),
+                ),
+            }
+            if !loss.params.iter().any(|p| p.name.name == ignore.name) {
+                diags.push(
+                    Diagnostic::new(
+                        Code::E0002,
+                        ignore.span,
+                        format!("unknown parameter `{}`", ignore.name),
+                    )
+                    .label("the ignore value must be a parameter of the loss")
+                    .help("declare it, e.g. `param ignore_index: int = -100`"),
+                );
+            }
+        }
         inputs.push(InputSpec {
             name: inp.name.name.clone(),
             axes,
@@ -288,6 +320,7 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
             diff: inp.diff,
             default: inp.default,
             range: inp.range,
+            labels,
             span: inp.name.span,
         });
     }

@@ -62,6 +62,8 @@ pub struct InputDecl {
     pub default: Option<f64>,
     /// `in [lo, hi]` / `in int [lo, hi]`: the values the input takes.
     pub range: Option<ValueRange>,
+    /// `labels(axis, ignore_param)`: the input may be given as class indices without `axis`.
+    pub labels: Option<(Ident, Ident)>,
 }
 
 /// The declared values of an input: a closed interval, of integers with `int`.

@@ -145,6 +145,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::let_stmt => "`let`",
         Rule::return_stmt => "`return`",
         Rule::diff_mark => "`diff`",
+        Rule::labels_decl | Rule::labels_kw => "`labels(axis, ignore_param)`",
         Rule::value_range | Rule::in_kw => "a value range `in [lo, hi]`",
         Rule::param_type | Rule::variants | Rule::int_type => "a parameter type",
         Rule::fn_params => "parameter names",
@@ -326,6 +327,7 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
     let mut diff = false;
     let mut default = None;
     let mut range = None;
+    let mut labels = None;
     for q in inner {
         match q.as_rule() {
             Rule::shape => {
@@ -364,6 +366,12 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
                 }
             }
             Rule::signed_number => default = q.as_str().parse::<f64>().ok(),
+            Rule::labels_decl => {
+                let mut x = q.into_inner().filter(|x| x.as_rule() == Rule::ident);
+                let axis = ident(x.next().expect("grammar: labels axis"), file, base);
+                let ignore = ident(x.next().expect("grammar: labels ignore"), file, base);
+                labels = Some((axis, ignore));
+            }
             _ => {}
         }
     }
@@ -373,6 +381,7 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
         diff,
         default,
         range,
+        labels,
     }
 }
 
