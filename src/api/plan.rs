@@ -135,6 +135,70 @@ struct Built<T: Real> {
 
 /// The executor of `kind` for `bound`: the block VM on its kernel-prepared graph, or the
 /// reference interpreter — asked for, or because the VM cannot fuse the graph (the reason kept).
+/// The fused VM of `bound`'s graph unrolled over its class axis (`optimise::unroll`), reading
+/// and writing the class planes of the caller's buffers in place; `None` where unrolling does
+/// not apply.
+fn unrolled<T: Real>(
+    bound: &Bound,
+    merge: bool,
+    native: bool,
+) -> Option<std::result::Result<crate::exec::vm::Vm<T>, crate::optimise::fuse::NotFusable>> {
+    use crate::optimise::unroll;
+    let g = &bound.graph;
+    let ax = unroll::class_axis(g, &bound.roots)?;
+    let sizes = &bound.sizes;
+    let u = unroll::unroll(g, &bound.roots, &bound.grad_axes, ax, sizes[ax])?;
+    let n_axes = sizes.len();
+    let input_axes = bound.input_axes();
+    // Outer axes of the unrolled graph, as axes of the original one.
+    let outer: Vec<usize> = (0..n_axes - 1).filter(|&a| a != ax).collect();
+    let addr = |real: usize, axes: crate::ir::graph::Axes, class: Option<usize>| {
+        // Row-major strides of a buffer with `axes` (0 where it lacks one).
+        let mut st = vec![0usize; n_axes];
+        let mut s = 1;
+        for a in (0..n_axes).rev() {
+            if axes & (1 << a) != 0 {
+                st[a] = s;
+                s *= sizes[a];
+            }
+        }
+        crate::exec::vm::Addr {
+            real,
+            strides: outer.iter().map(|&a| st[a]).collect(),
+            offset: class.map_or(0, |c| c * st[ax]),
+            len: s,
+        }
+    };
+    let in_addr = u
+        .inputs
+        .iter()
+        .map(|&(i, c)| Some(addr(i as usize, (*input_axes.get(i as usize)?)?, c)))
+        .collect::<Option<Vec<_>>>()?;
+    let out_addr = u
+        .grads
+        .iter()
+        .map(|&(k, c)| addr(k, bound.grad_axes[k], c))
+        .collect();
+    let (graph, roots) = optimise::for_kernels(&u.graph, &u.roots);
+    let kb = Arc::new(Bound {
+        graph,
+        roots,
+        sizes: (0..n_axes).filter(|&a| a != ax).map(|a| sizes[a]).collect(),
+        grad_axes: u
+            .grads
+            .iter()
+            .map(|&(k, _)| unroll::drop_axis(bound.grad_axes[k], ax))
+            .collect(),
+        spatial: bound.spatial.clone(),
+    });
+    Some(crate::exec::vm::Vm::with_addresses(
+        kb,
+        merge,
+        native,
+        Some((in_addr, out_addr)),
+    ))
+}
+
 fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
     let reference = |bound: Arc<Bound>, fallback: Option<String>| {
         let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound));
@@ -201,14 +265,22 @@ fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
         grad_axes: bound.grad_axes.clone(),
         spatial: bound.spatial.clone(),
     });
-    match crate::exec::vm::Vm::<T>::new(kb, superinstructions, native) {
+    let (vm, executor) = match crate::exec::vm::Vm::<T>::new(kb, superinstructions, native) {
+        // Nodes lacking a plain axis (sums over classes): the graph unrolled over that axis.
+        Err(e) => match unrolled::<T>(&bound, superinstructions, native) {
+            Some(vm) => (vm, "fused, unrolled over classes"),
+            None => (Err(e), "fused"),
+        },
+        ok => (ok, "fused"),
+    };
+    match vm {
         Ok(vm) => Built {
             info: vm
                 .pass_shapes()
                 .into_iter()
                 .zip(vm.native_passes())
                 .map(|((nodes, reductions, stores), native)| PassInfo {
-                    executor: "fused",
+                    executor,
                     kernel: if native { "native" } else { "bytecode" },
                     nodes,
                     reductions,

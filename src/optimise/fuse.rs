@@ -59,6 +59,20 @@ impl Schedule {
 pub struct NotFusable(pub String);
 
 pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
+    schedule_capped(g, roots, MAX_KERNEL_NODES, false)
+}
+
+/// [`schedule`] with another cap on a kernel's big nodes (a graph unrolled over `n` classes
+/// holds about `n` times the nodes of one class, and splitting it would re-read every class
+/// plane once per kernel), and with `depth_first`, each kernel's nodes in depth-first order
+/// from its outputs instead of id order: a class's chain (`z_c - m`, `exp`, `+`) is computed
+/// right before its use, so few registers are live at once.
+pub fn schedule_capped(
+    g: &Graph,
+    roots: &[NodeId],
+    cap: usize,
+    depth_first: bool,
+) -> Result<Schedule, NotFusable> {
     let n = g.len();
     let full = g.space.all();
     let n_axes = g.space.names.len();
@@ -151,9 +165,9 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
         let mut need = vec![false; n];
         for (out, own) in outputs {
             let merged = need.iter().zip(&own).filter(|(a, b)| **a || **b).count();
-            if merged > MAX_KERNEL_NODES {
+            if merged > cap {
                 if let Some(k) = group.take() {
-                    kernels.push(finish(k, &need));
+                    kernels.push(finish(g, k, &need, depth_first));
                 }
                 need = vec![false; n];
             }
@@ -172,7 +186,7 @@ pub fn schedule(g: &Graph, roots: &[NodeId]) -> Result<Schedule, NotFusable> {
             }
         }
         if let Some(k) = group {
-            kernels.push(finish(k, &need));
+            kernels.push(finish(g, k, &need, depth_first));
         }
     }
     first_kernel.push(kernels.len());
@@ -197,11 +211,41 @@ enum Output {
 }
 
 /// A kernel's nodes (what its outputs need, in topological order) and kind.
-fn finish(mut k: Kernel, need: &[bool]) -> Kernel {
-    k.nodes = (0..need.len())
-        .filter(|&i| need[i])
-        .map(|i| i as NodeId)
-        .collect();
+fn finish(g: &Graph, mut k: Kernel, need: &[bool], depth_first: bool) -> Kernel {
+    k.nodes = if depth_first {
+        // Post-order from the outputs, arguments left to right (iterative: chains are long).
+        let mut seen = vec![false; need.len()];
+        let mut order = Vec::new();
+        let outs = k
+            .reductions
+            .iter()
+            .map(|&r| g.node(r).args[0])
+            .chain(k.stores.iter().map(|s| s.1));
+        for out in outs {
+            let mut stack = vec![(out, false)];
+            while let Some((x, expanded)) = stack.pop() {
+                let i = x as usize;
+                if !need[i] || seen[i] {
+                    continue;
+                }
+                if expanded {
+                    seen[i] = true;
+                    order.push(x);
+                } else {
+                    stack.push((x, true));
+                    for &a in g.node(x).args.iter().rev() {
+                        stack.push((a, false));
+                    }
+                }
+            }
+        }
+        order
+    } else {
+        (0..need.len())
+            .filter(|&i| need[i])
+            .map(|i| i as NodeId)
+            .collect()
+    };
     k.kind = if k.reductions.is_empty() {
         KernelKind::Map
     } else {

@@ -7,6 +7,7 @@
 //! (a result with fewer axes is broadcast back). Never here: evaluation or autodiff.
 
 pub mod fuse;
+pub mod unroll;
 
 use crate::ir::graph::{Attr, Axes, Graph, Node, NodeId};
 use crate::ops::{const_value, Op};

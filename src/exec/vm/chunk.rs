@@ -21,6 +21,9 @@ pub(super) struct Ctx<'a, T: Real> {
     pub(super) checks: &'a [u16],
     /// The pass's native kernel for the instruction set being run, if it has one.
     pub(super) native: Option<unsafe fn(&mut Io<T>)>,
+    /// Input and output addresses in the caller's buffers (empty: identity; see [`Addr`]).
+    pub(super) in_addr: &'a [Addr],
+    pub(super) out_addr: &'a [Addr],
 }
 
 #[derive(Clone, Copy)]
@@ -51,6 +54,9 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
         part[r.base..r.base + groups].fill(r.init);
     }
     let mut coords = [0usize; 16];
+    // Per mapped input / output: where the current plane starts in its buffer.
+    let mut in_base = [0usize; MAX_ADDRS];
+    let mut out_base = [0usize; MAX_ADDRS];
     let mut last_plane = usize::MAX;
     let first = chunk * CHUNK_BLOCKS;
     let last = (first + CHUNK_BLOCKS).min(ctx.total_blocks);
@@ -75,22 +81,70 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                 let lanes = if ctx.native.is_some() { 1 } else { BLOCK };
                 regs[s.reg as usize * BLOCK..s.reg as usize * BLOCK + lanes].fill(v);
             }
+            for (b, a) in in_base.iter_mut().zip(ctx.in_addr) {
+                *b = a.start(&coords[..ctx.outer.len()], 0);
+            }
+            for (b, a) in out_base.iter_mut().zip(ctx.out_addr) {
+                *b = a.start(&coords[..ctx.outer.len()], 0);
+            }
             last_plane = plane;
         }
         // Ask for the next block of every streamed input (into L1) and for the block FAR beyond it
         // (into L2), a share of their cache lines before each instruction: the compute of this
         // block hides the latency of the next one, and the requests never queue up all at once (a
         // burst of them stalls the core on full fill buffers).
+        // Input or output `i`: its buffer and this block's start there.
+        let at = |map: &[Addr], i: usize| -> (usize, usize) {
+            match map.get(i) {
+                None => (i, start),
+                Some(a) => {
+                    let base = if std::ptr::eq(map, ctx.in_addr) {
+                        &in_base
+                    } else {
+                        &out_base
+                    };
+                    (a.real, base[i] + k * BLOCK)
+                }
+            }
+        };
         let step = 64 / std::mem::size_of::<T>();
-        let ahead = start + len;
         let n_lines = BLOCK.div_ceil(step);
         let n_ins = pass.code.len();
+        // With many streams (class planes), the (stream, line) requests are spread over the
+        // instructions instead: one range per instruction, not one per stream.
+        let spread = pass.streams.len() * n_lines;
         #[allow(unused_variables)]
         let prefetch = |j: usize| {
             #[cfg(target_arch = "x86_64")]
+            if !ctx.in_addr.is_empty() {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+                for q in j * spread / n_ins..(j + 1) * spread / n_ins {
+                    let (r, s) = at(ctx.in_addr, pass.streams[q / n_lines] as usize);
+                    let data = ctx.inputs[r];
+                    let near = s + len + (q % n_lines) * step;
+                    if near + FAR < data.len() {
+                        // SAFETY: prefetching is a hint that never faults; the index is below
+                        // `data.len()`, so `add` stays in bounds.
+                        unsafe {
+                            _mm_prefetch::<{ _MM_HINT_T1 }>(
+                                data.as_ptr().add(near + FAR) as *const i8
+                            )
+                        };
+                    }
+                    if near < data.len() {
+                        // SAFETY: as above.
+                        unsafe {
+                            _mm_prefetch::<{ _MM_HINT_T0 }>(data.as_ptr().add(near) as *const i8)
+                        };
+                    }
+                }
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
             for &i in &pass.streams {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
-                let data = ctx.inputs[i as usize];
+                let (r, s) = at(ctx.in_addr, i as usize);
+                let (data, ahead) = (ctx.inputs[r], s + len);
                 let from = j * n_lines / n_ins * step;
                 let to = (j + 1) * n_lines / n_ins * step;
                 let near = (ahead + from)..(ahead + to).min(data.len());
@@ -114,7 +168,10 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                 Src::Reg(r) => unsafe {
                     std::slice::from_raw_parts(base.add(r as usize * BLOCK), len)
                 },
-                Src::Input(i) => &ctx.inputs[i as usize][start..start + len],
+                Src::Input(i) => {
+                    let (r, s) = at(ctx.in_addr, i as usize);
+                    &ctx.inputs[r][s..s + len]
+                }
             }
         };
         for (k, &i) in ctx.checks.iter().enumerate() {
@@ -124,20 +181,23 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                 continue;
             }
             // x - x is 0 for finite x and NaN otherwise: the sum flags any NaN or infinity.
-            let x = &ctx.inputs[i as usize][start..start + len];
+            let (r, s) = at(ctx.in_addr, i as usize);
+            let x = &ctx.inputs[r][s..s + len];
             part[pass.slots + k] += nan_probe(x);
         }
         // This block's range of output buffer `out`.
         let out_block = |out: u16| -> &mut [T] {
-            let o = ctx.outs[out as usize];
+            let (r, s) = at(ctx.out_addr, out as usize);
+            let o = ctx.outs[r];
             // Checked in every build: the raw write below relies on it.
             assert!(
-                !o.0.is_null() && start + len <= o.1,
+                !o.0.is_null() && s + len <= o.1,
                 "output block outside its buffer"
             );
-            // SAFETY: [start, start + len) lies in this chunk's disjoint range of the buffer, and
-            // one instruction writes it at a time.
-            unsafe { std::slice::from_raw_parts_mut(o.0.add(start), len) }
+            // SAFETY: [s, s + len) lies in this chunk's disjoint range of the buffer (blocks of
+            // distinct planes, or of distinct class planes, never overlap), and one instruction
+            // writes it at a time.
+            unsafe { std::slice::from_raw_parts_mut(o.0.add(s), len) }
         };
         // The partial slot of reduction `red` for this block's group.
         let slot_of = |red: u16| {

@@ -37,7 +37,13 @@ use crate::ir::graph::{Attr, Axes, NodeId};
 use crate::ops::family::{family_both, family_sig, family_sig_softplus, family_softplus};
 use crate::ops::math::Real;
 use crate::ops::{const_value, Class, Op};
-use crate::optimise::fuse::{schedule, NotFusable, Schedule};
+use crate::optimise::fuse::{schedule, schedule_capped, NotFusable, Schedule};
+
+/// Most inputs (and gradient roots) of a graph unrolled over a class axis: each is one class
+/// plane of a caller's buffer.
+const MAX_ADDRS: usize = 256;
+/// The kernel cap of a graph unrolled over a class axis (see `fuse::schedule_capped`).
+const UNROLLED_KERNEL_NODES: usize = 4096;
 
 /// Lanes per block (register length).
 pub const BLOCK: usize = 512;
@@ -126,8 +132,38 @@ impl Isa {
     }
 }
 
+/// Where one input or gradient of the VM's graph lives in the caller's buffers, for a graph
+/// unrolled over a class axis (`optimise::unroll`): buffer `real`, and a block of plane
+/// `coords` starting at `offset + Σ coords[a] * strides[a]` (plus its place in the plane).
+#[derive(Clone, Debug)]
+pub struct Addr {
+    pub real: usize,
+    /// Per outer axis of the VM's graph (all but the innermost).
+    pub strides: Vec<usize>,
+    pub offset: usize,
+    /// The real buffer's length.
+    pub len: usize,
+}
+
+impl Addr {
+    #[inline(always)]
+    fn start(&self, coords: &[usize], local: usize) -> usize {
+        self.offset
+            + self
+                .strides
+                .iter()
+                .zip(coords)
+                .map(|(s, c)| s * c)
+                .sum::<usize>()
+            + local
+    }
+}
+
 pub struct Vm<T: Real> {
     bound: Arc<Bound>,
+    /// Input and gradient addresses (empty: each is its own buffer, laid out as its node).
+    in_addr: Vec<Addr>,
+    out_addr: Vec<Addr>,
     sched: Schedule,
     passes: Vec<PassCode>,
     /// Per tail (stage): its small nodes with their index maps, in topological order.
@@ -191,12 +227,56 @@ impl<T: Real> Vm<T> {
     /// (`MapStore`, `DotSum`), and with `native`, passes the standard library has native kernels
     /// for run them: both must change nothing but speed (tests compare the bits).
     pub fn new(bound: Arc<Bound>, merge: bool, native: bool) -> Result<Vm<T>, NotFusable> {
+        Self::with_addresses(bound, merge, native, None)
+    }
+
+    /// As [`Vm::new`], with each input and gradient root of the graph read from / written to
+    /// the caller's buffers through an [`Addr`] (a graph unrolled over a class axis: its inputs
+    /// are class planes of the caller's inputs). Native kernels do not apply then.
+    pub fn with_addresses(
+        bound: Arc<Bound>,
+        merge: bool,
+        native: bool,
+        addr: Option<(Vec<Addr>, Vec<Addr>)>,
+    ) -> Result<Vm<T>, NotFusable> {
         let g = &bound.graph;
         let sizes = &bound.sizes;
-        let sched = schedule(g, &bound.roots)?;
-        if bound.roots.len() > 9 {
+        let (in_addr, out_addr) = addr.unwrap_or_default();
+        let sched = if in_addr.is_empty() {
+            schedule(g, &bound.roots)?
+        } else {
+            schedule_capped(g, &bound.roots, UNROLLED_KERNEL_NODES, true)?
+        };
+        let real_grads = out_addr
+            .iter()
+            .map(|a| a.real + 1)
+            .max()
+            .unwrap_or(bound.roots.len() - 1);
+        if real_grads > 8 {
             return Err(NotFusable("more than 8 gradient outputs".into()));
         }
+        if !in_addr.is_empty() {
+            // The tail reads small inputs whole, as laid out by their node: class planes of a
+            // caller's input are not.
+            let planes = (0..g.len()).any(|id| {
+                let n = g.node(id as NodeId);
+                matches!((n.op, n.attr), (Op::Input, Attr::Input(i))
+                    if !sched.big[id] && in_addr[i as usize].offset != 0)
+            });
+            if planes {
+                return Err(NotFusable(
+                    "a per-class input without the innermost axis".into(),
+                ));
+            }
+        }
+        if in_addr.len() > MAX_ADDRS || out_addr.len() > MAX_ADDRS {
+            return Err(NotFusable(format!(
+                "more than {MAX_ADDRS} class planes of inputs or gradients"
+            )));
+        }
+        // Native kernels address inputs by position: not for class planes.
+        let native_ok = in_addr.is_empty();
+        let native = native && native_ok;
         let n_axes = sizes.len();
         let inner = sizes[n_axes - 1];
         let outer: Vec<usize> = sizes[..n_axes - 1].to_vec();
@@ -214,7 +294,7 @@ impl<T: Real> Vm<T> {
         for k in &sched.kernels {
             let mut pc = codegen(g, &sched, k, sizes);
             max_slots = max_slots.max(pc.slots);
-            let key = native::key(&pc);
+            let key = if native_ok { native::key(&pc) } else { None };
             natives.push(match &key {
                 Some(key) if native => native::lookup::<T>(key),
                 _ => None,
@@ -337,7 +417,18 @@ impl<T: Real> Vm<T> {
                 }
             }
         }
+        let input_lens = if in_addr.is_empty() {
+            bound
+                .input_axes()
+                .into_iter()
+                .map(|a| a.map(|a| numel(a, &bound.sizes)))
+                .collect()
+        } else {
+            in_addr.iter().map(|a| Some(a.len)).collect()
+        };
         Ok(Vm {
+            in_addr,
+            out_addr,
             sched,
             passes,
             small,
@@ -356,11 +447,7 @@ impl<T: Real> Vm<T> {
             natives,
             #[cfg(test)]
             listing,
-            input_lens: bound
-                .input_axes()
-                .into_iter()
-                .map(|a| a.map(|a| numel(a, &bound.sizes)))
-                .collect(),
+            input_lens,
             bound,
         })
     }
@@ -394,8 +481,13 @@ impl<T: Real> Executor<T> for Vm<T> {
         let total_blocks = self.planes * self.bpp;
         if check_finite {
             // Big inputs are checked inside the first pass, while it reads them; the rest here.
-            let in_pass =
-                |i: usize| !self.passes.is_empty() && self.big_inputs.contains(&(i as u16));
+            let in_pass = |i: usize| {
+                !self.passes.is_empty()
+                    && self
+                        .big_inputs
+                        .iter()
+                        .any(|&v| self.real_in(v as usize) == i)
+            };
             if let Some(i) = (0..inputs.len()).find(|&i| !in_pass(i) && has_non_finite(inputs[i])) {
                 return Err(i);
             }
@@ -421,6 +513,8 @@ impl<T: Real> Executor<T> for Vm<T> {
                 outer: &self.outer,
                 checks,
                 native: self.natives[p].map(|v| v[isa_index(self.isa)]),
+                in_addr: &self.in_addr,
+                out_addr: &self.out_addr,
             };
             let isa = self.isa;
             let regfiles = &self.regfiles;
@@ -448,8 +542,11 @@ impl<T: Real> Executor<T> for Vm<T> {
                     .any(|&v| v != 0.0)
             });
             if flagged {
-                if let Some(&i) = checks.iter().find(|&&i| has_non_finite(inputs[i as usize])) {
-                    return Err(i as usize);
+                if let Some(&i) = checks
+                    .iter()
+                    .find(|&&i| has_non_finite(inputs[self.real_in(i as usize)]))
+                {
+                    return Err(self.real_in(i as usize));
                 }
             }
             // Combine partials in chunk order.
@@ -467,9 +564,9 @@ impl<T: Real> Executor<T> for Vm<T> {
                 for &(i, red) in &self.summed {
                     let node = pass.reductions[red as usize].node as usize;
                     if self.vals[node].iter().any(|v| !v.is_finite())
-                        && has_non_finite(inputs[i as usize])
+                        && has_non_finite(inputs[self.real_in(i as usize)])
                     {
-                        return Err(i as usize);
+                        return Err(self.real_in(i as usize));
                     }
                 }
             }
@@ -485,8 +582,26 @@ impl<T: Real> Executor<T> for Vm<T> {
             let node = g.node(root);
             let st = strides_for(node.axes, &self.bound.sizes, self.bound.sizes.len());
             let v = &self.vals[root as usize];
-            let buf = &mut grads[k - 1];
             let sizes = &self.bound.sizes;
+            if let Some(a) = self.out_addr.get(k - 1) {
+                // A class plane of the caller's buffer: element (plane coords, i) of the graph.
+                let buf = &mut grads[a.real];
+                let mut coords = vec![0usize; self.outer.len()];
+                for plane in 0..self.planes {
+                    let mut rem = plane;
+                    for d in (0..self.outer.len()).rev() {
+                        coords[d] = rem % self.outer[d];
+                        rem /= self.outer[d];
+                    }
+                    let base: usize = coords.iter().zip(&st).map(|(c, s)| c * s).sum();
+                    let at = a.start(&coords, 0);
+                    for i in 0..self.inner {
+                        buf[at + i] = T::from_f64(v[base + i * st[sizes.len() - 1]]);
+                    }
+                }
+                continue;
+            }
+            let buf = &mut grads[k - 1];
             for (flat, o) in buf.iter_mut().enumerate() {
                 let mut rem = flat;
                 let mut idx = 0;
@@ -532,13 +647,25 @@ impl<T: Real> Vm<T> {
         let b = &self.bound;
         for (i, want) in self.input_lens.iter().enumerate() {
             if let Some(want) = *want {
-                let got = inputs.get(i).map(|x| x.len());
+                let got = inputs.get(self.real_in(i)).map(|x| x.len());
                 assert_eq!(
                     got,
                     Some(want),
                     "input {i}: buffer of {got:?} elements, the plan needs {want}"
                 );
             }
+        }
+        if !self.out_addr.is_empty() {
+            for a in &self.out_addr {
+                let got = grads.get(a.real).map(|g| g.len());
+                assert_eq!(
+                    got,
+                    Some(a.len),
+                    "gradient {}: buffer of {got:?} elements",
+                    a.real
+                );
+            }
+            return;
         }
         assert_eq!(
             grads.len(),
@@ -554,6 +681,11 @@ impl<T: Real> Vm<T> {
                 gr.len()
             );
         }
+    }
+
+    /// The caller's input buffer behind input `v` of the graph.
+    fn real_in(&self, v: usize) -> usize {
+        self.in_addr.get(v).map_or(v, |a| a.real)
     }
 
     /// Per pass: whether it runs a native kernel (else bytecode).

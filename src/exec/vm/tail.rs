@@ -25,7 +25,8 @@ impl<T: Real> Vm<T> {
                 (Op::Const, _) => out.fill(const_value(node).unwrap_or(f64::NAN)),
                 (Op::Input, _) => {
                     if let Attr::Input(i) = node.attr {
-                        for (o, x) in out.iter_mut().zip(inputs[i as usize]) {
+                        let real = self.in_addr.get(i as usize).map_or(i as usize, |a| a.real);
+                        for (o, x) in out.iter_mut().zip(inputs[real]) {
                             *o = x.to_f64();
                         }
                     }
