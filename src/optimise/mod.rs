@@ -10,7 +10,7 @@ pub mod fuse;
 pub mod unroll;
 
 use crate::ir::graph::{Attr, Axes, Graph, Node, NodeId};
-use crate::ops::{const_value, Op};
+use crate::ops::{const_value, Class, Op};
 
 /// A named rewrite. `name` and `identity` document the rule where it is defined (and name it in
 /// the tests); the optimiser itself only applies it.
@@ -68,6 +68,15 @@ pub const SIMPLIFY: &[Rule] = &[
             if both == 0 { return Some(inner); }
             let k = g.axis_size(both);
             Some(g.op2(Op::Mul, inner, k))
+        } },
+    Rule { name: "map_of_broadcast", identity: "f(broadcast(a, A), b) -> broadcast(f(a, b), A') when the arguments without their broadcasts lack axes the result has: f runs on the smaller value (broadcast(C) / C is the constant 1 it is, so a default mask's count folds)",
+        apply: |g, n| {
+            if n.op.def().class != Class::Map || n.op == Op::StopGrad || !n.args.iter().any(|&a| g.node(a).op == Op::Broadcast) { return None; }
+            let inner: Vec<NodeId> = n.args.iter().map(|&a| { let m = g.node(a); if m.op == Op::Broadcast { m.args[0] } else { a } }).collect();
+            let axes = inner.iter().fold(0, |m, &a| m | g.axes(a));
+            if axes == n.axes { return None; }
+            let x = g.add(n.op, inner, n.attr);
+            Some(g.broadcast(x, n.axes))
         } },
     Rule { name: "safe_div_nonzero", identity: "safe_div(a, c) -> a / c for a constant c != 0: the guard is dead",
         apply: |g, n| if n.op == Op::SafeDiv { constant(g, n.args[1]).filter(|&c| c != 0.0).map(|_| g.op2(Op::Div, n.args[0], n.args[1])) } else { None } },
