@@ -391,9 +391,68 @@ impl Loss {
     pub fn render_for_shapes(&self, shapes: &[(&str, &[usize])], dot: bool) -> Result<String> {
         let binding = super::shape::bind_shapes(&self.sig, shapes)?;
         let absent = binding.forms();
-        let (sg, sched) = self.kernels(self.bound_stage(&binding, &absent)?)?;
-        let names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
-        let name = format!("{} at sizes {:?}", self.sig.name, binding.sizes);
+        let bound = self.bound_stage(&binding, &absent)?;
+        let mut names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
+        let mut name = format!("{} at sizes {:?}", self.sig.name, binding.sizes);
+        let copy = StageGraph {
+            graph: bound.graph.clone(),
+            roots: bound.roots.clone(),
+        };
+        let (sg, sched) = match self.kernels(copy) {
+            Ok(k) => k,
+            // What a plan runs then: the graph unrolled over its class axis (as `Plan` does).
+            Err(e) => {
+                use optimise::unroll;
+                let roots: Vec<NodeId> = bound.roots.iter().map(|r| r.1).collect();
+                let grad_axes: Vec<_> = (0..self.sig.inputs.len())
+                    .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
+                    .map(|i| self.sig.inputs[i].mask)
+                    .collect();
+                let Some(ax) = unroll::class_axis(&bound.graph, &roots) else {
+                    return Err(e);
+                };
+                let Some(u) =
+                    unroll::unroll(&bound.graph, &roots, &grad_axes, ax, binding.sizes[ax])
+                else {
+                    return Err(e);
+                };
+                let axis = &self.sig.space.names[ax];
+                let plane = |n: &str, c: Option<usize>| match c {
+                    Some(c) => format!("{n}[{axis}={c}]"),
+                    None => n.to_string(),
+                };
+                names = u
+                    .inputs
+                    .iter()
+                    .map(|&(i, c)| plane(&self.sig.inputs[i as usize].name, c))
+                    .collect();
+                let (graph, r) = optimise::for_kernels(&u.graph, &u.roots);
+                let sched = optimise::fuse::schedule_capped(
+                    &graph,
+                    &r,
+                    optimise::fuse::UNROLLED_KERNEL_NODES,
+                    true,
+                )
+                .map_err(|e| Error::NotFusable {
+                    loss: self.sig.name.clone(),
+                    reason: e.0,
+                })?;
+                let mut labels = vec![bound.roots[0].0.clone()];
+                labels.extend(
+                    u.grads
+                        .iter()
+                        .map(|&(k, c)| plane(&bound.roots[k + 1].0, c)),
+                );
+                name = format!("{name}, unrolled over {axis}");
+                (
+                    StageGraph {
+                        graph,
+                        roots: labels.into_iter().zip(r).collect(),
+                    },
+                    sched,
+                )
+            }
+        };
         Ok(if dot {
             super::render::fused_dot(&sg.graph, &sg.roots, &sched, &names, &name)
         } else {

@@ -35,6 +35,24 @@ impl<'a> Cx<'a> {
         if name.name == "index" {
             return self.axis_index(name, args, kwargs, span, env);
         }
+        if name.name == "size" {
+            // `size([A, ..])`: the number of elements along the axes, bound at call time.
+            let axes = match args {
+                [a] if kwargs.is_empty() => self.expr(a, env),
+                _ => Val::Err,
+            };
+            return match axes {
+                Val::Axes(m) => {
+                    let id = self.g.axis_size(m);
+                    self.note(id, span)
+                }
+                _ => self.err(
+                    Diagnostic::new(Code::E0012, name.span, "`size` takes one axis list")
+                        .label("not an axis list")
+                        .help("write e.g. `size([C])`"),
+                ),
+            };
+        }
         if name.name == "labelled" {
             // `labelled(x)`: 0 where x is an input given as labels and the label is the ignore
             // value, else 1 (also for an input given one-hot).

@@ -57,7 +57,7 @@ pub(super) struct Cx<'a> {
     pub(super) labelled: HashMap<NodeId, NodeId>,
 }
 
-pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled"];
+pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size"];
 /// An entry `AS_LABELS + i` among a lowering's absent inputs: input `i` (declared
 /// `labels(axis, ignore)`) is given as class indices without `axis`.
 pub const AS_LABELS: usize = 1 << 20;

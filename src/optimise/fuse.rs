@@ -19,6 +19,8 @@ use crate::ops::Class;
 
 /// Most big nodes (inputs included) one kernel holds before its pass is split by outputs.
 pub const MAX_KERNEL_NODES: usize = 64;
+/// The cap for a graph unrolled over a class axis (`optimise::unroll`).
+pub const UNROLLED_KERNEL_NODES: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelKind {

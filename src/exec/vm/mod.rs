@@ -42,8 +42,7 @@ use crate::optimise::fuse::{schedule, schedule_capped, NotFusable, Schedule};
 /// Most inputs (and gradient roots) of a graph unrolled over a class axis: each is one class
 /// plane of a caller's buffer.
 const MAX_ADDRS: usize = 256;
-/// The kernel cap of a graph unrolled over a class axis (see `fuse::schedule_capped`).
-const UNROLLED_KERNEL_NODES: usize = 4096;
+use crate::optimise::fuse::UNROLLED_KERNEL_NODES;
 
 /// Lanes per block (register length).
 pub const BLOCK: usize = 512;
