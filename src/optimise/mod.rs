@@ -78,6 +78,19 @@ pub const SIMPLIFY: &[Rule] = &[
             let x = g.add(n.op, inner, n.attr);
             Some(g.broadcast(x, n.axes))
         } },
+    Rule { name: "exp_minus_log", identity: "exp(a - (b + log(c))) -> exp(a - b) / c: a softmax from its logsumexp reuses the exponentials the sum already made (one exp per class fewer; exp(a - b) <= 1 stays finite)",
+        apply: |g, n| {
+            if n.op != Op::Exp { return None; }
+            let d = g.node(n.args[0]).clone();
+            if d.op != Op::Sub { return None; }
+            let s = g.node(d.args[1]).clone();
+            if s.op != Op::Add { return None; }
+            let (b, l) = if g.node(s.args[1]).op == Op::Log { (s.args[0], s.args[1]) } else if g.node(s.args[0]).op == Op::Log { (s.args[1], s.args[0]) } else { return None };
+            let c = g.node(l).args[0];
+            let e = g.op2(Op::Sub, d.args[0], b);
+            let e = g.op1(Op::Exp, e);
+            Some(g.op2(Op::Div, e, c))
+        } },
     Rule { name: "safe_div_nonzero", identity: "safe_div(a, c) -> a / c for a constant c != 0: the guard is dead",
         apply: |g, n| if n.op == Op::SafeDiv { constant(g, n.args[1]).filter(|&c| c != 0.0).map(|_| g.op2(Op::Div, n.args[0], n.args[1])) } else { None } },
     Rule { name: "div_one", identity: "x / 1 -> x",
