@@ -8,11 +8,12 @@ IMPL: eager | compile | jax) -> one JSON line with the median and best of the ti
 float64 (tests/golden)."""
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import time_reps  # noqa: E402
 
 
 def torch_loss(name):
@@ -105,14 +106,8 @@ def main():
         def step():
             x = z.clone().requires_grad_(True)
             fn(x, y).backward()
-    for _ in range(3):
-        step()
-    ts = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        step()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"loss": name, "impl": impl, "shape": list(shape), "median_ms": statistics.median(ts), "best_ms": min(ts)}))
+    median, best, _ = time_reps(step, 7)  # common.py: 3 warm-up calls, then 7 timed
+    print(json.dumps({"loss": name, "impl": impl, "shape": list(shape), "median_ms": median, "best_ms": best}))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ Inputs as the other peers: x ~ N(0, 2^2), t ~ Bernoulli(0.3).
 Usage: python3 spatial_torch.py WHAT IMPL B C D1 D2 [D3]   (WHAT: monai_hausdorff | ssim;
 IMPL: eager | compile) -> one JSON line with the median and best of the timed calls."""
 import json
-import statistics
+import os
 import sys
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import time_reps  # noqa: E402
 import torch
 import torch.nn.functional as F
 
@@ -74,11 +76,5 @@ def step():
     return v.item()
 
 
-for _ in range(3):
-    step()
-ts = []
-for _ in range(7):
-    t0 = time.perf_counter()
-    step()
-    ts.append((time.perf_counter() - t0) * 1e3)
-print(json.dumps({"what": what, "impl": impl, "shape": list(shape), "median_ms": statistics.median(ts), "best_ms": min(ts)}))
+median, best, _ = time_reps(step, 7)  # common.py: 3 warm-up calls, then 7 timed
+print(json.dumps({"what": what, "impl": impl, "shape": list(shape), "median_ms": median, "best_ms": best}))
