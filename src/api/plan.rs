@@ -154,19 +154,12 @@ fn unrolled<T: Real>(
     let outer: Vec<usize> = (0..n_axes - 1).filter(|&a| a != ax).collect();
     let addr = |real: usize, axes: crate::ir::graph::Axes, class: Option<usize>| {
         // Row-major strides of a buffer with `axes` (0 where it lacks one).
-        let mut st = vec![0usize; n_axes];
-        let mut s = 1;
-        for a in (0..n_axes).rev() {
-            if axes & (1 << a) != 0 {
-                st[a] = s;
-                s *= sizes[a];
-            }
-        }
+        let st = crate::exec::vm::strides_for(axes, sizes, n_axes);
         crate::exec::vm::Addr {
             real,
             strides: outer.iter().map(|&a| st[a]).collect(),
             offset: class.map_or(0, |c| c * st[ax]),
-            len: s,
+            len: crate::exec::vm::numel(axes, sizes),
         }
     };
     let in_addr = u

@@ -101,20 +101,17 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
         };
         // Given without its labels axis (every other axis bound already): class indices.
         if let Some((axis, _)) = &inp.labels {
-            let full: Option<Vec<usize>> = inp
-                .axes
-                .iter()
-                .map(|&a| dims[a].clone())
-                .collect::<Option<Vec<_>>>()
-                .map(|d| d.concat());
-            let without: Option<Vec<usize>> = inp
-                .axes
-                .iter()
-                .filter(|&&a| a != *axis)
-                .map(|&a| dims[a].clone())
-                .collect::<Option<Vec<_>>>()
-                .map(|d| d.concat());
-            if full.as_ref() != Some(shape) && without.as_ref() == Some(shape) {
+            // The bound shape of the input's axes other than `skip` (None if one is unbound).
+            let bound = |skip: Option<usize>| -> Option<Vec<usize>> {
+                let d: Option<Vec<Vec<usize>>> = inp
+                    .axes
+                    .iter()
+                    .filter(|&&a| Some(a) != skip)
+                    .map(|&a| dims[a].clone())
+                    .collect();
+                d.map(|d| d.concat())
+            };
+            if bound(None).as_ref() != Some(shape) && bound(Some(*axis)).as_ref() == Some(shape) {
                 labels[i] = true;
                 continue;
             }

@@ -238,13 +238,9 @@ impl Interpreter {
                     let imgs: Vec<&[f64]> = images.iter().map(|x| x.as_slice()).collect();
                     let mut out = vec![0.0f64; images[0].len()];
                     // Window sizes were checked against the spatial sides at bind time.
-                    let over = match n.attr {
-                        Attr::Axes(a) => a,
-                        _ => 0,
-                    };
                     window::run(
                         op,
-                        over,
+                        window::group_axes(n),
                         &imgs,
                         &self.bound.sizes,
                         &self.bound.spatial,

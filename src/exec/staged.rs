@@ -193,10 +193,7 @@ impl<T: Real> Staged<T> {
                     out: number(w),
                     images,
                     consts,
-                    over: match n.attr {
-                        Attr::Axes(a) => a,
-                        _ => 0,
-                    },
+                    over: window::group_axes(n),
                 });
             }
             let mut segments = Vec::new();

@@ -32,6 +32,14 @@ pub fn window_args(g: &Graph, n: &Node) -> Option<(usize, Vec<f64>)> {
     Some((image_args, consts))
 }
 
+/// The axes an order op's groups span (its `over`), 0 for any other op.
+pub fn group_axes(n: &Node) -> u16 {
+    match n.attr {
+        crate::ir::graph::Attr::Axes(a) if is_order(n.op) => a,
+        _ => 0,
+    }
+}
+
 /// Whether `op` sorts per group of its `over` axes (`crate::ops::order`) rather than working
 /// per image over the spatial axes.
 pub fn is_order(op: Op) -> bool {

@@ -94,19 +94,14 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
         // block hides the latency of the next one, and the requests never queue up all at once (a
         // burst of them stalls the core on full fill buffers).
         // Input or output `i`: its buffer and this block's start there.
-        let at = |map: &[Addr], i: usize| -> (usize, usize) {
+        let at = |map: &[Addr], base: &[usize; MAX_ADDRS], i: usize| -> (usize, usize) {
             match map.get(i) {
                 None => (i, start),
-                Some(a) => {
-                    let base = if std::ptr::eq(map, ctx.in_addr) {
-                        &in_base
-                    } else {
-                        &out_base
-                    };
-                    (a.real, base[i] + k * BLOCK)
-                }
+                Some(a) => (a.real, base[i] + k * BLOCK),
             }
         };
+        let input_at = |i: usize| at(ctx.in_addr, &in_base, i);
+        let output_at = |i: usize| at(ctx.out_addr, &out_base, i);
         let step = 64 / std::mem::size_of::<T>();
         let n_lines = BLOCK.div_ceil(step);
         let n_ins = pass.code.len();
@@ -119,7 +114,7 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
             if !ctx.in_addr.is_empty() {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
                 for q in j * spread / n_ins..(j + 1) * spread / n_ins {
-                    let (r, s) = at(ctx.in_addr, pass.streams[q / n_lines] as usize);
+                    let (r, s) = input_at(pass.streams[q / n_lines] as usize);
                     let data = ctx.inputs[r];
                     let near = s + len + (q % n_lines) * step;
                     if near + FAR < data.len() {
@@ -143,7 +138,7 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
             #[cfg(target_arch = "x86_64")]
             for &i in &pass.streams {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
-                let (r, s) = at(ctx.in_addr, i as usize);
+                let (r, s) = input_at(i as usize);
                 let (data, ahead) = (ctx.inputs[r], s + len);
                 let from = j * n_lines / n_ins * step;
                 let to = (j + 1) * n_lines / n_ins * step;
@@ -169,7 +164,7 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                     std::slice::from_raw_parts(base.add(r as usize * BLOCK), len)
                 },
                 Src::Input(i) => {
-                    let (r, s) = at(ctx.in_addr, i as usize);
+                    let (r, s) = input_at(i as usize);
                     &ctx.inputs[r][s..s + len]
                 }
             }
@@ -181,13 +176,13 @@ pub(super) fn run_chunk<T: Real, const FMA: bool>(
                 continue;
             }
             // x - x is 0 for finite x and NaN otherwise: the sum flags any NaN or infinity.
-            let (r, s) = at(ctx.in_addr, i as usize);
+            let (r, s) = input_at(i as usize);
             let x = &ctx.inputs[r][s..s + len];
             part[pass.slots + k] += nan_probe(x);
         }
         // This block's range of output buffer `out`.
         let out_block = |out: u16| -> &mut [T] {
-            let (r, s) = at(ctx.out_addr, out as usize);
+            let (r, s) = output_at(out as usize);
             let o = ctx.outs[r];
             // Checked in every build: the raw write below relies on it.
             assert!(

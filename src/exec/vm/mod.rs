@@ -197,7 +197,7 @@ pub struct Vm<T: Real> {
     listing: Vec<Option<crate::exec::NativeEntry>>,
 }
 
-fn strides_for(axes: Axes, sizes: &[usize], n_outer: usize) -> Vec<usize> {
+pub(crate) fn strides_for(axes: Axes, sizes: &[usize], n_outer: usize) -> Vec<usize> {
     // Row-major strides of a value with `axes` over the loss's axes; 0 where it lacks an axis.
     let n = sizes.len();
     let mut st = vec![0usize; n];
@@ -212,7 +212,7 @@ fn strides_for(axes: Axes, sizes: &[usize], n_outer: usize) -> Vec<usize> {
     st
 }
 
-fn numel(axes: Axes, sizes: &[usize]) -> usize {
+pub(crate) fn numel(axes: Axes, sizes: &[usize]) -> usize {
     sizes
         .iter()
         .enumerate()
