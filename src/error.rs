@@ -67,6 +67,10 @@ pub enum Error {
     },
     #[error("`{loss}` cannot be fused: {reason}")]
     NotFusable { loss: String, reason: String },
+    /// Split-phase evaluation (`Plan::statistics`) of a loss that is not a function of
+    /// per-image sums.
+    #[error("`{loss}` cannot be split into per-image statistics: {reason}")]
+    NotSplittable { loss: String, reason: String },
     #[error("input `{input}` holds a non-finite value ({value}) at flat index {index}; losses reject NaN and Inf inputs")]
     NonFinite {
         input: String,

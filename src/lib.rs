@@ -55,7 +55,8 @@ pub(crate) mod optimise;
 pub(crate) mod syntax;
 
 pub use api::{
-    ExecutorKind, GradcheckOptions, GradcheckReport, Library, Loss, Output, PassInfo, Plan, Stage,
+    ExecutorKind, Finished, GradcheckOptions, GradcheckReport, Library, Loss, Output, PassInfo,
+    Plan, Stage,
 };
 pub use error::{Error, Result};
 pub use ir::graph::AxisSpace;

@@ -483,6 +483,19 @@ fn check_looks_at_helper_only_files() {
     let o = lossc(&["check", "losses/common.loss"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(text(&o).0.contains("helpers only"), "{:?}", text(&o));
+    // Loop bodies too: an assignment needs a bound name; the loop variable is in scope.
+    let p = tmp(
+        "looping.loss",
+        "fn f(x) {\n    for i in 1..3 {\n        y = x * i\n    }\n    return x\n}\n",
+    );
+    let o = lossc(&["check", p.to_str().unwrap()]);
+    let err = text(&o).1;
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("looping.loss:3:9") && err.contains("assignment to unknown name `y`"),
+        "{err}"
+    );
+    assert!(!err.contains("unknown name `i`"), "{err}");
 }
 
 #[test]

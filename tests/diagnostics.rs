@@ -452,3 +452,46 @@ fn e0027_window_op_without_spatial_axes() {
         &["`edt` needs the loss's spatial axes", "a pack"],
     );
 }
+
+#[test]
+fn e0028_loop_bound_not_a_compile_time_whole_number() {
+    expect(
+        &body("    let s = logits\n    for i in 1..=mean(logits) {\n        s = s + i\n    }\n    return mean(s)"),
+        "E0028",
+        "5:18",
+        &["a loop bound must be a whole number known when the loss compiles"],
+    );
+    expect(
+        &body("    let s = logits\n    for i in 0..2.5 {\n        s = s + i\n    }\n    return mean(s)"),
+        "E0028",
+        "5:17",
+        &["not a compile-time whole number"],
+    );
+}
+
+#[test]
+fn e0029_loops_repeat_too_often() {
+    expect(
+        &body("    let s = logits\n    for i in 0..200 {\n        for j in 0..200 {\n            s = s + 1\n        }\n    }\n    return mean(s)"),
+        "E0029",
+        "6:9",
+        &["more than 10000 times in all", "this loop alone runs 200 times"],
+    );
+}
+
+#[test]
+fn loop_bodies_assign_carried_names_and_may_not_shadow_them() {
+    // `let` of a name bound outside the loop would hide it from the next iteration.
+    expect(
+        &body("    let s = logits\n    for i in 1..3 {\n        let s = s + i\n    }\n    return mean(s)"),
+        "E0011",
+        "6:13",
+        &["`s` is already bound outside this loop", "assign it (`s = ...`)"],
+    );
+    expect(
+        &body("    for i in 1..3 {\n        t = logits\n    }\n    return mean(logits)"),
+        "E0002",
+        "5:9",
+        &["assignment to unknown name `t`", "let t = ..."],
+    );
+}

@@ -39,9 +39,14 @@ fn fused_equals_reference_on_random_shapes() {
         if NOT_FUSED_YET.contains(&name) {
             continue; // both sides would be the reference interpreter
         }
-        let base = Library::standard().get(name).unwrap();
-        // Losses with window ops run staged; their sides start at 11 (ssim's window).
-        let small: &[usize] = &[1, 1, 12, 12];
+        let base = common::library_loss(name);
+        // Losses with window ops run staged; their sides start at 11 (ssim's window), and
+        // ms_ssim's (window 3 here) at 33, so that its fifth scale keeps 3.
+        let (small, pad): (&[usize], usize) = if name == "ms_ssim" {
+            (&[1, 1, 40, 40], 32)
+        } else {
+            (&[1, 1, 12, 12], 10)
+        };
         let windowed = base
             .compile::<f64>(&[("logits", small), ("target", small)])
             .unwrap()
@@ -58,7 +63,7 @@ fn fused_equals_reference_on_random_shapes() {
                 let mut shape = vec![1 + rng.below(3), 1 + rng.below(4)];
                 for _ in 0..nd {
                     let side = 1 + rng.below(if nd == 1 { 3000 } else { 20 });
-                    shape.push(if windowed { side + 10 } else { side });
+                    shape.push(if windowed { side + pad } else { side });
                 }
                 let n: usize = shape.iter().product();
                 let soft = trial % 2 == 1;
@@ -265,4 +270,56 @@ fn native_kernels_serve_any_loss_whose_pass_matches() {
         "{:?}",
         kernels(other)
     );
+}
+
+/// A differentiable input without every axis gets a gradient over its own axes from the fused
+/// VM too: `d/dw Σ w² x = 2 w Σ_S x` for `w: [B, C]`, and `d/dv Σ v x = Σ_{B,S} x` for `v: [C]`.
+/// (The VM once spread a small gradient root over the buffer by the loss's full strides:
+/// `[12, 12, 12, 60]` for `[12, 60, 144, 264]`.)
+#[test]
+fn gradients_of_inputs_without_every_axis_are_per_element() {
+    let src = "loss w {\n    input w: [B, C] diff\n    input v: [C] diff\n    input x: [B, C, ..S]\n    return sum(w * w * x) + sum(v * x)\n}\n";
+    let loss = losslang::Loss::from_source(src).unwrap();
+    let (b, c, s) = (2usize, 3usize, 5usize);
+    let w = ArrayD::from_shape_vec(IxDyn(&[b, c]), (0..b * c).map(|i| 1.0 + i as f64).collect())
+        .unwrap();
+    let v = ArrayD::from_shape_vec(IxDyn(&[c]), vec![0.5, -1.0, 2.0]).unwrap();
+    let x = ArrayD::from_shape_vec(
+        IxDyn(&[b, c, s]),
+        (0..b * c * s).map(|i| (i as f64 * 0.7).sin()).collect(),
+    )
+    .unwrap();
+    for kind in [ExecutorKind::Fused, ExecutorKind::Reference] {
+        let mut plan = loss
+            .compile_with::<f64>(
+                &[("w", &[b, c][..]), ("v", &[c][..]), ("x", &[b, c, s][..])],
+                kind,
+            )
+            .unwrap();
+        let out = plan
+            .value_and_grad(&[("w", w.view()), ("v", v.view()), ("x", x.view())])
+            .unwrap();
+        for bi in 0..b {
+            for ci in 0..c {
+                let sx: f64 = (0..s).map(|k| x[[bi, ci, k]]).sum();
+                let want = 2.0 * w[[bi, ci]] * sx;
+                let got = out.grad("w")[[bi, ci]];
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "{kind:?} w[{bi}, {ci}]: {got} vs {want}"
+                );
+            }
+        }
+        for ci in 0..c {
+            let want: f64 = (0..b)
+                .flat_map(|bi| (0..s).map(move |k| (bi, k)))
+                .map(|(bi, k)| x[[bi, ci, k]])
+                .sum();
+            let got = out.grad("v")[[ci]];
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{kind:?} v[{ci}]: {got} vs {want}"
+            );
+        }
+    }
 }

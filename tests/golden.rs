@@ -113,7 +113,10 @@ golden_tests!(
     generalized_dice,
     lovasz_hinge,
     lovasz_softmax,
-    topk_ce
+    topk_ce,
+    cldice,
+    hausdorff_er,
+    ms_ssim
 );
 
 #[test]

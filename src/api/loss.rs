@@ -329,8 +329,8 @@ impl Loss {
 
     /// The pipeline as `compile` runs it up to the executors: the optimised graph (stage
     /// `Optimised`) with every axis size of `binding` folded in.
-    /// The largest window any window op of the loss uses (1 without window ops): the smallest
-    /// spatial side its plans accept.
+    /// The largest window any window op of the loss uses, as a side of scale 0 (1 without
+    /// window ops): the smallest spatial side its plans accept.
     pub(crate) fn largest_window(&self) -> usize {
         let Ok(sg) = self.stage(Stage::Parsed, &[]) else {
             return 1;
@@ -343,7 +343,11 @@ impl Loss {
                 let w = *consts
                     .first()
                     .filter(|_| crate::ops::window::has_window_size(n.op))?;
-                (1.0..=1e6).contains(&w).then_some(w as usize)
+                // At pyramid scale s the box has ceil(side / 2^s) elements.
+                let s = crate::ops::window::scale_of(n.op, &consts).ok()?;
+                (1.0..=1e6)
+                    .contains(&w)
+                    .then_some(((w as usize - 1) << s) + 1)
             })
             .max()
             .unwrap_or(1)

@@ -13,9 +13,10 @@ pub mod memory;
 mod plan;
 mod render;
 mod shape;
+mod split;
 
 pub use loss::{Loss, Stage};
-pub use plan::{ExecutorKind, Output, PassInfo, Plan};
+pub use plan::{ExecutorKind, Finished, Output, PassInfo, Plan};
 pub use shape::Binding;
 
 use crate::error::Error;

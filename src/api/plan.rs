@@ -93,6 +93,29 @@ pub struct Plan<T: Real> {
     grads: Vec<(String, ArrayD<T>)>,
     /// Inputs given as class labels: (input, axis, classes, ignore value), checked per call.
     labels: Vec<(usize, usize, usize, f64)>,
+    /// The loss this plan was compiled from (split-phase evaluation recompiles parts of it).
+    loss: Loss,
+    /// Split-phase evaluation, built on the first call of [`Plan::statistics`].
+    split: Option<Box<SplitState<T>>>,
+}
+
+/// The executors of a split plan ([`super::split`]): statistics and backward for this plan's
+/// shapes, finish for the last batch size it saw.
+struct SplitState<T: Real> {
+    graphs: super::split::SplitGraphs,
+    stats: Box<dyn Executor<T>>,
+    backward: Box<dyn Executor<T>>,
+    finish: Option<(usize, Box<dyn Executor<T>>)>,
+    /// Each statistic's shape for this plan's images (batch axis first).
+    shapes: Vec<Vec<usize>>,
+}
+
+/// The loss value from the statistics of the whole batch, and the adjoint (seed) of each
+/// statistic, which [`Plan::backward`] turns into a shard's gradient.
+#[derive(Clone, Debug)]
+pub struct Finished<T> {
+    pub value: T,
+    pub seeds: Vec<ArrayD<T>>,
 }
 
 /// The loss value and the gradient of each differentiable input (in the input's own shape),
@@ -312,13 +335,13 @@ fn check_windows(
         let Some((_, consts)) = crate::ops::window::window_args(graph, n) else {
             continue;
         };
-        let Some(&window) = consts
-            .first()
-            .filter(|_| crate::ops::window::has_window_size(n.op))
-        else {
-            continue; // no window argument (pooling, edt, order ops): any size works
-        };
-        if let Err(detail) = crate::ops::window::window_taps(window, spatial) {
+        use crate::ops::window::{has_window_size, scale_of, scaled_dims, window_taps};
+        let fits = scale_of(n.op, &consts).and_then(|s| match consts.first() {
+            // A window at a pyramid scale must fit that scale's box.
+            Some(&w) if has_window_size(n.op) => window_taps(w, &scaled_dims(spatial, s)).map(drop),
+            _ => Ok(()), // no window argument (pooling, edt, order ops): any size works
+        });
+        if let Err(detail) = fits {
             let last = sig.space.names.len().saturating_sub(1);
             let (input, shape) = sig
                 .inputs
@@ -443,6 +466,8 @@ impl Loss {
             check_finite: true,
             grads,
             labels,
+            loss: self.clone(),
+            split: None,
         })
     }
 }
@@ -716,6 +741,252 @@ impl<T: Real> Plan<T> {
             exec.cap_isa(self.isa);
             self.value_exec = Some(exec);
         }
+    }
+
+    /// Builds the split plan unless it exists.
+    fn build_split(&mut self) -> Result<()> {
+        if self.split.is_some() {
+            return Ok(());
+        }
+        let absent = self.binding.forms();
+        let sg = self.loss.stage(super::Stage::Optimised, &absent)?;
+        let not = |reason: String| Error::NotSplittable {
+            loss: self.sig.name.clone(),
+            reason,
+        };
+        if self.sig.space.names.is_empty() {
+            return Err(not("the loss has no axes".into()));
+        }
+        let graphs = super::split::split(
+            &sg.graph,
+            sg.roots[0].1,
+            &self.diff,
+            self.sig.inputs.len(),
+            0,
+        )
+        .map_err(not)?;
+        let sizes = &self.binding.sizes;
+        let spatial = spatial_dims(&self.sig, &self.binding);
+        let kind = self.kind;
+        let make = |(g, r): &(crate::ir::graph::Graph, Vec<crate::ir::graph::NodeId>),
+                    sizes: &[usize],
+                    grad_axes: Vec<crate::ir::graph::Axes>| {
+            let (graph, roots) = optimise::bind_sizes(g, r, sizes);
+            build::<T>(
+                Arc::new(Bound {
+                    graph,
+                    roots,
+                    sizes: sizes.to_vec(),
+                    grad_axes,
+                    spatial: spatial.clone(),
+                }),
+                kind,
+            )
+            .exec
+        };
+        let stats = make(&graphs.stats, sizes, graphs.stat_axes.clone());
+        let grad_axes = self.diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
+        let backward = make(&graphs.backward, sizes, grad_axes);
+        let shapes = graphs
+            .stat_axes
+            .iter()
+            .map(|&a| {
+                (0..sizes.len())
+                    .filter(|k| a & (1 << k) != 0)
+                    .map(|k| sizes[k])
+                    .collect()
+            })
+            .collect();
+        self.split = Some(Box::new(SplitState {
+            graphs,
+            stats,
+            backward,
+            finish: None,
+            shapes,
+        }));
+        Ok(())
+    }
+
+    /// Split-phase evaluation for data-parallel training, step 1 of 3: this shard's sufficient
+    /// statistics. The plan's inputs are images `first_image ..` of a batch of `batch` images
+    /// (the loss's first axis). Each statistic comes back over its axes with the batch axis
+    /// first and of size `batch`: this shard's rows filled, zero elsewhere — so summing the
+    /// arrays of all shards (any all-reduce) assembles the whole batch's statistics exactly.
+    /// Then [`Plan::finish`] gives the value and the seeds, [`Plan::backward`] each shard's
+    /// gradient; both equal the unsharded ones bit for bit. A loss whose per-image values
+    /// depend on batch-wide ones, or that sorts across the batch, is [`Error::NotSplittable`].
+    pub fn statistics(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<T>)],
+        first_image: usize,
+        batch: usize,
+    ) -> Result<Vec<ArrayD<T>>> {
+        self.build_split()?;
+        let mine = self.binding.sizes[0];
+        if first_image.checked_add(mine).is_none_or(|end| end > batch) {
+            return Err(Error::Shape {
+                input: self.sig.inputs[0].name.clone(),
+                expected: format!(
+                    "images {first_image}..{} of a batch of {batch}",
+                    first_image.saturating_add(mine)
+                ),
+                received: self.binding.shapes[0].clone().unwrap_or_default(),
+                detail: "the shard does not fit in the batch".into(),
+            });
+        }
+        let slices = self.prepare(inputs)?;
+        let split = self.split.as_mut().expect("built above");
+        let mut local: Vec<Vec<T>> = split
+            .shapes
+            .iter()
+            .map(|s| vec![T::default(); s.iter().product()])
+            .collect();
+        let mut bufs: Vec<&mut [T]> = local.iter_mut().map(|b| b.as_mut_slice()).collect();
+        split
+            .stats
+            .run(
+                &slices[..self.sig.inputs.len()],
+                &mut bufs,
+                self.check_finite,
+            )
+            .map_err(|i| non_finite(&self.sig, &slices, i))?;
+        Ok(split
+            .shapes
+            .iter()
+            .zip(local)
+            .map(|(shape, part)| {
+                let mut full = shape.clone();
+                full[0] = batch;
+                let row = part.len() / mine.max(1);
+                let mut a = ArrayD::from_elem(IxDyn(&full), T::default());
+                let data = a.as_slice_mut().expect("fresh arrays are contiguous");
+                data[first_image * row..first_image * row + part.len()].copy_from_slice(&part);
+                a
+            })
+            .collect())
+    }
+
+    /// Step 2 of 3: the loss value and the seeds from the summed statistics of every shard (the
+    /// arrays [`Plan::statistics`] returns, summed elementwise across shards). Any shard's plan
+    /// gives the same bits.
+    pub fn finish(&mut self, stats: &[ArrayD<T>]) -> Result<Finished<T>> {
+        self.build_split()?;
+        let split = self.split.as_mut().expect("built above");
+        let batch = stats
+            .first()
+            .map_or(0, |s| s.shape().first().copied().unwrap_or(0));
+        if stats.len() != split.shapes.len() {
+            return Err(Error::Shape {
+                input: "statistics".into(),
+                expected: format!("{} arrays", split.shapes.len()),
+                received: vec![stats.len()],
+                detail: "finish takes the arrays statistics returned, summed across shards".into(),
+            });
+        }
+        for (k, (s, shape)) in stats.iter().zip(&split.shapes).enumerate() {
+            let mut want = shape.clone();
+            want[0] = batch;
+            if s.shape() != want.as_slice() || !s.is_standard_layout() {
+                return Err(Error::Shape {
+                    input: format!("statistics[{k}]"),
+                    expected: format!("{want:?}, row-major"),
+                    received: s.shape().to_vec(),
+                    detail: "a statistic differs from the shape statistics returned".into(),
+                });
+            }
+        }
+        if split.finish.as_ref().is_none_or(|(b, _)| *b != batch) {
+            let mut sizes = self.binding.sizes.clone();
+            sizes[0] = batch;
+            let (g, r) = &split.graphs.finish;
+            let (graph, roots) = optimise::bind_sizes(g, r, &sizes);
+            let bound = Arc::new(Bound {
+                graph,
+                roots,
+                sizes,
+                grad_axes: split.graphs.stat_axes.clone(),
+                spatial: spatial_dims(&self.sig, &self.binding),
+            });
+            split.finish = Some((batch, build::<T>(bound, self.kind).exec));
+        }
+        let exec = &mut split.finish.as_mut().expect("built above").1;
+        let mut seeds: Vec<ArrayD<T>> = stats
+            .iter()
+            .map(|s| ArrayD::from_elem(s.raw_dim(), T::default()))
+            .collect();
+        let slices: Vec<&[T]> = stats
+            .iter()
+            .map(|s| s.as_slice().expect("checked"))
+            .collect();
+        let mut bufs: Vec<&mut [T]> = seeds
+            .iter_mut()
+            .map(|s| s.as_slice_mut().expect("fresh arrays are contiguous"))
+            .collect();
+        let value = exec
+            .run(&slices, &mut bufs, self.check_finite)
+            .map_err(|k| {
+                let (index, value) = slices[k]
+                    .iter()
+                    .enumerate()
+                    .find(|(_, x)| !x.is_finite())
+                    .map_or((0, f64::NAN), |(i, x)| (i, x.to_f64()));
+                Error::NonFinite {
+                    input: format!("statistics[{k}]"),
+                    index,
+                    value,
+                }
+            })?;
+        Ok(Finished { value, seeds })
+    }
+
+    /// Step 3 of 3: the gradient of this shard's differentiable inputs (images `first_image ..`
+    /// of the batch), from the seeds [`Plan::finish`] gave — the unsharded gradient's rows for
+    /// these images, bit for bit.
+    pub fn backward(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<T>)],
+        finished: &Finished<T>,
+        first_image: usize,
+    ) -> Result<Output<'_, T>> {
+        self.build_split()?;
+        let slices = self.prepare(inputs)?;
+        let split = self.split.as_mut().expect("built above");
+        let mine = self.binding.sizes[0];
+        let mut all: [&[T]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        all[..self.sig.inputs.len()].copy_from_slice(&slices[..self.sig.inputs.len()]);
+        for (k, (seed, shape)) in finished.seeds.iter().zip(&split.shapes).enumerate() {
+            let row: usize = shape[1..].iter().product();
+            let data = seed.as_slice().unwrap_or(&[]);
+            let rows = first_image * row..(first_image + mine) * row;
+            if seed.shape().get(1..) != shape.get(1..) || rows.end > data.len() {
+                return Err(Error::Shape {
+                    input: format!("seeds[{k}]"),
+                    expected: format!(
+                        "[batch, {:?}] with images {first_image}..{} in it",
+                        &shape[1..],
+                        first_image + mine
+                    ),
+                    received: seed.shape().to_vec(),
+                    detail: "backward takes the seeds finish returned".into(),
+                });
+            }
+            all[split.graphs.seed_base + k] = &data[rows];
+        }
+        let n_in = split.graphs.seed_base + split.shapes.len();
+        let mut it = self.grads.iter_mut();
+        let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|_| match it.next() {
+            Some((_, a)) => a.as_slice_mut().expect("plan buffers are contiguous"),
+            None => &mut [],
+        });
+        let n = self.diff.len();
+        split
+            .backward
+            .run(&all[..n_in], &mut bufs[..n], self.check_finite)
+            .map_err(|i| non_finite(&self.sig, &slices, i.min(self.sig.inputs.len() - 1)))?;
+        Ok(Output {
+            value: T::default(),
+            grads: &self.grads,
+        })
     }
 
     /// The `kernel` of each pass of the value-only plan (built if it was not).

@@ -38,6 +38,8 @@ enum Src {
     Window(usize),
     /// A buffer its level's segment stored.
     Stored(usize),
+    /// A buffer an earlier level stored (numbered across levels).
+    Earlier(usize),
 }
 
 struct WindowOp {
@@ -71,8 +73,9 @@ pub struct Staged<T: Real> {
     n: usize,
 }
 
-/// A copy of the live part of `g` for `roots` in which the window ops of `done` read as inputs
-/// `WINDOW_BASE + k` (k: their window number); returns the copy and the roots' new ids.
+/// A copy of the live part of `g` for `roots` in which each node of `done` reads as input
+/// `WINDOW_BASE + k` (k: its buffer's number among the window outputs and then the stored
+/// arguments); returns the copy and the roots' new ids.
 fn substitute(g: &Graph, roots: &[NodeId], done: &[(NodeId, usize)]) -> (Graph, Vec<NodeId>) {
     let live = g.reachable(roots);
     let mut out = Graph::new(g.space.clone());
@@ -157,11 +160,16 @@ impl<T: Real> Staged<T> {
             .unwrap_or(0);
         let number = |w: NodeId| windows.iter().position(|&x| x == w).expect("a window op");
         let mut levels = Vec::new();
+        // Stored arguments of the levels so far, each with its buffer's number after the window
+        // outputs: later segments read them rather than compute them again, so a value has the
+        // same bits wherever it is used (`x - max_pool3(x)` is exactly 0 at a maximum).
+        let mut stored_before: Vec<(NodeId, usize)> = Vec::new();
         for l in 1..=n_levels {
             let done: Vec<(NodeId, usize)> = windows
                 .iter()
                 .filter(|&&w| level[w as usize] < l)
                 .map(|&w| (w, number(w)))
+                .chain(stored_before.iter().copied())
                 .collect();
             let mut to_store: Vec<NodeId> = Vec::new();
             let mut ops = Vec::new();
@@ -176,7 +184,12 @@ impl<T: Real> Staged<T> {
                             (Op::Input, Attr::Input(i)) if an.axes == full => {
                                 Src::Input(i as usize)
                             }
-                            _ if done.iter().any(|(d, _)| *d == a) => Src::Window(number(a)),
+                            _ if windows.contains(&a) => Src::Window(number(a)),
+                            _ if let Some(&(_, k)) =
+                                stored_before.iter().find(|(d, _)| *d == a) =>
+                            {
+                                Src::Earlier(k - windows.len())
+                            }
                             _ => {
                                 let k =
                                     to_store.iter().position(|&s| s == a).unwrap_or_else(|| {
@@ -215,6 +228,18 @@ impl<T: Real> Staged<T> {
                 let vm = segment::<T>(&bound, substitute(&gg, &roots, &done), grad_axes, kernels)?;
                 segments.push((vm, filled));
             }
+            let first = windows.len()
+                + levels
+                    .iter()
+                    .map(|l: &Level<T>| l.stored.len())
+                    .sum::<usize>();
+            stored_before.extend(
+                to_store
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &a)| g.axes(a) == full)
+                    .map(|(k, &a)| (a, first + k)),
+            );
             levels.push(Level {
                 segments,
                 // Sized on the first call.
@@ -222,7 +247,11 @@ impl<T: Real> Staged<T> {
                 ops,
             });
         }
-        let all: Vec<(NodeId, usize)> = windows.iter().map(|&w| (w, number(w))).collect();
+        let all: Vec<(NodeId, usize)> = windows
+            .iter()
+            .map(|&w| (w, number(w)))
+            .chain(stored_before.iter().copied())
+            .collect();
         let last_graph = substitute(g, &bound.roots, &all);
         let last = segment::<T>(&bound, last_graph, bound.grad_axes.clone(), kernels)?;
         let n = bound.sizes.iter().product();
@@ -291,7 +320,8 @@ impl<T: Real> Executor<T> for Staged<T> {
         }
         let per: usize = self.spatial.iter().product::<usize>().max(1);
         for l in 0..self.levels.len() {
-            let level = &mut self.levels[l];
+            let (before, rest) = self.levels.split_at_mut(l);
+            let level = &mut rest[0];
             for s in level.stored.iter_mut().filter(|s| s.len() != n) {
                 *s = vec![T::default(); n];
             }
@@ -302,7 +332,7 @@ impl<T: Real> Executor<T> for Staged<T> {
                 .map(|o| (o.out, std::mem::take(&mut self.outs[o.out])))
                 .collect();
             {
-                let ext = extended(inputs, &self.outs);
+                let ext = extended(inputs, &self.outs, before);
                 for (vm, filled) in &mut level.segments {
                     let mut bufs: Vec<&mut [T]> = level.stored[filled.clone()]
                         .iter_mut()
@@ -318,6 +348,11 @@ impl<T: Real> Executor<T> for Staged<T> {
                             Src::Input(i) => inputs[i],
                             Src::Window(k) => &self.outs[k][..],
                             Src::Stored(k) => &level.stored[k][..],
+                            Src::Earlier(k) => before
+                                .iter()
+                                .flat_map(|l| &l.stored)
+                                .nth(k)
+                                .expect("stored"),
                         })
                         .collect();
                     // Images in parallel, in f64.
@@ -353,7 +388,7 @@ impl<T: Real> Executor<T> for Staged<T> {
                 self.outs[k] = buf;
             }
         }
-        let ext = extended(inputs, &self.outs);
+        let ext = extended(inputs, &self.outs, &self.levels);
         self.last.run(&ext, grads, false)
     }
 
@@ -371,10 +406,20 @@ impl<T: Real> Executor<T> for Staged<T> {
     }
 }
 
-/// The loss inputs, padded to `WINDOW_BASE`, then the window outputs.
-fn extended<'a, T>(inputs: &[&'a [T]], outs: &'a [Vec<T>]) -> Vec<&'a [T]> {
+/// The loss inputs, padded to `WINDOW_BASE`, then the window outputs, then the arguments the
+/// `levels` stored (a level's own are empty slices until it has run).
+fn extended<'a, T: Real>(
+    inputs: &[&'a [T]],
+    outs: &'a [Vec<T>],
+    levels: &'a [Level<T>],
+) -> Vec<&'a [T]> {
     let mut ext: Vec<&[T]> = inputs.to_vec();
     ext.resize(WINDOW_BASE, &[]);
     ext.extend(outs.iter().map(|o| o.as_slice()));
+    ext.extend(
+        levels
+            .iter()
+            .flat_map(|l| l.stored.iter().map(|s| s.as_slice())),
+    );
     ext
 }

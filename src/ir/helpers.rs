@@ -36,10 +36,7 @@ pub fn check_root_helpers(prog: &Program, diags: &mut Diagnostics) -> usize {
             scope: f.params.iter().map(|p| p.name.clone()).collect(),
             diags,
         };
-        for (name, e) in &f.body.lets {
-            w.expr(e, false);
-            w.scope.push(name.name.clone());
-        }
+        w.stmts(&f.body.stmts);
         w.expr(&f.body.result, false);
     }
     file.fns.len()
@@ -54,6 +51,31 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    fn stmts(&mut self, stmts: &[Stmt]) {
+        for s in stmts {
+            match s {
+                Stmt::Let(name, e) => {
+                    self.expr(e, false);
+                    self.scope.push(name.name.clone());
+                }
+                Stmt::Assign(name, e) => {
+                    self.expr(e, false);
+                    if !self.scope.contains(&name.name) {
+                        self.diags.push(super::lower::unbound_assignment(name));
+                    }
+                }
+                Stmt::For(l) => {
+                    self.expr(&l.lo, false);
+                    self.expr(&l.hi, false);
+                    let outer = self.scope.len();
+                    self.scope.push(l.var.name.clone());
+                    self.stmts(&l.body);
+                    self.scope.truncate(outer);
+                }
+            }
+        }
+    }
+
     /// `option_ok`: a bare unknown name is an option value here (`reduction = image` passed
     /// to a loss), not an error.
     fn expr(&mut self, e: &Expr, option_ok: bool) {

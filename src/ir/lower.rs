@@ -6,7 +6,7 @@
 //! Never here: rewrites, derivatives, evaluation. Axis sizes are unknown here (they bind when a
 //! plan is compiled for shapes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::ir::graph::{Attr, Axes, Graph, NodeId};
 use crate::ir::program::{Def, Program};
@@ -55,6 +55,8 @@ pub(super) struct Cx<'a> {
     /// One-hot encodings of inputs given as labels, each with its 0/1 "not ignored" node
     /// (what `labelled(x)` returns).
     pub(super) labelled: HashMap<NodeId, NodeId>,
+    /// Loop-body copies made so far (bounded by [`MAX_ITERATIONS`]).
+    pub(super) iterations: usize,
 }
 
 pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size"];
@@ -62,6 +64,8 @@ pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size"];
 /// `labels(axis, ignore)`) is given as class indices without `axis`.
 pub const AS_LABELS: usize = 1 << 20;
 pub(super) const MAX_DEPTH: usize = 64;
+/// Most loop-body copies one lowering makes (each copy adds its nodes to the graph).
+pub(super) const MAX_ITERATIONS: usize = 10_000;
 /// Deepest nesting of expressions while lowering, counted across inlined helpers and losses
 /// (a file's own nesting is bounded by `syntax::parse::MAX_NESTING`).
 pub(super) const MAX_EXPR_DEPTH: usize = 512;
@@ -86,6 +90,7 @@ pub fn lower_with(
         stack: vec![loss.name.name.clone()],
         depth: 0,
         labelled: HashMap::new(),
+        iterations: 0,
     };
     let mut given = HashMap::new();
     for (k, v) in params {
@@ -324,11 +329,109 @@ impl<'a> Cx<'a> {
     }
 
     pub(super) fn body(&mut self, b: &Body, mut env: Env) -> Val {
-        for (name, e) in &b.lets {
-            let v = self.expr(e, &env);
-            env.vars.insert(name.name.clone(), v);
-        }
+        self.stmts(&b.stmts, &mut env, None);
         self.expr(&b.result, &env)
+    }
+
+    /// Runs statements into `env`. In a loop body, `outer` holds the names bound outside it:
+    /// a `let` may not rebind one of those (an assignment does, and the value carries).
+    fn stmts(&mut self, stmts: &[Stmt], env: &mut Env, outer: Option<&HashSet<String>>) {
+        for s in stmts {
+            match s {
+                Stmt::Let(name, e) => {
+                    let v = self.expr(e, env);
+                    if outer.is_some_and(|o| o.contains(&name.name)) {
+                        self.err(
+                            Diagnostic::new(
+                                Code::E0011,
+                                name.span,
+                                format!("`{}` is already bound outside this loop", name.name),
+                            )
+                            .label("a `let` here would hide it from the next iteration")
+                            .help(format!(
+                                "assign it (`{} = ...`) to carry the value on, or pick another name",
+                                name.name
+                            )),
+                        );
+                    }
+                    env.vars.insert(name.name.clone(), v);
+                }
+                Stmt::Assign(name, e) => {
+                    let v = self.expr(e, env);
+                    if env.vars.contains_key(&name.name) {
+                        env.vars.insert(name.name.clone(), v);
+                    } else {
+                        let d = unbound_assignment(name);
+                        self.err(d);
+                    }
+                }
+                Stmt::For(l) => self.repeat(l, env),
+            }
+        }
+    }
+
+    /// A `for` loop, unrolled: the body once per value of the variable (a constant), each copy
+    /// seeing the values the previous one assigned.
+    fn repeat(&mut self, l: &Loop, env: &mut Env) {
+        let bound = |cx: &mut Self, e: &Expr| match cx.expr(e, env) {
+            Val::T(id) => match ops::const_value(cx.g.node(id)) {
+                Some(x) if x.fract() == 0.0 && x.abs() <= 1e9 => Some(x as i64),
+                _ => {
+                    cx.err(
+                        Diagnostic::new(
+                            Code::E0028,
+                            e.span,
+                            "a loop bound must be a whole number known when the loss compiles",
+                        )
+                        .label("not a compile-time whole number")
+                        .help("use literals, `int` parameters, or arithmetic on them"),
+                    );
+                    None
+                }
+            },
+            Val::Err => None,
+            _ => {
+                cx.err(
+                    Diagnostic::new(Code::E0012, e.span, "a loop bound must be a number")
+                        .label("not a number"),
+                );
+                None
+            }
+        };
+        let (Some(lo), Some(hi)) = (bound(self, &l.lo), bound(self, &l.hi)) else {
+            return;
+        };
+        let hi = if l.inclusive { hi } else { hi - 1 };
+        let count = (hi - lo + 1).max(0) as usize;
+        if self.iterations + count > MAX_ITERATIONS {
+            self.err(
+                Diagnostic::new(
+                    Code::E0029,
+                    l.span,
+                    format!(
+                        "compile-time loops repeat their bodies more than {MAX_ITERATIONS} times in all"
+                    ),
+                )
+                .label(format!("this loop alone runs {count} times"))
+                .help("each iteration is copied into the graph: use a smaller count"),
+            );
+            return;
+        }
+        self.iterations += count;
+        let outer: HashSet<String> = env.vars.keys().cloned().collect();
+        for i in lo..=hi {
+            let mut inner = env.clone();
+            let k = self.g.c(i as f64);
+            inner.vars.insert(l.var.name.clone(), Val::T(k));
+            self.stmts(&l.body, &mut inner, Some(&outer));
+            for (name, v) in env.vars.iter_mut() {
+                if name != &l.var.name {
+                    if let Some(nv) = inner.vars.get(name) {
+                        *v = nv.clone();
+                    }
+                }
+            }
+        }
     }
 
     pub(super) fn axes_of(&mut self, list: &[Ident]) -> Option<Axes> {
@@ -596,4 +699,15 @@ impl<'a> Cx<'a> {
             _ => Val::Err,
         }
     }
+}
+
+/// E0002 for `name = ...` where nothing called `name` is bound.
+pub(super) fn unbound_assignment(name: &Ident) -> Diagnostic {
+    Diagnostic::new(
+        Code::E0002,
+        name.span,
+        format!("assignment to unknown name `{}`", name.name),
+    )
+    .label("not bound before")
+    .help(format!("bind it first: `let {} = ...`", name.name))
 }

@@ -115,6 +115,7 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         stack: vec![],
         depth: 0,
         labelled: HashMap::new(),
+        iterations: 0,
     };
     let vals = cx.bind_params(loss, file, HashMap::new());
     let params = loss

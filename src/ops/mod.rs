@@ -88,13 +88,30 @@ fn window_like(b: &mut Graph, op: Op, image: Vec<NodeId>, n: &Node, skip: usize)
     b.add(op, args, Attr::None)
 }
 
-/// `gaussian_filter`'s derivative is its adjoint (arguments 1, 2 are constants)...
+/// `gaussian_filter`'s derivative is its adjoint (the other arguments are constants)...
 fn filter_grad(b: &mut Graph, n: &Node, _: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
-    vec![
-        Some(window_like(b, Op::GaussianFilterT, vec![g], n, 1)),
-        None,
-        None,
-    ]
+    let adjoint = match n.op {
+        Op::GaussianFilterAt => Op::GaussianFilterAtT,
+        _ => Op::GaussianFilterT,
+    };
+    let mut d = vec![Some(window_like(b, adjoint, vec![g], n, 1))];
+    d.resize(n.args.len(), None);
+    d
+}
+
+/// `avg_pool2`'s derivative is its adjoint and the adjoint's the pooling (scale constant).
+fn avg_pool2_grad(
+    b: &mut Graph,
+    n: &Node,
+    _: NodeId,
+    g: NodeId,
+    _: &[bool],
+) -> Vec<Option<NodeId>> {
+    let other = match n.op {
+        Op::AvgPool2 => Op::AvgPool2T,
+        _ => Op::AvgPool2,
+    };
+    vec![Some(window_like(b, other, vec![g], n, 1)), None]
 }
 
 /// ... and the adjoint's derivative is the filter.
@@ -105,11 +122,13 @@ fn filter_adjoint_grad(
     g: NodeId,
     _: &[bool],
 ) -> Vec<Option<NodeId>> {
-    vec![
-        Some(window_like(b, Op::GaussianFilter, vec![g], n, 1)),
-        None,
-        None,
-    ]
+    let filter = match n.op {
+        Op::GaussianFilterAtT => Op::GaussianFilterAt,
+        _ => Op::GaussianFilter,
+    };
+    let mut d = vec![Some(window_like(b, filter, vec![g], n, 1))];
+    d.resize(n.args.len(), None);
+    d
 }
 
 fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
@@ -361,6 +380,21 @@ define_ops! {
     ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], eval: |x| x[0],
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window): 1 where a centred window of `window` taps (odd) fits inside the image along every spatial axis, else 0 — the positions of VALID padding in a \"same\"-padded filter's output. Data; a side smaller than the window is a bind-time error." }
+    GaussianFilterAt { "gaussian_filter", 4, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2, 3], eval: |x| x[0],
+        grad: filter_grad, grid: &[],
+        doc: "gaussian_filter(x, window, sigma, scale): gaussian_filter on the image of scale `scale` (see avg_pool2: the top-left box of ceil(side / 2^scale) elements per axis), zero outside that box. A box side smaller than the window is a bind-time error." }
+    GaussianFilterAtT { "gaussian_filter_adjoint", 4, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2, 3], eval: |x| x[0],
+        grad: filter_adjoint_grad, grid: &[],
+        doc: "The adjoint of gaussian_filter(x, window, sigma, scale)." }
+    ValidWindowAt { "valid_window", 3, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1, 2], eval: |x| x[0],
+        grad: no_grad, grid: &[],
+        doc: "valid_window(x, window, scale): valid_window on the image of scale `scale` (its box; 0 outside it). Data." }
+    AvgPool2 { "avg_pool2", 2, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1], eval: |x| x[0],
+        grad: avg_pool2_grad, grid: &[],
+        doc: "avg_pool2(x, scale): the next scale of a multi-scale pyramid. The image of scale s is the top-left box of ceil(side / 2^s) elements per axis (scale 0: the whole image); this pools that box by 2x2 (2x2x2) averages with stride 2, an odd side first extended by repeating its last row / column / slice (TensorFlow's ssim_multiscale), into the box of scale s + 1, and is zero elsewhere: every scale keeps the tensor's shape. scale is a compile-time whole number." }
+    AvgPool2T { "avg_pool2_adjoint", 2, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1], eval: |x| x[0],
+        grad: avg_pool2_grad, grid: &[],
+        doc: "The adjoint of avg_pool2(x, scale): the gradient on the box of scale s + 1 spread back over the box of scale s." }
     MaxPool3 { "max_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
         grad: |b, n, _, g, _| vec![Some(b.add(Op::MaxPool3T, vec![g, n.args[0]], Attr::None))], grid: &[],
         doc: "max_pool3(x): sliding 3x3 (3x3x3) maximum, stride 1, same size, outside the image ignored. Kink: the adjoint goes to the first maximal element in row-major window order." }
@@ -371,6 +405,14 @@ define_ops! {
         grad: no_grad, grid: &[], doc: "max_pool3_adjoint(g, x): g scattered to the element each window took its maximum from." }
     MinPool3T { "min_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
         grad: no_grad, grid: &[], doc: "min_pool3_adjoint(g, x): as max_pool3_adjoint, for the minimum." }
+    CrossMin3 { "cross_min3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+        grad: |b, n, _, g, _| vec![Some(b.add(Op::CrossMin3T, vec![g, n.args[0]], Attr::None))], grid: &[],
+        doc: "cross_min3(x): the minimum over each element and its 2k axis neighbours (a cross; = the elementwise min of the 3x1 and 1x3 min pools, 3-D: 3x1x1, 1x3x1, 1x1x3), stride 1, outside the image ignored: a soft erosion. Kink: the adjoint goes to the first minimal element in row-major window order." }
+    CrossMin3T { "cross_min3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
+        grad: no_grad, grid: &[], doc: "cross_min3_adjoint(g, x): g scattered to the element each cross took its minimum from." }
+    CrossMean3 { "cross_mean3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+        grad: |b, _, _, g, _| vec![Some(b.op1(Op::CrossMean3, g))], grid: &[],
+        doc: "cross_mean3(x): (x + the sum of its 2k axis neighbours) / (2k + 1), zero outside the image (the 3x3 cross x 0.2 of kornia's HausdorffERLoss; 3-D: 7 taps x 1/7). Symmetric with zero padding, so it is its own adjoint." }
     Edt { "edt", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
         doc: "edt(m): exact Euclidean distance transform per image (scipy.ndimage.distance_transform_edt, unit spacing): each nonzero element gets the distance to the nearest zero element, zeros get 0; an image without a zero element is 0 everywhere. Data." }
     Erode { "erode", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],

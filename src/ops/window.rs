@@ -50,8 +50,92 @@ pub fn is_order(op: Op) -> bool {
 pub fn has_window_size(op: Op) -> bool {
     matches!(
         op,
-        Op::GaussianFilter | Op::GaussianFilterT | Op::ValidWindow
+        Op::GaussianFilter
+            | Op::GaussianFilterT
+            | Op::ValidWindow
+            | Op::GaussianFilterAt
+            | Op::GaussianFilterAtT
+            | Op::ValidWindowAt
     )
+}
+
+/// Deepest pyramid scale an op may name.
+pub const MAX_SCALE: usize = 16;
+
+/// The pyramid scale an op works at (its last constant argument; 0 for ops without one), or
+/// `Err` if that is not a whole number in 0..=MAX_SCALE.
+pub fn scale_of(op: Op, consts: &[f64]) -> Result<usize, String> {
+    let s = match op {
+        Op::GaussianFilterAt | Op::GaussianFilterAtT => consts[2],
+        Op::ValidWindowAt => consts[1],
+        Op::AvgPool2 | Op::AvgPool2T => consts[0],
+        _ => return Ok(0),
+    };
+    if s.fract() == 0.0 && (0.0..=MAX_SCALE as f64).contains(&s) {
+        Ok(s as usize)
+    } else {
+        Err(format!(
+            "a scale must be a whole number from 0 to {MAX_SCALE}, got {s}"
+        ))
+    }
+}
+
+/// The box of scale `s` within an image of `dims`: `ceil(d / 2^s)` per axis.
+pub fn scaled_dims(dims: &[usize], s: usize) -> Vec<usize> {
+    dims.iter().map(|&d| d.div_ceil(1 << s)).collect()
+}
+
+/// The flat indices in an image of `dims` of the elements of its top-left box `sub`, in the
+/// box's row-major order.
+fn box_indices<'a>(dims: &'a [usize], sub: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    (0..sub.iter().product::<usize>()).map(move |mut f| {
+        let mut idx = 0;
+        let mut scale = 1;
+        for a in (0..sub.len()).rev() {
+            idx += (f % sub[a]) * scale;
+            f /= sub[a];
+            scale *= dims[a];
+        }
+        idx
+    })
+}
+
+/// A window op at a pyramid scale: its kernel on the boxes it reads and writes, zero elsewhere.
+fn at_scale(
+    op: Op,
+    x: &[f64],
+    dims: &[usize],
+    consts: &[f64],
+    s: usize,
+    out: &mut [f64],
+) -> Result<(), String> {
+    let (from, to) = match op {
+        Op::AvgPool2 => (s, s + 1),
+        Op::AvgPool2T => (s + 1, s),
+        _ => (s, s),
+    };
+    let (din, dout) = (scaled_dims(dims, from), scaled_dims(dims, to));
+    let sub: Vec<f64> = box_indices(dims, &din).map(|i| x[i]).collect();
+    let y = match op {
+        Op::AvgPool2 => avg_pool2(&sub, &din).0,
+        Op::AvgPool2T => avg_pool2_adjoint(&sub, &dout),
+        Op::GaussianFilterAt | Op::GaussianFilterAtT | Op::ValidWindowAt => {
+            let inner = match op {
+                Op::GaussianFilterAt => Op::GaussianFilter,
+                Op::GaussianFilterAtT => Op::GaussianFilterT,
+                _ => Op::ValidWindow,
+            };
+            let mut y = vec![0.0; sub.len()];
+            image_kernel(inner, &[&sub], &din, consts, &mut y)?;
+            y
+        }
+        _ => return Err(format!("`{}` has no scale", op.name())),
+    };
+    out.fill(0.0);
+    for (i, v) in box_indices(dims, &dout).zip(y) {
+        out[i] = v;
+    }
+    Ok(())
 }
 
 /// Runs a window-class op on whole tensors (`images[k]` and `out` row-major over the axis
@@ -104,6 +188,17 @@ pub fn image_kernel(
     out: &mut [f64],
 ) -> Result<(), String> {
     let x = images[0];
+    if matches!(
+        op,
+        Op::GaussianFilterAt
+            | Op::GaussianFilterAtT
+            | Op::ValidWindowAt
+            | Op::AvgPool2
+            | Op::AvgPool2T
+    ) {
+        let s = scale_of(op, consts)?;
+        return at_scale(op, x, dims, consts, s, out);
+    }
     let y = match op {
         Op::GaussianFilter | Op::GaussianFilterT => {
             let (taps, sigma) = (window_taps(consts[0], dims)?, consts[1]);
@@ -135,6 +230,9 @@ pub fn image_kernel(
         Op::MinPool3 => min_pool3(x, dims).0,
         Op::MaxPool3T => pool_adjoint(x, &max_pool3(images[1], dims).1, x.len()),
         Op::MinPool3T => pool_adjoint(x, &min_pool3(images[1], dims).1, x.len()),
+        Op::CrossMin3 => cross_min3(x, dims).0,
+        Op::CrossMin3T => pool_adjoint(x, &cross_min3(images[1], dims).1, x.len()),
+        Op::CrossMean3 => cross_mean3(x, dims),
         Op::Edt => {
             // One image, on the calling thread: callers run images in parallel.
             crate::ops::edt::edt_images(x, dims, &vec![1.0; dims.len()], out);
@@ -397,17 +495,27 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 }
 
 /// Visits the 3^k neighbourhood of element `i` (itself included) in row-major window order:
-/// `visit(Some(j))` for a neighbour inside the image, `visit(None)` for one outside.
-fn neighbours3(dims: &[usize], st: &[usize], i: usize, mut visit: impl FnMut(Option<usize>)) {
+/// `visit(Some(j))` for a neighbour inside the image, `visit(None)` for one outside. With
+/// `cross`, only the element and its 2k axis neighbours (offsets with one nonzero component).
+fn neighbours3(
+    dims: &[usize],
+    st: &[usize],
+    i: usize,
+    cross: bool,
+    mut visit: impl FnMut(Option<usize>),
+) {
     let k = dims.len();
     let c: Vec<usize> = (0..k).map(|a| (i / st[a]) % dims[a]).collect();
     let mut off = vec![-1isize; k];
     loop {
         let inside = (0..k).all(|a| (0..dims[a] as isize).contains(&(c[a] as isize + off[a])));
-        visit(
-            inside
-                .then(|| (0..k).fold(i as isize, |acc, a| acc + off[a] * st[a] as isize) as usize),
-        );
+        if !cross || off.iter().filter(|&&o| o != 0).count() <= 1 {
+            visit(
+                inside.then(|| {
+                    (0..k).fold(i as isize, |acc, a| acc + off[a] * st[a] as isize) as usize
+                }),
+            );
+        }
         // Next offset, last axis fastest; done after (1, 1, ..., 1).
         let mut a = k;
         loop {
@@ -427,12 +535,12 @@ fn neighbours3(dims: &[usize], st: &[usize], i: usize, mut visit: impl FnMut(Opt
 /// For each element: the flat index of the largest element of its 3^k neighbourhood (stride 1,
 /// outside the image ignored, i.e. -inf padding). **Tie rule**: the first maximal element in
 /// row-major order of the window wins, and alone receives the adjoint; a NaN wins over numbers.
-fn argmax3(x: &[f64], dims: &[usize], larger: fn(f64, f64) -> bool) -> Vec<usize> {
+fn argmax3(x: &[f64], dims: &[usize], cross: bool, larger: fn(f64, f64) -> bool) -> Vec<usize> {
     let st = strides(dims);
     (0..x.len())
         .map(|i| {
             let mut best: Option<usize> = None;
-            neighbours3(dims, &st, i, |j| {
+            neighbours3(dims, &st, i, cross, |j| {
                 let Some(j) = j else { return };
                 best = match best {
                     Some(b) if (!x[j].is_nan() || x[b].is_nan()) && !larger(x[j], x[b]) => Some(b),
@@ -447,14 +555,39 @@ fn argmax3(x: &[f64], dims: &[usize], larger: fn(f64, f64) -> bool) -> Vec<usize
 /// Sliding 3 x 3 (x 3) max pooling, stride 1, same size (outside ignored), with the index each
 /// output took its value from (for the adjoint: `x̄[arg[i]] += ȳ[i]`).
 pub fn max_pool3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
-    let arg = argmax3(x, dims, |a, b| a > b);
+    let arg = argmax3(x, dims, false, |a, b| a > b);
     (arg.iter().map(|&j| x[j]).collect(), arg)
 }
 
 /// Sliding 3 x 3 (x 3) min pooling (as [`max_pool3`], the smallest element).
 pub fn min_pool3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
-    let arg = argmax3(x, dims, |a, b| a < b);
+    let arg = argmax3(x, dims, false, |a, b| a < b);
     (arg.iter().map(|&j| x[j]).collect(), arg)
+}
+
+/// The minimum over each element's cross (itself and its 2k axis neighbours, outside
+/// ignored), with the index it came from (tie rule as [`max_pool3`]).
+pub fn cross_min3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
+    let arg = argmax3(x, dims, true, |a, b| a < b);
+    (arg.iter().map(|&j| x[j]).collect(), arg)
+}
+
+/// The mean over each element's cross with zero padding: the sum of the element and its
+/// neighbours inside the image (row-major window order), divided by 2k + 1.
+pub fn cross_mean3(x: &[f64], dims: &[usize]) -> Vec<f64> {
+    let st = strides(dims);
+    let scale = 1.0 / (2 * dims.len() + 1) as f64;
+    (0..x.len())
+        .map(|i| {
+            let mut s = 0.0;
+            neighbours3(dims, &st, i, true, |j| {
+                if let Some(j) = j {
+                    s += x[j];
+                }
+            });
+            s * scale
+        })
+        .collect()
 }
 
 /// The adjoint of a pooling with the given argument indices.
@@ -638,11 +771,57 @@ mod tests {
             let want: Vec<f64> = (0..mask.len())
                 .map(|i| {
                     let mut all = true;
-                    neighbours3(&dims, &st, i, |j| all &= j.is_some_and(|j| mask[j] != 0.0));
+                    neighbours3(&dims, &st, i, false, |j| all &= j.is_some_and(|j| mask[j] != 0.0));
                     f64::from(u8::from(all))
                 })
                 .collect();
             prop_assert_eq!(erode(&mask, &dims), want);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+        /// The cross ops by their definitions on random images in 1-D, 2-D and 3-D:
+        /// `cross_min3` is the elementwise min of the 3-wide min pools along each axis (as
+        /// MONAI's soft_erode writes it) and takes its value from the element it names;
+        /// `cross_mean3` sums the element and its in-image axis neighbours over 2k + 1, and is
+        /// its own adjoint (<cross_mean3(x), y> = <x, cross_mean3(y)>).
+        #[test]
+        fn cross_ops_equal_their_definitions(
+            (dims, x, y) in proptest::collection::vec(1usize..7, 1..4).prop_flat_map(|dims| {
+                let n: usize = dims.iter().product();
+                let v = || proptest::collection::vec(-10.0f64..10.0, n);
+                (Just(dims), v(), v())
+            })
+        ) {
+            let st = strides(&dims);
+            let coord = |i: usize, a: usize| (i / st[a]) % dims[a];
+            let axis_min = |i: usize, a: usize| {
+                let c = coord(i, a);
+                let mut m = x[i];
+                if c > 0 { m = m.min(x[i - st[a]]); }
+                if c + 1 < dims[a] { m = m.min(x[i + st[a]]); }
+                m
+            };
+            let (got, arg) = cross_min3(&x, &dims);
+            for i in 0..x.len() {
+                let want = (0..dims.len()).map(|a| axis_min(i, a)).fold(f64::INFINITY, f64::min);
+                prop_assert_eq!(got[i], want);
+                prop_assert_eq!(x[arg[i]], want);
+            }
+            let k = 2 * dims.len() + 1;
+            let m = cross_mean3(&x, &dims);
+            for i in 0..x.len() {
+                let mut s = x[i];
+                for a in 0..dims.len() {
+                    if coord(i, a) > 0 { s += x[i - st[a]]; }
+                    if coord(i, a) + 1 < dims[a] { s += x[i + st[a]]; }
+                }
+                prop_assert!((m[i] - s / k as f64).abs() < 1e-12);
+            }
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+            let (l, r) = (dot(&m, &y), dot(&x, &cross_mean3(&y, &dims)));
+            prop_assert!((l - r).abs() <= 1e-9 * (1.0 + l.abs()), "{} vs {}", l, r);
         }
     }
 

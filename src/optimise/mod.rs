@@ -305,7 +305,7 @@ fn rebuild(
 }
 
 /// `n` rebuilt in `g`, its arguments renamed by `map` (old id -> new id).
-fn copy_node(g: &mut Graph, n: &Node, map: &[NodeId]) -> NodeId {
+pub(crate) fn copy_node(g: &mut Graph, n: &Node, map: &[NodeId]) -> NodeId {
     match (n.op, n.attr) {
         (Op::Const, _) => g.c(const_value(n).unwrap_or(f64::NAN)),
         (Op::Input, Attr::Input(i)) => g.input(i as usize, n.axes),

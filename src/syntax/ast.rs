@@ -31,11 +31,34 @@ pub struct FnDef {
     pub body: Body,
 }
 
-/// `let` bindings followed by the returned expression.
+/// Statements followed by the returned expression.
 #[derive(Clone, Debug)]
 pub struct Body {
-    pub lets: Vec<(Ident, Expr)>,
+    pub stmts: Vec<Stmt>,
     pub result: Expr,
+}
+
+/// A statement of a body.
+#[derive(Clone, Debug)]
+pub enum Stmt {
+    /// `let name = expr`: binds a new name.
+    Let(Ident, Expr),
+    /// `name = expr`: rebinds a name already bound.
+    Assign(Ident, Expr),
+    /// `for var in lo..hi { body }` (`..=`: hi included): the body repeated at compile time.
+    For(Box<Loop>),
+}
+
+/// A compile-time loop: its variable, bounds and body.
+#[derive(Clone, Debug)]
+pub struct Loop {
+    pub var: Ident,
+    pub lo: Expr,
+    pub hi: Expr,
+    pub inclusive: bool,
+    pub body: Vec<Stmt>,
+    /// The whole `for` statement.
+    pub span: Span,
 }
 
 #[derive(Clone, Debug)]

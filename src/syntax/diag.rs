@@ -98,6 +98,10 @@ codes! {
         "Window sizes and sigmas of window ops (`gaussian_filter(x, window, sigma)`, `valid_window(x, window)`) are numbers known when the loss compiles: literals, parameters, or arithmetic on them.";
     E0027: "a window op in a loss without spatial axes",
         "Window ops (`gaussian_filter`, `max_pool3`, `edt`, `erode`, ...) work per image over the loss's spatial axes: its last axis must be a pack, as in `input logits: [B, C, ..S] diff`.";
+    E0028: "a loop bound is not a compile-time whole number",
+        "`for i in lo..hi { ... }` is unrolled when the loss compiles: lo and hi are literals, `int` parameters, or arithmetic on them, and whole numbers.";
+    E0029: "compile-time loops repeat their bodies too often",
+        "Every iteration of a `for` loop is copied into the graph; one loss may make at most 10 000 copies in all (nested loops multiply).";
 }
 
 #[derive(Clone, Debug)]

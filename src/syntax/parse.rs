@@ -143,6 +143,9 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::input_decl => "`input`",
         Rule::param_decl => "`param`",
         Rule::let_stmt => "`let`",
+        Rule::assign_stmt => "an assignment `name = value`",
+        Rule::for_stmt | Rule::for_kw => "`for`",
+        Rule::range_op => "`..` or `..=`",
         Rule::return_stmt => "`return`",
         Rule::diff_mark => "`diff`",
         Rule::labels_decl | Rule::labels_kw => "`labels(axis, ignore_param)`",
@@ -251,7 +254,7 @@ fn fn_item(p: Pair<Rule>, file: FileId, base: usize) -> FnDef {
             Rule::fn_short => {
                 let e = expr(q.into_inner().next().expect("grammar: fn expr"), file, base);
                 body = Some(Body {
-                    lets: vec![],
+                    stmts: vec![],
                     result: e,
                 });
             }
@@ -267,28 +270,56 @@ fn fn_item(p: Pair<Rule>, file: FileId, base: usize) -> FnDef {
 }
 
 fn block(p: Pair<Rule>, file: FileId, base: usize) -> Body {
-    let mut lets = Vec::new();
+    let mut stmts = Vec::new();
     let mut result = None;
     for q in p.into_inner() {
         match q.as_rule() {
-            Rule::let_stmt => lets.push(let_stmt(q, file, base)),
             Rule::return_stmt => {
                 result = Some(expr(q.into_inner().next().expect("grammar"), file, base))
             }
-            _ => {}
+            _ => stmts.extend(stmt(q, file, base)),
         }
     }
     Body {
-        lets,
+        stmts,
         result: result.expect("grammar: return"),
     }
 }
 
-fn let_stmt(q: Pair<Rule>, file: FileId, base: usize) -> (Ident, Expr) {
-    let mut i = q.into_inner();
-    let n = ident(i.next().expect("grammar"), file, base);
-    let e = expr(i.next().expect("grammar"), file, base);
-    (n, e)
+/// A `let`, assignment or `for` statement (`None` for any other rule).
+fn stmt(q: Pair<Rule>, file: FileId, base: usize) -> Option<Stmt> {
+    let rule = q.as_rule();
+    let span = sp(&q, file, base);
+    let mut i = q
+        .into_inner()
+        .filter(|p| !matches!(p.as_rule(), Rule::for_kw | Rule::in_kw));
+    match rule {
+        Rule::let_stmt | Rule::assign_stmt => {
+            let n = ident(i.next().expect("grammar"), file, base);
+            let e = expr(i.next().expect("grammar"), file, base);
+            Some(if rule == Rule::let_stmt {
+                Stmt::Let(n, e)
+            } else {
+                Stmt::Assign(n, e)
+            })
+        }
+        Rule::for_stmt => {
+            let var = ident(i.next().expect("grammar"), file, base);
+            let lo = expr(i.next().expect("grammar"), file, base);
+            let inclusive = i.next().expect("grammar").as_str() == "..=";
+            let hi = expr(i.next().expect("grammar"), file, base);
+            let body = i.filter_map(|s| stmt(s, file, base)).collect();
+            Some(Stmt::For(Box::new(Loop {
+                var,
+                lo,
+                hi,
+                inclusive,
+                body,
+                span,
+            })))
+        }
+        _ => None,
+    }
 }
 
 fn loss_item(p: Pair<Rule>, file: FileId, base: usize) -> LossDef {
@@ -296,17 +327,16 @@ fn loss_item(p: Pair<Rule>, file: FileId, base: usize) -> LossDef {
     let name = ident(inner.next().expect("grammar: loss name"), file, base);
     let mut inputs = Vec::new();
     let mut params = Vec::new();
-    let mut lets = Vec::new();
+    let mut stmts = Vec::new();
     let mut result = None;
     for q in inner {
         match q.as_rule() {
             Rule::input_decl => inputs.push(input_decl(q, file, base)),
             Rule::param_decl => params.push(param_decl(q, file, base)),
-            Rule::let_stmt => lets.push(let_stmt(q, file, base)),
             Rule::return_stmt => {
                 result = Some(expr(q.into_inner().next().expect("grammar"), file, base))
             }
-            _ => {}
+            _ => stmts.extend(stmt(q, file, base)),
         }
     }
     LossDef {
@@ -314,7 +344,7 @@ fn loss_item(p: Pair<Rule>, file: FileId, base: usize) -> LossDef {
         inputs,
         params,
         body: Body {
-            lets,
+            stmts,
             result: result.expect("grammar: return"),
         },
     }

@@ -585,6 +585,13 @@ impl<T: Real> Executor<T> for Vm<T> {
             if let Some(a) = self.out_addr.get(k - 1) {
                 // A class plane of the caller's buffer: element (plane coords, i) of the graph.
                 let buf = &mut grads[a.real];
+                // A buffer without the innermost axis holds one element per plane.
+                let last = sizes.len() - 1;
+                let inner = if self.bound.grad_axes[k - 1] & (1 << last) != 0 {
+                    self.inner
+                } else {
+                    1
+                };
                 let mut coords = vec![0usize; self.outer.len()];
                 for plane in 0..self.planes {
                     let mut rem = plane;
@@ -594,17 +601,19 @@ impl<T: Real> Executor<T> for Vm<T> {
                     }
                     let base: usize = coords.iter().zip(&st).map(|(c, s)| c * s).sum();
                     let at = a.start(&coords, 0);
-                    for i in 0..self.inner {
-                        buf[at + i] = T::from_f64(v[base + i * st[sizes.len() - 1]]);
+                    for i in 0..inner {
+                        buf[at + i] = T::from_f64(v[base + i * st[last]]);
                     }
                 }
                 continue;
             }
+            // The buffer spans the input's axes (`grad_axes`), not necessarily every axis.
             let buf = &mut grads[k - 1];
+            let axes = self.bound.grad_axes[k - 1];
             for (flat, o) in buf.iter_mut().enumerate() {
                 let mut rem = flat;
                 let mut idx = 0;
-                for a in (0..sizes.len()).rev() {
+                for a in (0..sizes.len()).rev().filter(|a| axes & (1 << a) != 0) {
                     idx += (rem % sizes[a]) * st[a];
                     rem /= sizes[a];
                 }

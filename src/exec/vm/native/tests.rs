@@ -106,7 +106,8 @@ fn window_loss(name: &str) -> bool {
         ("logits", &[2usize, 1, 16, 16][..]),
         ("target", &[2, 1, 16, 16][..]),
     ];
-    loss.compile::<f32>(&shapes).is_ok_and(|p| {
+    // A shape error here is a side smaller than a window (ms_ssim's five scales need 161).
+    loss.compile::<f32>(&shapes).map_or(true, |p| {
         p.executor() != "fused"
             || p.pass_info()
                 .iter()

@@ -1,0 +1,175 @@
+//! Split-phase statistics for data-parallel training (`Plan::statistics`, `finish`, `backward`):
+//! a batch cut into shards, each shard's statistics summed as an all-reduce would, gives the
+//! unsharded value and gradient bit for bit — and those equal the ordinary plan's to rounding.
+
+use losslang::api::gradcheck::Rng;
+use losslang::ndarray::{ArrayD, Axis, IxDyn};
+use losslang::{Error, Library, Loss};
+
+/// Logits, target (and a mask) for a batch of `shape`, soft targets if `soft`.
+fn batch(shape: &[usize], seed: u64) -> Vec<(&'static str, ArrayD<f64>)> {
+    let n: usize = shape.iter().product();
+    let mut rng = Rng::new(seed);
+    let z = (0..n).map(|_| 2.0 * rng.normal()).collect();
+    let y = (0..n).map(|_| f64::from(rng.uniform() < 0.4)).collect();
+    let m = (0..n).map(|_| f64::from(rng.uniform() < 0.85)).collect();
+    vec![
+        ("logits", ArrayD::from_shape_vec(IxDyn(shape), z).unwrap()),
+        ("target", ArrayD::from_shape_vec(IxDyn(shape), y).unwrap()),
+        ("mask", ArrayD::from_shape_vec(IxDyn(shape), m).unwrap()),
+    ]
+}
+
+/// Images `lo..hi` of every input.
+fn shard(
+    all: &[(&'static str, ArrayD<f64>)],
+    lo: usize,
+    hi: usize,
+) -> Vec<(&'static str, ArrayD<f64>)> {
+    all.iter()
+        .map(|(k, a)| (*k, a.slice_axis(Axis(0), (lo..hi).into()).to_owned()))
+        .collect()
+}
+
+/// (value, gradient) through statistics on the given shards (image ranges) of `all`.
+fn sharded(
+    loss: &Loss,
+    all: &[(&'static str, ArrayD<f64>)],
+    cuts: &[(usize, usize)],
+) -> (f64, ArrayD<f64>) {
+    let b = all[0].1.shape()[0];
+    let mut plans = Vec::new();
+    let mut summed: Option<Vec<ArrayD<f64>>> = None;
+    for &(lo, hi) in cuts {
+        let part = shard(all, lo, hi);
+        let shapes: Vec<(&str, &[usize])> = part.iter().map(|(k, a)| (*k, a.shape())).collect();
+        let mut plan = loss.compile::<f64>(&shapes).unwrap();
+        let views: Vec<_> = part.iter().map(|(k, a)| (*k, a.view())).collect();
+        let stats = plan.statistics(&views, lo, b).unwrap();
+        // The all-reduce: an elementwise sum over shards.
+        summed = Some(match summed {
+            None => stats,
+            Some(acc) => acc.iter().zip(&stats).map(|(a, s)| a + s).collect(),
+        });
+        plans.push((plan, part, lo));
+    }
+    let summed = summed.unwrap();
+    let mut value = None;
+    let mut rows = Vec::new();
+    for (plan, part, lo) in &mut plans {
+        // Every shard finishes on its own: all must agree.
+        let fin = plan.finish(&summed).unwrap();
+        assert!(value.is_none_or(|v: f64| v.to_bits() == fin.value.to_bits()));
+        value = Some(fin.value);
+        let views: Vec<_> = part.iter().map(|(k, a)| (*k, a.view())).collect();
+        let out = plan.backward(&views, &fin, *lo).unwrap();
+        rows.push(out.grad("logits").clone());
+    }
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    (
+        value.unwrap(),
+        losslang::ndarray::concatenate(Axis(0), &views).unwrap(),
+    )
+}
+
+fn bits(a: &ArrayD<f64>) -> Vec<u64> {
+    a.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The region losses (and the pixel losses, whose mean is a batch sum too) that split.
+const SPLITTABLE: &[(&str, &[(&str, &str)])] = &[
+    ("bce", &[]),
+    ("focal", &[]),
+    ("dice", &[("reduction", "batch")]),
+    ("dice", &[("reduction", "image")]),
+    ("dice", &[("reduction", "class")]),
+    ("tversky", &[("reduction", "image")]),
+    ("jaccard", &[]),
+    ("combo", &[]),
+    ("mcc", &[]),
+    ("generalized_dice", &[]),
+    ("softmax_dice", &[]),
+    ("softmax_ce", &[]),
+    ("cldice", &[]),
+    ("hausdorff_dt", &[]),
+];
+
+#[test]
+fn sharded_statistics_give_the_unsharded_value_and_gradient_bitwise() {
+    for (k, (name, params)) in SPLITTABLE.iter().enumerate() {
+        let mut loss = Library::standard().get(name).unwrap();
+        for (p, v) in *params {
+            loss = loss.set(p, *v).unwrap();
+        }
+        let all = batch(&[5, 3, 9, 11], 40 + k as u64);
+        let whole = sharded(&loss, &all, &[(0, 5)]);
+        for cuts in [&[(0, 2), (2, 5)][..], &[(0, 1), (1, 4), (4, 5)][..]] {
+            let parts = sharded(&loss, &all, cuts);
+            assert_eq!(
+                whole.0.to_bits(),
+                parts.0.to_bits(),
+                "{name} {params:?} {cuts:?}: value {} vs {}",
+                whole.0,
+                parts.0
+            );
+            assert!(
+                bits(&whole.1) == bits(&parts.1),
+                "{name} {params:?} {cuts:?}: gradients differ"
+            );
+        }
+        // And the statistics path computes the loss: the ordinary plan's value and gradient.
+        let shapes: Vec<(&str, &[usize])> = all.iter().map(|(k, a)| (*k, a.shape())).collect();
+        let mut plan = loss.compile::<f64>(&shapes).unwrap();
+        let views: Vec<_> = all.iter().map(|(k, a)| (*k, a.view())).collect();
+        let out = plan.value_and_grad(&views).unwrap();
+        assert!(
+            (out.value - whole.0).abs() <= 1e-12 * (1.0 + out.value.abs()),
+            "{name}: {} vs {}",
+            out.value,
+            whole.0
+        );
+        let g = out.grad("logits");
+        let gmax = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let worst = g
+            .iter()
+            .zip(whole.1.iter())
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-15 + 1e-10 * gmax,
+            "{name} {params:?}: gradient differs by {worst:e} (max {gmax:e})"
+        );
+        assert!(gmax > 0.0, "{name}: a zero gradient exercises nothing");
+    }
+}
+
+#[test]
+fn losses_that_are_not_sums_of_per_image_parts_say_why() {
+    // topk_ce ranks every element of the batch; lovasz_softmax (per_image = 0) sorts across it.
+    for (name, why) in [
+        ("topk_ce", "orders elements across the batch"),
+        ("lovasz_softmax", "orders elements across the batch"),
+    ] {
+        let loss = Library::standard().get(name).unwrap();
+        let all = batch(&[2, 3, 4, 4], 7);
+        let shapes: Vec<(&str, &[usize])> = all.iter().map(|(k, a)| (*k, a.shape())).collect();
+        let mut plan = loss.compile::<f64>(&shapes).unwrap();
+        let views: Vec<_> = all.iter().map(|(k, a)| (*k, a.view())).collect();
+        match plan.statistics(&views, 0, 2) {
+            Err(Error::NotSplittable { loss, reason }) => {
+                assert_eq!(loss, name);
+                assert!(reason.contains(why), "{name}: {reason}");
+            }
+            other => panic!("{name}: expected NotSplittable, got {other:?}"),
+        }
+    }
+    // A shard that does not fit in the batch is a shape error.
+    let loss = Library::standard().get("dice").unwrap();
+    let all = batch(&[2, 1, 4, 4], 8);
+    let shapes: Vec<(&str, &[usize])> = all.iter().map(|(k, a)| (*k, a.shape())).collect();
+    let mut plan = loss.compile::<f64>(&shapes).unwrap();
+    let views: Vec<_> = all.iter().map(|(k, a)| (*k, a.view())).collect();
+    assert!(matches!(
+        plan.statistics(&views, 3, 4),
+        Err(Error::Shape { .. })
+    ));
+}
