@@ -88,45 +88,18 @@ fn window_like(b: &mut Graph, op: Op, image: Vec<NodeId>, n: &Node, skip: usize)
     b.add(op, args, Attr::None)
 }
 
-/// `gaussian_filter`'s derivative is its adjoint (the other arguments are constants)...
-fn filter_grad(b: &mut Graph, n: &Node, _: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
-    let adjoint = match n.op {
+/// A linear window op's derivative is its partner — the filter's is its adjoint and the
+/// adjoint's the filter, likewise for the pooling — with the same constant arguments.
+fn partner_grad(b: &mut Graph, n: &Node, _: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
+    let partner = match n.op {
+        Op::GaussianFilter => Op::GaussianFilterT,
+        Op::GaussianFilterT => Op::GaussianFilter,
         Op::GaussianFilterAt => Op::GaussianFilterAtT,
-        _ => Op::GaussianFilterT,
-    };
-    let mut d = vec![Some(window_like(b, adjoint, vec![g], n, 1))];
-    d.resize(n.args.len(), None);
-    d
-}
-
-/// `avg_pool2`'s derivative is its adjoint and the adjoint's the pooling (scale constant).
-fn avg_pool2_grad(
-    b: &mut Graph,
-    n: &Node,
-    _: NodeId,
-    g: NodeId,
-    _: &[bool],
-) -> Vec<Option<NodeId>> {
-    let other = match n.op {
+        Op::GaussianFilterAtT => Op::GaussianFilterAt,
         Op::AvgPool2 => Op::AvgPool2T,
         _ => Op::AvgPool2,
     };
-    vec![Some(window_like(b, other, vec![g], n, 1)), None]
-}
-
-/// ... and the adjoint's derivative is the filter.
-fn filter_adjoint_grad(
-    b: &mut Graph,
-    n: &Node,
-    _: NodeId,
-    g: NodeId,
-    _: &[bool],
-) -> Vec<Option<NodeId>> {
-    let filter = match n.op {
-        Op::GaussianFilterAtT => Op::GaussianFilterAt,
-        _ => Op::GaussianFilter,
-    };
-    let mut d = vec![Some(window_like(b, filter, vec![g], n, 1))];
+    let mut d = vec![Some(window_like(b, partner, vec![g], n, 1))];
     d.resize(n.args.len(), None);
     d
 }
@@ -372,28 +345,28 @@ define_ops! {
     Not { "not", 1, Class::Map, None, callable: false, symbol: "!", eval: |x| truth(!nonzero(x[0])), grad: no_grad, grid: UNIT, doc: "!a (nonzero is true)" }
     // ---- window (per image over the spatial pack axis; see `Class::Window`) ------------
     GaussianFilter { "gaussian_filter", 3, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2], eval: |x| x[0],
-        grad: filter_grad, grid: &[],
+        grad: partner_grad, grid: &[],
         doc: "gaussian_filter(x, window, sigma): the separable normalised Gaussian of `window` taps (odd) and standard deviation `sigma` along every spatial axis, zero \"same\" padding (the output keeps x's shape). window and sigma are compile-time constants; a spatial side smaller than the window is a bind-time error." }
     GaussianFilterT { "gaussian_filter_adjoint", 3, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2], eval: |x| x[0],
-        grad: filter_adjoint_grad, grid: &[],
+        grad: partner_grad, grid: &[],
         doc: "The adjoint of gaussian_filter (its derivative's transpose): the gradient it passes back." }
     ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], eval: |x| x[0],
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window): 1 where a centred window of `window` taps (odd) fits inside the image along every spatial axis, else 0 — the positions of VALID padding in a \"same\"-padded filter's output. Data; a side smaller than the window is a bind-time error." }
     GaussianFilterAt { "gaussian_filter", 4, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2, 3], eval: |x| x[0],
-        grad: filter_grad, grid: &[],
+        grad: partner_grad, grid: &[],
         doc: "gaussian_filter(x, window, sigma, scale): gaussian_filter on the image of scale `scale` (see avg_pool2: the top-left box of ceil(side / 2^scale) elements per axis), zero outside that box. A box side smaller than the window is a bind-time error." }
     GaussianFilterAtT { "gaussian_filter_adjoint", 4, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2, 3], eval: |x| x[0],
-        grad: filter_adjoint_grad, grid: &[],
+        grad: partner_grad, grid: &[],
         doc: "The adjoint of gaussian_filter(x, window, sigma, scale)." }
     ValidWindowAt { "valid_window", 3, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1, 2], eval: |x| x[0],
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window, scale): valid_window on the image of scale `scale` (its box; 0 outside it). Data." }
     AvgPool2 { "avg_pool2", 2, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1], eval: |x| x[0],
-        grad: avg_pool2_grad, grid: &[],
+        grad: partner_grad, grid: &[],
         doc: "avg_pool2(x, scale): the next scale of a multi-scale pyramid. The image of scale s is the top-left box of ceil(side / 2^s) elements per axis (scale 0: the whole image); this pools that box by 2x2 (2x2x2) averages with stride 2, an odd side first extended by repeating its last row / column / slice (TensorFlow's ssim_multiscale), into the box of scale s + 1, and is zero elsewhere: every scale keeps the tensor's shape. scale is a compile-time whole number." }
     AvgPool2T { "avg_pool2_adjoint", 2, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1], eval: |x| x[0],
-        grad: avg_pool2_grad, grid: &[],
+        grad: partner_grad, grid: &[],
         doc: "The adjoint of avg_pool2(x, scale): the gradient on the box of scale s + 1 spread back over the box of scale s." }
     MaxPool3 { "max_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
         grad: |b, n, _, g, _| vec![Some(b.add(Op::MaxPool3T, vec![g, n.args[0]], Attr::None))], grid: &[],

@@ -532,10 +532,113 @@ fn neighbours3(
     }
 }
 
+/// Visits every element of an image of at most 3 `dims` in row-major order with the flat
+/// indices of its in-image 3^k neighbourhood (only its cross with `cross`) in row-major window
+/// order — the order [`neighbours3`] gives, without its per-element bookkeeping (missing
+/// leading axes are treated as axes of one element, whose other offsets fall outside).
+fn each_window3(dims: &[usize], cross: bool, mut visit: impl FnMut(usize, &[usize])) {
+    let mut d = [1usize; 3];
+    d[3 - dims.len()..].copy_from_slice(dims);
+    let [n0, n1, n2] = d;
+    // Per axis and coordinate, the in-image offsets among -1, 0, 1 (in that order).
+    let span = |c: usize, n: usize| -> ([isize; 3], usize) {
+        let mut o = [0isize; 3];
+        let mut k = 0;
+        for off in -1isize..=1 {
+            let v = c as isize + off;
+            if v >= 0 && v < n as isize {
+                o[k] = off;
+                k += 1;
+            }
+        }
+        (o, k)
+    };
+    // The window of an element away from every border: fixed offsets from its index.
+    let mut rel = [0isize; 27];
+    let mut rel_len = 0;
+    for o0 in -1isize..=1 {
+        for o1 in -1isize..=1 {
+            for o2 in -1isize..=1 {
+                let on = |o: isize, n: usize| o == 0 || n > 1;
+                if !(on(o0, n0) && on(o1, n1) && on(o2, n2))
+                    || (cross && u8::from(o0 != 0) + u8::from(o1 != 0) + u8::from(o2 != 0) > 1)
+                {
+                    continue;
+                }
+                rel[rel_len] = (o0 * n1 as isize + o1) * n2 as isize + o2;
+                rel_len += 1;
+            }
+        }
+    }
+    // Interior along an axis: every offset an axis of more than one element has is inside.
+    let interior = |c: usize, n: usize| n == 1 || (c > 0 && c + 1 < n);
+    let mut window = [0usize; 27];
+    let mut i = 0;
+    for i0 in 0..n0 {
+        let (a, ka) = span(i0, n0);
+        for i1 in 0..n1 {
+            let (b, kb) = span(i1, n1);
+            for i2 in 0..n2 {
+                if interior(i0, n0) && interior(i1, n1) && interior(i2, n2) {
+                    for (w, &r) in window.iter_mut().zip(&rel[..rel_len]) {
+                        *w = (i as isize + r) as usize;
+                    }
+                    visit(i, &window[..rel_len]);
+                    i += 1;
+                    continue;
+                }
+                let (c, kc) = span(i2, n2);
+                let mut len = 0;
+                for &o0 in &a[..ka] {
+                    for &o1 in &b[..kb] {
+                        for &o2 in &c[..kc] {
+                            if cross
+                                && u8::from(o0 != 0) + u8::from(o1 != 0) + u8::from(o2 != 0) > 1
+                            {
+                                continue;
+                            }
+                            let j0 = (i0 as isize + o0) as usize;
+                            let j1 = (i1 as isize + o1) as usize;
+                            let j2 = (i2 as isize + o2) as usize;
+                            window[len] = (j0 * n1 + j1) * n2 + j2;
+                            len += 1;
+                        }
+                    }
+                }
+                visit(i, &window[..len]);
+                i += 1;
+            }
+        }
+    }
+}
+
 /// For each element: the flat index of the largest element of its 3^k neighbourhood (stride 1,
 /// outside the image ignored, i.e. -inf padding). **Tie rule**: the first maximal element in
 /// row-major order of the window wins, and alone receives the adjoint; a NaN wins over numbers.
-fn argmax3(x: &[f64], dims: &[usize], cross: bool, larger: fn(f64, f64) -> bool) -> Vec<usize> {
+fn argmax3(
+    x: &[f64],
+    dims: &[usize],
+    cross: bool,
+    larger: impl Fn(f64, f64) -> bool,
+) -> Vec<usize> {
+    if dims.len() <= 3 {
+        let mut out = Vec::with_capacity(x.len());
+        each_window3(dims, cross, |_, window| {
+            let mut best = usize::MAX;
+            for &j in window {
+                best = if best != usize::MAX
+                    && (!x[j].is_nan() || x[best].is_nan())
+                    && !larger(x[j], x[best])
+                {
+                    best
+                } else {
+                    j
+                };
+            }
+            out.push(best);
+        });
+        return out;
+    }
     let st = strides(dims);
     (0..x.len())
         .map(|i| {
@@ -575,8 +678,19 @@ pub fn cross_min3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
 /// The mean over each element's cross with zero padding: the sum of the element and its
 /// neighbours inside the image (row-major window order), divided by 2k + 1.
 pub fn cross_mean3(x: &[f64], dims: &[usize]) -> Vec<f64> {
-    let st = strides(dims);
     let scale = 1.0 / (2 * dims.len() + 1) as f64;
+    if dims.len() <= 3 {
+        let mut out = Vec::with_capacity(x.len());
+        each_window3(dims, true, |_, window| {
+            let mut s = 0.0;
+            for &j in window {
+                s += x[j];
+            }
+            out.push(s * scale);
+        });
+        return out;
+    }
+    let st = strides(dims);
     (0..x.len())
         .map(|i| {
             let mut s = 0.0;
