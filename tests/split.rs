@@ -4,7 +4,7 @@
 
 use losslang::api::gradcheck::Rng;
 use losslang::ndarray::{ArrayD, Axis, IxDyn};
-use losslang::{Error, Library, Loss};
+use losslang::{Error, Library, Loss, Real};
 
 /// Logits, target (and a mask) for a batch of `shape`, soft targets if `soft`.
 fn batch(shape: &[usize], seed: u64) -> Vec<(&'static str, ArrayD<f64>)> {
@@ -31,39 +31,52 @@ fn shard(
         .collect()
 }
 
-/// (value, gradient) through statistics on the given shards (image ranges) of `all`.
-fn sharded(
+/// (value bits, gradient bits) through statistics on the given shards (image ranges) of `all`,
+/// in precision `T`.
+fn sharded<T: Real>(
     loss: &Loss,
     all: &[(&'static str, ArrayD<f64>)],
     cuts: &[(usize, usize)],
 ) -> (f64, ArrayD<f64>) {
     let b = all[0].1.shape()[0];
     let mut plans = Vec::new();
-    let mut summed: Option<Vec<ArrayD<f64>>> = None;
+    let mut summed: Option<Vec<ArrayD<T>>> = None;
     for &(lo, hi) in cuts {
-        let part = shard(all, lo, hi);
+        let part: Vec<(&str, ArrayD<T>)> = shard(all, lo, hi)
+            .into_iter()
+            .map(|(k, a)| (k, a.mapv(T::from_f64)))
+            .collect();
         let shapes: Vec<(&str, &[usize])> = part.iter().map(|(k, a)| (*k, a.shape())).collect();
-        let mut plan = loss.compile::<f64>(&shapes).unwrap();
+        let mut plan = loss.compile::<T>(&shapes).unwrap();
         let views: Vec<_> = part.iter().map(|(k, a)| (*k, a.view())).collect();
         let stats = plan.statistics(&views, lo, b).unwrap();
         // The all-reduce: an elementwise sum over shards.
         summed = Some(match summed {
             None => stats,
-            Some(acc) => acc.iter().zip(&stats).map(|(a, s)| a + s).collect(),
+            Some(acc) => acc
+                .iter()
+                .zip(&stats)
+                .map(|(a, s)| {
+                    let mut t = a.clone();
+                    t.zip_mut_with(s, |x, &y| *x = T::from_f64(x.to_f64() + y.to_f64()));
+                    t
+                })
+                .collect(),
         });
         plans.push((plan, part, lo));
     }
     let summed = summed.unwrap();
-    let mut value = None;
+    let mut value: Option<f64> = None;
     let mut rows = Vec::new();
     for (plan, part, lo) in &mut plans {
         // Every shard finishes on its own: all must agree.
         let fin = plan.finish(&summed).unwrap();
-        assert!(value.is_none_or(|v: f64| v.to_bits() == fin.value.to_bits()));
-        value = Some(fin.value);
+        let v = fin.value.to_f64();
+        assert!(value.is_none_or(|w| w.to_bits() == v.to_bits()));
+        value = Some(v);
         let views: Vec<_> = part.iter().map(|(k, a)| (*k, a.view())).collect();
         let out = plan.backward(&views, &fin, *lo).unwrap();
-        rows.push(out.grad("logits").clone());
+        rows.push(out.grad("logits").mapv(|x| x.to_f64()));
     }
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     (
@@ -102,9 +115,20 @@ fn sharded_statistics_give_the_unsharded_value_and_gradient_bitwise() {
             loss = loss.set(p, *v).unwrap();
         }
         let all = batch(&[5, 3, 9, 11], 40 + k as u64);
-        let whole = sharded(&loss, &all, &[(0, 5)]);
+        let whole = sharded::<f64>(&loss, &all, &[(0, 5)]);
+        let whole32 = sharded::<f32>(&loss, &all, &[(0, 5)]);
         for cuts in [&[(0, 2), (2, 5)][..], &[(0, 1), (1, 4), (4, 5)][..]] {
-            let parts = sharded(&loss, &all, cuts);
+            let parts32 = sharded::<f32>(&loss, &all, cuts);
+            assert_eq!(
+                whole32.0.to_bits(),
+                parts32.0.to_bits(),
+                "{name} {params:?} {cuts:?} f32: value"
+            );
+            assert!(
+                bits(&whole32.1) == bits(&parts32.1),
+                "{name} {params:?} {cuts:?} f32: gradients differ"
+            );
+            let parts = sharded::<f64>(&loss, &all, cuts);
             assert_eq!(
                 whole.0.to_bits(),
                 parts.0.to_bits(),
