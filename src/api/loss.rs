@@ -344,7 +344,9 @@ impl Loss {
                     .first()
                     .filter(|_| crate::ops::window::has_window_size(n.op))?;
                 // At pyramid scale s the box has ceil(side / 2^s) elements.
-                let s = crate::ops::window::scale_of(n.op, &consts).ok()?;
+                let s = crate::ops::window::scale_of(n.op, &consts)
+                    .ok()?
+                    .unwrap_or(0);
                 (1.0..=1e6)
                     .contains(&w)
                     .then_some(((w as usize - 1) << s) + 1)

@@ -21,17 +21,41 @@ use super::*;
 
 /// The error for a non-finite value in input `i` (found by the executor while it read the data).
 fn non_finite<T: Real>(sig: &Signature, slices: &[&[T]], i: usize) -> Error {
-    let (index, value) = slices[i]
+    non_finite_in(sig.inputs[i].name.clone(), slices[i])
+}
+
+/// The error for the first non-finite value of `data`, which the caller names `input`.
+fn non_finite_in<T: Real>(input: String, data: &[T]) -> Error {
+    let (index, value) = data
         .iter()
         .enumerate()
         .find(|(_, x)| !x.is_finite())
         .map(|(k, x)| (k, x.to_f64()))
         .unwrap_or((0, f64::NAN));
     Error::NonFinite {
-        input: sig.inputs[i].name.clone(),
+        input,
         index,
         value,
     }
+}
+
+/// The executor of `kind` for the graph `(g, roots)` with its sizes bound to `sizes`.
+fn bind_and_build<T: Real>(
+    (g, roots): &(crate::ir::graph::Graph, Vec<crate::ir::graph::NodeId>),
+    sizes: &[usize],
+    grad_axes: Vec<crate::ir::graph::Axes>,
+    spatial: Vec<usize>,
+    kind: ExecutorKind,
+) -> Box<dyn Executor<T>> {
+    let (graph, roots) = optimise::bind_sizes(g, roots, sizes);
+    let bound = Bound {
+        graph,
+        roots,
+        sizes: sizes.to_vec(),
+        grad_axes,
+        spatial,
+    };
+    build::<T>(Arc::new(bound), kind).exec
 }
 
 /// Which executor runs a plan.
@@ -156,8 +180,6 @@ struct Built<T: Real> {
     buffer_bytes: usize,
 }
 
-/// The executor of `kind` for `bound`: the block VM on its kernel-prepared graph, or the
-/// reference interpreter — asked for, or because the VM cannot fuse the graph (the reason kept).
 /// The fused VM of `bound`'s graph unrolled over its class axis (`optimise::unroll`), reading
 /// and writing the class planes of the caller's buffers in place; `None` where unrolling does
 /// not apply.
@@ -215,6 +237,8 @@ fn unrolled<T: Real>(
     ))
 }
 
+/// The executor of `kind` for `bound`: the block VM on its kernel-prepared graph, or the
+/// reference interpreter — asked for, or because the VM cannot fuse the graph (the reason kept).
 fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
     let reference = |bound: Arc<Bound>, fallback: Option<String>| {
         let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound));
@@ -338,7 +362,9 @@ fn check_windows(
         use crate::ops::window::{has_window_size, scale_of, scaled_dims, window_taps};
         let fits = scale_of(n.op, &consts).and_then(|s| match consts.first() {
             // A window at a pyramid scale must fit that scale's box.
-            Some(&w) if has_window_size(n.op) => window_taps(w, &scaled_dims(spatial, s)).map(drop),
+            Some(&w) if has_window_size(n.op) => {
+                window_taps(w, &scaled_dims(spatial, s.unwrap_or(0))).map(drop)
+            }
             _ => Ok(()), // no window argument (pooling, edt, order ops): any size works
         });
         if let Err(detail) = fits {
@@ -767,26 +793,15 @@ impl<T: Real> Plan<T> {
         .map_err(not)?;
         let sizes = &self.binding.sizes;
         let spatial = spatial_dims(&self.sig, &self.binding);
-        let kind = self.kind;
-        let make = |(g, r): &(crate::ir::graph::Graph, Vec<crate::ir::graph::NodeId>),
-                    sizes: &[usize],
-                    grad_axes: Vec<crate::ir::graph::Axes>| {
-            let (graph, roots) = optimise::bind_sizes(g, r, sizes);
-            build::<T>(
-                Arc::new(Bound {
-                    graph,
-                    roots,
-                    sizes: sizes.to_vec(),
-                    grad_axes,
-                    spatial: spatial.clone(),
-                }),
-                kind,
-            )
-            .exec
-        };
-        let stats = make(&graphs.stats, sizes, graphs.stat_axes.clone());
+        let stats = bind_and_build(
+            &graphs.stats,
+            sizes,
+            graphs.stat_axes.clone(),
+            spatial.clone(),
+            self.kind,
+        );
         let grad_axes = self.diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
-        let backward = make(&graphs.backward, sizes, grad_axes);
+        let backward = bind_and_build(&graphs.backward, sizes, grad_axes, spatial, self.kind);
         let shapes = graphs
             .stat_axes
             .iter()
@@ -898,16 +913,14 @@ impl<T: Real> Plan<T> {
         if split.finish.as_ref().is_none_or(|(b, _)| *b != batch) {
             let mut sizes = self.binding.sizes.clone();
             sizes[0] = batch;
-            let (g, r) = &split.graphs.finish;
-            let (graph, roots) = optimise::bind_sizes(g, r, &sizes);
-            let bound = Arc::new(Bound {
-                graph,
-                roots,
-                sizes,
-                grad_axes: split.graphs.stat_axes.clone(),
-                spatial: spatial_dims(&self.sig, &self.binding),
-            });
-            split.finish = Some((batch, build::<T>(bound, self.kind).exec));
+            let exec = bind_and_build(
+                &split.graphs.finish,
+                &sizes,
+                split.graphs.stat_axes.clone(),
+                spatial_dims(&self.sig, &self.binding),
+                self.kind,
+            );
+            split.finish = Some((batch, exec));
         }
         let exec = &mut split.finish.as_mut().expect("built above").1;
         let mut seeds: Vec<ArrayD<T>> = stats
@@ -924,24 +937,13 @@ impl<T: Real> Plan<T> {
             .collect();
         let value = exec
             .run(&slices, &mut bufs, self.check_finite)
-            .map_err(|k| {
-                let (index, value) = slices[k]
-                    .iter()
-                    .enumerate()
-                    .find(|(_, x)| !x.is_finite())
-                    .map_or((0, f64::NAN), |(i, x)| (i, x.to_f64()));
-                Error::NonFinite {
-                    input: format!("statistics[{k}]"),
-                    index,
-                    value,
-                }
-            })?;
+            .map_err(|k| non_finite_in(format!("statistics[{k}]"), slices[k]))?;
         Ok(Finished { value, seeds })
     }
 
     /// Step 3 of 3: the gradient of this shard's differentiable inputs (images `first_image ..`
     /// of the batch), from the seeds [`Plan::finish`] gave — the unsharded gradient's rows for
-    /// these images, bit for bit.
+    /// these images, bit for bit. The output's `value` is 0: the loss is [`Finished::value`].
     pub fn backward(
         &mut self,
         inputs: &[(&str, ArrayViewD<T>)],
@@ -979,10 +981,14 @@ impl<T: Real> Plan<T> {
             None => &mut [],
         });
         let n = self.diff.len();
+        let base = split.graphs.seed_base;
         split
             .backward
             .run(&all[..n_in], &mut bufs[..n], self.check_finite)
-            .map_err(|i| non_finite(&self.sig, &slices, i.min(self.sig.inputs.len() - 1)))?;
+            .map_err(|i| match i.checked_sub(base) {
+                Some(k) => non_finite_in(format!("seeds[{k}]"), all[i]),
+                None => non_finite(&self.sig, &slices, i),
+            })?;
         Ok(Output {
             value: T::default(),
             grads: &self.grads,

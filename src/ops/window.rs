@@ -11,9 +11,6 @@
 //! In: an image, its dims, the window parameters. Out: the filtered image and its dims. Never
 //! here: which axes are spatial, batching, graph nodes.
 
-// `Padding::Valid` and the stride-2 average pooling wait for `ms_ssim` (issue 11); tested here.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use rayon::prelude::*;
 
 use crate::ir::graph::{Graph, Node};
@@ -62,17 +59,17 @@ pub fn has_window_size(op: Op) -> bool {
 /// Deepest pyramid scale an op may name.
 pub const MAX_SCALE: usize = 16;
 
-/// The pyramid scale an op works at (its last constant argument; 0 for ops without one), or
-/// `Err` if that is not a whole number in 0..=MAX_SCALE.
-pub fn scale_of(op: Op, consts: &[f64]) -> Result<usize, String> {
+/// The pyramid scale an op works at (its last constant argument; `None` for ops without one),
+/// or `Err` if that is not a whole number in 0..=MAX_SCALE.
+pub fn scale_of(op: Op, consts: &[f64]) -> Result<Option<usize>, String> {
     let s = match op {
         Op::GaussianFilterAt | Op::GaussianFilterAtT => consts[2],
         Op::ValidWindowAt => consts[1],
         Op::AvgPool2 | Op::AvgPool2T => consts[0],
-        _ => return Ok(0),
+        _ => return Ok(None),
     };
     if s.fract() == 0.0 && (0.0..=MAX_SCALE as f64).contains(&s) {
-        Ok(s as usize)
+        Ok(Some(s as usize))
     } else {
         Err(format!(
             "a scale must be a whole number from 0 to {MAX_SCALE}, got {s}"
@@ -188,15 +185,7 @@ pub fn image_kernel(
     out: &mut [f64],
 ) -> Result<(), String> {
     let x = images[0];
-    if matches!(
-        op,
-        Op::GaussianFilterAt
-            | Op::GaussianFilterAtT
-            | Op::ValidWindowAt
-            | Op::AvgPool2
-            | Op::AvgPool2T
-    ) {
-        let s = scale_of(op, consts)?;
+    if let Some(s) = scale_of(op, consts)? {
         return at_scale(op, x, dims, consts, s, out);
     }
     let y = match op {
@@ -265,7 +254,9 @@ pub fn window_taps(window: f64, dims: &[usize]) -> Result<usize, String> {
 /// How a window treats the border.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
-    /// Only windows that fit: each side shrinks by `window - 1`.
+    /// Only windows that fit: each side shrinks by `window - 1`. Tested, not used by the op
+    /// table: VALID positions are a same-padded filter masked by `valid_window`.
+    #[cfg_attr(not(test), allow(dead_code))]
     Valid,
     /// Zero padding, same size out as in (odd windows only, centred).
     Same,
@@ -532,6 +523,22 @@ fn neighbours3(
     }
 }
 
+/// Visits every element of an image in row-major order with the flat indices of its in-image
+/// 3^k neighbourhood (only its cross with `cross`) in row-major window order: by
+/// [`each_window3`] for up to three axes, element by element with [`neighbours3`] beyond.
+fn each_window(dims: &[usize], cross: bool, mut visit: impl FnMut(&[usize])) {
+    if dims.len() <= 3 {
+        return each_window3(dims, cross, |_, w| visit(w));
+    }
+    let st = strides(dims);
+    let mut window = Vec::new();
+    for i in 0..dims.iter().product() {
+        window.clear();
+        neighbours3(dims, &st, i, cross, |j| window.extend(j));
+        visit(&window);
+    }
+}
+
 /// Visits every element of an image of at most 3 `dims` in row-major order with the flat
 /// indices of its in-image 3^k neighbourhood (only its cross with `cross`) in row-major window
 /// order — the order [`neighbours3`] gives, without its per-element bookkeeping (missing
@@ -553,6 +560,10 @@ fn each_window3(dims: &[usize], cross: bool, mut visit: impl FnMut(usize, &[usiz
         }
         (o, k)
     };
+    // Offsets a cross leaves out: more than one nonzero component.
+    let off_cross = |o0: isize, o1: isize, o2: isize| {
+        cross && u8::from(o0 != 0) + u8::from(o1 != 0) + u8::from(o2 != 0) > 1
+    };
     // The window of an element away from every border: fixed offsets from its index.
     let mut rel = [0isize; 27];
     let mut rel_len = 0;
@@ -560,9 +571,7 @@ fn each_window3(dims: &[usize], cross: bool, mut visit: impl FnMut(usize, &[usiz
         for o1 in -1isize..=1 {
             for o2 in -1isize..=1 {
                 let on = |o: isize, n: usize| o == 0 || n > 1;
-                if !(on(o0, n0) && on(o1, n1) && on(o2, n2))
-                    || (cross && u8::from(o0 != 0) + u8::from(o1 != 0) + u8::from(o2 != 0) > 1)
-                {
+                if !(on(o0, n0) && on(o1, n1) && on(o2, n2)) || off_cross(o0, o1, o2) {
                     continue;
                 }
                 rel[rel_len] = (o0 * n1 as isize + o1) * n2 as isize + o2;
@@ -592,9 +601,7 @@ fn each_window3(dims: &[usize], cross: bool, mut visit: impl FnMut(usize, &[usiz
                 for &o0 in &a[..ka] {
                     for &o1 in &b[..kb] {
                         for &o2 in &c[..kc] {
-                            if cross
-                                && u8::from(o0 != 0) + u8::from(o1 != 0) + u8::from(o2 != 0) > 1
-                            {
+                            if off_cross(o0, o1, o2) {
                                 continue;
                             }
                             let j0 = (i0 as isize + o0) as usize;
@@ -621,38 +628,22 @@ fn argmax3(
     cross: bool,
     larger: impl Fn(f64, f64) -> bool,
 ) -> Vec<usize> {
-    if dims.len() <= 3 {
-        let mut out = Vec::with_capacity(x.len());
-        each_window3(dims, cross, |_, window| {
-            let mut best = usize::MAX;
-            for &j in window {
-                best = if best != usize::MAX
-                    && (!x[j].is_nan() || x[best].is_nan())
-                    && !larger(x[j], x[best])
-                {
-                    best
-                } else {
-                    j
-                };
-            }
-            out.push(best);
-        });
-        return out;
-    }
-    let st = strides(dims);
-    (0..x.len())
-        .map(|i| {
-            let mut best: Option<usize> = None;
-            neighbours3(dims, &st, i, cross, |j| {
-                let Some(j) = j else { return };
-                best = match best {
-                    Some(b) if (!x[j].is_nan() || x[b].is_nan()) && !larger(x[j], x[b]) => Some(b),
-                    _ => Some(j),
-                };
-            });
-            best.expect("the element itself is in its window")
-        })
-        .collect()
+    let mut out = Vec::with_capacity(x.len());
+    each_window(dims, cross, |window| {
+        let mut best = usize::MAX;
+        for &j in window {
+            best = if best != usize::MAX
+                && (!x[j].is_nan() || x[best].is_nan())
+                && !larger(x[j], x[best])
+            {
+                best
+            } else {
+                j
+            };
+        }
+        out.push(best);
+    });
+    out
 }
 
 /// Sliding 3 x 3 (x 3) max pooling, stride 1, same size (outside ignored), with the index each
@@ -679,29 +670,15 @@ pub fn cross_min3(x: &[f64], dims: &[usize]) -> (Vec<f64>, Vec<usize>) {
 /// neighbours inside the image (row-major window order), divided by 2k + 1.
 pub fn cross_mean3(x: &[f64], dims: &[usize]) -> Vec<f64> {
     let scale = 1.0 / (2 * dims.len() + 1) as f64;
-    if dims.len() <= 3 {
-        let mut out = Vec::with_capacity(x.len());
-        each_window3(dims, true, |_, window| {
-            let mut s = 0.0;
-            for &j in window {
-                s += x[j];
-            }
-            out.push(s * scale);
-        });
-        return out;
-    }
-    let st = strides(dims);
-    (0..x.len())
-        .map(|i| {
-            let mut s = 0.0;
-            neighbours3(dims, &st, i, true, |j| {
-                if let Some(j) = j {
-                    s += x[j];
-                }
-            });
-            s * scale
-        })
-        .collect()
+    let mut out = Vec::with_capacity(x.len());
+    each_window(dims, true, |window| {
+        let mut s = 0.0;
+        for &j in window {
+            s += x[j];
+        }
+        out.push(s * scale);
+    });
+    out
 }
 
 /// The adjoint of a pooling with the given argument indices.

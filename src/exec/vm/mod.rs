@@ -37,12 +37,13 @@ use crate::ir::graph::{Attr, Axes, NodeId};
 use crate::ops::family::{family_both, family_sig, family_sig_softplus, family_softplus};
 use crate::ops::math::Real;
 use crate::ops::{const_value, Class, Op};
-use crate::optimise::fuse::{schedule, schedule_capped, NotFusable, Schedule};
+use crate::optimise::fuse::{
+    schedule, schedule_capped, NotFusable, Schedule, UNROLLED_KERNEL_NODES,
+};
 
 /// Most inputs (and gradient roots) of a graph unrolled over a class axis: each is one class
 /// plane of a caller's buffer.
 const MAX_ADDRS: usize = 256;
-use crate::optimise::fuse::UNROLLED_KERNEL_NODES;
 
 /// Lanes per block (register length).
 pub const BLOCK: usize = 512;

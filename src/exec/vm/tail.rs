@@ -25,8 +25,7 @@ impl<T: Real> Vm<T> {
                 (Op::Const, _) => out.fill(const_value(node).unwrap_or(f64::NAN)),
                 (Op::Input, _) => {
                     if let Attr::Input(i) = node.attr {
-                        let real = self.in_addr.get(i as usize).map_or(i as usize, |a| a.real);
-                        for (o, x) in out.iter_mut().zip(inputs[real]) {
+                        for (o, x) in out.iter_mut().zip(inputs[self.real_in(i as usize)]) {
                             *o = x.to_f64();
                         }
                     }
