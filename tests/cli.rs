@@ -598,3 +598,95 @@ fn eval_takes_class_labels_with_an_ignore_value() {
         "{err}"
     );
 }
+
+/// `--set reduction=none` prints one value per (b, c) under "values" (their mean is the
+/// `image` loss, their sum the value); `--set weight=...` takes a list, all-ones changes nothing,
+/// a wrong length names the axis; `lossc list` shows the vector parameter.
+#[test]
+fn eval_prints_unreduced_values_and_takes_class_weights() {
+    let case = tmp(
+        "unreduced.json",
+        r#"{"logits": {"shape": [2, 2, 2, 2], "data": [0.5, -1, 2, 0.1, 1, 0.3, -0.2, 0.7, -0.5, 0.9, 0.4, -1.2, 0.2, 0.8, -0.3, 1.5]},
+            "target": {"shape": [2, 2, 2, 2], "data": [1, 0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1, 1]}}"#,
+    );
+    let run = |args: &[&str]| -> serde_json::Value {
+        let o = lossc(args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let path = case.to_str().unwrap();
+    let none = run(&["eval", "dice", "--inputs", path, "--set", "reduction=none"]);
+    let image = run(&["eval", "dice", "--inputs", path, "--set", "reduction=image"]);
+    assert_eq!(none["values"]["shape"], serde_json::json!([2, 2]));
+    let values: Vec<f64> = none["values"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let (sum, mean) = (values.iter().sum::<f64>(), values.iter().sum::<f64>() / 4.0);
+    assert!((mean - image["value"].as_f64().unwrap()).abs() <= 1e-15);
+    assert!((sum - none["value"].as_f64().unwrap()).abs() <= 1e-15);
+    assert!(image.get("values").is_none());
+
+    let plain = run(&["eval", "softmax_ce", "--inputs", path]);
+    let ones = run(&[
+        "eval",
+        "softmax_ce",
+        "--inputs",
+        path,
+        "--set",
+        "weight=1,1",
+    ]);
+    let weighted = run(&[
+        "eval",
+        "softmax_ce",
+        "--inputs",
+        path,
+        "--set",
+        "weight=1,3",
+    ]);
+    assert_eq!(plain["value"], ones["value"]);
+    assert_ne!(plain["value"], weighted["value"]);
+    let o = lossc(&[
+        "eval",
+        "softmax_ce",
+        "--inputs",
+        path,
+        "--set",
+        "weight=1,2,3",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`weight`") && err.contains("axis C (2 for these shapes)"),
+        "{err}"
+    );
+    let (out, _) = text(&lossc(&["list"]));
+    assert!(out.contains("weight: [C] = 1"), "{out}");
+}
+
+/// `check --set` gradient-checks losses at chosen parameters: `reduction = none` (the seed input
+/// drawn like any optional input) and class weights; a parameter no checked loss declares fails.
+#[test]
+fn check_takes_parameters() {
+    let o = lossc(&[
+        "check",
+        "losses/dice.loss",
+        "losses/softmax_ce.loss",
+        "--set",
+        "reduction=none",
+        "--set",
+        "weight=0.5,2",
+        "--set",
+        "weight_norm=weights",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    let o = lossc(&["check", "losses/dice.loss", "--set", "gamma=2"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("`--set gamma=2`"), "{err}");
+}

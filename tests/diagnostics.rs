@@ -495,3 +495,38 @@ fn loop_bodies_assign_carried_names_and_may_not_shadow_them() {
         &["assignment to unknown name `t`", "let t = ..."],
     );
 }
+
+/// A vector parameter is declared over one plain axis the loss has.
+#[test]
+fn vector_parameter_declarations() {
+    let src = |ty: &str| {
+        body(&format!(
+            "    param w: {ty} = 1\n    return mean(w * logits)"
+        ))
+    };
+    expect(
+        &src("[S]"),
+        "E0012",
+        "4:15",
+        &["declared over the pack axis `..S`", "a pack axis"],
+    );
+    expect(
+        &src("[K]"),
+        "E0007",
+        "4:15",
+        &["declared over `K`, which no input of `t` has"],
+    );
+    expect(
+        &src("[B, C]"),
+        "E0012",
+        "4:14",
+        &["declared over exactly one axis"],
+    );
+    // The default may vary along the axis, not beyond it.
+    expect(
+        &body("    param w: [C] = index([B])\n    return mean(w * logits)"),
+        "E0013",
+        "4:20",
+        &["has axes [B]"],
+    );
+}

@@ -197,3 +197,167 @@ fn losses_that_are_not_sums_of_per_image_parts_say_why() {
         Err(Error::Shape { .. })
     ));
 }
+
+/// (value, values, gradient of logits) of `loss` on `inputs` in precision `T`.
+fn run<T: Real>(
+    loss: &Loss,
+    inputs: &[(&'static str, ArrayD<f64>)],
+) -> (f64, Option<ArrayD<f64>>, ArrayD<f64>) {
+    let typed: Vec<(&str, ArrayD<T>)> = inputs
+        .iter()
+        .map(|(k, a)| (*k, a.mapv(T::from_f64)))
+        .collect();
+    let shapes: Vec<(&str, &[usize])> = typed.iter().map(|(k, a)| (*k, a.shape())).collect();
+    let mut plan = loss.compile::<T>(&shapes).unwrap();
+    let views: Vec<_> = typed.iter().map(|(k, a)| (*k, a.view())).collect();
+    let out = plan.value_and_grad(&views).unwrap();
+    (
+        out.value.to_f64(),
+        out.values().map(|v| v.mapv(|x| x.to_f64())),
+        out.grad("logits").mapv(|x| x.to_f64()),
+    )
+}
+
+/// `reduction = none` (issue 11, point 5): every region loss returns one value per (b, c),
+/// each equal to the loss of that image and class alone at `reduction = image`; the value is
+/// `Σ seed · values` and the gradient that sum's — the per-slice gradients scaled by the seed.
+#[test]
+fn reduction_none_gives_each_image_and_class_its_own_loss() {
+    let (b, c) = (3, 2);
+    let all = batch(&[b, c, 7, 6], 21);
+    let mut rng = Rng::new(5);
+    let seed = ArrayD::from_shape_fn(IxDyn(&[b, c]), |_| rng.normal());
+    for name in [
+        "dice",
+        "jaccard",
+        "tversky",
+        "focal_tversky",
+        "log_cosh_dice",
+        "sensitivity_specificity",
+        "asym_similarity",
+    ] {
+        let lib = Library::standard().get(name).unwrap();
+        let none = lib.clone().set("reduction", "none").unwrap();
+        assert!(
+            none.inputs()
+                .iter()
+                .any(|i| i.name == "seed" && i.default == Some(1.0)),
+            "{name}: no optional seed input"
+        );
+        let image = lib.set("reduction", "image").unwrap();
+        let mut seeded = all.clone();
+        seeded.push(("seed", seed.clone()));
+        for f32_path in [false, true] {
+            let (value, values, grad) = if f32_path {
+                run::<f32>(&none, &seeded)
+            } else {
+                run::<f64>(&none, &seeded)
+            };
+            let tol = if f32_path { 2e-6 } else { 1e-13 };
+            let values = values.unwrap_or_else(|| panic!("{name}: no values"));
+            assert_eq!(values.shape(), &[b, c], "{name}");
+            let mut want_value = 0.0;
+            let gmax = grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            for bi in 0..b {
+                for ci in 0..c {
+                    // The slice (bi, ci) alone, through the scalar `image` path.
+                    let one: Vec<(&'static str, ArrayD<f64>)> = all
+                        .iter()
+                        .map(|(k, a)| {
+                            let s = a
+                                .slice_axis(Axis(0), (bi..bi + 1).into())
+                                .slice_axis(Axis(1), (ci..ci + 1).into())
+                                .to_owned();
+                            (*k, s)
+                        })
+                        .collect();
+                    let (v, _, g) = run::<f64>(&image, &one);
+                    let got = values[[bi, ci]];
+                    assert!(
+                        (got - v).abs() <= tol * (1.0 + v.abs()),
+                        "{name} f32 {f32_path} values[{bi}, {ci}]: {got} vs {v}"
+                    );
+                    want_value += seed[[bi, ci]] * v;
+                    let mine = grad
+                        .slice_axis(Axis(0), (bi..bi + 1).into())
+                        .slice_axis(Axis(1), (ci..ci + 1).into())
+                        .to_owned();
+                    for (x, y) in mine.iter().zip(g.iter()) {
+                        let y = seed[[bi, ci]] * y;
+                        assert!(
+                            (x - y).abs() <= tol * gmax.max(1e-300),
+                            "{name} f32 {f32_path} gradient in ({bi}, {ci}): {x} vs {y}"
+                        );
+                    }
+                }
+            }
+            assert!(
+                (value - want_value).abs() <= tol * (1.0 + want_value.abs()),
+                "{name} f32 {f32_path} value: {value} vs {want_value}"
+            );
+        }
+        // Without a seed: the plain sum of the values.
+        let (value, values, _) = run::<f64>(&none, &all);
+        let sum: f64 = values.unwrap().iter().sum();
+        assert!((value - sum).abs() <= 1e-13 * (1.0 + sum.abs()), "{name}");
+    }
+}
+
+/// `softmax_dice` couples the classes through the softmax: its `none` values average to the
+/// `image` loss (no group masked), and a seed of 1/(B·C) gives the `image` gradient.
+#[test]
+fn reduction_none_of_softmax_dice_averages_to_the_image_loss() {
+    let all: Vec<_> = batch(&[2, 3, 5, 6], 22)
+        .into_iter()
+        .filter(|(k, _)| *k != "mask")
+        .collect();
+    let lib = Library::standard().get("softmax_dice").unwrap();
+    let (v_image, _, g_image) = run::<f64>(&lib.clone().set("reduction", "image").unwrap(), &all);
+    let mut seeded = all.clone();
+    seeded.push(("seed", ArrayD::from_elem(IxDyn(&[2, 3]), 1.0 / 6.0)));
+    let (v, values, g) = run::<f64>(&lib.set("reduction", "none").unwrap(), &seeded);
+    let mean = values.unwrap().iter().sum::<f64>() / 6.0;
+    assert!((mean - v_image).abs() <= 1e-14, "{mean} vs {v_image}");
+    assert!((v - v_image).abs() <= 1e-14, "{v} vs {v_image}");
+    let gmax = g_image.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    for (x, y) in g.iter().zip(g_image.iter()) {
+        assert!((x - y).abs() <= 1e-14 * gmax, "{x} vs {y}");
+    }
+}
+
+/// A user's loss may return `unreduced(x)`: it compiles, its gradient checks against finite
+/// differences (the seed drawn like any optional input), and split statistics refuse it.
+#[test]
+fn a_user_loss_may_return_unreduced_values() {
+    let src = "loss per_image {\n    input z: [B, C, ..S] diff\n    input y: [B, C, ..S]\n    return unreduced(mean(softplus(z) - z * y, over = [C, S]))\n}\n";
+    let loss = Loss::from_source(src).unwrap();
+    let report = loss.gradcheck(&Default::default()).unwrap();
+    assert!(
+        report.passed && report.not_exercised.is_empty(),
+        "{:?} {}",
+        report.trials,
+        report.worst_rel_err
+    );
+    let all: Vec<_> = batch(&[2, 1, 4, 4], 23)
+        .into_iter()
+        .filter(|(k, _)| *k != "mask")
+        .map(|(k, a)| (if k == "logits" { "z" } else { "y" }, a))
+        .collect();
+    let shapes: Vec<(&str, &[usize])> = all.iter().map(|(k, a)| (*k, a.shape())).collect();
+    let mut plan = loss.compile::<f64>(&shapes).unwrap();
+    let views: Vec<_> = all.iter().map(|(k, a)| (*k, a.view())).collect();
+    assert!(matches!(
+        plan.statistics(&views, 0, 2),
+        Err(Error::NotSplittable { .. })
+    ));
+    // Without `unreduced` the same result is E0016, which now names the way out.
+    let plain = src.replace("unreduced(", "(");
+    let err = match Loss::from_source(&plain) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a non-scalar result compiled"),
+    };
+    assert!(
+        err.contains("E0016") && err.contains("unreduced(...)"),
+        "{err}"
+    );
+}

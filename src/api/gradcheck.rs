@@ -311,7 +311,22 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             // five scales of an 11-wide window need sides of 161): its trials run in 2-D only.
             continue;
         }
-        // Axis dimensions for this trial.
+        // Axis dimensions for this trial (an axis a vector parameter was set over: its length).
+        let vector_len = |a: usize| {
+            loss.param_values()
+                .into_iter()
+                .find_map(|(name, v)| match v {
+                    crate::ParamValue::List(ws) => sig.params.iter().find_map(|p| match &p.ty {
+                        crate::ParamType::Vector(x)
+                            if p.name == name && sig.space.index(&x.name) == Some(a) =>
+                        {
+                            Some(ws.len())
+                        }
+                        _ => None,
+                    }),
+                    _ => None,
+                })
+        };
         let mut first_plain = true;
         let dims: Vec<Vec<usize>> = (0..sig.space.names.len())
             .map(|a| {
@@ -324,7 +339,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 } else {
                     let d = if first_plain && spec.three_d { 1 } else { 2 };
                     first_plain = false;
-                    vec![d]
+                    vec![vector_len(a).unwrap_or(d)]
                 }
             })
             .collect();

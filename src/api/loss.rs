@@ -142,7 +142,8 @@ impl Loss {
             optimised: Arc::default(),
         };
         // Check the body once with default parameters, so errors surface at load time.
-        loss.lowered(&[])?;
+        let mut loss = loss;
+        loss.sig.inputs = loss.lowered(&[])?.sig.inputs;
         Ok(loss)
     }
 
@@ -214,7 +215,45 @@ impl Loss {
                     format!("`{v}`"),
                 ))
             }
+            (ParamType::Vector(axis), ParamValue::List(ws)) => {
+                if ws.is_empty() {
+                    return Err(self.param_error(
+                        name,
+                        format!("takes one number per element of axis {}", axis.name),
+                        "an empty list".into(),
+                    ));
+                }
+                if let Some(x) = ws.iter().find(|x| !x.is_finite()) {
+                    return Err(self.param_error(name, "must be finite".into(), x.to_string()));
+                }
+                ParamValue::List(ws)
+            }
+            (ParamType::Vector(_), ParamValue::Text(s)) if s.contains(',') || s.contains('[') => {
+                // `1, 2, 3` or `[1, 2, 3]` (command lines).
+                let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
+                let ws: std::result::Result<Vec<f64>, _> =
+                    inner.split(',').map(|x| x.trim().parse::<f64>()).collect();
+                match ws {
+                    Ok(ws) => return self.set(name, ws),
+                    Err(_) => {
+                        return Err(self.param_error(
+                            name,
+                            "is a list of numbers (`1, 0.5, 2`)".into(),
+                            format!("`{s}`"),
+                        ))
+                    }
+                }
+            }
+            (_, ParamValue::List(ws)) => {
+                return Err(self.param_error(
+                    name,
+                    "is a single value (declare it `param name: [C] = ...` for one per class)"
+                        .into(),
+                    format!("a list of {}", ws.len()),
+                ))
+            }
             (ParamType::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
+            (ParamType::Vector(_), ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
             (ParamType::Number, ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
             (ParamType::Int, ParamValue::Number(x)) => {
                 return Err(self.param_error(name, "is an integer".into(), x.to_string()))
@@ -235,6 +274,9 @@ impl Loss {
         self.params.retain(|(k, _)| k != name);
         self.params.push((name.to_string(), value));
         self.optimised = Arc::default(); // other parameters, other graphs
+                                         // The inputs follow the parameters: an unreduced result (`reduction = none`) adds its
+                                         // seed input.
+        self.sig.inputs = self.lowered(&[])?.sig.inputs;
         Ok(self)
     }
 
@@ -262,22 +304,27 @@ impl Loss {
         let diff: Vec<usize> = (0..l.sig.inputs.len())
             .filter(|&i| l.sig.inputs[i].diff && !absent.contains(&i))
             .collect();
+        // Roots: the value, each gradient, and an unreduced loss's per-group values.
         let names: Vec<String> = std::iter::once("value".to_string())
             .chain(
                 diff.iter()
                     .map(|&i| format!("grad.{}", l.sig.inputs[i].name)),
             )
+            .chain(l.values.map(|_| "values".to_string()))
             .collect();
         if stage == Stage::Parsed {
+            let mut roots = vec![("value".into(), l.result)];
+            roots.extend(l.values.map(|v| ("values".to_string(), v)));
             return Ok(StageGraph {
-                roots: vec![("value".into(), l.result)],
+                roots,
                 graph: l.graph,
             });
         }
         let mut roots = vec![l.result];
         roots.extend(diff.iter().map(|&i| l.input_nodes[i]));
+        roots.extend(l.values);
         let (mut g, r) = optimise::before_autodiff(&l.graph, &roots);
-        let wrt: Vec<NodeId> = r[1..].to_vec();
+        let wrt: Vec<NodeId> = r[1..1 + diff.len()].to_vec();
         let grads = autodiff::grad(&mut g, r[0], &wrt);
         let mut out = vec![r[0]];
         for gr in grads {
@@ -286,6 +333,7 @@ impl Loss {
                 None => g.c(0.0),
             });
         }
+        out.extend(&r[1 + diff.len()..]);
         if stage == Stage::Autodiff {
             return Ok(StageGraph {
                 roots: names.into_iter().zip(out).collect(),

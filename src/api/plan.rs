@@ -15,6 +15,7 @@ use crate::exec::{Bound, Executor};
 use crate::ir::lower::Signature;
 use crate::ops::math::Real;
 use crate::optimise;
+use crate::ParamValue;
 
 use super::shape::bind_shapes;
 use super::*;
@@ -115,6 +116,9 @@ pub struct Plan<T: Real> {
     buffer_bytes: usize,
     check_finite: bool,
     grads: Vec<(String, ArrayD<T>)>,
+    /// An unreduced loss's per-group values (`return unreduced(...)`, `reduction = none`),
+    /// written beside the gradients.
+    values: Option<ArrayD<T>>,
     /// Inputs given as class labels: (input, axis, classes, ignore value), checked per call.
     labels: Vec<(usize, usize, usize, f64)>,
     /// The loss this plan was compiled from (split-phase evaluation recompiles parts of it).
@@ -146,8 +150,11 @@ pub struct Finished<T> {
 /// borrowed from the plan's buffers.
 #[derive(Debug)]
 pub struct Output<'a, T> {
+    /// The loss value; for an unreduced loss `Σ seed · values` (the sum of the values when the
+    /// `seed` input is not given), whose gradient the gradients are.
     pub value: T,
     grads: &'a [(String, ArrayD<T>)],
+    values: Option<&'a ArrayD<T>>,
 }
 
 impl<'a, T> Output<'a, T> {
@@ -163,6 +170,11 @@ impl<'a, T> Output<'a, T> {
     /// (input name, gradient) for every differentiable input.
     pub fn grads(&self) -> impl Iterator<Item = (&'a str, &'a ArrayD<T>)> {
         self.grads.iter().map(|(n, g)| (n.as_str(), g))
+    }
+    /// An unreduced loss's per-group values over the result's axes (`[B, C]` for a region loss
+    /// at `reduction = none`); `None` for a scalar loss.
+    pub fn values(&self) -> Option<&'a ArrayD<T>> {
+        self.values
     }
 }
 
@@ -392,6 +404,33 @@ fn check_windows(
 }
 
 impl Loss {
+    /// Every vector parameter set to a list has one number per element of its axis.
+    fn check_vectors(&self, binding: &Binding) -> Result<()> {
+        for (name, value) in self.param_values() {
+            let ParamValue::List(ws) = &value else {
+                continue;
+            };
+            let axis = self.sig.params.iter().find_map(|p| match &p.ty {
+                crate::ParamType::Vector(a) if p.name == name => self.sig.space.index(&a.name),
+                _ => None,
+            });
+            let Some(axis) = axis else { continue };
+            let size = binding.sizes[axis];
+            if ws.len() != size {
+                return Err(Error::ParamValue {
+                    name,
+                    loss: self.sig.name.clone(),
+                    expected: format!(
+                        "takes one number per element of axis {} ({size} for these shapes)",
+                        self.sig.space.names[axis]
+                    ),
+                    got: format!("{} numbers", ws.len()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Compiles with a chosen executor ([`Loss::compile`] uses the fused one).
     pub fn compile_with<T: Real>(
         &self,
@@ -399,6 +438,7 @@ impl Loss {
         kind: ExecutorKind,
     ) -> Result<Plan<T>> {
         let binding = bind_shapes(&self.sig, shapes)?;
+        self.check_vectors(&binding)?;
         if self.sig.inputs.len() > MAX_INPUTS {
             return Err(Error::Limit {
                 loss: self.sig.name.clone(),
@@ -412,11 +452,12 @@ impl Loss {
         let diff: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
             .collect();
-        if diff.len() > MAX_GRADS {
+        let outputs = diff.len() + usize::from(sg.roots.iter().any(|r| r.0 == "values"));
+        if outputs > MAX_GRADS {
             return Err(Error::Limit {
                 loss: self.sig.name.clone(),
                 what: "differentiable inputs",
-                count: diff.len(),
+                count: outputs,
                 max: MAX_GRADS,
             });
         }
@@ -432,8 +473,18 @@ impl Loss {
             &format!("a plan of `{}` (its gradient buffers)", self.sig.name),
             needed,
         )?;
+        // An unreduced loss's values are one more output, over the result's axes.
+        let values_axes = sg
+            .roots
+            .iter()
+            .find(|r| r.0 == "values")
+            .map(|r| sg.graph.axes(r.1));
         let (graph, roots) = (sg.graph, sg.roots.into_iter().map(|r| r.1).collect());
-        let grad_axes = diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
+        let grad_axes = diff
+            .iter()
+            .map(|&i| self.sig.inputs[i].mask)
+            .chain(values_axes)
+            .collect();
         let spatial = spatial_dims(&self.sig, &binding);
         check_windows(&self.sig, &binding, &graph, &spatial)?;
         let bound = Arc::new(Bound {
@@ -462,13 +513,20 @@ impl Loss {
                 )
             })
             .collect();
-        let values = self.param_values();
+        let values = values_axes.map(|ax| {
+            let shape: Vec<usize> = (0..binding.sizes.len())
+                .filter(|a| ax & (1 << a) != 0)
+                .flat_map(|a| binding.dims[a].iter().copied())
+                .collect();
+            ArrayD::from_elem(IxDyn(&shape), T::default())
+        });
+        let params = self.param_values();
         let labels = (0..self.sig.inputs.len())
             .filter(|&i| binding.labels[i])
             .filter_map(|i| {
                 let (axis, ignore) = self.sig.inputs[i].labels.as_ref()?;
-                let ignore = values.iter().find_map(|(k, v)| match v {
-                    crate::ParamValue::Number(x) if k == ignore => Some(*x),
+                let ignore = params.iter().find_map(|(k, v)| match v {
+                    ParamValue::Number(x) if k == ignore => Some(*x),
                     _ => None,
                 })?;
                 Some((i, *axis, binding.sizes[*axis], ignore))
@@ -491,6 +549,7 @@ impl Loss {
             buffer_bytes: built.buffer_bytes,
             check_finite: true,
             grads,
+            values,
             labels,
             loss: self.clone(),
             split: None,
@@ -653,12 +712,16 @@ impl<T: Real> Plan<T> {
     /// The loss value and the gradient of every differentiable input (borrowed from the plan).
     pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<'_, T>> {
         let slices = self.prepare(inputs)?;
-        let mut it = self.grads.iter_mut();
+        let n = self.diff.len() + usize::from(self.values.is_some());
+        let mut it = self
+            .grads
+            .iter_mut()
+            .map(|(_, a)| a)
+            .chain(self.values.iter_mut());
         let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|_| match it.next() {
-            Some((_, a)) => a.as_slice_mut().expect("plan buffers are contiguous"),
+            Some(a) => a.as_slice_mut().expect("plan buffers are contiguous"),
             None => &mut [],
         });
-        let n = self.diff.len();
         let value = self
             .exec
             .run(
@@ -670,6 +733,7 @@ impl<T: Real> Plan<T> {
         Ok(Output {
             value,
             grads: &self.grads,
+            values: self.values.as_ref(),
         })
     }
 
@@ -706,7 +770,12 @@ impl<T: Real> Plan<T> {
             }
             user[k] = Some(j);
         }
-        let mut own = self.grads.iter_mut();
+        let n = self.diff.len() + usize::from(self.values.is_some());
+        let mut own = self
+            .grads
+            .iter_mut()
+            .map(|(_, a)| a)
+            .chain(self.values.iter_mut());
         let mut theirs: [Option<&mut [T]>; MAX_GRADS] = std::array::from_fn(|_| None);
         for (j, (_, buf)) in grads.iter_mut().enumerate() {
             if let Some(k) = user.iter().position(|u| *u == Some(j)) {
@@ -717,11 +786,10 @@ impl<T: Real> Plan<T> {
             let mine = own.next();
             match (theirs[k].take(), mine) {
                 (Some(t), _) => t,
-                (None, Some((_, a))) => a.as_slice_mut().expect("plan buffers are contiguous"),
+                (None, Some(a)) => a.as_slice_mut().expect("plan buffers are contiguous"),
                 (None, None) => &mut [],
             }
         });
-        let n = self.diff.len();
         self.exec
             .run(
                 &slices[..self.sig.inputs.len()],
@@ -782,6 +850,12 @@ impl<T: Real> Plan<T> {
         };
         if self.sig.space.names.is_empty() {
             return Err(not("the loss has no axes".into()));
+        }
+        if self.values.is_some() {
+            return Err(not(
+                "its result is unreduced (one value per group): its values are per image already"
+                    .into(),
+            ));
         }
         let graphs = super::split::split(
             &sg.graph,
@@ -992,6 +1066,7 @@ impl<T: Real> Plan<T> {
         Ok(Output {
             value: T::default(),
             grads: &self.grads,
+            values: None,
         })
     }
 

@@ -53,6 +53,10 @@ enum Cmd {
         /// Print every trial, not only failures.
         #[arg(long, short)]
         verbose: bool,
+        /// NAME=VALUE parameter (repeatable), for every loss that declares it (e.g.
+        /// `--set reduction=none`, `--set weight=0.5,2`).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
     },
     /// Evaluate a loss (a .loss file or a standard-library name) on inputs; prints JSON.
     Eval {
@@ -138,7 +142,8 @@ fn main() -> ExitCode {
             seed,
             tolerance,
             verbose,
-        } => check(&paths, seed, tolerance, verbose),
+            set,
+        } => check(&paths, seed, tolerance, verbose, &set),
         Cmd::Eval {
             file,
             inputs,
@@ -240,7 +245,13 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     }
 }
 
-fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<ExitCode, Error> {
+fn check(
+    paths: &[PathBuf],
+    seed: u64,
+    tolerance: f64,
+    verbose: bool,
+    sets: &[String],
+) -> Result<ExitCode, Error> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
@@ -250,6 +261,11 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
         eprintln!("error: no `.loss` file found in {}", list.join(", "));
         return Ok(ExitCode::from(1));
     }
+    let set_name = |s: &str| s.split_once('=').map(|(k, _)| k.trim().to_string());
+    if let Some(bad) = sets.iter().find(|s| set_name(s).is_none()) {
+        return Err(Error::Usage(format!("--set takes NAME=VALUE, got `{bad}`")));
+    }
+    let mut used = vec![false; sets.len()];
     let opts = GradcheckOptions {
         seed,
         tolerance,
@@ -275,6 +291,27 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
             continue;
         }
         for loss in losses {
+            // Each `--set` that this loss declares.
+            let mut mine = Vec::new();
+            for (k, s) in sets.iter().enumerate() {
+                if loss
+                    .params()
+                    .iter()
+                    .any(|p| Some(&p.name) == set_name(s).as_ref())
+                {
+                    used[k] = true;
+                    mine.push(s.clone());
+                }
+            }
+            let loss = match apply_sets(loss, &mine) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{}", e.to_string().trim_end());
+                    println!("FAIL  {}: a parameter does not apply", f.display());
+                    failed += 1;
+                    continue;
+                }
+            };
             match loss.gradcheck(&opts) {
                 Ok(rep) => {
                     let status = if rep.passed { "ok  " } else { "FAIL" };
@@ -344,6 +381,10 @@ fn check(paths: &[PathBuf], seed: u64, tolerance: f64, verbose: bool) -> Result<
         }
     }
     println!("{ok} passed, {failed} failed");
+    for (s, _) in sets.iter().zip(&used).filter(|(_, u)| !**u) {
+        eprintln!("error: no checked loss declares the parameter of `--set {s}`");
+        failed += 1;
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -466,6 +507,17 @@ fn eval(
                     for (k, pv) in params {
                         let val = match pv {
                             Value::String(s) => ParamValue::Text(s.clone()),
+                            Value::Array(xs) => ParamValue::List(
+                                xs.iter()
+                                    .map(|x| {
+                                        x.as_f64().ok_or_else(|| {
+                                            Error::Json(format!(
+                                                "parameter `{k}` is a list with a non-number in it"
+                                            ))
+                                        })
+                                    })
+                                    .collect::<Result<_, _>>()?,
+                            ),
                             other => ParamValue::Number(other.as_f64().ok_or_else(|| {
                                 Error::Json(format!(
                                     "parameter `{k}` is neither a number nor a string"
@@ -525,6 +577,12 @@ fn run_eval<T: Real>(
     }
     let mut res = Map::new();
     res.insert("value".into(), json!(out.value.to_f64()));
+    if let Some(v) = out.values() {
+        // An unreduced loss (`reduction = none`): one value per group; `value` is their sum
+        // weighted by the `seed` input (plain sum without it), the gradient that sum's.
+        let data: Vec<f64> = v.iter().map(|x| x.to_f64()).collect();
+        res.insert("values".into(), json!({"shape": v.shape(), "data": data}));
+    }
     if grad {
         let mut g = Map::new();
         for (name, arr) in out.grads() {
@@ -738,7 +796,13 @@ fn list() -> Result<ExitCode, Error> {
         let ps: Vec<String> = sig
             .params
             .iter()
-            .map(|p| format!("{} = {}", p.name, p.default))
+            .map(|p| match &p.ty {
+                // One value per element of an axis: `weight: [C] = 1`.
+                losslang::ParamType::Vector(axis) => {
+                    format!("{}: [{}] = {}", p.name, axis.name, p.default)
+                }
+                _ => format!("{} = {}", p.name, p.default),
+            })
             .collect();
         println!("{name}({})  {}", ins.join(", "), ps.join(", "));
     }

@@ -53,6 +53,23 @@ impl<'a> Cx<'a> {
                 ),
             };
         }
+        if name.name == "unreduced" {
+            // `unreduced(x)`: x itself; a loss returning it keeps x's axes (one value per
+            // group, e.g. `reduction = none`), its value then seeded by an extra input.
+            if args.len() != 1 || !kwargs.is_empty() {
+                return self.err(
+                    Diagnostic::new(Code::E0004, name.span, "`unreduced` takes one value")
+                        .label("wrong arguments")
+                        .help("write `return unreduced(per_group)`"),
+                );
+            }
+            let v = self.expr(&args[0], env);
+            let Some(x) = self.tensor(v, args[0].span, "the argument of `unreduced`") else {
+                return Val::Err;
+            };
+            self.unreduced.insert(x);
+            return Val::T(x);
+        }
         if name.name == "labelled" {
             // `labelled(x)`: 0 where x is an input given as labels and the label is the ignore
             // value, else 1 (also for an input given one-hot).

@@ -181,7 +181,8 @@ impl Walker<'_> {
                 let max = self.prog.loss(d).map_or(0, |l| l.inputs.len());
                 ((0..=max).collect(), true)
             }
-            None if name.name == "mean" => (vec![1], false),
+            // `mean`, `index`, `labelled`, `size`, `unreduced`: one positional argument each.
+            None if super::lower::BUILTINS.contains(&name.name.as_str()) => (vec![1], false),
             None => (ops::arities(&name.name), false),
         };
         if accepted.is_empty() {

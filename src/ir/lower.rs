@@ -24,7 +24,10 @@ pub use super::signature::{InputSpec, ParamSpec, ParamValue, Signature};
 pub struct Lowered {
     pub sig: Signature,
     pub graph: Graph,
+    /// The scalar value: the loss's result, or for an unreduced result `Σ seed · result`.
     pub result: NodeId,
+    /// An unreduced result (`return unreduced(x)`), whose axes the value's seed input has.
+    pub values: Option<NodeId>,
     pub input_nodes: Vec<NodeId>,
     /// The source span that first produced each node (for diagnostics).
     pub origins: HashMap<NodeId, Span>,
@@ -55,11 +58,16 @@ pub(super) struct Cx<'a> {
     /// One-hot encodings of inputs given as labels, each with its 0/1 "not ignored" node
     /// (what `labelled(x)` returns).
     pub(super) labelled: HashMap<NodeId, NodeId>,
+    /// Nodes marked `unreduced(x)`: a loss may return them with their axes.
+    pub(super) unreduced: HashSet<NodeId>,
     /// Loop-body copies made so far (bounded by [`MAX_ITERATIONS`]).
     pub(super) iterations: usize,
 }
 
-pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size"];
+pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size", "unreduced"];
+/// The name of the input an unreduced loss adds for the adjoint of its result (the first of
+/// these its declared inputs leave free).
+const SEED_NAMES: &[&str] = &["seed", "result_seed", "unreduced_seed"];
 /// An entry `AS_LABELS + i` among a lowering's absent inputs: input `i` (declared
 /// `labels(axis, ignore)`) is given as class indices without `axis`.
 pub const AS_LABELS: usize = 1 << 20;
@@ -90,6 +98,7 @@ pub fn lower_with(
         stack: vec![loss.name.name.clone()],
         depth: 0,
         labelled: HashMap::new(),
+        unreduced: HashSet::new(),
         iterations: 0,
     };
     let mut given = HashMap::new();
@@ -97,6 +106,18 @@ pub fn lower_with(
         let val = match v {
             ParamValue::Number(x) => Val::T(cx.g.c(*x)),
             ParamValue::Text(s) => Val::Opt(s.clone(), vec![]),
+            ParamValue::List(ws) => {
+                // A vector parameter's axis (the caller checked the type; NaN is reported as
+                // "not finite" if it was not a vector).
+                let axis = loss.params.iter().find_map(|p| match &p.ty {
+                    ParamType::Vector(a) if p.name.name == *k => space.index(&a.name),
+                    _ => None,
+                });
+                Val::T(match axis {
+                    Some(a) => cx.table(ws, a),
+                    None => cx.g.c(f64::NAN),
+                })
+            }
         };
         given.insert(k.clone(), (val, loss.name.span));
     }
@@ -139,7 +160,42 @@ pub fn lower_with(
         );
     }
     let result = cx.body(&loss.body, env);
+    let mut inputs = inputs;
+    let mut values = None;
     let result = match result {
+        Val::T(id) if cx.unreduced.contains(&id) && cx.g.axes(id) != 0 => {
+            // An unreduced result: the value is Σ seed · result for an optional input `seed`
+            // with the result's axes (default 1: the sum), the result itself a second output.
+            let ax = cx.g.axes(id);
+            let name = SEED_NAMES
+                .iter()
+                .find(|n| !inputs.iter().any(|i| i.name == **n))
+                .copied()
+                .unwrap_or("seed");
+            let n = inputs.len();
+            let seed = if absent.contains(&n) {
+                let one = cx.g.c(1.0);
+                cx.g.broadcast(one, ax)
+            } else {
+                cx.g.input(n, ax)
+            };
+            inputs.push(InputSpec {
+                name: name.to_string(),
+                axes: (0..space.names.len())
+                    .filter(|a| ax & (1 << a) != 0)
+                    .collect(),
+                mask: ax,
+                diff: false,
+                default: Some(1.0),
+                range: None,
+                labels: None,
+                span: loss.body.result.span,
+            });
+            input_nodes.push(seed);
+            values = Some(id);
+            let weighted = cx.g.op2(ops::Op::Mul, seed, id);
+            Some(cx.g.reduce(ops::Op::Sum, weighted, ax))
+        }
         Val::T(id) => {
             let ax = cx.g.axes(id);
             if ax != 0 {
@@ -155,7 +211,8 @@ pub fn lower_with(
                     )
                     .label("not a scalar")
                     .help(format!(
-                        "reduce it, e.g. `mean(...)` or `sum(..., over = {})`",
+                        "reduce it, e.g. `mean(...)` or `sum(..., over = {})`, or return `unreduced(...)` for one value per element of {}",
+                        cx.g.space.fmt(ax),
                         cx.g.space.fmt(ax)
                     )),
                 );
@@ -185,6 +242,7 @@ pub fn lower_with(
         },
         graph: cx.g,
         result,
+        values,
         input_nodes,
         origins: cx.origins,
     };
@@ -275,8 +333,52 @@ impl<'a> Cx<'a> {
         env.vars
     }
 
+    /// The values `ws` along `axis`: `ws[i]` at coordinate `i` of the axis — a select chain on
+    /// the axis index, a small node (one value per element of the axis) that the executors
+    /// compute once per call, and constants per class once the class axis is unrolled.
+    pub(super) fn table(&mut self, ws: &[f64], axis: usize) -> NodeId {
+        let Some((&last, rest)) = ws.split_last() else {
+            return self.g.c(f64::NAN);
+        };
+        let index = self
+            .g
+            .add(ops::Op::AxisIndex, vec![], Attr::Axes(1 << axis));
+        let mut acc = self.g.c(last);
+        for (i, &w) in rest.iter().enumerate().rev() {
+            let k = self.g.c(i as f64);
+            let at = self.g.op2(ops::Op::Eq, index, k);
+            let w = self.g.c(w);
+            acc = self.g.op3(ops::Op::Where, at, w, acc);
+        }
+        acc
+    }
+
     pub(super) fn check_param(&mut self, loss: &str, p: &ParamDecl, v: Val, span: Span) -> Val {
         let name = &p.name.name;
+        if let (ParamType::Vector(axis), Val::T(id)) = (&p.ty, &v) {
+            let space = &self.g.space;
+            let bad = if axis.name.is_empty() {
+                Some((
+                    Code::E0012,
+                    axis.span,
+                    "a vector parameter is declared over exactly one axis".to_string(),
+                    "not one axis",
+                ))
+            } else {
+                match space.index(&axis.name) {
+                    None => Some((Code::E0007, axis.span, format!("parameter `{name}` of `{loss}` is declared over `{}`, which no input of `{loss}` has", axis.name), "unknown axis")),
+                    Some(a) if space.packs[a] => Some((Code::E0012, axis.span, format!("parameter `{name}` of `{loss}` is declared over the pack axis `..{}`", axis.name), "a pack axis")),
+                    Some(a) if self.g.axes(*id) & !(1 << a) != 0 => Some((Code::E0013, span, format!("the value of parameter `{name}` of `{loss}` has axes {}", space.fmt(self.g.axes(*id))), "more axes than the parameter's")),
+                    Some(_) => None,
+                }
+            };
+            if let Some((code, span, msg, label)) = bad {
+                return self.err(Diagnostic::new(code, span, msg).label(label));
+            }
+            if self.g.axes(*id) != 0 {
+                return v; // a list set by the caller (checked there) or a default over the axis
+            }
+        }
         match (&p.ty, v) {
             (_, Val::Err) => Val::Err,
             (ParamType::Enum(opts), Val::Opt(s, _)) => {

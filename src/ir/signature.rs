@@ -19,6 +19,8 @@ use super::lower::{Cx, Val};
 pub enum ParamValue {
     Number(f64),
     Text(String),
+    /// One number per element of a vector parameter's axis (`param weight: [C] = 1`).
+    List(Vec<f64>),
 }
 
 impl std::fmt::Display for ParamValue {
@@ -26,6 +28,10 @@ impl std::fmt::Display for ParamValue {
         match self {
             ParamValue::Number(v) => write!(f, "{v}"),
             ParamValue::Text(s) => write!(f, "{s}"),
+            ParamValue::List(v) => {
+                let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                write!(f, "[{}]", parts.join(", "))
+            }
         }
     }
 }
@@ -37,6 +43,16 @@ impl From<f64> for ParamValue {
 impl From<i32> for ParamValue {
     fn from(v: i32) -> Self {
         ParamValue::Number(v as f64)
+    }
+}
+impl From<Vec<f64>> for ParamValue {
+    fn from(v: Vec<f64>) -> Self {
+        ParamValue::List(v)
+    }
+}
+impl From<&[f64]> for ParamValue {
+    fn from(v: &[f64]) -> Self {
+        ParamValue::List(v.to_vec())
     }
 }
 impl From<&str> for ParamValue {
@@ -115,6 +131,7 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         stack: vec![],
         depth: 0,
         labelled: HashMap::new(),
+        unreduced: Default::default(),
         iterations: 0,
     };
     let vals = cx.bind_params(loss, file, HashMap::new());

@@ -11,7 +11,7 @@ pub struct Span {
     pub end: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Ident {
     pub name: String,
     pub span: Span,
@@ -103,6 +103,8 @@ pub enum ParamType {
     Number,
     Int,
     Enum(Vec<String>),
+    /// One number per element of the named axis (`param weight: [C] = 1`).
+    Vector(Ident),
 }
 
 #[derive(Clone, Debug)]

@@ -426,6 +426,17 @@ fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
                 let t = q.into_inner().next().expect("grammar");
                 ty = match t.as_rule() {
                     Rule::int_type => ParamType::Int,
+                    Rule::axis_list => {
+                        let span = sp(&t, file, base);
+                        match t.into_inner().collect::<Vec<_>>().as_slice() {
+                            [axis] => ParamType::Vector(ident(axis.clone(), file, base)),
+                            // Zero or several axes: reported with the loss's axes (empty name).
+                            _ => ParamType::Vector(Ident {
+                                name: String::new(),
+                                span,
+                            }),
+                        }
+                    }
                     _ => ParamType::Enum(t.into_inner().map(|i| i.as_str().to_string()).collect()),
                 };
             }
