@@ -16,6 +16,31 @@ use crate::syntax::diag::{suggest, Code, Diagnostic};
 use super::lower::*;
 
 impl<'a> Cx<'a> {
+    /// The one tensor argument of the builtin `name` (E0004 naming `usage` otherwise).
+    fn one_tensor(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        env: &Env,
+        usage: &str,
+    ) -> Option<crate::ir::graph::NodeId> {
+        if args.len() != 1 || !kwargs.is_empty() {
+            self.err(
+                Diagnostic::new(
+                    Code::E0004,
+                    name.span,
+                    format!("`{}` takes one value", name.name),
+                )
+                .label("wrong arguments")
+                .help(format!("write `{usage}`")),
+            );
+            return None;
+        }
+        let v = self.expr(&args[0], env);
+        self.tensor(v, args[0].span, &format!("the argument of `{}`", name.name))
+    }
+
     pub(super) fn call(
         &mut self,
         name: &Ident,
@@ -56,15 +81,7 @@ impl<'a> Cx<'a> {
         if name.name == "unreduced" {
             // `unreduced(x)`: x itself; a loss returning it keeps x's axes (one value per
             // group, e.g. `reduction = none`), its value then seeded by an extra input.
-            if args.len() != 1 || !kwargs.is_empty() {
-                return self.err(
-                    Diagnostic::new(Code::E0004, name.span, "`unreduced` takes one value")
-                        .label("wrong arguments")
-                        .help("write `return unreduced(per_group)`"),
-                );
-            }
-            let v = self.expr(&args[0], env);
-            let Some(x) = self.tensor(v, args[0].span, "the argument of `unreduced`") else {
+            let Some(x) = self.one_tensor(name, args, kwargs, env, "unreduced(per_group)") else {
                 return Val::Err;
             };
             self.unreduced.insert(x);
@@ -73,15 +90,7 @@ impl<'a> Cx<'a> {
         if name.name == "labelled" {
             // `labelled(x)`: 0 where x is an input given as labels and the label is the ignore
             // value, else 1 (also for an input given one-hot).
-            if args.len() != 1 || !kwargs.is_empty() {
-                return self.err(
-                    Diagnostic::new(Code::E0004, name.span, "`labelled` takes one input")
-                        .label("wrong arguments")
-                        .help("write `labelled(target)`"),
-                );
-            }
-            let v = self.expr(&args[0], env);
-            let Some(x) = self.tensor(v, args[0].span, "the argument of `labelled`") else {
+            let Some(x) = self.one_tensor(name, args, kwargs, env, "labelled(target)") else {
                 return Val::Err;
             };
             let id = match self.labelled.get(&x) {
