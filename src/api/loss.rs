@@ -273,9 +273,9 @@ impl Loss {
         };
         self.params.retain(|(k, _)| k != name);
         self.params.push((name.to_string(), value));
-        self.optimised = Arc::default(); // other parameters, other graphs
-                                         // The inputs follow the parameters: an unreduced result (`reduction = none`) adds its
-                                         // seed input.
+        // Other parameters, other graphs; and the inputs follow the parameters (an unreduced
+        // result, `reduction = none`, adds its seed input).
+        self.optimised = Arc::default();
         self.sig.inputs = self.lowered(&[])?.sig.inputs;
         Ok(self)
     }
