@@ -301,6 +301,7 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
     let (mut executor, mut fallback) = (String::new(), None);
     let (mut native_passes, mut all_passes) = (0, 0);
     let w = loss.largest_window();
+    let vectors = loss.vector_lists();
     let mut skipped_total = 0;
     for spec in TRIALS {
         if spec.with_optional && !has_optional && spec.logits.is_none() {
@@ -313,19 +314,10 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
         }
         // Axis dimensions for this trial (an axis a vector parameter was set over: its length).
         let vector_len = |a: usize| {
-            loss.param_values()
-                .into_iter()
-                .find_map(|(name, v)| match v {
-                    crate::ParamValue::List(ws) => sig.params.iter().find_map(|p| match &p.ty {
-                        crate::ParamType::Vector(x)
-                            if p.name == name && sig.space.index(&x.name) == Some(a) =>
-                        {
-                            Some(ws.len())
-                        }
-                        _ => None,
-                    }),
-                    _ => None,
-                })
+            vectors
+                .iter()
+                .find(|(_, axis, _)| *axis == a)
+                .map(|(_, _, ws)| ws.len())
         };
         let mut first_plain = true;
         let dims: Vec<Vec<usize>> = (0..sig.space.names.len())

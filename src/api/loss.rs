@@ -176,6 +176,21 @@ impl Loss {
             .collect()
     }
 
+    /// Each vector parameter set to a list: (name, its axis, the list).
+    pub(crate) fn vector_lists(&self) -> Vec<(String, usize, Vec<f64>)> {
+        self.param_values()
+            .into_iter()
+            .filter_map(|(name, v)| {
+                let ParamValue::List(ws) = v else { return None };
+                let axis = self.sig.params.iter().find_map(|p| match &p.ty {
+                    ParamType::Vector(a) if p.name == name => self.sig.space.index(&a.name),
+                    _ => None,
+                })?;
+                Some((name, axis, ws))
+            })
+            .collect()
+    }
+
     /// Sets a parameter, checking its name and type: numbers for numeric parameters, one of the
     /// declared options for enumerated ones (`"batch"`, `"image"`, `"class"`).
     pub fn set(mut self, name: &str, value: impl Into<ParamValue>) -> Result<Loss> {

@@ -406,15 +406,7 @@ fn check_windows(
 impl Loss {
     /// Every vector parameter set to a list has one number per element of its axis.
     fn check_vectors(&self, binding: &Binding) -> Result<()> {
-        for (name, value) in self.param_values() {
-            let ParamValue::List(ws) = &value else {
-                continue;
-            };
-            let axis = self.sig.params.iter().find_map(|p| match &p.ty {
-                crate::ParamType::Vector(a) if p.name == name => self.sig.space.index(&a.name),
-                _ => None,
-            });
-            let Some(axis) = axis else { continue };
+        for (name, axis, ws) in self.vector_lists() {
             let size = binding.sizes[axis];
             if ws.len() != size {
                 return Err(Error::ParamValue {
@@ -452,7 +444,13 @@ impl Loss {
         let diff: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
             .collect();
-        let outputs = diff.len() + usize::from(sg.roots.iter().any(|r| r.0 == "values"));
+        // An unreduced loss's values are one more output, over the result's axes.
+        let values_axes = sg
+            .roots
+            .iter()
+            .find(|r| r.0 == "values")
+            .map(|r| sg.graph.axes(r.1));
+        let outputs = diff.len() + usize::from(values_axes.is_some());
         if outputs > MAX_GRADS {
             return Err(Error::Limit {
                 loss: self.sig.name.clone(),
@@ -473,12 +471,6 @@ impl Loss {
             &format!("a plan of `{}` (its gradient buffers)", self.sig.name),
             needed,
         )?;
-        // An unreduced loss's values are one more output, over the result's axes.
-        let values_axes = sg
-            .roots
-            .iter()
-            .find(|r| r.0 == "values")
-            .map(|r| sg.graph.axes(r.1));
         let (graph, roots) = (sg.graph, sg.roots.into_iter().map(|r| r.1).collect());
         let grad_axes = diff
             .iter()
@@ -711,25 +703,8 @@ impl<T: Real> Plan<T> {
 
     /// The loss value and the gradient of every differentiable input (borrowed from the plan).
     pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<'_, T>> {
-        let slices = self.prepare(inputs)?;
-        let n = self.diff.len() + usize::from(self.values.is_some());
-        let mut it = self
-            .grads
-            .iter_mut()
-            .map(|(_, a)| a)
-            .chain(self.values.iter_mut());
-        let mut bufs: [&mut [T]; MAX_GRADS] = std::array::from_fn(|_| match it.next() {
-            Some(a) => a.as_slice_mut().expect("plan buffers are contiguous"),
-            None => &mut [],
-        });
-        let value = self
-            .exec
-            .run(
-                &slices[..self.sig.inputs.len()],
-                &mut bufs[..n],
-                self.check_finite,
-            )
-            .map_err(|i| non_finite(&self.sig, &slices, i))?;
+        // Every gradient into the plan's own buffers.
+        let value = self.value_and_grad_into(inputs, &mut [])?;
         Ok(Output {
             value,
             grads: &self.grads,

@@ -210,11 +210,10 @@ pub fn lower_with(
                         ),
                     )
                     .label("not a scalar")
-                    .help(format!(
-                        "reduce it, e.g. `mean(...)` or `sum(..., over = {})`, or return `unreduced(...)` for one value per element of {}",
-                        cx.g.space.fmt(ax),
-                        cx.g.space.fmt(ax)
-                    )),
+                    .help({
+                        let axes = cx.g.space.fmt(ax);
+                        format!("reduce it, e.g. `mean(...)` or `sum(..., over = {axes})`, or return `unreduced(...)` for one value per element of {axes}")
+                    }),
                 );
             }
             Some(id)
