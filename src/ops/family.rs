@@ -19,16 +19,6 @@ pub fn family_sig<T: Real, const FMA: bool>(x: &[T], sp: &mut [T], sn: &mut [T])
     }
 }
 
-/// log1p(e) for e = exp(-|x|) in [0, 1], given r = 1/(1 + e): ln(u) of u = 1 + e in [1, 2]
-/// plus the exact correction (e - (u - 1))/u of u's rounding — no special cases, no division.
-/// A NaN `e` propagates through the arithmetic (u and the reduced argument are NaN).
-#[inline(always)]
-fn log1p_unit<T: Real, const FMA: bool>(e: T, r: T) -> T {
-    let one = T::from_f64(1.0);
-    let u = one + e;
-    u.fast_ln_1_2::<FMA>() + (e - (u - one)) * r
-}
-
 /// The family members of one element: [sigmoid(x), sigmoid(-x), softplus(x), softplus(-x)],
 /// from one `exp(-|x|)`, one division and a short `ln` (log_sigmoid(±x) = -softplus(∓x)).
 #[inline(always)]
@@ -37,7 +27,7 @@ pub fn family_element<T: Real, const FMA: bool>(x: T) -> [T; 4] {
     let e = (-x.abs()).fast_exp_nonpos::<FMA>();
     let r = one / (one + e);
     let er = e * r;
-    let l = log1p_unit::<T, FMA>(e, r);
+    let l = e.fast_ln_1p_unit::<FMA>(r);
     [
         if x >= zero { r } else { er },
         if x <= zero { r } else { er },

@@ -113,15 +113,19 @@ pub fn ln_f32_v<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f32`] without the special cases.
+/// ln(1 + e) for e in [0, 1] (or NaN), the `log1p(exp(-|x|))` of the stable primitives: the
+/// reduced argument comes from `e` itself — `e` when 1 + e <= √2, (e - 1)/2 (with exponent 1)
+/// otherwise — so 1 + e is never rounded and a small `e` keeps every bit (no correction term,
+/// no division). `_r` (= 1/(1 + e)) is for the f64 form's correction.
 #[inline(always)]
-pub fn ln_1_2_f32_v<const FMA: bool>(u: f32) -> f32 {
-    // The halving is chosen by bit arithmetic, not a select: LLVM would otherwise sink the
-    // select below the polynomial and evaluate it twice.
-    let big = 0u32.wrapping_sub(u32::from(u > std::f32::consts::SQRT_2)); // all ones if big
+pub fn ln_1p_unit_f32_v<const FMA: bool>(e: f32, _r: f32) -> f32 {
+    // By bit arithmetic, not a select: LLVM would otherwise sink the select below the
+    // polynomial and evaluate it twice.
+    let big = 0u32.wrapping_sub(u32::from(e > std::f32::consts::SQRT_2 - 1.0)); // all ones if big
     let scale = f32::from_bits(0x3f80_0000 - (big & 0x0080_0000)); // 1 or 1/2
-    let e = f32::from_bits(big & 0x3f80_0000); // 0 or 1
-    ln_poly_f32_v::<FMA>(u.mad::<FMA>(scale, -1.0), e)
+    let shift = f32::from_bits(big & 0xbf00_0000); // 0 or -1/2
+    let ef = f32::from_bits(big & 0x3f80_0000); // 0 or 1
+    ln_poly_f32_v::<FMA>(e.mad::<FMA>(scale, shift), ef)
 }
 
 /// ln((1 + f)·2^e) for f in [√½ - 1, √2 - 1] (Cephes logf polynomial).
@@ -141,14 +145,16 @@ pub fn ln_poly_f32_v<const FMA: bool>(f: f32, e: f32) -> f32 {
     f + y + e * LN2_HI_F32
 }
 
-/// ln(u) for u in [1, 2] (finite, normal): the core of [`ln_f64`] without the special cases.
+/// ln(1 + e) for e in [0, 1] (or NaN) given r = 1/(1 + e): ln(u) of u = 1 + e in [1, 2] plus the
+/// exact correction (e - (u - 1))/u of u's rounding (a NaN `e` propagates through both).
 #[inline(always)]
-pub fn ln_1_2_f64_v<const FMA: bool>(u: f64) -> f64 {
-    // Bit arithmetic instead of a select, as in `ln_1_2_f32_v`.
+pub fn ln_1p_unit_f64_v<const FMA: bool>(e: f64, r: f64) -> f64 {
+    let u = 1.0 + e;
+    // Bit arithmetic instead of a select, as in `ln_1p_unit_f32_v`.
     let big = 0u64.wrapping_sub(u64::from(u > std::f64::consts::SQRT_2));
     let scale = f64::from_bits(0x3ff0_0000_0000_0000 - (big & 0x0010_0000_0000_0000));
-    let e = f64::from_bits(big & 0x3ff0_0000_0000_0000);
-    ln_series_f64_v::<FMA>(u * scale, e)
+    let ef = f64::from_bits(big & 0x3ff0_0000_0000_0000);
+    ln_series_f64_v::<FMA>(u * scale, ef) + (e - (u - 1.0)) * r
 }
 
 /// ln(m·2^e) for m in [√½, √2): 2 atanh(s), s = (m - 1)/(m + 1), |s²| <= 0.0295.
@@ -316,13 +322,13 @@ pub fn ln_f32_fma(x: f32) -> f32 {
 
 #[cfg(test)]
 #[inline(always)]
-pub fn ln_1_2_f32(x: f32) -> f32 {
-    ln_1_2_f32_v::<false>(x)
+pub fn ln_1p_unit_f32(e: f32) -> f32 {
+    ln_1p_unit_f32_v::<false>(e, 1.0 / (1.0 + e))
 }
 #[cfg(test)]
 #[inline(always)]
-pub fn ln_1_2_f32_fma(x: f32) -> f32 {
-    ln_1_2_f32_v::<true>(x)
+pub fn ln_1p_unit_f32_fma(e: f32) -> f32 {
+    ln_1p_unit_f32_v::<true>(e, 1.0 / (1.0 + e))
 }
 
 #[cfg(test)]
@@ -360,13 +366,13 @@ pub fn ln_f64_fma(x: f64) -> f64 {
 
 #[cfg(test)]
 #[inline(always)]
-pub fn ln_1_2_f64(x: f64) -> f64 {
-    ln_1_2_f64_v::<false>(x)
+pub fn ln_1p_unit_f64(e: f64) -> f64 {
+    ln_1p_unit_f64_v::<false>(e, 1.0 / (1.0 + e))
 }
 #[cfg(test)]
 #[inline(always)]
-pub fn ln_1_2_f64_fma(x: f64) -> f64 {
-    ln_1_2_f64_v::<true>(x)
+pub fn ln_1p_unit_f64_fma(e: f64) -> f64 {
+    ln_1p_unit_f64_v::<true>(e, 1.0 / (1.0 + e))
 }
 
 #[cfg(test)]

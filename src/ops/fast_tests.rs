@@ -169,26 +169,39 @@ fn ln_1p_f64_within_2_ulp_of_libm() {
     }
 }
 
+/// `ln(1 + e)` on [0, 1] (the stable primitives' log1p(exp(-|x|))): within 2 ulp of the correctly
+/// rounded value across the interval, at the √2 - 1 switch of the reduced argument, and for small
+/// `e` down to the smallest normal (where a rounded 1 + e would lose every bit).
 #[test]
-fn ln_on_1_2_within_2_ulp() {
-    for k in 0..1_000_000u32 {
-        let u = 1.0 + k as f64 / 1_000_000.0;
-        let u32_ = u as f32;
-        for got in [ln_1_2_f32(u32_), ln_1_2_f32_fma(u32_)] {
-            let want = ((u32_ as f64).ln()) as f32;
+fn ln_1p_on_0_1_within_2_ulp() {
+    let grid = (0..=1_000_000u32).map(|k| k as f64 / 1_000_000.0);
+    let switch = (0..2000).map(|k| std::f64::consts::SQRT_2 - 1.0 + (k as f64 - 1000.0) * 1e-9);
+    let small = (0..2000).map(|k| 2f64.powf(-(k as f64) * 126.0 / 2000.0) * 1.234_567);
+    let mut checked = 0;
+    for e in grid
+        .chain(switch)
+        .chain(small)
+        .filter(|e| (0.0..=1.0).contains(e))
+    {
+        let e32 = e as f32;
+        let want = ((e32 as f64).ln_1p()) as f32;
+        for got in [ln_1p_unit_f32(e32), ln_1p_unit_f32_fma(e32)] {
             assert!(
                 ulps32(got, want) <= 2,
-                "ln_1_2_f32({u32_}) = {got}, want {want}"
+                "ln_1p_unit_f32({e32:e}) = {got:e}, want {want:e}"
             );
         }
-        for got in [ln_1_2_f64(u), ln_1_2_f64_fma(u)] {
+        for got in [ln_1p_unit_f64(e), ln_1p_unit_f64_fma(e)] {
             assert!(
-                ulps64(got, u.ln()) <= 2,
-                "ln_1_2_f64({u}) = {got}, want {}",
-                u.ln()
+                ulps64(got, e.ln_1p()) <= 2,
+                "ln_1p_unit_f64({e:e}) = {got:e}, want {:e}",
+                e.ln_1p()
             );
         }
+        checked += 1;
     }
+    assert!(checked > 1_003_000, "{checked} points");
+    assert!(ln_1p_unit_f32(f32::NAN).is_nan() && ln_1p_unit_f64(f64::NAN).is_nan());
 }
 
 /// `exp_nonpos`: within 2 ulp of the correctly rounded e^x wherever that is normal (x ≥

@@ -41,8 +41,8 @@ pub trait Real:
     fn fast_exp_nonpos<const FMA: bool>(self) -> Self;
     fn fast_ln<const FMA: bool>(self) -> Self;
     fn fast_ln_1p<const FMA: bool>(self) -> Self;
-    /// ln(u) for u in [1, 2] only (no special cases).
-    fn fast_ln_1_2<const FMA: bool>(self) -> Self;
+    /// ln(1 + self) for self in [0, 1] only, given r = 1/(1 + self) (no special cases).
+    fn fast_ln_1p_unit<const FMA: bool>(self, r: Self) -> Self;
     fn maxr(self, o: Self) -> Self;
     fn is_finite(self) -> bool;
     /// Round half away from zero, branch-free (no libm call without SSE4.1).
@@ -62,7 +62,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $field:ident, $name:literal, $fexp:ident, $fexpn:ident, $fln:ident, $fln1p:ident, $fln12:ident, $blk:ident, $lane:ident) => {
+    ($t:ty, $field:ident, $name:literal, $fexp:ident, $fexpn:ident, $fln:ident, $fln1p:ident, $fln1pu:ident, $blk:ident, $lane:ident) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             #[inline]
@@ -126,8 +126,8 @@ macro_rules! impl_real {
                 crate::ops::fast::$fln1p::<FMA>(self)
             }
             #[inline(always)]
-            fn fast_ln_1_2<const FMA: bool>(self) -> Self {
-                crate::ops::fast::$fln12::<FMA>(self)
+            fn fast_ln_1p_unit<const FMA: bool>(self, r: Self) -> Self {
+                crate::ops::fast::$fln1pu::<FMA>(self, r)
             }
             #[inline]
             fn abs(self) -> Self {
@@ -189,7 +189,7 @@ impl_real!(
     exp_nonpos_f64_v,
     ln_f64_v,
     ln_1p_f64_v,
-    ln_1_2_f64_v,
+    ln_1p_unit_f64_v,
     block_kernel_f64,
     lane_kernel_f64
 );
@@ -201,7 +201,7 @@ impl_real!(
     exp_nonpos_f32_v,
     ln_f32_v,
     ln_1p_f32_v,
-    ln_1_2_f32_v,
+    ln_1p_unit_f32_v,
     block_kernel_f32,
     lane_kernel_f32
 );

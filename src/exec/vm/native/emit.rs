@@ -86,7 +86,7 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     let _ = writeln!(w, "#[inline(always)]");
     let _ = writeln!(
         w,
-        "fn {name}<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {{"
+        "fn {name}<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {{"
     );
     let _ = writeln!(w, "    let zero = T::from_f64(0.0);");
     for r in 0..pc.splats.len() {
@@ -134,7 +134,9 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     let _ = writeln!(w, "            for k in 0..W {{");
     let _ = writeln!(w, "                let j = h * W + k;");
     if !probed.is_empty() {
-        let _ = writeln!(w, "                nan[j] = nan[j]{probe};");
+        let _ = writeln!(w, "                if PROBE {{");
+        let _ = writeln!(w, "                    nan[j] = nan[j]{probe};");
+        let _ = writeln!(w, "                }}");
     }
     let _ = write!(w, "{}", body(true, "                "));
     let _ = writeln!(w, "            }}");
@@ -169,7 +171,9 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     }
     if !probed.is_empty() {
         let _ = writeln!(w, "        for j in 0..m {{");
-        let _ = writeln!(w, "            nan[j] = nan[j]{probe};");
+        let _ = writeln!(w, "            if PROBE {{");
+        let _ = writeln!(w, "                nan[j] = nan[j]{probe};");
+        let _ = writeln!(w, "            }}");
         let _ = writeln!(w, "        }}");
     }
     let _ = writeln!(w, "    }}");
@@ -177,13 +181,18 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
         let _ = writeln!(w, "    io.finish({o}, y{o});");
     }
     if !probed.is_empty() {
-        let _ = writeln!(w, "    io.probe(&nan);");
+        let _ = writeln!(w, "    if PROBE {{");
+        let _ = writeln!(w, "        io.probe(&nan);");
+        let _ = writeln!(w, "    }}");
     }
     for &r in &reds {
         let _ = writeln!(w, "    io.reduce({r}, &acc{r});");
     }
     let _ = writeln!(w, "}}");
-    let _ = writeln!(w, "variants!({name});");
+    // A kernel that probes inputs is made twice: with the probe for a call's first pass (when
+    // inputs are checked), without it for the rest.
+    let probes = if probed.is_empty() { "" } else { ", probe" };
+    let _ = writeln!(w, "variants!({name}{probes});");
     f
 }
 

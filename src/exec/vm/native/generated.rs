@@ -25,7 +25,7 @@ use crate::ops::family::family_element;
 // tversky [2, 1, 8, 8, 8]: value and gradient, pass 0
 // tversky [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k0<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k0<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -42,7 +42,9 @@ fn k0<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r0 = f[0];
                 let r1 = f[1];
@@ -83,15 +85,19 @@ fn k0<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc2[j] = acc2[j] + t2[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
 }
-variants!(k0);
+variants!(k0, probe);
 
 // asym_similarity [4, 1, 64, 64]: value and gradient, pass 1
 // focal_tversky [4, 1, 64, 64]: value and gradient, pass 1
@@ -103,7 +109,7 @@ variants!(k0);
 // focal_tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
 // tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k1<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k1<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -121,7 +127,9 @@ fn k1<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
                 let r3 = f[1];
@@ -149,13 +157,17 @@ fn k1<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k1);
+variants!(k1, probe);
 
 // asym_similarity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // asym_similarity (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -176,7 +188,7 @@ variants!(k1);
 // tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // tversky (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k2<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k2<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -196,7 +208,9 @@ fn k2<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r0 = f[0];
                 let r1 = f[1];
@@ -246,16 +260,20 @@ fn k2<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k2);
+variants!(k2, probe);
 
 // asym_similarity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // focal_tversky (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
@@ -267,7 +285,7 @@ variants!(k2);
 // focal_tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 // tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k3<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k3<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -287,7 +305,9 @@ fn k3<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
                 let r3 = f[1];
@@ -318,13 +338,17 @@ fn k3<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k3);
+variants!(k3, probe);
 
 // balanced_bce [4, 1, 64, 64]: value and gradient, pass 0
 // balanced_bce [4, 1, 64, 64]: value, pass 0
@@ -333,7 +357,7 @@ variants!(k3);
 // balanced_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 // balanced_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k4<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k4<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
@@ -370,7 +394,7 @@ variants!(k4);
 // balanced_bce [2, 3, 16, 16]: value and gradient, pass 1
 // balanced_bce [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k5<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k5<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -392,7 +416,9 @@ fn k5<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
@@ -440,20 +466,24 @@ fn k5<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k5);
+variants!(k5, probe);
 
 // balanced_bce [4, 1, 64, 64]: value, pass 1
 // balanced_bce [2, 3, 16, 16]: value, pass 1
 // balanced_bce [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k6<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k6<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -471,7 +501,9 @@ fn k6<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r4 = f[2];
@@ -508,13 +540,17 @@ fn k6<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k6);
+variants!(k6, probe);
 
 // balanced_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // balanced_bce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -523,7 +559,7 @@ variants!(k6);
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k7<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k7<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x1 = io.input(1);
     let x2 = io.input(2);
@@ -540,7 +576,9 @@ fn k7<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]);
+                }
                 let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
                 acc0[j] = acc0[j] + r0;
                 acc1[j] = acc1[j] + a2[j];
@@ -573,21 +611,25 @@ fn k7<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc2[j] = acc2[j] + t2[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
 }
-variants!(k7);
+variants!(k7, probe);
 
 // balanced_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // balanced_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k8<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k8<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -610,7 +652,9 @@ fn k8<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r5 = f[0];
@@ -663,20 +707,24 @@ fn k8<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k8);
+variants!(k8, probe);
 
 // balanced_bce (all inputs) [4, 1, 64, 64]: value, pass 1
 // balanced_bce (all inputs) [2, 3, 16, 16]: value, pass 1
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k9<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k9<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -696,7 +744,9 @@ fn k9<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r4 = f[2];
@@ -736,19 +786,23 @@ fn k9<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k9);
+variants!(k9, probe);
 
 // bce [4, 1, 64, 64]: value and gradient, pass 0
 // bce [2, 3, 16, 16]: value and gradient, pass 0
 // bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k10<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k10<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -767,7 +821,9 @@ fn k10<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
                 let r3 = f[1];
@@ -813,20 +869,24 @@ fn k10<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k10);
+variants!(k10, probe);
 
 // bce [4, 1, 64, 64]: value, pass 0
 // bce [2, 3, 16, 16]: value, pass 0
 // bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k11<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k11<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -842,7 +902,9 @@ fn k11<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[2];
                 let r2 = f[3];
@@ -877,13 +939,17 @@ fn k11<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k11);
+variants!(k11, probe);
 
 // bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // bce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -892,7 +958,7 @@ variants!(k11);
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k12<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k12<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -911,7 +977,9 @@ fn k12<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[2];
                 let r2 = f[3];
@@ -955,20 +1023,24 @@ fn k12<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc1[j] = acc1[j] + t1[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k12);
+variants!(k12, probe);
 
 // bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k13<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k13<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -988,7 +1060,9 @@ fn k13<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
@@ -1021,13 +1095,17 @@ fn k13<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k13);
+variants!(k13, probe);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 0
 // bce_dice [4, 1, 64, 64]: value, pass 0
@@ -1036,7 +1114,7 @@ variants!(k13);
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k14<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k14<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -1055,7 +1133,9 @@ fn k14<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -1110,22 +1190,26 @@ fn k14<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k14);
+variants!(k14, probe);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 1
 // bce_dice [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k15<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k15<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1146,7 +1230,9 @@ fn k15<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
@@ -1182,13 +1268,17 @@ fn k15<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k15);
+variants!(k15, probe);
 
 // bce_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // bce_dice (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -1197,7 +1287,7 @@ variants!(k15);
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k16<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k16<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -1219,7 +1309,9 @@ fn k16<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -1287,23 +1379,27 @@ fn k16<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k16);
+variants!(k16, probe);
 
 // bce_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k17<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k17<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1325,7 +1421,9 @@ fn k17<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r5 = f[0];
@@ -1368,13 +1466,17 @@ fn k17<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k17);
+variants!(k17, probe);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 0
 // combo [4, 1, 64, 64]: value, pass 0
@@ -1383,7 +1485,7 @@ variants!(k17);
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 0
 // combo [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k18<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k18<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x1 = io.input(1);
@@ -1402,7 +1504,9 @@ fn k18<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let r1 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
@@ -1459,22 +1563,26 @@ fn k18<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k18);
+variants!(k18, probe);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 1
 // combo [2, 3, 16, 16]: value and gradient, pass 1
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k19<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k19<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1495,7 +1603,9 @@ fn k19<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r5 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, r5, r0);
                 let f = family_element::<T, FMA>(a0[j]);
@@ -1533,13 +1643,17 @@ fn k19<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k19);
+variants!(k19, probe);
 
 // combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // combo (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -1548,7 +1662,7 @@ variants!(k19);
 // combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // combo (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k20<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k20<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x1 = io.input(1);
@@ -1570,7 +1684,9 @@ fn k20<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r1 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
@@ -1640,23 +1756,27 @@ fn k20<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k20);
+variants!(k20, probe);
 
 // combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k21<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k21<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1678,7 +1798,9 @@ fn k21<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r4 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, r4, r0);
                 let f = family_element::<T, FMA>(a0[j]);
@@ -1723,13 +1845,17 @@ fn k21<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k21);
+variants!(k21, probe);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 0
 // dice [4, 1, 64, 64]: value, pass 0
@@ -1750,7 +1876,7 @@ variants!(k21);
 // log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // log_cosh_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k22<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k22<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -1767,7 +1893,9 @@ fn k22<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
                 let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
                 acc0[j] = acc0[j] + r1;
@@ -1802,15 +1930,19 @@ fn k22<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc2[j] = acc2[j] + t2[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
 }
-variants!(k22);
+variants!(k22, probe);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 1
 // jaccard [4, 1, 64, 64]: value and gradient, pass 1
@@ -1822,7 +1954,7 @@ variants!(k22);
 // jaccard [2, 1, 8, 8, 8]: value and gradient, pass 1
 // log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k23<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k23<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1840,7 +1972,9 @@ fn k23<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
                 let r3 = f[1];
@@ -1868,13 +2002,17 @@ fn k23<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k23);
+variants!(k23, probe);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -1895,7 +2033,7 @@ variants!(k23);
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k24<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k24<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -1915,7 +2053,9 @@ fn k24<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
                 let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
                 let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
@@ -1961,16 +2101,20 @@ fn k24<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k24);
+variants!(k24, probe);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // jaccard (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
@@ -1982,7 +2126,7 @@ variants!(k24);
 // jaccard (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k25<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k25<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2002,7 +2146,9 @@ fn k25<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
                 let r3 = f[1];
@@ -2033,13 +2179,17 @@ fn k25<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k25);
+variants!(k25, probe);
 
 // dice_ce [4, 1, 64, 64]: value and gradient, pass 0
 // dice_ce [4, 1, 64, 64]: value, pass 0
@@ -2048,7 +2198,7 @@ variants!(k25);
 // dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice_ce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k26<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k26<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -2067,7 +2217,9 @@ fn k26<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -2122,22 +2274,26 @@ fn k26<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k26);
+variants!(k26, probe);
 
 // dice_ce [4, 1, 64, 64]: value and gradient, pass 1
 // dice_ce [2, 3, 16, 16]: value and gradient, pass 1
 // dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k27<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k27<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2158,7 +2314,9 @@ fn k27<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r5 = f[0];
                 let r6 = f[1];
@@ -2194,13 +2352,17 @@ fn k27<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k27);
+variants!(k27, probe);
 
 // dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice_ce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -2209,7 +2371,7 @@ variants!(k27);
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k28<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k28<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -2231,7 +2393,9 @@ fn k28<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -2299,23 +2463,27 @@ fn k28<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k28);
+variants!(k28, probe);
 
 // dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_ce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k29<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k29<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2337,7 +2505,9 @@ fn k29<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r4 = f[0];
                 let r5 = f[1];
@@ -2380,19 +2550,23 @@ fn k29<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k29);
+variants!(k29, probe);
 
 // dice_focal [4, 1, 64, 64]: value and gradient, pass 0
 // dice_focal [2, 3, 16, 16]: value and gradient, pass 0
 // dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k30<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k30<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2413,7 +2587,9 @@ fn k30<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -2476,22 +2652,26 @@ fn k30<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k30);
+variants!(k30, probe);
 
 // dice_focal [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal [2, 3, 16, 16]: value and gradient, pass 1
 // dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k31<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k31<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2516,7 +2696,9 @@ fn k31<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r9 = f[0];
                 let r10 = f[1];
@@ -2576,19 +2758,23 @@ fn k31<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k31);
+variants!(k31, probe);
 
 // dice_focal [4, 1, 64, 64]: value, pass 0
 // dice_focal [2, 3, 16, 16]: value, pass 0
 // dice_focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k32<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k32<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2609,7 +2795,9 @@ fn k32<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -2672,22 +2860,26 @@ fn k32<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k32);
+variants!(k32, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k33<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k33<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2711,7 +2903,9 @@ fn k33<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -2787,23 +2981,27 @@ fn k33<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k33);
+variants!(k33, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k34<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k34<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2829,7 +3027,9 @@ fn k34<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r8 = f[0];
                 let r9 = f[1];
@@ -2890,19 +3090,23 @@ fn k34<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k34);
+variants!(k34, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // dice_focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k35<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2926,7 +3130,9 @@ fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -3002,17 +3208,21 @@ fn k35<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k35);
+variants!(k35, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log [4, 1, 64, 64]: value, pass 0
@@ -3021,7 +3231,7 @@ variants!(k35);
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k36<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3044,7 +3254,9 @@ fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -3117,10 +3329,14 @@ fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc7[j] = acc7[j] + t7[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
@@ -3130,13 +3346,13 @@ fn k36<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k36);
+variants!(k36, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k37<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k37<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3164,7 +3380,9 @@ fn k37<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r11 = f[0];
                 let r12 = f[1];
@@ -3238,20 +3456,24 @@ fn k37<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k37);
+variants!(k37, probe);
 
 // exp_log [4, 1, 64, 64]: value, pass 1
 // exp_log [2, 3, 16, 16]: value, pass 1
 // exp_log [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k38<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k38<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3271,7 +3493,9 @@ fn k38<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
                 let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
                 let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
@@ -3316,13 +3540,17 @@ fn k38<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k38);
+variants!(k38, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -3331,7 +3559,7 @@ variants!(k38);
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k39<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3356,7 +3584,9 @@ fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -3436,10 +3666,14 @@ fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc7[j] = acc7[j] + t7[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
@@ -3449,13 +3683,13 @@ fn k39<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k39);
+variants!(k39, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k40<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k40<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3485,7 +3719,9 @@ fn k40<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r11 = f[0];
                 let r12 = f[1];
@@ -3562,20 +3798,24 @@ fn k40<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k40);
+variants!(k40, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k41<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k41<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3597,7 +3837,9 @@ fn k41<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
                 let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
                 let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
@@ -3643,19 +3885,23 @@ fn k41<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k41);
+variants!(k41, probe);
 
 // focal [4, 1, 64, 64]: value and gradient, pass 0
 // focal [2, 3, 16, 16]: value and gradient, pass 0
 // focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k42<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k42<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3679,7 +3925,9 @@ fn k42<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r7 = f[0];
                 let r8 = f[1];
@@ -3745,20 +3993,24 @@ fn k42<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k42);
+variants!(k42, probe);
 
 // focal [4, 1, 64, 64]: value, pass 0
 // focal [2, 3, 16, 16]: value, pass 0
 // focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k43<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k43<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3776,7 +4028,9 @@ fn k43<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -3819,19 +4073,23 @@ fn k43<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k43);
+variants!(k43, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k44<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k44<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3852,7 +4110,9 @@ fn k44<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -3904,20 +4164,24 @@ fn k44<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc1[j] = acc1[j] + t1[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k44);
+variants!(k44, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k45<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k45<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3941,7 +4205,9 @@ fn k45<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
                 let r7 = f[1];
@@ -3996,19 +4262,23 @@ fn k45<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k45);
+variants!(k45, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k46<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k46<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4029,7 +4299,9 @@ fn k46<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -4081,14 +4353,18 @@ fn k46<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc1[j] = acc1[j] + t1[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k46);
+variants!(k46, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 0
 // mcc [4, 1, 64, 64]: value, pass 0
@@ -4097,7 +4373,7 @@ variants!(k46);
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k47<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k47<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4116,7 +4392,9 @@ fn k47<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -4167,22 +4445,26 @@ fn k47<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k47);
+variants!(k47, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 1
 // mcc [2, 3, 16, 16]: value and gradient, pass 1
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k48<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k48<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4201,7 +4483,9 @@ fn k48<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -4233,13 +4517,17 @@ fn k48<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k48);
+variants!(k48, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // mcc (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4248,7 +4536,7 @@ variants!(k48);
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k49<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k49<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4269,7 +4557,9 @@ fn k49<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r1 = f[0];
                 let r2 = f[1];
@@ -4325,22 +4615,26 @@ fn k49<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k49);
+variants!(k49, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // mcc (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k50<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k50<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4361,7 +4655,9 @@ fn k50<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -4396,13 +4692,17 @@ fn k50<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k50);
+variants!(k50, probe);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity [4, 1, 64, 64]: value, pass 0
@@ -4411,7 +4711,7 @@ variants!(k50);
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k51<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k51<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4430,7 +4730,9 @@ fn k51<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]);
+                }
                 let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
                 let r2 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r1, a1[j]);
                 let r1 = T::lane_kernel::<FMA>(Op::Mul, r2, r2, r2);
@@ -4477,22 +4779,26 @@ fn k51<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k51);
+variants!(k51, probe);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k52<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k52<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4511,7 +4817,9 @@ fn k52<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[0];
                 let r4 = f[1];
@@ -4547,13 +4855,17 @@ fn k52<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k52);
+variants!(k52, probe);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4562,7 +4874,7 @@ variants!(k52);
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k53<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k53<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -4582,7 +4894,9 @@ fn k53<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
                 let r1 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r0, a1[j]);
                 let r0 = T::lane_kernel::<FMA>(Op::Mul3, r1, r1, a2[j]);
@@ -4630,22 +4944,26 @@ fn k53<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k53);
+variants!(k53, probe);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k54<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k54<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4665,7 +4983,9 @@ fn k54<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r2 = f[0];
                 let r3 = f[1];
@@ -4698,19 +5018,23 @@ fn k54<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k54);
+variants!(k54, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k55<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k55<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4735,7 +5059,9 @@ fn k55<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
                 let r7 = f[1];
@@ -4806,23 +5132,27 @@ fn k55<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k55);
+variants!(k55, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k56<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k56<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4850,7 +5180,9 @@ fn k56<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r12 = f[0];
                 let r13 = f[1];
@@ -4916,19 +5248,23 @@ fn k56<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k56);
+variants!(k56, probe);
 
 // unified_focal [4, 1, 64, 64]: value, pass 0
 // unified_focal [2, 3, 16, 16]: value, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k57<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k57<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4953,7 +5289,9 @@ fn k57<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
                 let r7 = f[1];
@@ -5024,23 +5362,27 @@ fn k57<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k57);
+variants!(k57, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k58<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k58<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5069,7 +5411,9 @@ fn k58<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
                 let r7 = f[1];
@@ -5161,10 +5505,14 @@ fn k58<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc6[j] = acc6[j] + t6[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
@@ -5173,13 +5521,13 @@ fn k58<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k58);
+variants!(k58, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k59<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k59<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5210,7 +5558,9 @@ fn k59<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r13 = f[0];
                 let r14 = f[1];
@@ -5281,19 +5631,23 @@ fn k59<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k59);
+variants!(k59, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k60<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k60<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5322,7 +5676,9 @@ fn k60<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r6 = f[0];
                 let r7 = f[1];
@@ -5412,10 +5768,14 @@ fn k60<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc6[j] = acc6[j] + t6[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
@@ -5424,13 +5784,13 @@ fn k60<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k60);
+variants!(k60, probe);
 
 // weighted_bce [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce [2, 3, 16, 16]: value and gradient, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k61<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k61<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5451,7 +5811,9 @@ fn k61<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                }
                 let f = family_element::<T, FMA>(a0[j]);
                 let r4 = f[0];
                 let r5 = f[1];
@@ -5497,20 +5859,24 @@ fn k61<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k61);
+variants!(k61, probe);
 
 // weighted_bce [4, 1, 64, 64]: value, pass 0
 // weighted_bce [2, 3, 16, 16]: value, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k62<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k62<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5527,7 +5893,9 @@ fn k62<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r2 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[2];
@@ -5564,13 +5932,17 @@ fn k62<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
 }
-variants!(k62);
+variants!(k62, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -5579,7 +5951,7 @@ variants!(k62);
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k63<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k63<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5599,7 +5971,9 @@ fn k63<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                }
                 let r2 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let f = family_element::<T, FMA>(a0[j]);
                 let r3 = f[2];
@@ -5645,20 +6019,24 @@ fn k63<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
             acc1[j] = acc1[j] + t1[j];
         }
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+            }
         }
     }
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k63);
+variants!(k63, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k64<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
+fn k64<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5679,7 +6057,9 @@ fn k64<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         for h in 0..LANES / W {
             for k in 0..W {
                 let j = h * W + k;
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                if PROBE {
+                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                }
                 let r3 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
                 let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
                 let f = family_element::<T, FMA>(a0[j]);
@@ -5714,13 +6094,17 @@ fn k64<T: Real, const FMA: bool, const W: usize>(io: &mut Io<T>) {
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
-            nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            if PROBE {
+                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+            }
         }
     }
     io.finish(0, y0);
-    io.probe(&nan);
+    if PROBE {
+        io.probe(&nan);
+    }
 }
-variants!(k64);
+variants!(k64, probe);
 
 /// The kernel for a pass key.
 pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {

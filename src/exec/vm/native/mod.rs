@@ -152,30 +152,53 @@ pub(super) fn isa_index(isa: Isa) -> usize {
     }
 }
 
-/// The three variants of a generated kernel `$k::<T, FMA>`: AVX-512, AVX2+FMA (with the target
-/// features the chunk loop's variants have, so the same bits) and baseline.
+/// The three variants of a generated kernel `$k::<T, FMA, W, PROBE>`: AVX-512, AVX2+FMA (with
+/// the target features the chunk loop's variants have, so the same bits) and baseline. With
+/// `probe`, the kernel reads inputs that a call's first pass checks for NaN and infinity: each
+/// variant then chooses, once per block, the instance with the probe or the one without (in a
+/// later pass the probe's arithmetic would be dead, which the compiler cannot see).
 macro_rules! variants {
     ($k:ident) => {
+        variants!(@ $k, false);
+    };
+    ($k:ident, probe) => {
+        variants!(@ $k, true);
+    };
+    (@ $k:ident, $probe:tt) => {
         pub(super) mod $k {
             use super::*;
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
             pub(super) unsafe fn avx512<T: Real>(io: &mut Io<T>) {
-                super::$k::<T, true, 16>(io)
+                probed!($probe, $k, io, T, true, 16)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             pub(super) unsafe fn avx2<T: Real>(io: &mut Io<T>) {
-                super::$k::<T, true, 8>(io)
+                probed!($probe, $k, io, T, true, 8)
             }
             // `unsafe` only to have the other variants' type.
             pub(super) unsafe fn base<T: Real>(io: &mut Io<T>) {
-                super::$k::<T, false, 8>(io)
+                probed!($probe, $k, io, T, false, 8)
             }
             #[cfg(not(target_arch = "x86_64"))]
             pub(super) use base as avx2;
             #[cfg(not(target_arch = "x86_64"))]
             pub(super) use base as avx512;
+        }
+    };
+}
+
+/// A call of kernel `$k`: without its probe, or (`true`) with it when this pass probes.
+macro_rules! probed {
+    (false, $k:ident, $io:ident, $t:ident, $fma:literal, $w:literal) => {
+        super::$k::<$t, $fma, $w, false>($io)
+    };
+    (true, $k:ident, $io:ident, $t:ident, $fma:literal, $w:literal) => {
+        if $io.probe_slot.is_some() {
+            super::$k::<$t, $fma, $w, true>($io)
+        } else {
+            super::$k::<$t, $fma, $w, false>($io)
         }
     };
 }
