@@ -77,6 +77,6 @@ pub mod diagnostics {
 pub mod internals {
     pub use crate::exec::vm::{BLOCK, CHUNK_BLOCKS};
     /// The distance-transform kernel, for `benches/spatial.rs` until the `edt` op exists.
-    pub use crate::ops::edt::edt_images;
+    pub use crate::ops::edt::{edt_images, field_images};
     pub use crate::optimise::fuse::MAX_KERNEL_NODES;
 }

@@ -355,6 +355,9 @@ impl<T: Real> Executor<T> for Staged<T> {
                                 .expect("stored"),
                         })
                         .collect();
+                    if window::run_typed(op.op, &images, &self.spatial, out) {
+                        continue;
+                    }
                     // Images in parallel, in f64.
                     for (w, x) in self.wide_in.iter_mut().zip(&images) {
                         w.par_chunks_mut(per)

@@ -4,26 +4,53 @@
 //! false elements get 0 — with the standard library's rule for a mask without any false element:
 //! 0 everywhere (scipy's output is meaningless there).
 //!
-//! Algorithm: squared distances along axis 0 by a forward and a backward scan of the mask, then
-//! along each further axis Felzenszwalb and Huttenlocher's linear-time lower envelope of parabolas
-//! rooted at the previous axis's squared distances (at positions `spacing[a] * i`), or an outward
-//! search on lines whose values are all near; then a square root. Any number of axes. Every
-//! image, and every line, is computed the same way whatever the thread count, so the result is
-//! bitwise deterministic.
+//! Algorithm: squared distances along axis 0 by a forward and a backward scan of the mask (in
+//! strips of columns that stay in cache), then along each further axis Felzenszwalb and
+//! Huttenlocher's linear-time lower envelope of parabolas rooted at the previous axis's squared
+//! distances (at positions `spacing[a] * i`), or, on lines whose values are all near, a
+//! vectorised search of the few nearest offsets; the last axis writes the square roots straight
+//! into the output. Any number of axes. Every image, and every line, is computed the same way
+//! whatever the thread count and instruction set (only `+`, `*`, `min` and `sqrt`, each
+//! correctly rounded; no fused multiply-add), so the result is bitwise deterministic.
 //!
-//! In: masks in row-major order with their dimensions and spacing. Out: distances. Never here:
+//! In: masks of any element type (nonzero is true) in row-major order with their dimensions and
+//! spacing. Out: distances in the same element type (computed in f64, rounded once). Never here:
 //! thresholding, gradients (the op is data: it has none).
 
 use rayon::prelude::*;
 
+use crate::ops::math::Real;
+
 /// The transform of every image of a batch: `mask` holds `out.len() / Π dims` images of `dims`
 /// back to back; images run in parallel, each on one thread.
-pub fn edt_images(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+pub fn edt_images<T: Real>(mask: &[T], dims: &[usize], spacing: &[f64], out: &mut [T]) {
+    images::<T, false>(mask, dims, spacing, out)
+}
+
+/// The distance field of every image of a batch (as [`edt_images`]): `edt(m) + edt(!m)`, each
+/// element's distance to the nearest element of the other side (0 for an image that is all true
+/// or all false). One transform computes both sides: the first axis's scan measures every
+/// element's distance to the other side at once, and each further axis transforms the two
+/// sides' lines and keeps, per element, its own side's.
+pub fn field_images<T: Real>(mask: &[T], dims: &[usize], spacing: &[f64], out: &mut [T]) {
+    images::<T, true>(mask, dims, spacing, out)
+}
+
+fn images<T: Real, const FIELD: bool>(mask: &[T], dims: &[usize], spacing: &[f64], out: &mut [T]) {
     let size: usize = dims.iter().product::<usize>().max(1);
     assert!(mask.len() == out.len() && out.len().is_multiple_of(size));
     out.par_chunks_mut(size)
         .zip(mask.par_chunks(size))
-        .for_each(|(o, m)| transform(m, dims, spacing, o, false));
+        .for_each(|(o, m)| {
+            WORK.with_borrow_mut(|w| transform::<T, FIELD>(m, dims, spacing, o, w, false))
+        });
+}
+
+thread_local! {
+    /// Each thread's buffers, kept from one image (and one call) to the next: a fresh image-sized
+    /// buffer per image costs more in page faults than the transform's arithmetic. Holds one
+    /// image of f64 per thread that has run a transform.
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::default();
 }
 
 /// Distances of one image `mask` (row-major, `dims`) written into `out`; `spacing` has one
@@ -32,104 +59,275 @@ pub fn edt_images(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]
 /// use this to check that line order does not matter).
 #[cfg(test)]
 pub fn edt(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
-    transform(mask, dims, spacing, out, true)
+    transform::<f64, false>(mask, dims, spacing, out, &mut Work::default(), true)
 }
 
-fn transform(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64], parallel: bool) {
+/// [`field_images`] of one image, lines in parallel (as [`edt`]).
+#[cfg(test)]
+pub fn field(mask: &[f64], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+    transform::<f64, true>(mask, dims, spacing, out, &mut Work::default(), true)
+}
+
+/// Buffers of one image's transform, kept across the images a thread takes.
+#[derive(Default)]
+struct Work {
+    /// Squared distances along the axes done so far (one image, f64).
+    g: Vec<f64>,
+    /// The innermost axis's line buffers, for the length and spacing they were made for.
+    line: Option<Scratch>,
+}
+
+/// One image, on the widest instruction set the CPU has (the same bits on each: see the module
+/// doc).
+fn transform<T: Real, const FIELD: bool>(
+    mask: &[T],
+    dims: &[usize],
+    spacing: &[f64],
+    out: &mut [T],
+    w: &mut Work,
+    parallel: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { transform_avx2::<T, FIELD>(mask, dims, spacing, out, w, parallel) };
+        return;
+    }
+    transform_body::<T, FIELD>(mask, dims, spacing, out, w, parallel)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_avx2<T: Real, const FIELD: bool>(
+    mask: &[T],
+    dims: &[usize],
+    spacing: &[f64],
+    out: &mut [T],
+    w: &mut Work,
+    parallel: bool,
+) {
+    transform_body::<T, FIELD>(mask, dims, spacing, out, w, parallel)
+}
+
+#[inline(always)]
+fn transform_body<T: Real, const FIELD: bool>(
+    mask: &[T],
+    dims: &[usize],
+    spacing: &[f64],
+    out: &mut [T],
+    w: &mut Work,
+    parallel: bool,
+) {
     let n: usize = dims.iter().product();
     assert!(mask.len() == n && out.len() == n && spacing.len() == dims.len());
-    if n == 0 || mask.iter().all(|&m| m != 0.0) {
-        out.fill(0.0); // no false element: 0 everywhere (the standard library's rule)
+    if n == 0 {
         return;
     }
     if dims.is_empty() {
-        out[0] = 0.0; // a single element, and it is false
+        out[0] = T::default(); // a single element: 0 whether it is false or (no false) true
         return;
     }
+    w.g.resize(n, 0.0);
+    let g = &mut w.g[..n];
     // Squared distance to a false element, axis by axis: along the outermost axis straight from
-    // the mask (a forward and a backward scan, row by row, so every step is one contiguous
-    // vectorised loop), then the parabola envelope along each further axis, the innermost last
-    // (its lines are contiguous).
-    scan_axis0(mask, dims, spacing[0], out);
-    for (axis, &step) in spacing.iter().enumerate().skip(1) {
-        transform_axis(out, dims, axis, step, parallel);
+    // the mask, then the parabola envelope along each further axis, the innermost last (its
+    // lines are contiguous, and it writes the output).
+    // A field keeps each element's value for its own side, signed by the side (+ true, -
+    // false; never 0: an element is at least one step from the other side).
+    let found = if FIELD {
+        scan_axis0_field(mask, dims, spacing[0], g)
+    } else {
+        scan_axis0(mask, dims, spacing[0], g)
+    };
+    if !found {
+        // No false element (or, for a field, one side empty): 0 everywhere (the standard
+        // library's rule).
+        out.fill(T::default());
+        return;
     }
-    for o in out.iter_mut() {
-        *o = o.sqrt();
+    let last = dims.len() - 1;
+    for (axis, &step) in spacing.iter().enumerate().take(last).skip(1) {
+        transform_axis::<FIELD>(g, dims, axis, step, parallel);
+    }
+    // With unit spacing and Σ (side - 1)^2 < 2^24 every squared distance is an integer below
+    // 2^24, exact in f32 too, and the square root in the output's precision of that rounds as
+    // the f64 root rounded to it (double rounding through a precision of at least 2p + 2 bits
+    // is innocuous for square roots): the same bits, with the narrower, cheaper root.
+    let narrow = spacing.iter().all(|&s| s == 1.0)
+        && dims.iter().map(|&d| ((d - 1) as f64).powi(2)).sum::<f64>() < 16_777_216.0;
+    if last == 0 {
+        roots(g, out, narrow);
+        return;
+    }
+    // The innermost axis: contiguous lines, each transformed from `g` into one scratch line and
+    // written out as square roots; in parallel, work splits into runs of `LINES` lines.
+    let (len, step) = (dims[last], spacing[last]);
+    if parallel {
+        g.par_chunks(len * LINES)
+            .zip(out.par_chunks_mut(len * LINES))
+            .for_each(|(g, out)| {
+                innermost::<T, FIELD>(g, out, &mut Scratch::new(len, step), step, narrow)
+            });
+    } else {
+        let s = match &mut w.line {
+            Some(s) if s.d.len() == len && s.step.to_bits() == step.to_bits() => s,
+            line => line.insert(Scratch::new(len, step)),
+        };
+        innermost::<T, FIELD>(g, out, s, step, narrow);
     }
 }
+
+/// The innermost axis's lines of `s.d.len()` elements: `out` = square roots of their transforms.
+#[inline(always)]
+fn innermost<T: Real, const FIELD: bool>(
+    g: &[f64],
+    out: &mut [T],
+    s: &mut Scratch,
+    step: f64,
+    narrow: bool,
+) {
+    let len = s.d.len();
+    for (f, o) in g.chunks(len).zip(out.chunks_mut(len)) {
+        s.line_any::<FIELD>(f, step);
+        roots(&s.d, o, narrow);
+    }
+}
+
+/// `out = sqrt(|g|)`, the root taken in f64 or, where `narrow` says that gives the same bits,
+/// in the output's precision.
+#[inline(always)]
+fn roots<T: Real>(g: &[f64], out: &mut [T], narrow: bool) {
+    if narrow {
+        for (o, &v) in out.iter_mut().zip(g) {
+            *o = T::from_f64(v.abs()).sqrt();
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(g) {
+            *o = T::from_f64(v.abs().sqrt());
+        }
+    }
+}
+
+/// Columns of one strip of [`scan_axis0`] (its rows stay in the first-level cache).
+const STRIP: usize = 256;
 
 /// The squared distance along axis 0 to the nearest false element, `(step * Δi)^2` (infinite
-/// where a line has none): the first axis of the transform, straight from the mask. A forward
-/// and a backward scan over the rows of `inner = Π dims[1..]` elements: each row step is an
-/// elementwise loop over contiguous memory.
-fn scan_axis0(mask: &[f64], dims: &[usize], step: f64, out: &mut [f64]) {
+/// where a line has none), into `g`: the first axis of the transform, straight from the mask.
+/// Returns whether the mask has a false element at all. Works on strips of `STRIP` columns
+/// (the `Π dims[1..]` elements of a row): a forward scan down the strip, then a backward scan up
+/// it that also squares; each row step is an elementwise loop over contiguous memory.
+#[inline(always)]
+fn scan_axis0<T: Real>(mask: &[T], dims: &[usize], step: f64, g: &mut [f64]) -> bool {
     let inner: usize = dims[1..].iter().product();
     let len = dims[0];
-    // Selects as bit masks and `min` as a comparison, so each loop vectorises (branches on
-    // random masks mispredict half the time).
-    let keep =
-        |mv: f64, v: f64| f64::from_bits(v.to_bits() & 0u64.wrapping_sub(u64::from(mv != 0.0)));
-    for i in 0..len {
-        let (done, rest) = out.split_at_mut(i * inner);
-        let row = &mut rest[..inner];
-        let m = &mask[i * inner..(i + 1) * inner];
-        if i == 0 {
-            for (o, &mv) in row.iter_mut().zip(m) {
-                *o = keep(mv, f64::INFINITY);
+    let zero = T::default();
+    let mut falses = 0usize;
+    let mut carry = [0.0f64; STRIP];
+    for j0 in (0..inner).step_by(STRIP) {
+        let width = STRIP.min(inner - j0);
+        // Forward: distance to the nearest false element at or above (selects, not branches:
+        // random masks would mispredict half the time).
+        let c = &mut carry[..width];
+        c.fill(f64::INFINITY);
+        for i in 0..len {
+            let row = &mut g[i * inner + j0..i * inner + j0 + width];
+            let m = &mask[i * inner + j0..i * inner + j0 + width];
+            for ((o, &mv), c) in row.iter_mut().zip(m).zip(c.iter_mut()) {
+                let t = mv != zero;
+                falses += usize::from(!t);
+                let v = if t { *c + 1.0 } else { 0.0 };
+                *c = v;
+                *o = v;
             }
-        } else {
-            let prev = &done[(i - 1) * inner..];
-            for ((o, &mv), &p) in row.iter_mut().zip(m).zip(prev) {
-                *o = keep(mv, p + 1.0);
+        }
+        // Backward: the nearer of that and the nearest false element below, squared.
+        c.fill(f64::INFINITY);
+        for i in (0..len).rev() {
+            let row = &mut g[i * inner + j0..i * inner + j0 + width];
+            for (o, c) in row.iter_mut().zip(c.iter_mut()) {
+                let below = *c + 1.0;
+                let v = if below < *o { below } else { *o };
+                *c = v;
+                let d = step * v;
+                *o = d * d;
             }
         }
     }
-    for i in (0..len.saturating_sub(1)).rev() {
-        let (head, tail) = out.split_at_mut((i + 1) * inner);
-        let row = &mut head[i * inner..];
-        for (o, &nx) in row.iter_mut().zip(&tail[..inner]) {
-            let v = nx + 1.0;
-            *o = if v < *o { v } else { *o };
-        }
-    }
-    for o in out.iter_mut() {
-        let d = step * *o;
-        *o = d * d;
-    }
+    falses > 0
 }
 
-/// One axis of the separable transform: every line along `axis` is replaced by its 1-D squared
-/// distance transform with sample spacing `step`.
-fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, parallel: bool) {
+/// [`scan_axis0`] for a field: every element's squared distance along axis 0 to the nearest
+/// element of the other side, `+` for a true element, `-` for a false one (infinite where the
+/// line has no element of the other side). Returns whether the mask has both sides. The
+/// forward scan stores each element's distance signed by its side; the backward scan reads the
+/// sides back from the signs.
+#[inline(always)]
+fn scan_axis0_field<T: Real>(mask: &[T], dims: &[usize], step: f64, g: &mut [f64]) -> bool {
+    let inner: usize = dims[1..].iter().product();
+    let len = dims[0];
+    let zero = T::default();
+    let mut trues = 0usize;
+    let mut carry = [0.0f64; STRIP];
+    let mut side = [false; STRIP];
+    for j0 in (0..inner).step_by(STRIP) {
+        let width = STRIP.min(inner - j0);
+        let (c, sd) = (&mut carry[..width], &mut side[..width]);
+        c.fill(f64::INFINITY);
+        for (s, &mv) in sd.iter_mut().zip(&mask[j0..j0 + width]) {
+            *s = mv != zero;
+        }
+        for i in 0..len {
+            let row = &mut g[i * inner + j0..i * inner + j0 + width];
+            let m = &mask[i * inner + j0..i * inner + j0 + width];
+            for (((o, &mv), c), s) in row.iter_mut().zip(m).zip(c.iter_mut()).zip(sd.iter_mut()) {
+                let t = mv != zero;
+                trues += usize::from(t);
+                let v = if t == *s { *c + 1.0 } else { 1.0 };
+                (*c, *s) = (v, t);
+                *o = if t { v } else { -v };
+            }
+        }
+        c.fill(f64::INFINITY);
+        let tail = (len - 1) * inner + j0;
+        for (s, &o) in sd.iter_mut().zip(&g[tail..tail + width]) {
+            *s = o > 0.0;
+        }
+        for i in (0..len).rev() {
+            let row = &mut g[i * inner + j0..i * inner + j0 + width];
+            for ((o, c), s) in row.iter_mut().zip(c.iter_mut()).zip(sd.iter_mut()) {
+                let t = *o > 0.0;
+                let here = if t { *o } else { -*o };
+                let below = if t == *s { *c + 1.0 } else { 1.0 };
+                let v = if below < here { below } else { here };
+                (*c, *s) = (v, t);
+                let d = step * v;
+                *o = if t { d * d } else { -(d * d) };
+            }
+        }
+    }
+    trues > 0 && trues < mask.len()
+}
+
+/// One axis of the separable transform other than the first and the innermost: every line along
+/// `axis` (interleaved with stride `Π dims[axis + 1..]`) is replaced by its 1-D squared distance
+/// transform with sample spacing `step`.
+#[inline(always)]
+fn transform_axis<const FIELD: bool>(
+    values: &mut [f64],
+    dims: &[usize],
+    axis: usize,
+    step: f64,
+    parallel: bool,
+) {
     let len = dims[axis];
     let inner: usize = dims[axis + 1..].iter().product();
     let outer: usize = dims[..axis].iter().product();
     if len <= 1 {
         return;
     }
-    if inner == 1 {
-        // Contiguous lines, transformed in place through one scratch line; work splits into
-        // runs of `LINES` lines, each with its own scratch.
-        let run = |lines: &mut [f64]| {
-            let mut s = Scratch::new(len);
-            for l in lines.chunks_mut(len) {
-                s.f.copy_from_slice(l);
-                s.line(step);
-                l.copy_from_slice(&s.d);
-            }
-        };
-        if parallel {
-            values.par_chunks_mut(len * LINES).for_each(run);
-        } else {
-            run(values);
-        }
-        return;
-    }
-    // Lines of one outer index are interleaved with stride `inner`: gather each into a buffer,
-    // transform, scatter back. Work splits over outer indices (blocks of `len * inner`).
-    // Columns go in groups of up to `GROUP` neighbours, so that the gather and scatter read
-    // and write whole cache lines instead of one element per line.
+    // Gather each line into a buffer, transform, scatter back. Work splits over outer indices
+    // (blocks of `len * inner`). Columns go in groups of up to `GROUP` neighbours, so that the
+    // gather and scatter read and write whole cache lines instead of one element per line.
     let block = |s: &mut Vec<Scratch>, block: &mut [f64]| {
         for j0 in (0..inner).step_by(GROUP) {
             let width = GROUP.min(inner - j0);
@@ -140,7 +338,9 @@ fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, pa
                 }
             }
             for sc in s.iter_mut().take(width) {
-                sc.line(step);
+                let f = std::mem::take(&mut sc.f);
+                sc.line_any::<FIELD>(&f, step);
+                sc.f = f;
             }
             for i in 0..len {
                 let row = &mut block[i * inner + j0..i * inner + j0 + width];
@@ -150,7 +350,11 @@ fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, pa
             }
         }
     };
-    let scratch = || (0..GROUP).map(|_| Scratch::new(len)).collect::<Vec<_>>();
+    let scratch = || {
+        (0..GROUP)
+            .map(|_| Scratch::new(len, step))
+            .collect::<Vec<_>>()
+    };
     if parallel {
         values
             .par_chunks_mut(len * inner)
@@ -164,8 +368,12 @@ fn transform_axis(values: &mut [f64], dims: &[usize], axis: usize, step: f64, pa
     }
 }
 
-/// Most steps of [`Scratch::line_local`]'s search per element.
-const LOCAL: usize = 8;
+/// Lines whose every squared distance is at most `(LOCAL * step)^2` are searched outward
+/// ([`line_local`], offsets below `LOCAL`) instead of building their envelope.
+const LOCAL: usize = 32;
+
+/// Elements searched together by [`line_local`].
+const LANES: usize = 32;
 
 /// Contiguous lines per parallel task.
 const LINES: usize = 64;
@@ -175,8 +383,20 @@ const GROUP: usize = 32;
 
 /// Buffers of the 1-D transform of one line.
 struct Scratch {
+    /// The spacing the positions below were made for.
+    step: f64,
+    /// A gathered input line (for axes whose lines are not contiguous).
     f: Vec<f64>,
+    /// The result of [`Scratch::line`].
     d: Vec<f64>,
+    /// A field's transform of its true side.
+    e: Vec<f64>,
+    /// Sample positions `step * i`.
+    x: Vec<f64>,
+    /// The line being searched by [`line_local`], with `LOCAL` infinities on each side, and its
+    /// positions with `LOCAL` more (finite) on each side.
+    fp: Vec<f64>,
+    xp: Vec<f64>,
     /// The lower envelope: its parabolas' roots (position, f + x^2, f) and the boundaries
     /// between them as fractions `zn / zd` (see [`Scratch::line`]).
     xv: Vec<f64>,
@@ -187,10 +407,17 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(len: usize) -> Scratch {
+    fn new(len: usize, step: f64) -> Scratch {
         Scratch {
+            step,
             f: vec![0.0; len],
             d: vec![0.0; len],
+            e: vec![0.0; len],
+            x: (0..len).map(|i| step * i as f64).collect(),
+            fp: vec![f64::INFINITY; len + 2 * LOCAL + LANES],
+            xp: (0..len + 2 * LOCAL + LANES)
+                .map(|i| step * (i as f64 - LOCAL as f64))
+                .collect(),
             xv: vec![0.0; len],
             hv: vec![0.0; len],
             fv: vec![0.0; len],
@@ -199,66 +426,73 @@ impl Scratch {
         }
     }
 
-    /// [`Scratch::line`] by an outward search from each element (every `f` finite and at most
-    /// `(LOCAL * step)^2`, so the search ends within `LOCAL` steps).
-    fn line_local(&mut self, step: f64) {
-        let n = self.f.len();
-        let (f, d) = (&self.f[..n], &mut self.d[..n]);
-        for (p, dp) in d.iter_mut().enumerate() {
-            let xp = step * p as f64;
-            let mut best = f[p];
-            for k in 1..n {
-                let dk = step * k as f64;
-                if dk * dk >= best {
-                    break;
-                }
-                if p >= k {
-                    let dx = xp - step * (p - k) as f64;
-                    let v = dx * dx + f[p - k];
-                    best = if v < best { v } else { best };
-                }
-                if p + k < n {
-                    let dx = xp - step * (p + k) as f64;
-                    let v = dx * dx + f[p + k];
-                    best = if v < best { v } else { best };
-                }
-            }
-            *dp = best;
+    /// [`Scratch::line`] of `f`, or for a field (`f` signed by side) the transforms of the true
+    /// side's values (`max(f, 0)`: the other side's elements are its zeros) and of the false
+    /// side's (`max(-f, 0)`), each element keeping its own side's, signed.
+    #[inline(always)]
+    fn line_any<const FIELD: bool>(&mut self, f: &[f64], step: f64) {
+        if !FIELD {
+            self.input().copy_from_slice(f);
+            return self.line(step);
+        }
+        for (u, &v) in self.input().iter_mut().zip(f) {
+            *u = if v > 0.0 { v } else { 0.0 };
+        }
+        self.line(step);
+        std::mem::swap(&mut self.d, &mut self.e);
+        for (u, &v) in self.input().iter_mut().zip(f) {
+            *u = if v < 0.0 { -v } else { 0.0 };
+        }
+        self.line(step);
+        for ((d, &e), &v) in self.d.iter_mut().zip(&self.e).zip(f) {
+            *d = if v > 0.0 { e } else { -*d };
         }
     }
 
-    /// `d[p] = min_q (step*(p - q))^2 + f[q]` over the finite `f[q]` (infinite if none).
+    /// The input line of [`Scratch::line`] (inside the padding of `fp`).
+    #[inline(always)]
+    fn input(&mut self) -> &mut [f64] {
+        let n = self.d.len();
+        &mut self.fp[LOCAL..LOCAL + n]
+    }
+
+    /// `d[p] = min_q (x[p] - x[q])^2 + f[q]`, `f` the [`Scratch::input`], over the finite `f[q]` (infinite if none), with
+    /// `x[q] = step * q`.
+    ///
+    /// Lines whose every value is near (as on noisy masks, where the envelope's pops
+    /// mispredict) are searched outward from each element instead ([`line_local`]), vectorised
+    /// across neighbouring elements. Both compute `(x[p] - x[q])^2 + f[q]` alike and `min` is
+    /// exact, so with unit spacing (every term an integer) both give the same bits; otherwise
+    /// they agree to rounding.
     ///
     /// The lower envelope's parabolas are kept by their root's position `xv`, `hv = f + x^2` and
     /// `fv = f`; the boundary between parabolas k - 1 and k is the fraction `zn[k] / zd[k]`
     /// (positive denominator), so comparisons multiply instead of dividing — exact for unit
     /// spacing, where every term is an integer below 2^53. `z[0] = -inf` and the last boundary
     /// `+inf` are implied by the indices.
+    #[inline(always)]
     fn line(&mut self, step: f64) {
-        // Lines whose every value is near (as on noisy masks, where the envelope's pops
-        // mispredict) are searched outward from each element instead: the nearest candidates
-        // first, stopping where the squared offset alone exceeds the best — at most `LOCAL`
-        // steps each. Both compute `(xp - xq)^2 + f[q]` alike, so both give the same bits.
-        let top = self
-            .f
-            .iter()
-            .fold(0.0f64, |m, &v| if v > m { v } else { m });
-        let reach = LOCAL as f64 * step;
-        if top <= reach * reach {
-            self.line_local(step);
-            return;
-        }
-        let n = self.f.len();
+        let n = self.d.len();
         let Scratch {
-            f,
             d,
+            x,
+            fp,
+            xp,
             xv,
             hv,
             fv,
             zn,
             zd,
+            ..
         } = self;
-        let (f, d) = (&f[..n], &mut d[..n]);
+        let f = &fp[LOCAL..LOCAL + n];
+        let top = f.iter().fold(0.0f64, |m, &v| if v > m { v } else { m });
+        let reach = LOCAL as f64 * step;
+        if top <= reach * reach {
+            line_local(fp, xp, d, step, step == 1.0);
+            return;
+        }
+        let (d, x) = (&mut d[..n], &x[..n]);
         let (xv, hv, fv, zn, zd) = (
             &mut xv[..n],
             &mut hv[..n],
@@ -267,11 +501,10 @@ impl Scratch {
             &mut zd[..n],
         );
         let mut top: Option<usize> = None;
-        for (q, &fq) in f.iter().enumerate() {
+        for (&fq, &xq) in f.iter().zip(x) {
             if fq.is_infinite() {
                 continue;
             }
-            let xq = step * q as f64;
             let hq = fq + xq * xq;
             let Some(mut k) = top else {
                 (xv[0], hv[0], fv[0]) = (xq, hq, fq);
@@ -297,14 +530,75 @@ impl Scratch {
             return;
         };
         let mut k = 0usize;
-        for (p, dp) in d.iter_mut().enumerate() {
-            let xp = step * p as f64;
+        for (dp, &xp) in d.iter_mut().zip(x) {
             // z[k + 1] < xp
             while k < top && zn[k + 1] < xp * zd[k + 1] {
                 k += 1;
             }
             let dx = xp - xv[k];
             *dp = dx * dx + fv[k];
+        }
+    }
+}
+
+/// [`Scratch::line`] by a search outward from each element (every `f` at most
+/// `(LOCAL * step)^2`), from `fp`, the line padded with `LOCAL` infinities on each side, and
+/// `xp`, the positions padded alike (finite). `LANES` elements at a time keep their running
+/// minima in registers (the compiler vectorises across them; an in-place `d = min(d, v)` per
+/// offset would become masked stores) and stop at the first offset `k` with `(step * k)^2` at
+/// least the largest of them (no further element can be nearer). With unit spacing every
+/// `(x[p] - x[q])^2` is exactly `k^2`, so that case skips the positions.
+#[inline(always)]
+fn line_local(fp: &[f64], xp: &[f64], d: &mut [f64], step: f64, unit: bool) {
+    for (p, out) in (0..d.len()).step_by(LANES).zip(d.chunks_mut(LANES)) {
+        let mut lanes = [0.0f64; LANES];
+        let mut next = [0.0f64; LANES];
+        let w = out.len();
+        lanes.copy_from_slice(&fp[LOCAL + p..LOCAL + p + LANES]);
+        if w < LANES {
+            lanes[w..].fill(0.0); // past the end: 0 stays 0 and never holds the search up
+        }
+        for k in 1..LOCAL {
+            let dk = step * k as f64;
+            // The largest lane, by its bits: nonnegative doubles order as their bit patterns,
+            // and an integer maximum vectorises (a float one may not be reassociated).
+            let worst = f64::from_bits(lanes.iter().map(|v| v.to_bits()).max().unwrap_or(0));
+            if dk * dk >= worst {
+                break;
+            }
+            let (c, before, after) = (LOCAL + p, LOCAL + p - k, LOCAL + p + k);
+            if unit {
+                // (x[p] - x[p -+ k])^2 = k^2 exactly, and k^2 + min(a, b) = min(k^2 + a, k^2 + b)
+                // (rounding is monotonic).
+                let kk = (k * k) as f64;
+                let near = fp[before..before + LANES]
+                    .iter()
+                    .zip(&fp[after..after + LANES]);
+                for ((n, &b), (&a, &z)) in next.iter_mut().zip(&lanes).zip(near) {
+                    let v = kk + if a < z { a } else { z };
+                    *n = if v < b { v } else { b };
+                }
+            } else {
+                let xs = xp[c..c + LANES].iter().zip(&xp[before..before + LANES]);
+                let xs = xs.zip(&xp[after..after + LANES]);
+                let fs = fp[before..before + LANES]
+                    .iter()
+                    .zip(&fp[after..after + LANES]);
+                for ((n, &b), (((&x, &xb), &xa), (&a, &z))) in
+                    next.iter_mut().zip(&lanes).zip(xs.zip(fs))
+                {
+                    let (da, dz) = (x - xb, x - xa);
+                    let (u, v) = (da * da + a, dz * dz + z);
+                    let v = if u < v { u } else { v };
+                    *n = if v < b { v } else { b };
+                }
+            }
+            std::mem::swap(&mut lanes, &mut next);
+        }
+        if w == LANES {
+            out.copy_from_slice(&lanes);
+        } else {
+            out.copy_from_slice(&lanes[..w]);
         }
     }
 }
@@ -398,6 +692,108 @@ mod tests {
         #[test]
         fn equals_brute_force_in_3d((dims, bits, spacing) in masks(3, 7)) {
             case(dims, bits, spacing)?;
+        }
+    }
+
+    /// `field` against `edt(m) + edt(!m)` by brute force (each 0 where its mask has no false
+    /// element).
+    fn field_case(
+        dims: Vec<usize>,
+        bits: Vec<bool>,
+        spacing: Vec<f64>,
+    ) -> Result<(), TestCaseError> {
+        let n: usize = dims.iter().product();
+        let mask: Vec<f64> = bits
+            .iter()
+            .take(n)
+            .map(|&b| f64::from(u8::from(b)))
+            .collect();
+        let not: Vec<f64> = mask.iter().map(|&m| 1.0 - m).collect();
+        let mut out = vec![0.0; n];
+        super::field(&mask, &dims, &spacing, &mut out);
+        let (a, b) = (brute(&mask, &dims, &spacing), brute(&not, &dims, &spacing));
+        for i in 0..n {
+            let want = a[i] + b[i];
+            prop_assert!(
+                (out[i] - want).abs() <= 1e-12 * want.max(1.0),
+                "dims {dims:?} spacing {spacing:?} element {i}: {} vs {}",
+                out[i],
+                want
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn field_equals_both_sides_by_brute_force_in_2d((dims, bits, spacing) in masks(2, 12)) {
+            field_case(dims, bits, spacing)?;
+        }
+
+        #[test]
+        fn field_equals_both_sides_by_brute_force_in_3d((dims, bits, spacing) in masks(3, 7)) {
+            field_case(dims, bits, spacing)?;
+        }
+    }
+
+    /// The f32 transform (its square root taken in f32 where that is exact) equals the f64 one
+    /// rounded to f32, bit for bit, up to the largest distances that rule allows, and past it.
+    #[test]
+    fn f32_output_is_the_f64_result_rounded() {
+        for dims in [[1500usize, 2500], [4000, 3000]] {
+            let n = dims[0] * dims[1];
+            // Mostly true: a few false elements (in the larger image only its first), so
+            // distances run far: squared up to 2.5e7 > 2^24 there.
+            let mask: Vec<f64> = (0..n)
+                .map(|i| f64::from(u8::from(i != 0 && (n > 1e7 as usize || i % 999_983 != 7))))
+                .collect();
+            let narrow: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
+            for field in [false, true] {
+                let (mut wide, mut got) = (vec![0.0f64; n], vec![0.0f32; n]);
+                if field {
+                    super::field_images(&mask, &dims, &[1.0, 1.0], &mut wide);
+                    super::field_images(&narrow, &dims, &[1.0, 1.0], &mut got);
+                } else {
+                    super::edt_images(&mask, &dims, &[1.0, 1.0], &mut wide);
+                    super::edt_images(&narrow, &dims, &[1.0, 1.0], &mut got);
+                }
+                for i in 0..n {
+                    assert_eq!(
+                        got[i].to_bits(),
+                        (wide[i] as f32).to_bits(),
+                        "dims {dims:?} field {field} element {i}: {} vs {}",
+                        got[i],
+                        wide[i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sides past the outward search's reach (`LOCAL`) with few false elements: lines whose
+    /// squared distances are large take the parabola envelope, unit and anisotropic spacing.
+    fn wide() -> impl Strategy<Value = (Vec<usize>, Vec<bool>, Vec<f64>)> {
+        (prop::collection::vec(40usize..=90, 2), 0.97f64..0.999).prop_flat_map(|(dims, p)| {
+            let n: usize = dims.iter().product();
+            (
+                Just(dims),
+                prop::collection::vec(prop::bool::weighted(p), n),
+                prop_oneof![Just(vec![1.0; 2]), prop::collection::vec(0.3f64..3.0, 2)],
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn equals_brute_force_on_wide_images((dims, bits, spacing) in wide()) {
+            case(dims, bits, spacing)?;
+        }
+
+        #[test]
+        fn field_equals_both_sides_by_brute_force_on_wide_images((dims, bits, spacing) in wide()) {
+            field_case(dims, bits, spacing)?;
         }
     }
 

@@ -388,6 +388,8 @@ define_ops! {
         doc: "cross_mean3(x): (x + the sum of its 2k axis neighbours) / (2k + 1), zero outside the image (the 3x3 cross x 0.2 of kornia's HausdorffERLoss; 3-D: 7 taps x 1/7). Symmetric with zero padding, so it is its own adjoint." }
     Edt { "edt", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
         doc: "edt(m): exact Euclidean distance transform per image (scipy.ndimage.distance_transform_edt, unit spacing): each nonzero element gets the distance to the nearest zero element, zeros get 0; an image without a zero element is 0 everywhere. Data." }
+    DistanceField { "distance_field", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+        doc: "distance_field(m): edt(m) + edt(!m) per image, each element's distance to the nearest element on the other side of the mask's border (nonzero is true); an image that is all true or all false is 0 everywhere. One transform for both sides. Data." }
     Erode { "erode", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
         doc: "erode(m): binary erosion by the full 3x3 (3x3x3) structuring element, outside the image counting as false (nonzero is true). Data." }
     Contour { "contour", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],

@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 
 use crate::ir::graph::{Graph, Node};
+use crate::ops::math::Real;
 use crate::ops::{const_value, Class, Op};
 
 /// A window op's number of image arguments and its constant arguments (window size, sigma), or
@@ -154,6 +155,24 @@ pub fn run(
     }
 }
 
+/// The window ops whose kernel works on the loss's element type itself, with no f64 copies of
+/// its argument and result: the distance transform (which computes in f64 inside and rounds
+/// once, so the result is what [`run`] gives), and the distance field. Runs `op` over the batch and returns true, or
+/// returns false for any other op (the caller converts and calls [`run`]).
+pub fn run_typed<T: Real>(op: Op, images: &[&[T]], dims: &[usize], out: &mut [T]) -> bool {
+    match op {
+        Op::Edt => {
+            crate::ops::edt::edt_images(images[0], dims, &vec![1.0; dims.len()], out);
+            true
+        }
+        Op::DistanceField => {
+            crate::ops::edt::field_images(images[0], dims, &vec![1.0; dims.len()], out);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// [`image_kernel`] over a batch: `images[k]` and `out` hold whole images of `dims` back to back;
 /// images run in parallel, each on one thread (so the result does not depend on threads).
 pub fn per_image(
@@ -224,7 +243,11 @@ pub fn image_kernel(
         Op::CrossMean3 => cross_mean3(x, dims),
         Op::Edt => {
             // One image, on the calling thread: callers run images in parallel.
-            crate::ops::edt::edt_images(x, dims, &vec![1.0; dims.len()], out);
+            crate::ops::edt::edt_images::<f64>(x, dims, &vec![1.0; dims.len()], out);
+            return Ok(());
+        }
+        Op::DistanceField => {
+            crate::ops::edt::field_images::<f64>(x, dims, &vec![1.0; dims.len()], out);
             return Ok(());
         }
         Op::Erode => erode(x, dims),
