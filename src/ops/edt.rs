@@ -5,7 +5,7 @@
 //! 0 everywhere (scipy's output is meaningless there).
 //!
 //! Algorithm: squared distances along axis 0 by a forward and a backward scan of the mask (in
-//! strips of columns that stay in cache), then along each further axis Felzenszwalb and
+//! strips of columns), then along each further axis Felzenszwalb and
 //! Huttenlocher's linear-time lower envelope of parabolas rooted at the previous axis's squared
 //! distances (at positions `spacing[a] * i`), or, on lines whose values are all near, a
 //! vectorised search of the few nearest offsets; the last axis writes the square roots straight
@@ -208,7 +208,8 @@ fn roots<T: Real>(g: &[f64], out: &mut [T], narrow: bool) {
     }
 }
 
-/// Columns of one strip of [`scan_axis0`] (its rows stay in the first-level cache).
+/// Columns of one strip of [`scan_axis0`] (its carried values, one row of the strip, stay in the
+/// first-level cache; not tuned).
 const STRIP: usize = 256;
 
 /// The squared distance along axis 0 to the nearest false element, `(step * Δi)^2` (infinite
@@ -391,10 +392,9 @@ struct Scratch {
     d: Vec<f64>,
     /// A field's transform of its true side.
     e: Vec<f64>,
-    /// Sample positions `step * i`.
-    x: Vec<f64>,
-    /// The line being searched by [`line_local`], with `LOCAL` infinities on each side, and its
-    /// positions with `LOCAL` more (finite) on each side.
+    /// The input line (see [`Scratch::input`]) with `LOCAL` infinities before it and
+    /// `LOCAL + LANES` after, for [`line_local`]; and the sample positions `step * i` of the
+    /// same indices (`xp[LOCAL + i]` is exactly `step * i`, also read by the envelope).
     fp: Vec<f64>,
     xp: Vec<f64>,
     /// The lower envelope: its parabolas' roots (position, f + x^2, f) and the boundaries
@@ -413,7 +413,6 @@ impl Scratch {
             f: vec![0.0; len],
             d: vec![0.0; len],
             e: vec![0.0; len],
-            x: (0..len).map(|i| step * i as f64).collect(),
             fp: vec![f64::INFINITY; len + 2 * LOCAL + LANES],
             xp: (0..len + 2 * LOCAL + LANES)
                 .map(|i| step * (i as f64 - LOCAL as f64))
@@ -475,7 +474,6 @@ impl Scratch {
         let n = self.d.len();
         let Scratch {
             d,
-            x,
             fp,
             xp,
             xv,
@@ -492,7 +490,7 @@ impl Scratch {
             line_local(fp, xp, d, step, step == 1.0);
             return;
         }
-        let (d, x) = (&mut d[..n], &x[..n]);
+        let (d, x) = (&mut d[..n], &xp[LOCAL..LOCAL + n]);
         let (xv, hv, fv, zn, zd) = (
             &mut xv[..n],
             &mut hv[..n],

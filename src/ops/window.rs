@@ -148,7 +148,9 @@ pub fn run(
     consts: &[f64],
     out: &mut [f64],
 ) -> Result<(), String> {
-    if is_order(op) {
+    if run_typed(op, images, dims, out) {
+        Ok(())
+    } else if is_order(op) {
         crate::ops::order::group_kernel(op, images, sizes, over, consts, out)
     } else {
         per_image(op, images, dims, consts, out)
@@ -156,9 +158,10 @@ pub fn run(
 }
 
 /// The window ops whose kernel works on the loss's element type itself, with no f64 copies of
-/// its argument and result: the distance transform (which computes in f64 inside and rounds
-/// once, so the result is what [`run`] gives), and the distance field. Runs `op` over the batch and returns true, or
-/// returns false for any other op (the caller converts and calls [`run`]).
+/// its argument and result: the distance transform and the distance field (each computes in
+/// f64 inside and rounds once, so the result is what [`run`] gives). Runs `op` over the batch
+/// and returns true, or returns false for any other op (the caller converts and calls [`run`],
+/// which also comes here first).
 pub fn run_typed<T: Real>(op: Op, images: &[&[T]], dims: &[usize], out: &mut [T]) -> bool {
     match op {
         Op::Edt => {
@@ -192,10 +195,10 @@ pub fn per_image(
     })
 }
 
-/// The window ops' kernels by op: `images` are the op's image arguments for one image (each
-/// `dims`), `consts` its constant arguments; the result, also `dims`, is written to `out`. `Err`
-/// names what does not fit (a window larger than a side, an even window), for the caller to
-/// report with the input.
+/// The window ops' kernels by op (but the distance ops, which [`run_typed`] serves): `images`
+/// are the op's image arguments for one image (each `dims`), `consts` its constant arguments;
+/// the result, also `dims`, is written to `out`. `Err` names what does not fit (a window larger
+/// than a side, an even window), for the caller to report with the input.
 pub fn image_kernel(
     op: Op,
     images: &[&[f64]],
@@ -241,15 +244,6 @@ pub fn image_kernel(
         Op::CrossMin3 => cross_min3(x, dims).0,
         Op::CrossMin3T => pool_adjoint(x, &cross_min3(images[1], dims).1, x.len()),
         Op::CrossMean3 => cross_mean3(x, dims),
-        Op::Edt => {
-            // One image, on the calling thread: callers run images in parallel.
-            crate::ops::edt::edt_images::<f64>(x, dims, &vec![1.0; dims.len()], out);
-            return Ok(());
-        }
-        Op::DistanceField => {
-            crate::ops::edt::field_images::<f64>(x, dims, &vec![1.0; dims.len()], out);
-            return Ok(());
-        }
         Op::Erode => erode(x, dims),
         Op::Contour => contour(x, dims),
         _ => return Err(format!("`{}` is not a window op", op.name())),
