@@ -86,7 +86,7 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     let _ = writeln!(w, "#[inline(always)]");
     let _ = writeln!(
         w,
-        "fn {name}<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {{"
+        "fn {name}<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {{"
     );
     let _ = writeln!(w, "    let zero = T::from_f64(0.0);");
     for r in 0..pc.splats.len() {
@@ -101,7 +101,7 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     for &r in &reds {
         let _ = writeln!(w, "    let mut acc{r} = [zero; LANES];");
     }
-    // x - x is 0 for finite x, NaN otherwise: the finiteness probe of the inputs as they are
+    // x * 0 is (±)0 for finite x, NaN otherwise: the finiteness probe of the inputs as they are
     // read (an input this pass sums is checked through its total instead, as in bytecode).
     let probed: Vec<u16> = inputs
         .iter()
@@ -112,10 +112,17 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
                 .any(|ins| matches!(ins, Instr::Reduce { src: Src::Input(k), .. } if *k == i))
         })
         .collect();
-    let probe: String = probed
-        .iter()
-        .map(|i| format!(" + (a{i}[j] - a{i}[j])"))
-        .collect();
+    // One multiply-add per input and vector (x - x would take a subtraction and an addition).
+    let probe = |indent: &str| -> String {
+        probed
+            .iter()
+            .map(|i| {
+                format!(
+                    "{indent}nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a{i}[j], zero, nan[j]);\n"
+                )
+            })
+            .collect()
+    };
     if !probed.is_empty() {
         let _ = writeln!(w, "    let mut nan = [zero; LANES];");
     }
@@ -129,17 +136,15 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     for &o in &outs {
         let _ = writeln!(w, "        let mut o{o} = [zero; LANES];");
     }
-    // The lanes in LANES / W groups of one vector each (the loop LLVM vectorises).
-    let _ = writeln!(w, "        for h in 0..LANES / W {{");
-    let _ = writeln!(w, "            for k in 0..W {{");
-    let _ = writeln!(w, "                let j = h * W + k;");
+    // All 16 lanes in one loop: LLVM vectorises it as one vector of 16 or two of 8 whose
+    // instructions it interleaves (independent chains, so their latencies overlap).
+    let _ = writeln!(w, "        for j in 0..LANES {{");
     if !probed.is_empty() {
-        let _ = writeln!(w, "                if PROBE {{");
-        let _ = writeln!(w, "                    nan[j] = nan[j]{probe};");
-        let _ = writeln!(w, "                }}");
+        let _ = writeln!(w, "            if PROBE {{");
+        let _ = write!(w, "{}", probe("                "));
+        let _ = writeln!(w, "            }}");
     }
-    let _ = write!(w, "{}", body(true, "                "));
-    let _ = writeln!(w, "            }}");
+    let _ = write!(w, "{}", body(true, "            "));
     let _ = writeln!(w, "        }}");
     for &o in &outs {
         let _ = writeln!(w, "        Io::store(y{o}, q, LANES, &o{o});");
@@ -172,7 +177,7 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     if !probed.is_empty() {
         let _ = writeln!(w, "        for j in 0..m {{");
         let _ = writeln!(w, "            if PROBE {{");
-        let _ = writeln!(w, "                nan[j] = nan[j]{probe};");
+        let _ = write!(w, "{}", probe("                "));
         let _ = writeln!(w, "            }}");
         let _ = writeln!(w, "        }}");
     }

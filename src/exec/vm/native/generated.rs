@@ -25,7 +25,7 @@ use crate::ops::family::family_element;
 // tversky [2, 1, 8, 8, 8]: value and gradient, pass 0
 // tversky [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k0<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k0<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -39,21 +39,19 @@ fn k0<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r0 = f[0];
-                let r1 = f[1];
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                acc0[j] = acc0[j] + r2;
-                acc1[j] = acc1[j] + r0;
-                acc2[j] = acc2[j] + r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            acc0[j] = acc0[j] + r2;
+            acc1[j] = acc1[j] + r0;
+            acc2[j] = acc2[j] + r3;
         }
         q += LANES;
     }
@@ -86,7 +84,8 @@ fn k0<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -109,7 +108,7 @@ variants!(k0, probe);
 // focal_tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
 // tversky [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k1<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k1<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -124,19 +123,17 @@ fn k1<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
-                o0[j] = r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
+            o0[j] = r5;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -158,7 +155,8 @@ fn k1<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -188,7 +186,7 @@ variants!(k1, probe);
 // tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // tversky (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k2<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k2<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -205,23 +203,21 @@ fn k2<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r0 = f[0];
-                let r1 = f[1];
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
-                let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, a1[j]);
-                acc0[j] = acc0[j] + r0;
-                acc1[j] = acc1[j] + r2;
-                acc2[j] = acc2[j] + r3;
-                acc3[j] = acc3[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, a1[j]);
+            acc0[j] = acc0[j] + r0;
+            acc1[j] = acc1[j] + r2;
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + a2[j];
         }
         q += LANES;
     }
@@ -261,7 +257,8 @@ fn k2<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -285,7 +282,7 @@ variants!(k2, probe);
 // focal_tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 // tversky (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k3<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k3<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -302,20 +299,19 @@ fn k3<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r5);
-                o0[j] = r4;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r5);
+            o0[j] = r4;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -339,7 +335,9 @@ fn k3<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -357,7 +355,7 @@ variants!(k3, probe);
 // balanced_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 // balanced_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k4<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k4<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
@@ -366,11 +364,8 @@ fn k4<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
     let mut q = 0;
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                acc0[j] = acc0[j] + a1[j];
-            }
+        for j in 0..LANES {
+            acc0[j] = acc0[j] + a1[j];
         }
         q += LANES;
     }
@@ -394,7 +389,7 @@ variants!(k4);
 // balanced_bce [2, 3, 16, 16]: value and gradient, pass 1
 // balanced_bce [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k5<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k5<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -413,27 +408,23 @@ fn k5<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = f[2];
-                let r9 = f[3];
-                let r10 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul3, r2, r10, r8);
-                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r9, r11);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul, r10, r3, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::MulSub, r11, r6, r10);
-                acc0[j] = acc0[j] + r8;
-                o0[j] = r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r5, r3, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r9);
+            acc0[j] = acc0[j] + r7;
+            o0[j] = r6;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -446,20 +437,18 @@ fn k5<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let mut o0 = [zero; LANES];
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
             let r6 = f[0];
             let r7 = f[1];
             let r8 = f[2];
             let r9 = f[3];
-            let r10 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r2, r10, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r9, r11);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul, r10, r3, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r11, r6, r10);
-            t0[j] = r8;
-            o0[j] = r7;
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r5, r3, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r9);
+            t0[j] = r7;
+            o0[j] = r6;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -467,7 +456,8 @@ fn k5<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -483,7 +473,7 @@ variants!(k5, probe);
 // balanced_bce [2, 3, 16, 16]: value, pass 1
 // balanced_bce [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k6<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k6<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -498,23 +488,16 @@ fn k6<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r4 = f[2];
-                let r5 = f[3];
-                let r6 = -f[3];
-                let r7 = -f[2];
-                let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul3, r2, r7, r4);
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r5, r6);
-                acc0[j] = acc0[j] + r4;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r2, a0[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r5);
+            acc0[j] = acc0[j] + r6;
         }
         q += LANES;
     }
@@ -525,23 +508,19 @@ fn k6<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a0 = Io::lanes(x0, q, m);
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r4 = f[2];
-            let r5 = f[3];
-            let r6 = -f[3];
-            let r7 = -f[2];
-            let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r2, r7, r4);
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r5, r6);
-            t0[j] = r4;
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r2, a0[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r5);
+            t0[j] = r6;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -559,7 +538,7 @@ variants!(k6, probe);
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k7<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k7<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x1 = io.input(1);
     let x2 = io.input(2);
@@ -573,17 +552,14 @@ fn k7<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]);
-                }
-                let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                acc0[j] = acc0[j] + r0;
-                acc1[j] = acc1[j] + a2[j];
-                acc2[j] = acc2[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r0;
+            acc1[j] = acc1[j] + a2[j];
+            acc2[j] = acc2[j] + a2[j];
         }
         q += LANES;
     }
@@ -612,7 +588,7 @@ fn k7<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -629,7 +605,7 @@ variants!(k7, probe);
 // balanced_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k8<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k8<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -649,29 +625,26 @@ fn k8<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r5 = f[0];
-                let r6 = f[1];
-                let r7 = f[2];
-                let r8 = f[3];
-                let r9 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r9, r2);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r10, r7, r10);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r8, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r6, r4);
-                let r6 = T::lane_kernel::<FMA>(Op::MulSub, r10, r5, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r6);
-                acc0[j] = acc0[j] + r9;
-                o0[j] = r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r8, a0[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r7, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r5, r8);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r9);
+            acc0[j] = acc0[j] + r6;
+            o0[j] = r5;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -685,22 +658,20 @@ fn k8<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let mut o0 = [zero; LANES];
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
             let r5 = f[0];
             let r6 = f[1];
             let r7 = f[2];
             let r8 = f[3];
-            let r9 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r9, r2);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r10, r7, r10);
-            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r8, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r6, r4);
-            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r10, r5, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r6);
-            t0[j] = r9;
-            o0[j] = r7;
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r8, a0[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r7, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r5, r8);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r9);
+            t0[j] = r6;
+            o0[j] = r5;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -708,7 +679,9 @@ fn k8<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -724,7 +697,7 @@ variants!(k8, probe);
 // balanced_bce (all inputs) [2, 3, 16, 16]: value, pass 1
 // balanced_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k9<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k9<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -741,24 +714,18 @@ fn k9<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r4 = f[2];
-                let r5 = f[3];
-                let r6 = -f[3];
-                let r7 = -f[2];
-                let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul3, r2, r7, r4);
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r5, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-                acc0[j] = acc0[j] + r6;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r2, a0[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            acc0[j] = acc0[j] + r5;
         }
         q += LANES;
     }
@@ -770,24 +737,21 @@ fn k9<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T
         let a2 = Io::lanes(x2, q, m);
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r4 = f[2];
-            let r5 = f[3];
-            let r6 = -f[3];
-            let r7 = -f[2];
-            let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r2, r7, r4);
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r5, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-            t0[j] = r6;
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r2, a0[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            t0[j] = r5;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -802,7 +766,7 @@ variants!(k9, probe);
 // bce [2, 3, 16, 16]: value and gradient, pass 0
 // bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k10<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k10<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -818,26 +782,22 @@ fn k10<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = f[2];
-                let r5 = f[3];
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r4, r6);
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r1, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r1, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::MulSub, r7, r2, r6);
-                acc0[j] = acc0[j] + r4;
-                o0[j] = r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = f[2];
+            let r5 = f[3];
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Sub, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r0, r2, r0);
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r1, r5);
+            acc0[j] = acc0[j] + r3;
+            o0[j] = r2;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -855,14 +815,12 @@ fn k10<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
             let r3 = f[1];
             let r4 = f[2];
             let r5 = f[3];
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r4, r6);
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r1, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r1, r3);
-            let r3 = T::lane_kernel::<FMA>(Op::MulSub, r7, r2, r6);
-            t0[j] = r4;
-            o0[j] = r3;
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Sub, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r0, r2, r0);
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r1, r5);
+            t0[j] = r3;
+            o0[j] = r2;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -870,7 +828,8 @@ fn k10<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -886,9 +845,8 @@ variants!(k10, probe);
 // bce [2, 3, 16, 16]: value, pass 0
 // bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k11<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k11<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
@@ -899,22 +857,15 @@ fn k11<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[2];
-                let r2 = f[3];
-                let r3 = -f[3];
-                let r4 = -f[2];
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, r4, r1, r4);
-                let r1 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r3);
-                acc0[j] = acc0[j] + r1;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let r0 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
+            acc0[j] = acc0[j] + r2;
         }
         q += LANES;
     }
@@ -925,22 +876,18 @@ fn k11<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1 = Io::lanes(x1, q, m);
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r1 = f[2];
-            let r2 = f[3];
-            let r3 = -f[3];
-            let r4 = -f[2];
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, r4, r1, r4);
-            let r1 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r3);
-            t0[j] = r1;
+            let r0 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
+            t0[j] = r2;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -958,9 +905,8 @@ variants!(k11, probe);
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k12<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k12<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let x2 = io.input(2);
@@ -974,24 +920,17 @@ fn k12<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[2];
-                let r2 = f[3];
-                let r3 = -f[3];
-                let r4 = -f[2];
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, r4, r1, r4);
-                let r1 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-                acc0[j] = acc0[j] + r3;
-                acc1[j] = acc1[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let r0 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            acc0[j] = acc0[j] + r1;
+            acc1[j] = acc1[j] + a2[j];
         }
         q += LANES;
     }
@@ -1004,16 +943,11 @@ fn k12<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t0 = [zero; LANES];
         let mut t1 = [zero; LANES];
         for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r1 = f[2];
-            let r2 = f[3];
-            let r3 = -f[3];
-            let r4 = -f[2];
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, r4, r1, r4);
-            let r1 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r3);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-            t0[j] = r3;
+            let r0 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            t0[j] = r1;
             t1[j] = a2[j];
         }
         for j in 0..m {
@@ -1024,7 +958,8 @@ fn k12<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -1040,12 +975,11 @@ variants!(k12, probe);
 // bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k13<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k13<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let x1 = io.input(1);
     let x0 = io.input(0);
+    let x1 = io.input(1);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
     let mut nan = [zero; LANES];
@@ -1053,25 +987,20 @@ fn k13<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::MulSub, r2, r3, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, r4);
-                o0[j] = r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r0, r2);
+            o0[j] = r1;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -1079,24 +1008,22 @@ fn k13<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
-            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
-            let r4 = T::lane_kernel::<FMA>(Op::MulSub, r2, r3, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r1, r4);
-            o0[j] = r5;
+            let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r0, r2);
+            o0[j] = r1;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -1114,9 +1041,8 @@ variants!(k13, probe);
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k14<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k14<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
@@ -1130,26 +1056,22 @@ fn k14<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = f[2];
-                let r4 = f[3];
-                let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r3, r2);
-                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                acc0[j] = acc0[j] + r3;
-                acc1[j] = acc1[j] + r5;
-                acc2[j] = acc2[j] + r1;
-                acc3[j] = acc3[j] + a1[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, r2, r3, r2);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            acc0[j] = acc0[j] + r1;
+            acc1[j] = acc1[j] + r3;
+            acc2[j] = acc2[j] + r0;
+            acc3[j] = acc3[j] + a1[j];
         }
         q += LANES;
     }
@@ -1164,17 +1086,16 @@ fn k14<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t3 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r1 = f[0];
-            let r2 = f[1];
-            let r3 = f[2];
-            let r4 = f[3];
-            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r3, r2);
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-            t0[j] = r3;
-            t1[j] = r5;
-            t2[j] = r1;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, r2, r3, r2);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            t0[j] = r1;
+            t1[j] = r3;
+            t2[j] = r0;
             t3[j] = a1[j];
         }
         for j in 0..m {
@@ -1191,7 +1112,7 @@ fn k14<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -1206,44 +1127,42 @@ fn k14<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
 variants!(k14, probe);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 1
+// dice_ce [4, 1, 64, 64]: value and gradient, pass 1
 // bce_dice [2, 3, 16, 16]: value and gradient, pass 1
+// dice_ce [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
+// dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k15<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k15<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
     let r2 = io.splat(2);
     let r3 = io.splat(3);
-    let r4 = io.splat(4);
-    let x1 = io.input(1);
     let x0 = io.input(0);
+    let x1 = io.input(1);
     let y0 = io.out_block(0);
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r3, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r9);
-                o0[j] = r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r6, r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, r7, r4);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r6);
+            o0[j] = r7;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -1251,25 +1170,24 @@ fn k15<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
             let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[0];
-            let r7 = f[1];
-            let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r3, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r9);
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r6, r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, r7, r4);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r6);
             o0[j] = r7;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -1287,9 +1205,8 @@ variants!(k15, probe);
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k16<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k16<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let x2 = io.input(2);
@@ -1306,30 +1223,27 @@ fn k16<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = f[2];
-                let r4 = f[3];
-                let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r3, r2);
-                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                acc0[j] = acc0[j] + r5;
-                acc1[j] = acc1[j] + a2[j];
-                acc2[j] = acc2[j] + r1;
-                acc3[j] = acc3[j] + r3;
-                acc4[j] = acc4[j] + r4;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, r2, r3, r2);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r3;
+            acc1[j] = acc1[j] + a2[j];
+            acc2[j] = acc2[j] + r0;
+            acc3[j] = acc3[j] + r1;
+            acc4[j] = acc4[j] + r2;
         }
         q += LANES;
     }
@@ -1346,22 +1260,21 @@ fn k16<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t4 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r1 = f[0];
-            let r2 = f[1];
-            let r3 = f[2];
-            let r4 = f[3];
-            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r3, r2);
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, r2, r3, r2);
             let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-            t0[j] = r5;
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            t0[j] = r3;
             t1[j] = a2[j];
-            t2[j] = r1;
-            t3[j] = r3;
-            t4[j] = r4;
+            t2[j] = r0;
+            t3[j] = r1;
+            t4[j] = r2;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -1380,7 +1293,8 @@ fn k16<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -1399,14 +1313,13 @@ variants!(k16, probe);
 // bce_dice (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k17<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k17<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
     let r2 = io.splat(2);
-    let r3 = io.splat(3);
-    let x1 = io.input(1);
     let x0 = io.input(0);
+    let x1 = io.input(1);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
     let mut nan = [zero; LANES];
@@ -1414,30 +1327,28 @@ fn k17<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r5 = f[0];
-                let r6 = f[1];
-                let r7 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, r4, r9, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r7, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r6);
-                let r9 = T::lane_kernel::<FMA>(Op::Sub, r5, r10, r5);
-                o0[j] = r9;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Neg, r4, r4, r4);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r5, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r4, r7);
+            o0[j] = r8;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -1445,29 +1356,30 @@ fn k17<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
             let f = family_element::<T, FMA>(a0[j]);
-            let r5 = f[0];
-            let r6 = f[1];
-            let r7 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r4, r9, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r7, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r6);
-            let r9 = T::lane_kernel::<FMA>(Op::Sub, r5, r10, r5);
-            o0[j] = r9;
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Neg, r4, r4, r4);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r5, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r4, r7);
+            o0[j] = r8;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -1479,15 +1391,14 @@ fn k17<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
 variants!(k17, probe);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 0
-// combo [4, 1, 64, 64]: value, pass 0
 // combo [2, 3, 16, 16]: value and gradient, pass 0
-// combo [2, 3, 16, 16]: value, pass 0
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 0
-// combo [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k18<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k18<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let mut acc0 = [zero; LANES];
@@ -1501,27 +1412,23 @@ fn k18<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = f[2];
-                let r5 = f[3];
-                let r3 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r1, r5, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-                acc0[j] = acc0[j] + r4;
-                acc1[j] = acc1[j] + r6;
-                acc2[j] = acc2[j] + r2;
-                acc3[j] = acc3[j] + a1[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = f[2];
+            let r7 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r6, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+            acc0[j] = acc0[j] + r5;
+            acc1[j] = acc1[j] + r7;
+            acc2[j] = acc2[j] + r4;
+            acc3[j] = acc3[j] + a1[j];
         }
         q += LANES;
     }
@@ -1535,19 +1442,18 @@ fn k18<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t2 = [zero; LANES];
         let mut t3 = [zero; LANES];
         for j in 0..LANES {
-            let r1 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r2 = f[0];
-            let r3 = f[1];
-            let r4 = f[2];
-            let r5 = f[3];
-            let r3 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r1, r5, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-            t0[j] = r4;
-            t1[j] = r6;
-            t2[j] = r2;
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = f[2];
+            let r7 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r6, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+            t0[j] = r5;
+            t1[j] = r7;
+            t2[j] = r4;
             t3[j] = a1[j];
         }
         for j in 0..m {
@@ -1564,7 +1470,7 @@ fn k18<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -1582,13 +1488,14 @@ variants!(k18, probe);
 // combo [2, 3, 16, 16]: value and gradient, pass 1
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k19<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
     let r2 = io.splat(2);
     let r3 = io.splat(3);
     let r4 = io.splat(4);
+    let r5 = io.splat(5);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let y0 = io.out_block(0);
@@ -1600,24 +1507,21 @@ fn k19<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, r5, r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r5 = f[0];
-                let r7 = f[1];
-                let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r3, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
-                o0[j] = r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r7 = f[0];
+            let r8 = f[1];
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r4, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r7, r9, r7);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r10);
+            o0[j] = r9;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -1629,22 +1533,22 @@ fn k19<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0 = Io::lanes(x0, q, m);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, r5, r0);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r5 = f[0];
-            let r7 = f[1];
-            let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r3, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
-            o0[j] = r7;
+            let r7 = f[0];
+            let r8 = f[1];
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r4, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r7, r9, r7);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r10);
+            o0[j] = r9;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -1655,16 +1559,107 @@ fn k19<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
 }
 variants!(k19, probe);
 
-// combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// combo (all inputs) [4, 1, 64, 64]: value, pass 0
-// combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// combo (all inputs) [2, 3, 16, 16]: value, pass 0
-// combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// combo (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// combo [4, 1, 64, 64]: value, pass 0
+// combo [2, 3, 16, 16]: value, pass 0
+// combo [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k20<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k20<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let x1 = io.input(1);
+    let x0 = io.input(0);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a0: &[T; LANES] = Io::step(x0, q);
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r1, a1[j], a0[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            acc0[j] = acc0[j] + r4;
+            acc1[j] = acc1[j] + r6;
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + a1[j];
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a1 = Io::lanes(x1, q, m);
+        let a0 = Io::lanes(x0, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        for j in 0..LANES {
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r1, a1[j], a0[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            t0[j] = r4;
+            t1[j] = r6;
+            t2[j] = r3;
+            t3[j] = a1[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+        }
+    }
+    if PROBE {
+        io.probe(&nan);
+    }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+}
+variants!(k20, probe);
+
+// combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k21<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -1681,31 +1676,29 @@ fn k20<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = f[2];
-                let r5 = f[3];
-                let r3 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
-                let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r1, r5, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                acc0[j] = acc0[j] + r6;
-                acc1[j] = acc1[j] + a2[j];
-                acc2[j] = acc2[j] + r2;
-                acc3[j] = acc3[j] + r4;
-                acc4[j] = acc4[j] + r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r6, a0[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r4;
+            acc1[j] = acc1[j] + a2[j];
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + r6;
+            acc4[j] = acc4[j] + r5;
         }
         q += LANES;
     }
@@ -1721,22 +1714,223 @@ fn k20<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t3 = [zero; LANES];
         let mut t4 = [zero; LANES];
         for j in 0..LANES {
-            let r1 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r2 = f[0];
-            let r3 = f[1];
-            let r4 = f[2];
-            let r5 = f[3];
-            let r3 = T::lane_kernel::<FMA>(Op::Sub, r0, r1, r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
-            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r1, r5, r6);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r6, a0[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            t0[j] = r4;
+            t1[j] = a2[j];
+            t2[j] = r3;
+            t3[j] = r6;
+            t4[j] = r5;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+        }
+    }
+    if PROBE {
+        io.probe(&nan);
+    }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+}
+variants!(k21, probe);
+
+// combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let x1 = io.input(1);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+            }
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r7 = f[0];
+            let r8 = f[1];
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Neg, r8, r8, r8);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r11, r6);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r10, r9, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r12, r11);
+            o0[j] = r8;
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a1 = Io::lanes(x1, q, m);
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r7 = f[0];
+            let r8 = f[1];
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Neg, r8, r8, r8);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r11, r6);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r10, r9, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r12, r11);
+            o0[j] = r8;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+            }
+        }
+    }
+    io.finish(0, y0);
+    if PROBE {
+        io.probe(&nan);
+    }
+}
+variants!(k22, probe);
+
+// combo (all inputs) [4, 1, 64, 64]: value, pass 0
+// combo (all inputs) [2, 3, 16, 16]: value, pass 0
+// combo (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k23<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let x1 = io.input(1);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r1, a1[j], a0[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r6);
             let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r6;
+            acc1[j] = acc1[j] + a2[j];
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + r4;
+            acc4[j] = acc4[j] + r5;
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a1 = Io::lanes(x1, q, m);
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        for j in 0..LANES {
+            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r1, a1[j], a0[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
             let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
             t0[j] = r6;
             t1[j] = a2[j];
-            t2[j] = r2;
+            t2[j] = r3;
             t3[j] = r4;
             t4[j] = r5;
         }
@@ -1757,7 +1951,8 @@ fn k20<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -1770,92 +1965,7 @@ fn k20<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k20, probe);
-
-// combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
-// combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
-// combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
-#[inline(always)]
-fn k21<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let r3 = io.splat(3);
-    let x1 = io.input(1);
-    let x0 = io.input(0);
-    let x2 = io.input(2);
-    let y0 = io.out_block(0);
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
-        let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, r4, r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r8, a2[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul3, r5, r10, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r8, r11);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r10, r7);
-                let r10 = T::lane_kernel::<FMA>(Op::Sub, r6, r11, r6);
-                o0[j] = r10;
-            }
-        }
-        Io::store(y0, q, LANES, &o0);
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
-        let a0 = Io::lanes(x0, q, m);
-        let a2 = Io::lanes(x2, q, m);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, r4, r0);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[0];
-            let r7 = f[1];
-            let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r8, a2[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r5, r10, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r8, r11);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r10, r7);
-            let r10 = T::lane_kernel::<FMA>(Op::Sub, r6, r11, r6);
-            o0[j] = r10;
-        }
-        Io::store(y0, q, m, &o0);
-        for j in 0..m {
-            if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-            }
-        }
-    }
-    io.finish(0, y0);
-    if PROBE {
-        io.probe(&nan);
-    }
-}
-variants!(k21, probe);
+variants!(k23, probe);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 0
 // dice [4, 1, 64, 64]: value, pass 0
@@ -1876,7 +1986,7 @@ variants!(k21, probe);
 // log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // log_cosh_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k22<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k24<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -1890,18 +2000,15 @@ fn k22<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                acc0[j] = acc0[j] + r1;
-                acc1[j] = acc1[j] + r0;
-                acc2[j] = acc2[j] + a1[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            acc0[j] = acc0[j] + r1;
+            acc1[j] = acc1[j] + r0;
+            acc2[j] = acc2[j] + a1[j];
         }
         q += LANES;
     }
@@ -1931,7 +2038,7 @@ fn k22<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -1942,7 +2049,7 @@ fn k22<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
 }
-variants!(k22, probe);
+variants!(k24, probe);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 1
 // jaccard [4, 1, 64, 64]: value and gradient, pass 1
@@ -1954,7 +2061,7 @@ variants!(k22, probe);
 // jaccard [2, 1, 8, 8, 8]: value and gradient, pass 1
 // log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k23<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k25<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1969,19 +2076,17 @@ fn k23<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
-                o0[j] = r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r2, r3, r4);
+            o0[j] = r5;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -2003,7 +2108,8 @@ fn k23<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -2012,7 +2118,7 @@ fn k23<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k23, probe);
+variants!(k25, probe);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -2033,7 +2139,7 @@ variants!(k23, probe);
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k24<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k26<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -2050,21 +2156,19 @@ fn k24<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
-                let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                acc0[j] = acc0[j] + r0;
-                acc1[j] = acc1[j] + r1;
-                acc2[j] = acc2[j] + r2;
-                acc3[j] = acc3[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r0;
+            acc1[j] = acc1[j] + r1;
+            acc2[j] = acc2[j] + r2;
+            acc3[j] = acc3[j] + a2[j];
         }
         q += LANES;
     }
@@ -2102,7 +2206,8 @@ fn k24<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -2114,7 +2219,7 @@ fn k24<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k24, probe);
+variants!(k26, probe);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // jaccard (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
@@ -2126,7 +2231,7 @@ variants!(k24, probe);
 // jaccard (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k25<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k27<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2143,20 +2248,19 @@ fn k25<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r3, r2);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r4, r5);
-                o0[j] = r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r3, r2);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r4, r5);
+            o0[j] = r3;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -2180,7 +2284,9 @@ fn k25<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -2189,7 +2295,7 @@ fn k25<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k25, probe);
+variants!(k27, probe);
 
 // dice_ce [4, 1, 64, 64]: value and gradient, pass 0
 // dice_ce [4, 1, 64, 64]: value, pass 0
@@ -2198,9 +2304,8 @@ variants!(k25, probe);
 // dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice_ce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k26<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k28<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
@@ -2214,26 +2319,22 @@ fn k26<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = f[2];
-                let r4 = f[3];
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r3, r5);
-                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r6);
-                acc0[j] = acc0[j] + r2;
-                acc1[j] = acc1[j] + r1;
-                acc2[j] = acc2[j] + a1[j];
-                acc3[j] = acc3[j] + r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r2, r1, r2);
+            acc0[j] = acc0[j] + r3;
+            acc1[j] = acc1[j] + r0;
+            acc2[j] = acc2[j] + a1[j];
+            acc3[j] = acc3[j] + r4;
         }
         q += LANES;
     }
@@ -2248,18 +2349,17 @@ fn k26<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t3 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r1 = f[0];
-            let r2 = f[1];
-            let r3 = f[2];
-            let r4 = f[3];
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r3, r5);
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r6);
-            t0[j] = r2;
-            t1[j] = r1;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r2, r1, r2);
+            t0[j] = r3;
+            t1[j] = r0;
             t2[j] = a1[j];
-            t3[j] = r3;
+            t3[j] = r4;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -2275,7 +2375,7 @@ fn k26<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -2287,82 +2387,7 @@ fn k26<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k26, probe);
-
-// dice_ce [4, 1, 64, 64]: value and gradient, pass 1
-// dice_ce [2, 3, 16, 16]: value and gradient, pass 1
-// dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 1
-#[inline(always)]
-fn k27<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let r3 = io.splat(3);
-    let r4 = io.splat(4);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let y0 = io.out_block(0);
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r5 = f[0];
-                let r6 = f[1];
-                let r7 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r6, r8, r6);
-                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r3, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
-                o0[j] = r6;
-            }
-        }
-        Io::store(y0, q, LANES, &o0);
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r5 = f[0];
-            let r6 = f[1];
-            let r7 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r8 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r6, r8, r6);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r3, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r4, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
-            o0[j] = r6;
-        }
-        Io::store(y0, q, m, &o0);
-        for j in 0..m {
-            if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-            }
-        }
-    }
-    io.finish(0, y0);
-    if PROBE {
-        io.probe(&nan);
-    }
-}
-variants!(k27, probe);
+variants!(k28, probe);
 
 // dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice_ce (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -2371,9 +2396,8 @@ variants!(k27, probe);
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k28<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k29<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
     let x0 = io.input(0);
     let x2 = io.input(2);
     let x1 = io.input(1);
@@ -2390,30 +2414,27 @@ fn k28<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = f[2];
-                let r4 = f[3];
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
-                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                acc0[j] = acc0[j] + r1;
-                acc1[j] = acc1[j] + r2;
-                acc2[j] = acc2[j] + r5;
-                acc3[j] = acc3[j] + a2[j];
-                acc4[j] = acc4[j] + r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            acc0[j] = acc0[j] + r0;
+            acc1[j] = acc1[j] + r3;
+            acc2[j] = acc2[j] + r1;
+            acc3[j] = acc3[j] + a2[j];
+            acc4[j] = acc4[j] + r4;
         }
         q += LANES;
     }
@@ -2430,22 +2451,21 @@ fn k28<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t4 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r1 = f[0];
-            let r2 = f[1];
-            let r3 = f[2];
-            let r4 = f[3];
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            t0[j] = r1;
-            t1[j] = r2;
-            t2[j] = r5;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = f[2];
+            let r3 = f[3];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            t0[j] = r0;
+            t1[j] = r3;
+            t2[j] = r1;
             t3[j] = a2[j];
-            t4[j] = r7;
+            t4[j] = r4;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -2464,7 +2484,8 @@ fn k28<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -2477,21 +2498,20 @@ fn k28<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k28, probe);
+variants!(k29, probe);
 
 // dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_ce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k29<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k30<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
     let r2 = io.splat(2);
-    let r3 = io.splat(3);
     let x0 = io.input(0);
-    let x1 = io.input(1);
     let x2 = io.input(2);
+    let x1 = io.input(1);
     let y0 = io.out_block(0);
     let mut nan = [zero; LANES];
     let n = io.len;
@@ -2499,29 +2519,27 @@ fn k29<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let mut q = 0;
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r4 = f[0];
-                let r5 = f[1];
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r7, r5);
-                let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r8, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
-                o0[j] = r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Neg, r5, r5, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r5, r3);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r6, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r7, r5);
+            o0[j] = r4;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -2530,28 +2548,29 @@ fn k29<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let m = n - full;
     if m > 0 {
         let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
         let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r4 = f[0];
-            let r5 = f[1];
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r7, r5);
-            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r8, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
-            o0[j] = r5;
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Neg, r5, r5, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r5, r3);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r6, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r1, r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r4, r3);
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r7, r5);
+            o0[j] = r4;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -2560,13 +2579,13 @@ fn k29<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k29, probe);
+variants!(k30, probe);
 
 // dice_focal [4, 1, 64, 64]: value and gradient, pass 0
 // dice_focal [2, 3, 16, 16]: value and gradient, pass 0
 // dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k30<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k31<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2584,30 +2603,27 @@ fn k30<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r8);
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r8);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r6, r8);
-                acc0[j] = acc0[j] + r7;
-                acc1[j] = acc1[j] + r3;
-                acc2[j] = acc2[j] + a1[j];
-                acc3[j] = acc3[j] + r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r8);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r6, r8);
+            acc0[j] = acc0[j] + r7;
+            acc1[j] = acc1[j] + r3;
+            acc2[j] = acc2[j] + a1[j];
+            acc3[j] = acc3[j] + r5;
         }
         q += LANES;
     }
@@ -2653,7 +2669,7 @@ fn k30<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -2665,13 +2681,13 @@ fn k30<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k30, probe);
+variants!(k31, probe);
 
 // dice_focal [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal [2, 3, 16, 16]: value and gradient, pass 1
 // dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k31<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k32<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2693,35 +2709,33 @@ fn k31<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r9 = f[0];
-                let r10 = f[1];
-                let r11 = f[2];
-                let r12 = f[3];
-                let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul3, r10, r10, r13);
-                let r15 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r2, r15, r2);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r16);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r9, r10, r9);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul, r9, r16, r9);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r3);
-                let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r12);
-                let r12 = T::lane_kernel::<FMA>(Op::Sub, r16, r6, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r9, r15, r9);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r14, r7);
-                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r16, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r12, r14);
-                o0[j] = r15;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r9 = f[0];
+            let r10 = f[1];
+            let r11 = f[2];
+            let r12 = f[3];
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r10, r10, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r2, r15, r2);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r16);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r9, r10, r9);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r9, r16, r9);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r3);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Sub, r16, r6, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r9, r15, r9);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r14, r7);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r16, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r12, r14);
+            o0[j] = r15;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -2759,7 +2773,8 @@ fn k31<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -2768,13 +2783,13 @@ fn k31<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k31, probe);
+variants!(k32, probe);
 
 // dice_focal [4, 1, 64, 64]: value, pass 0
 // dice_focal [2, 3, 16, 16]: value, pass 0
 // dice_focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k32<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2792,30 +2807,27 @@ fn k32<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r8);
-                let r8 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r2, r8, r2);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, r9, r8, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r10);
-                acc0[j] = acc0[j] + r7;
-                acc1[j] = acc1[j] + r3;
-                acc2[j] = acc2[j] + a1[j];
-                acc3[j] = acc3[j] + r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r2, r8, r2);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r9, r8, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r10);
+            acc0[j] = acc0[j] + r7;
+            acc1[j] = acc1[j] + r3;
+            acc2[j] = acc2[j] + a1[j];
+            acc3[j] = acc3[j] + r5;
         }
         q += LANES;
     }
@@ -2861,7 +2873,7 @@ fn k32<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -2873,13 +2885,13 @@ fn k32<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k32, probe);
+variants!(k33, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k33<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2900,34 +2912,32 @@ fn k33<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r10);
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r6, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-                acc0[j] = acc0[j] + r8;
-                acc1[j] = acc1[j] + r7;
-                acc2[j] = acc2[j] + r9;
-                acc3[j] = acc3[j] + a2[j];
-                acc4[j] = acc4[j] + r10;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r10);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r6, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            acc0[j] = acc0[j] + r8;
+            acc1[j] = acc1[j] + r7;
+            acc2[j] = acc2[j] + r9;
+            acc3[j] = acc3[j] + a2[j];
+            acc4[j] = acc4[j] + r10;
         }
         q += LANES;
     }
@@ -2982,7 +2992,8 @@ fn k33<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -2995,13 +3006,13 @@ fn k33<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k33, probe);
+variants!(k34, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k34<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k35<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3024,35 +3035,34 @@ fn k34<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r8 = f[0];
-                let r9 = f[1];
-                let r10 = f[2];
-                let r11 = f[3];
-                let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r12);
-                let r14 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, r2, r14, r2);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r15);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r17);
-                let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r14);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r17);
-                let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r18, r13);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
-                let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r18);
-                let r18 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r18, r17);
-                let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r10);
-                o0[j] = r18;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r8 = f[0];
+            let r9 = f[1];
+            let r10 = f[2];
+            let r11 = f[3];
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r12);
+            let r14 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r2, r14, r2);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r15);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r17);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r14);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r17);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r18, r13);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r18);
+            let r18 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r18, r17);
+            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r10);
+            o0[j] = r18;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -3091,7 +3101,9 @@ fn k34<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -3100,13 +3112,13 @@ fn k34<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k34, probe);
+variants!(k35, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // dice_focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k35<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3127,34 +3139,32 @@ fn k35<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul, r2, r10, r2);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul3, r11, r10, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-                acc0[j] = acc0[j] + r8;
-                acc1[j] = acc1[j] + r7;
-                acc2[j] = acc2[j] + r9;
-                acc3[j] = acc3[j] + a2[j];
-                acc4[j] = acc4[j] + r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r0, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r2, r10, r2);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, r11, r10, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            acc0[j] = acc0[j] + r8;
+            acc1[j] = acc1[j] + r7;
+            acc2[j] = acc2[j] + r9;
+            acc3[j] = acc3[j] + a2[j];
+            acc4[j] = acc4[j] + r3;
         }
         q += LANES;
     }
@@ -3209,7 +3219,8 @@ fn k35<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -3222,7 +3233,7 @@ fn k35<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k35, probe);
+variants!(k36, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log [4, 1, 64, 64]: value, pass 0
@@ -3231,7 +3242,7 @@ variants!(k35, probe);
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k36<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3251,27 +3262,24 @@ fn k36<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-                acc0[j] = acc0[j] + r3;
-                acc1[j] = acc1[j] + r1;
-                acc2[j] = acc2[j] + a1[j];
-                acc3[j] = acc3[j] + r5;
-                acc4[j] = acc4[j] + r2;
-                acc5[j] = acc5[j] + r4;
-                acc6[j] = acc6[j] + a1[j];
-                acc7[j] = acc7[j] + r4;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            acc0[j] = acc0[j] + r3;
+            acc1[j] = acc1[j] + r1;
+            acc2[j] = acc2[j] + a1[j];
+            acc3[j] = acc3[j] + r5;
+            acc4[j] = acc4[j] + r2;
+            acc5[j] = acc5[j] + r4;
+            acc6[j] = acc6[j] + a1[j];
+            acc7[j] = acc7[j] + r4;
         }
         q += LANES;
     }
@@ -3330,7 +3338,7 @@ fn k36<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -3346,13 +3354,13 @@ fn k36<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k36, probe);
+variants!(k37, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k37<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3377,40 +3385,37 @@ fn k37<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r11 = f[0];
-                let r12 = f[1];
-                let r13 = f[2];
-                let r14 = f[3];
-                let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r1, r15);
-                let r17 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r13, r15);
-                let r13 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r14, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
-                let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r4, r16);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul, r17, r14, r17);
-                let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r5, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul3, r17, r6, r14);
-                let r14 = T::lane_kernel::<FMA>(Op::Ge, r13, r3, r13);
-                let r13 = T::lane_kernel::<FMA>(Op::Where, r14, r16, r7);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul, r11, r12, r11);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
-                let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r9, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Add, r10, r17, r10);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
-                let r12 = T::lane_kernel::<FMA>(Op::MulSub, r11, r15, r17);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r12, r13);
-                let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r16, r17);
-                acc0[j] = acc0[j] + r18;
-                o0[j] = r12;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r11 = f[0];
+            let r12 = f[1];
+            let r13 = f[2];
+            let r14 = f[3];
+            let r14 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r1, r14);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Sub, r13, r15, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Max, r17, r3, r17);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r4, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r16, r13, r16);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r5, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r16, r6, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Ge, r17, r3, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Where, r13, r15, r7);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r11, r12, r11);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r9, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Add, r10, r15, r10);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r11, a1[j], r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r17, r15, r17);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r12, r11);
+            acc0[j] = acc0[j] + r18;
+            o0[j] = r15;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -3428,28 +3433,27 @@ fn k37<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
             let r12 = f[1];
             let r13 = f[2];
             let r14 = f[3];
-            let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r1, r15);
-            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r13, r15);
-            let r13 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r14, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
-            let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r4, r16);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul, r17, r14, r17);
-            let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r5, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r17, r6, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::Ge, r13, r3, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Where, r14, r16, r7);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul, r11, r12, r11);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
-            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r9, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Add, r10, r17, r10);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
-            let r12 = T::lane_kernel::<FMA>(Op::MulSub, r11, r15, r17);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r12, r13);
-            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r16, r17);
+            let r14 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r1, r14);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Sub, r13, r15, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Max, r17, r3, r17);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r4, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r16, r13, r16);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r5, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r16, r6, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Ge, r17, r3, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Where, r13, r15, r7);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r11, r12, r11);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r9, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Add, r10, r15, r10);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r11, a1[j], r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r17, r15, r17);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r12, r11);
             t0[j] = r18;
-            o0[j] = r12;
+            o0[j] = r15;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -3457,7 +3461,8 @@ fn k37<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -3467,13 +3472,13 @@ fn k37<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k37, probe);
+variants!(k38, probe);
 
 // exp_log [4, 1, 64, 64]: value, pass 1
 // exp_log [2, 3, 16, 16]: value, pass 1
 // exp_log [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k38<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3490,27 +3495,21 @@ fn k38<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[2];
-                let r8 = f[3];
-                let r9 = -f[3];
-                let r10 = -f[2];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-                let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r8, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Max, r6, r3, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Pow, r10, r4, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r7, r6, r7);
-                acc0[j] = acc0[j] + r10;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
+            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
+            acc0[j] = acc0[j] + r7;
         }
         q += LANES;
     }
@@ -3523,25 +3522,22 @@ fn k38<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         for j in 0..LANES {
             let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
             let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[2];
-            let r8 = f[3];
-            let r9 = -f[3];
-            let r10 = -f[2];
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r8, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Max, r6, r3, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Pow, r10, r4, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r7, r6, r7);
-            t0[j] = r10;
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
+            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
+            t0[j] = r7;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -3550,7 +3546,7 @@ fn k38<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k38, probe);
+variants!(k39, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -3559,7 +3555,7 @@ variants!(k38, probe);
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k39<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3581,30 +3577,28 @@ fn k39<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-                acc0[j] = acc0[j] + a2[j];
-                acc1[j] = acc1[j] + r1;
-                acc2[j] = acc2[j] + r3;
-                acc3[j] = acc3[j] + r4;
-                acc4[j] = acc4[j] + r2;
-                acc5[j] = acc5[j] + r6;
-                acc6[j] = acc6[j] + r4;
-                acc7[j] = acc7[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
+            acc0[j] = acc0[j] + a2[j];
+            acc1[j] = acc1[j] + r1;
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + r4;
+            acc4[j] = acc4[j] + r2;
+            acc5[j] = acc5[j] + r6;
+            acc6[j] = acc6[j] + r4;
+            acc7[j] = acc7[j] + a2[j];
         }
         q += LANES;
     }
@@ -3667,7 +3661,8 @@ fn k39<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -3683,13 +3678,13 @@ fn k39<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k39, probe);
+variants!(k40, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k40<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3716,41 +3711,39 @@ fn k40<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r11 = f[0];
-                let r12 = f[1];
-                let r13 = f[2];
-                let r14 = f[3];
-                let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r1, r15);
-                let r17 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r13, r15);
-                let r13 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r14, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
-                let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r4, r16);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul3, r17, r14, a2[j]);
-                let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r5, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-                let r19 = T::lane_kernel::<FMA>(Op::Mul3, r17, r16, r14);
-                let r16 = T::lane_kernel::<FMA>(Op::Ge, r13, r3, r13);
-                let r13 = T::lane_kernel::<FMA>(Op::Where, r16, r19, r7);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
-                let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r9, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Add, r10, r19, r10);
-                let r19 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
-                let r12 = T::lane_kernel::<FMA>(Op::MulSub, r11, r15, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, r13, r12, r13);
-                let r12 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r19, r16);
-                acc0[j] = acc0[j] + r18;
-                o0[j] = r12;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r11 = f[0];
+            let r12 = f[1];
+            let r13 = f[2];
+            let r14 = f[3];
+            let r14 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r1, r14);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Sub, r13, r15, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Max, r17, r3, r17);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r4, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r16, r13, a2[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r5, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r16, r15, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Ge, r17, r3, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Where, r15, r19, r7);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Add, r10, r19, r10);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r11, a1[j], r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r17, r15, r17);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r19, r11);
+            acc0[j] = acc0[j] + r18;
+            o0[j] = r15;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -3769,29 +3762,28 @@ fn k40<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
             let r12 = f[1];
             let r13 = f[2];
             let r14 = f[3];
-            let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r1, r15);
-            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, r15, r13, r15);
-            let r13 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r14, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
-            let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r4, r16);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r17, r14, a2[j]);
-            let r14 = T::lane_kernel::<FMA>(Op::Pow, r16, r5, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r17, r16, r14);
-            let r16 = T::lane_kernel::<FMA>(Op::Ge, r13, r3, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Where, r16, r19, r7);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
-            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r9, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Add, r10, r19, r10);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
-            let r12 = T::lane_kernel::<FMA>(Op::MulSub, r11, r15, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, r13, r12, r13);
-            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r19, r16);
+            let r14 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r1, r14);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Sub, r13, r15, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Max, r17, r3, r17);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r4, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r16, r13, a2[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r15, r5, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r16, r15, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Ge, r17, r3, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Where, r15, r19, r7);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Add, r10, r19, r10);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r11, a1[j], r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r17, r15, r17);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r19, r11);
             t0[j] = r18;
-            o0[j] = r12;
+            o0[j] = r15;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -3799,7 +3791,9 @@ fn k40<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -3809,13 +3803,13 @@ fn k40<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k40, probe);
+variants!(k41, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k41<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3834,27 +3828,22 @@ fn k41<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[2];
-                let r8 = f[3];
-                let r9 = -f[3];
-                let r10 = -f[2];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-                let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r8, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Max, r6, r3, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Pow, r10, r4, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, r7, r6, a2[j]);
-                acc0[j] = acc0[j] + r10;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
+            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r5, r8, a2[j]);
+            acc0[j] = acc0[j] + r7;
         }
         q += LANES;
     }
@@ -3868,25 +3857,23 @@ fn k41<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         for j in 0..LANES {
             let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
             let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[2];
-            let r8 = f[3];
-            let r9 = -f[3];
-            let r10 = -f[2];
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r5, r6, r5);
-            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r8, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Max, r6, r3, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Pow, r10, r4, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r7, r6, a2[j]);
-            t0[j] = r10;
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
+            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
+            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r5, r8, a2[j]);
+            t0[j] = r7;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -3895,13 +3882,13 @@ fn k41<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k41, probe);
+variants!(k42, probe);
 
 // focal [4, 1, 64, 64]: value and gradient, pass 0
 // focal [2, 3, 16, 16]: value and gradient, pass 0
 // focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k42<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k43<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3922,36 +3909,34 @@ fn k42<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r7 = f[0];
-                let r8 = f[1];
-                let r9 = f[2];
-                let r10 = f[3];
-                let r11 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r11);
-                let r13 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul, r2, r13, r2);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul3, r7, r7, r14);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, r13, r9, r13);
-                let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r10, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r14, r9, r14);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul3, r15, r17, r3);
-                let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r4, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r11, r10, r11);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul3, r15, r9, r5);
-                let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r6, r10);
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
-                let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r17, r10);
-                acc0[j] = acc0[j] + r16;
-                o0[j] = r9;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r7 = f[0];
+            let r8 = f[1];
+            let r9 = f[2];
+            let r10 = f[3];
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r11);
+            let r13 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, r2, r13, r2);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r7, r7, r14);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r13, r9, r13);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r10, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r14, r9, r14);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r15, r17, r3);
+            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r4, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r11, r10, r11);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r15, r9, r5);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r6, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r17, r10);
+            acc0[j] = acc0[j] + r16;
+            o0[j] = r9;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -3994,7 +3979,8 @@ fn k42<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4004,13 +3990,13 @@ fn k42<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k42, probe);
+variants!(k43, probe);
 
 // focal [4, 1, 64, 64]: value, pass 0
 // focal [2, 3, 16, 16]: value, pass 0
 // focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k43<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k44<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4025,26 +4011,24 @@ fn k43<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r0, a1[j], r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r7, r2);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul3, r8, r7, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
-                acc0[j] = acc0[j] + r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r0, a1[j], r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r7, r2);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, r8, r7, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
+            acc0[j] = acc0[j] + r5;
         }
         q += LANES;
     }
@@ -4074,7 +4058,8 @@ fn k43<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4083,13 +4068,13 @@ fn k43<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k43, probe);
+variants!(k44, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k44<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k45<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4107,28 +4092,26 @@ fn k44<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r7);
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-                acc0[j] = acc0[j] + r7;
-                acc1[j] = acc1[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r7);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            acc0[j] = acc0[j] + r7;
+            acc1[j] = acc1[j] + a2[j];
         }
         q += LANES;
     }
@@ -4165,7 +4148,8 @@ fn k44<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4175,13 +4159,13 @@ fn k44<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k44, probe);
+variants!(k45, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k45<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k46<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4202,32 +4186,31 @@ fn k45<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = f[2];
-                let r9 = f[3];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul3, r7, r7, r10);
-                let r12 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, r12, r2);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul3, r6, r6, r13);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r13, r8, r14);
-                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r15, r12);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r9, r14);
-                let r14 = T::lane_kernel::<FMA>(Op::MulSub, r4, r15, r11);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, r7, r14, r7);
-                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r14);
-                o0[j] = r15;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r7, r7, r10);
+            let r12 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, r12, r2);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul3, r6, r6, r13);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r13, r8, r14);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r15, r12);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r9, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::MulSub, r4, r15, r11);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r7, r14, r7);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r14);
+            o0[j] = r15;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -4263,7 +4246,9 @@ fn k45<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -4272,13 +4257,13 @@ fn k45<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k45, probe);
+variants!(k46, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k46<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4296,28 +4281,26 @@ fn k46<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = f[2];
-                let r6 = f[3];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul3, r0, a1[j], r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r7, r2);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul3, r8, r7, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-                acc0[j] = acc0[j] + r3;
-                acc1[j] = acc1[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = f[2];
+            let r6 = f[3];
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r4, r4);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r0, a1[j], r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r7, r2);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r3, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul3, r8, r7, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r6, r3);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            acc0[j] = acc0[j] + r3;
+            acc1[j] = acc1[j] + a2[j];
         }
         q += LANES;
     }
@@ -4354,7 +4337,8 @@ fn k46<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4364,7 +4348,7 @@ fn k46<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k46, probe);
+variants!(k47, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 0
 // mcc [4, 1, 64, 64]: value, pass 0
@@ -4373,7 +4357,7 @@ variants!(k46, probe);
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k47<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4389,24 +4373,22 @@ fn k47<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
-                acc0[j] = acc0[j] + r3;
-                acc1[j] = acc1[j] + r5;
-                acc2[j] = acc2[j] + r1;
-                acc3[j] = acc3[j] + r4;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            acc0[j] = acc0[j] + r3;
+            acc1[j] = acc1[j] + r5;
+            acc2[j] = acc2[j] + r1;
+            acc3[j] = acc3[j] + r4;
         }
         q += LANES;
     }
@@ -4446,7 +4428,8 @@ fn k47<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4458,13 +4441,13 @@ fn k47<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k47, probe);
+variants!(k48, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 1
 // mcc [2, 3, 16, 16]: value and gradient, pass 1
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k48<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4480,21 +4463,19 @@ fn k48<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r7);
-                o0[j] = r6;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r7);
+            o0[j] = r6;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -4518,7 +4499,8 @@ fn k48<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4527,7 +4509,7 @@ fn k48<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k48, probe);
+variants!(k49, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // mcc (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4536,7 +4518,7 @@ variants!(k48, probe);
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k49<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4554,26 +4536,25 @@ fn k49<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r1 = f[0];
-                let r2 = f[1];
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-                let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
-                let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r4, r2, r4);
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
-                acc0[j] = acc0[j] + r1;
-                acc1[j] = acc1[j] + r5;
-                acc2[j] = acc2[j] + r3;
-                acc3[j] = acc3[j] + r2;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r4, r2, r4);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
+            acc0[j] = acc0[j] + r1;
+            acc1[j] = acc1[j] + r5;
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + r2;
         }
         q += LANES;
     }
@@ -4616,7 +4597,9 @@ fn k49<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a2[j] - a2[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4628,13 +4611,13 @@ fn k49<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k49, probe);
+variants!(k50, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // mcc (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k50<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4652,22 +4635,21 @@ fn k50<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r6);
-                o0[j] = r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r2, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r3, r4, r6);
+            o0[j] = r7;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -4693,7 +4675,9 @@ fn k50<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -4702,7 +4686,7 @@ fn k50<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k50, probe);
+variants!(k51, probe);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity [4, 1, 64, 64]: value, pass 0
@@ -4711,7 +4695,7 @@ variants!(k50, probe);
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k51<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4727,22 +4711,19 @@ fn k51<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]);
-                }
-                let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-                let r2 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r1, a1[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, r2, r2, r2);
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r3 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                acc0[j] = acc0[j] + r2;
-                acc1[j] = acc1[j] + a1[j];
-                acc2[j] = acc2[j] + r1;
-                acc3[j] = acc3[j] + r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r1, a1[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, r2, r2, r2);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            acc0[j] = acc0[j] + r2;
+            acc1[j] = acc1[j] + a1[j];
+            acc2[j] = acc2[j] + r1;
+            acc3[j] = acc3[j] + r3;
         }
         q += LANES;
     }
@@ -4780,7 +4761,7 @@ fn k51<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -4792,13 +4773,13 @@ fn k51<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k51, probe);
+variants!(k52, probe);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k52<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k53<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4814,23 +4795,21 @@ fn k52<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[0];
-                let r4 = f[1];
-                let r5 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r3, a1[j]);
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-                let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r2, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r8, r3);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul3, r5, r7, r4);
-                o0[j] = r8;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r3, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r2, r7);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r8, r3);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul3, r5, r7, r4);
+            o0[j] = r8;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -4856,7 +4835,8 @@ fn k52<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4865,7 +4845,7 @@ fn k52<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k52, probe);
+variants!(k53, probe);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4874,7 +4854,7 @@ variants!(k52, probe);
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k53<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -4891,22 +4871,20 @@ fn k53<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r0, a1[j]);
-                let r0 = T::lane_kernel::<FMA>(Op::Mul3, r1, r1, a2[j]);
-                let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-                acc0[j] = acc0[j] + r1;
-                acc1[j] = acc1[j] + r2;
-                acc2[j] = acc2[j] + r0;
-                acc3[j] = acc3[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r0, a1[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul3, r1, r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r1;
+            acc1[j] = acc1[j] + r2;
+            acc2[j] = acc2[j] + r0;
+            acc3[j] = acc3[j] + a2[j];
         }
         q += LANES;
     }
@@ -4945,7 +4923,8 @@ fn k53<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -4957,13 +4936,13 @@ fn k53<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k53, probe);
+variants!(k54, probe);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k54<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k55<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4980,21 +4959,20 @@ fn k54<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r2 = f[0];
-                let r3 = f[1];
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r2, a1[j]);
-                let r5 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r2);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul3, r4, r6, r3);
-                o0[j] = r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r2, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r2);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r4, r6, r3);
+            o0[j] = r5;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -5019,7 +4997,9 @@ fn k54<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -5028,13 +5008,13 @@ fn k54<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k54, probe);
+variants!(k55, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k55<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k56<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5056,32 +5036,30 @@ fn k55<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = f[2];
-                let r9 = f[3];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
-                let r11 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-                let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
-                let r14 = T::lane_kernel::<FMA>(Op::Pow, r13, r2, r13);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul3, r3, r14, r11);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r4);
-                let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r8, r14);
-                let r14 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
-                acc0[j] = acc0[j] + r10;
-                acc1[j] = acc1[j] + r6;
-                acc2[j] = acc2[j] + r12;
-                acc3[j] = acc3[j] + r7;
-                acc4[j] = acc4[j] + r14;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
+            let r14 = T::lane_kernel::<FMA>(Op::Pow, r13, r2, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r3, r14, r11);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r4);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r8, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
+            acc0[j] = acc0[j] + r10;
+            acc1[j] = acc1[j] + r6;
+            acc2[j] = acc2[j] + r12;
+            acc3[j] = acc3[j] + r7;
+            acc4[j] = acc4[j] + r14;
         }
         q += LANES;
     }
@@ -5133,7 +5111,8 @@ fn k55<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -5146,13 +5125,13 @@ fn k55<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k55, probe);
+variants!(k56, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k56<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5177,38 +5156,36 @@ fn k56<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r12 = f[0];
-                let r13 = f[1];
-                let r14 = f[2];
-                let r15 = f[3];
-                let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
-                let r17 = T::lane_kernel::<FMA>(Op::Max, r12, r1, r12);
-                let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
-                let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r15);
-                let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r4, r17);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r5, r15);
-                let r20 = T::lane_kernel::<FMA>(Op::Mul3, r14, r17, r18);
-                let r17 = T::lane_kernel::<FMA>(Op::Ge, r12, r1, r12);
-                let r18 = T::lane_kernel::<FMA>(Op::Where, r17, r20, r6);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-                let r20 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r8, r13);
-                let r13 = T::lane_kernel::<FMA>(Op::Add, r18, r20, r18);
-                let r20 = T::lane_kernel::<FMA>(Op::Sub, r13, r9, r13);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul, r12, r19, r12);
-                let r19 = T::lane_kernel::<FMA>(Op::Mul, r16, r10, r16);
-                let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r13, r19);
-                let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r20, r16);
-                o0[j] = r19;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r12 = f[0];
+            let r13 = f[1];
+            let r14 = f[2];
+            let r15 = f[3];
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Max, r12, r1, r12);
+            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r4, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r5, r15);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul3, r14, r17, r18);
+            let r17 = T::lane_kernel::<FMA>(Op::Ge, r12, r1, r12);
+            let r18 = T::lane_kernel::<FMA>(Op::Where, r17, r20, r6);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r20 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r8, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Add, r18, r20, r18);
+            let r20 = T::lane_kernel::<FMA>(Op::Sub, r13, r9, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r12, r19, r12);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, r16, r10, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r13, r19);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r20, r16);
+            o0[j] = r19;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -5249,7 +5226,8 @@ fn k56<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -5258,13 +5236,13 @@ fn k56<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k56, probe);
+variants!(k57, probe);
 
 // unified_focal [4, 1, 64, 64]: value, pass 0
 // unified_focal [2, 3, 16, 16]: value, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k57<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5286,32 +5264,30 @@ fn k57<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = f[2];
-                let r9 = f[3];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-                let r12 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
-                let r13 = T::lane_kernel::<FMA>(Op::Pow, r12, r1, r12);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
-                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r13);
-                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r9, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
-                acc0[j] = acc0[j] + r10;
-                acc1[j] = acc1[j] + r6;
-                acc2[j] = acc2[j] + r11;
-                acc3[j] = acc3[j] + r7;
-                acc4[j] = acc4[j] + r15;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r12, r1, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r13);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r12, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
+            acc0[j] = acc0[j] + r10;
+            acc1[j] = acc1[j] + r6;
+            acc2[j] = acc2[j] + r11;
+            acc3[j] = acc3[j] + r7;
+            acc4[j] = acc4[j] + r15;
         }
         q += LANES;
     }
@@ -5363,7 +5339,8 @@ fn k57<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -5376,13 +5353,13 @@ fn k57<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k57, probe);
+variants!(k58, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k58<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5408,38 +5385,36 @@ fn k58<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = f[2];
-                let r9 = f[3];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-                let r12 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
-                let r14 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Pow, r14, r2, r14);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul3, r3, r6, r12);
-                let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
-                let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r8, r12);
-                let r12 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r12, a2[j]);
-                acc0[j] = acc0[j] + r11;
-                acc1[j] = acc1[j] + r10;
-                acc2[j] = acc2[j] + r7;
-                acc3[j] = acc3[j] + r13;
-                acc4[j] = acc4[j] + a2[j];
-                acc5[j] = acc5[j] + r9;
-                acc6[j] = acc6[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
+            let r14 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Pow, r14, r2, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r3, r6, r12);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
+            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r8, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r12, a2[j]);
+            acc0[j] = acc0[j] + r11;
+            acc1[j] = acc1[j] + r10;
+            acc2[j] = acc2[j] + r7;
+            acc3[j] = acc3[j] + r13;
+            acc4[j] = acc4[j] + a2[j];
+            acc5[j] = acc5[j] + r9;
+            acc6[j] = acc6[j] + a2[j];
         }
         q += LANES;
     }
@@ -5506,7 +5481,8 @@ fn k58<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -5521,13 +5497,13 @@ fn k58<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k58, probe);
+variants!(k59, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k59<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5555,40 +5531,39 @@ fn k59<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r13 = f[0];
-                let r14 = f[1];
-                let r15 = f[2];
-                let r16 = f[3];
-                let r16 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r17 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
-                let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
-                let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r16);
-                let r18 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
-                let r20 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-                let r21 = T::lane_kernel::<FMA>(Op::Div, r20, r6, r20);
-                let r20 = T::lane_kernel::<FMA>(Op::Pow, r17, r7, r17);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul3, r16, r8, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r21, r17, r20);
-                let r17 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
-                let r20 = T::lane_kernel::<FMA>(Op::Where, r17, r15, r9);
-                let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-                let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Sub, r22, r12, r22);
-                let r22 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r20);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r18, r14);
-                let r18 = T::lane_kernel::<FMA>(Op::MulSub, r13, r19, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul, r21, r18, r21);
-                let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r22, r15);
-                o0[j] = r18;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r13 = f[0];
+            let r14 = f[1];
+            let r15 = f[2];
+            let r16 = f[3];
+            let r16 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r17 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
+            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r16);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            let r21 = T::lane_kernel::<FMA>(Op::Div, r20, r6, r20);
+            let r20 = T::lane_kernel::<FMA>(Op::Pow, r17, r7, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul3, r16, r8, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r21, r17, r20);
+            let r17 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
+            let r20 = T::lane_kernel::<FMA>(Op::Where, r17, r15, r9);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r22, r12, r22);
+            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r20);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r18, r14);
+            let r18 = T::lane_kernel::<FMA>(Op::MulSub, r13, r19, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r21, r18, r21);
+            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r22, r15);
+            o0[j] = r18;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -5632,7 +5607,9 @@ fn k59<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -5641,13 +5618,13 @@ fn k59<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k59, probe);
+variants!(k60, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k60<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5673,37 +5650,35 @@ fn k60<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let a1: &[T; LANES] = Io::step(x1, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r6 = f[0];
-                let r7 = f[1];
-                let r8 = f[2];
-                let r9 = f[3];
-                let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-                let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-                let r12 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
-                let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
-                let r6 = T::lane_kernel::<FMA>(Op::Pow, r13, r1, r13);
-                let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
-                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
-                let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r6);
-                let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r9, r15);
-                let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
-                let r14 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r15, a2[j]);
-                acc0[j] = acc0[j] + r11;
-                acc1[j] = acc1[j] + r10;
-                acc2[j] = acc2[j] + r7;
-                acc3[j] = acc3[j] + r12;
-                acc4[j] = acc4[j] + a2[j];
-                acc5[j] = acc5[j] + r14;
-                acc6[j] = acc6[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r12, a1[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r0, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Pow, r13, r1, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r3, r4);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r8, r14, r6);
+            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Div, r14, r5, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r15, a2[j]);
+            acc0[j] = acc0[j] + r11;
+            acc1[j] = acc1[j] + r10;
+            acc2[j] = acc2[j] + r7;
+            acc3[j] = acc3[j] + r12;
+            acc4[j] = acc4[j] + a2[j];
+            acc5[j] = acc5[j] + r14;
+            acc6[j] = acc6[j] + a2[j];
         }
         q += LANES;
     }
@@ -5769,7 +5744,8 @@ fn k60<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -5784,20 +5760,21 @@ fn k60<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k60, probe);
+variants!(k61, probe);
 
 // weighted_bce [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce [2, 3, 16, 16]: value and gradient, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k61<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
     let r2 = io.splat(2);
     let r3 = io.splat(3);
-    let x0 = io.input(0);
+    let r4 = io.splat(4);
     let x1 = io.input(1);
+    let x0 = io.input(0);
     let y0 = io.out_block(0);
     let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
@@ -5805,29 +5782,26 @@ fn k61<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
+        let a0: &[T; LANES] = Io::step(x0, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
-                }
-                let f = family_element::<T, FMA>(a0[j]);
-                let r4 = f[0];
-                let r5 = f[1];
-                let r6 = f[2];
-                let r7 = f[3];
-                let r8 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r7, r1);
-                let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r9);
-                let r9 = T::lane_kernel::<FMA>(Op::Mul, r8, r2, r8);
-                let r8 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r3, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::MulSub, r9, r4, r8);
-                acc0[j] = acc0[j] + r7;
-                o0[j] = r5;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let f = family_element::<T, FMA>(a0[j]);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r5, r6, r3);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r9);
+            acc0[j] = acc0[j] + r7;
+            o0[j] = r6;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -5835,24 +5809,23 @@ fn k61<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
         let a1 = Io::lanes(x1, q, m);
+        let a0 = Io::lanes(x0, q, m);
         let mut o0 = [zero; LANES];
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r4 = f[0];
-            let r5 = f[1];
-            let r6 = f[2];
-            let r7 = f[3];
-            let r8 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r7, r1);
-            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r8, r2, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r3, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::MulSub, r9, r4, r8);
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r8, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r5, r6, r3);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r4, r9);
             t0[j] = r7;
-            o0[j] = r5;
+            o0[j] = r6;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
@@ -5860,7 +5833,8 @@ fn k61<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a0[j] - a0[j]) + (a1[j] - a1[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -5870,16 +5844,17 @@ fn k61<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k61, probe);
+variants!(k62, probe);
 
 // weighted_bce [4, 1, 64, 64]: value, pass 0
 // weighted_bce [2, 3, 16, 16]: value, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k62<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
+    let r2 = io.splat(2);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let mut acc0 = [zero; LANES];
@@ -5890,23 +5865,16 @@ fn k62<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[2];
-                let r4 = f[3];
-                let r5 = -f[3];
-                let r6 = -f[2];
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
-                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, r2, r4, r5);
-                acc0[j] = acc0[j] + r3;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], r2, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r4, r5);
+            acc0[j] = acc0[j] + r6;
         }
         q += LANES;
     }
@@ -5917,23 +5885,19 @@ fn k62<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0 = Io::lanes(x0, q, m);
         let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[2];
-            let r4 = f[3];
-            let r5 = -f[3];
-            let r6 = -f[2];
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, r2, r4, r5);
-            t0[j] = r3;
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], r2, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r4, r5);
+            t0[j] = r6;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -5942,19 +5906,17 @@ fn k62<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     }
     io.reduce(0, &acc0);
 }
-variants!(k62, probe);
+variants!(k63, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// weighted_bce (all inputs) [4, 1, 64, 64]: value, pass 0
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// weighted_bce (all inputs) [2, 3, 16, 16]: value, pass 0
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// weighted_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k63<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
+    let r2 = io.splat(2);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -5968,25 +5930,19 @@ fn k63<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
-                }
-                let r2 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r3 = f[2];
-                let r4 = f[3];
-                let r5 = -f[3];
-                let r6 = -f[2];
-                let r6 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
-                let r3 = T::lane_kernel::<FMA>(Op::MulAdd, r2, r4, r5);
-                let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-                acc0[j] = acc0[j] + r5;
-                acc1[j] = acc1[j] + a2[j];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r5, a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            acc0[j] = acc0[j] + r6;
+            acc1[j] = acc1[j] + a2[j];
         }
         q += LANES;
     }
@@ -5999,17 +5955,13 @@ fn k63<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let mut t0 = [zero; LANES];
         let mut t1 = [zero; LANES];
         for j in 0..LANES {
-            let r2 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[2];
-            let r4 = f[3];
-            let r5 = -f[3];
-            let r6 = -f[2];
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r6, r3, r6);
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, r2, r4, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            t0[j] = r5;
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r5, a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            t0[j] = r6;
             t1[j] = a2[j];
         }
         for j in 0..m {
@@ -6020,7 +5972,8 @@ fn k63<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         }
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
     }
@@ -6030,17 +5983,18 @@ fn k63<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k63, probe);
+variants!(k64, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k64<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<T>) {
+fn k65<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
     let r2 = io.splat(2);
+    let r3 = io.splat(3);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let x2 = io.input(2);
@@ -6054,22 +6008,18 @@ fn k64<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
-        for h in 0..LANES / W {
-            for k in 0..W {
-                let j = h * W + k;
-                if PROBE {
-                    nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
-                }
-                let r3 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-                let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-                let f = family_element::<T, FMA>(a0[j]);
-                let r5 = f[0];
-                let r6 = f[1];
-                let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r6, r3);
-                let r6 = T::lane_kernel::<FMA>(Op::MulSub, r4, r5, r7);
-                let r7 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r2, r6);
-                o0[j] = r7;
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r6, r5);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r7);
+            o0[j] = r6;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -6082,20 +6032,19 @@ fn k64<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r5 = f[0];
-            let r6 = f[1];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r6, r3);
-            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r4, r5, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r2, r6);
-            o0[j] = r7;
+            let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r6, r5);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r7);
+            o0[j] = r6;
         }
         Io::store(y0, q, m, &o0);
         for j in 0..m {
             if PROBE {
-                nan[j] = nan[j] + (a1[j] - a1[j]) + (a0[j] - a0[j]) + (a2[j] - a2[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -6104,7 +6053,82 @@ fn k64<T: Real, const FMA: bool, const W: usize, const PROBE: bool>(io: &mut Io<
         io.probe(&nan);
     }
 }
-variants!(k64, probe);
+variants!(k65, probe);
+
+// weighted_bce (all inputs) [4, 1, 64, 64]: value, pass 0
+// weighted_bce (all inputs) [2, 3, 16, 16]: value, pass 0
+// weighted_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x1 = io.input(1);
+    let x0 = io.input(0);
+    let x2 = io.input(2);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], r2, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r4, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            acc0[j] = acc0[j] + r5;
+            acc1[j] = acc1[j] + a2[j];
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a1 = Io::lanes(x1, q, m);
+        let a0 = Io::lanes(x0, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        for j in 0..LANES {
+            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], r2, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r4, r5);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            t0[j] = r5;
+            t1[j] = a2[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+        }
+    }
+    if PROBE {
+        io.probe(&nan);
+    }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+}
+variants!(k66, probe);
 
 /// The kernel for a pass key.
 pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
@@ -6114,66 +6138,68 @@ pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
         "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i2 r0 i2;MMul r0 i1 r2 i1;MMul3 r3 i2 r1 i1;R0 r0;R1 r2;R2 r3;R3 i2" => [k2::base, k2::avx2, k2::avx512],
         "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulAdd r4 i1 r0 r1;MMul r5 i2 r4 i2;MMul3 r4 r2 r3 r5;S0 r4" => [k3::base, k3::avx2, k3::avx512],
         "p0;R0 i1" => [k4::base, k4::avx2, k4::avx512],
-        "p5;MMul r5 i1 r0 i1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MSub r10 r1 i1 r1;MMul3 r11 r2 r10 r8;MMulAdd r8 r5 r9 r11;MMul r11 r10 r3 r10;MMul3 r10 i1 r4 r7;MMulSub r7 r11 r6 r10;R0 r8;S0 r7" => [k5::base, k5::avx2, k5::avx512],
-        "p3;MMul r3 i1 r0 i1;FSoftplus i0 [0, 0, 4, 5, 6, 7];MSub r7 r1 i1 r1;MMul3 r6 r2 r7 r4;MMulAdd r4 r3 r5 r6;R0 r4" => [k6::base, k6::avx2, k6::avx512],
+        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul3 r9 i0 i1 r2;MMulAdd r7 r5 r8 r9;MMul3 r9 r5 r3 r6;MMulAdd r6 i1 r4 r9;R0 r7;S0 r6" => [k5::base, k5::avx2, k5::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i1 r2 i0;MMulSub r6 r3 r4 r5;R0 r6" => [k6::base, k6::avx2, k6::avx512],
         "p0;MMul r0 i1 i2 i1;R0 r0;R1 i2;R2 i2" => [k7::base, k7::avx2, k7::avx512],
-        "p4;MMul r4 i1 r0 i1;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MSub r9 r1 i1 r1;MMul r10 r2 r9 r2;MMul r9 r10 r7 r10;MMulAdd r7 r4 r8 r9;MMul r9 i2 r7 i2;MMul r7 r4 r6 r4;MMulSub r6 r10 r5 r7;MMul3 r7 i2 r3 r6;R0 r9;S0 r7" => [k8::base, k8::avx2, k8::avx512],
-        "p3;MMul r3 i1 r0 i1;FSoftplus i0 [0, 0, 4, 5, 6, 7];MSub r7 r1 i1 r1;MMul3 r6 r2 r7 r4;MMulAdd r4 r3 r5 r6;MMul r6 i2 r4 i2;R0 r6" => [k9::base, k9::avx2, k9::avx512],
-        "p2;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r6 r0 i1 r0;MMul r7 r6 r4 r6;MMulAdd r4 i1 r5 r7;MMul r7 r6 r1 r6;MMul3 r6 i1 r1 r3;MMulSub r3 r7 r2 r6;R0 r4;S0 r3" => [k10::base, k10::avx2, k10::avx512],
-        "p1;FSoftplus i0 [0, 0, 1, 2, 3, 4];MSub r4 r0 i1 r0;MMul r3 r4 r1 r4;MMulAdd r1 i1 r2 r3;R0 r1" => [k11::base, k11::avx2, k11::avx512],
-        "p1;FSoftplus i0 [0, 0, 1, 2, 3, 4];MSub r4 r0 i1 r0;MMul r3 r4 r1 r4;MMulAdd r1 i1 r2 r3;MMul r3 i2 r1 i2;R0 r3;R1 i2" => [k12::base, k12::avx2, k12::avx512],
-        "p2;MSub r2 r0 i1 r0;FSig i0 [3, 4, 0, 0, 0, 0];MMul r5 i1 r4 i1;MMulSub r4 r2 r3 r5;MMul3 r5 i2 r1 r4;S0 r5" => [k13::base, k13::avx2, k13::avx512],
-        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MSub r2 r0 i1 r0;MMul r5 r2 r3 r2;MMulAdd r3 i1 r4 r5;MMul r5 i1 r1 i1;R0 r3;R1 r5;R2 r1;R3 i1" => [k14::base, k14::avx2, k14::avx512],
-        "p5;MSub r5 r0 i1 r0;FSig i0 [6, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 r7 r8 r7;MMulAdd r8 r5 r3 r9;MMul3 r9 i1 r4 r7;MMulAdd r7 r6 r8 r9;S0 r7" => [k15::base, k15::avx2, k15::avx512],
-        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MSub r2 r0 i1 r0;MMul r5 r2 r3 r2;MMulAdd r3 i1 r4 r5;MMul r5 i2 r3 i2;MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;R0 r5;R1 i2;R2 r1;R3 r3;R4 r4" => [k16::base, k16::avx2, k16::avx512],
-        "p4;MSub r4 r0 i1 r0;FSig i0 [5, 6, 0, 0, 0, 0];MMulSub r7 i1 r1 r2;MMul r8 i2 r7 i2;MMul r7 r5 r6 r5;MMul r9 i2 r3 i2;MMul3 r10 r4 r9 r5;MMulAdd r5 r8 r7 r10;MMul3 r10 i1 r9 r6;MSub r9 r5 r10 r5;S0 r9" => [k17::base, k17::avx2, k17::avx512],
-        "p1;MMul r1 r0 i1 r0;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r3 r0 r1 r0;MMul r6 r3 r4 r3;MMulAdd r4 r1 r5 r6;MMul r6 i1 r2 i1;R0 r4;R1 r6;R2 r2;R3 i1" => [k18::base, k18::avx2, k18::avx512],
-        "p5;MMul r5 r0 i1 r0;MSub r6 r0 r5 r0;FSig i0 [5, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 r7 r8 r7;MMulAdd r8 r6 r3 r9;MMul3 r9 i1 r4 r7;MMulAdd r7 r5 r8 r9;S0 r7" => [k19::base, k19::avx2, k19::avx512],
-        "p1;MMul r1 r0 i1 r0;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MSub r3 r0 r1 r0;MMul r6 r3 r4 r3;MMulAdd r4 r1 r5 r6;MMul r6 i2 r4 i2;MMul r4 i2 r2 i2;MMul r2 i1 r4 i1;MMul r5 i1 i2 i1;R0 r6;R1 i2;R2 r2;R3 r4;R4 r5" => [k20::base, k20::avx2, k20::avx512],
-        "p4;MMul r4 r0 i1 r0;MSub r5 r0 r4 r0;FSig i0 [6, 7, 0, 0, 0, 0];MMulSub r8 i1 r1 r2;MMul r9 i2 r8 i2;MMul r8 r6 r7 r6;MMul r10 i2 r3 i2;MMul3 r11 r5 r10 r6;MMulAdd r6 r9 r8 r11;MMul3 r11 r4 r10 r7;MSub r10 r6 r11 r6;S0 r10" => [k21::base, k21::avx2, k21::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i1 r0 i1;R0 r1;R1 r0;R2 i1" => [k22::base, k22::avx2, k22::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k23::base, k23::avx2, k23::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r0;R1 r1;R2 r2;R3 i2" => [k24::base, k24::avx2, k24::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul r5 r2 r3 r2;MMul3 r3 i2 r4 r5;S0 r3" => [k25::base, k25::avx2, k25::avx512],
-        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MMul r2 i1 r1 i1;MSub r5 r0 i1 r0;MMul r6 r5 r3 r5;MMulAdd r3 i1 r4 r6;R0 r2;R1 r1;R2 i1;R3 r3" => [k26::base, k26::avx2, k26::avx512],
-        "p5;FSig i0 [5, 6, 0, 0, 0, 0];MSub r7 r0 i1 r0;MMulSub r8 i1 r1 r2;MMul r9 r6 r8 r6;MMulAdd r8 r7 r3 r9;MMul3 r9 i1 r4 r6;MMulAdd r6 r5 r8 r9;S0 r6" => [k27::base, k27::avx2, k27::avx512],
-        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MMul r2 i2 r1 i2;MMul r1 i1 r2 i1;MMul r5 i1 i2 i1;MSub r6 r0 i1 r0;MMul r7 r6 r3 r6;MMulAdd r3 i1 r4 r7;MMul r7 i2 r3 i2;R0 r1;R1 r2;R2 r5;R3 i2;R4 r7" => [k28::base, k28::avx2, k28::avx512],
-        "p4;FSig i0 [4, 5, 0, 0, 0, 0];MSub r6 r0 i1 r0;MMul r7 i2 r1 i2;MMul r8 r6 r7 r6;MMul3 r6 i1 r7 r5;MMulSub r7 r4 r8 r6;MMulSub r6 i1 r2 r3;MMul r8 i2 r6 i2;MMul r6 r4 r5 r4;MMulAdd r5 r8 r6 r7;S0 r5" => [k29::base, k29::avx2, k29::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 i1 r0 i1;MMul3 r9 r4 r4 r8;MSub r4 r1 i1 r1;MMul r8 r2 r4 r2;MMul3 r4 r3 r3 r8;MMul r8 r4 r5 r4;MMulAdd r5 r9 r6 r8;R0 r7;R1 r3;R2 i1;R3 r5" => [k30::base, k30::avx2, k30::avx512],
-        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r9 r10 r9;MMul3 r18 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r18 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;S0 r15" => [k31::base, k31::avx2, k31::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k32::base, k32::avx2, k32::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 i1 r0 i1;MMul3 r11 r4 r4 r10;MSub r4 r1 i1 r1;MMul r10 r2 r4 r2;MMul3 r4 r3 r3 r10;MMul r10 r4 r5 r4;MMulAdd r5 r11 r6 r10;MMul r10 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r10" => [k33::base, k33::avx2, k33::avx512],
-        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 i2 r3 i2;MMul r17 r8 r9 r8;MMul3 r18 r15 r10 r17;MMulAdd r10 r4 r18 r14;MMul3 r18 r12 r11 r17;MMulSub r11 r5 r18 r13;MMul r18 r9 r11 r9;MMulAdd r11 r8 r10 r18;MMulSub r18 i1 r6 r7;MMul3 r10 i2 r18 r17;MMulAdd r18 r16 r11 r10;S0 r18" => [k34::base, k34::avx2, k34::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k35::base, k35::avx2, k35::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k36::base, k36::avx2, k36::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r15 r0 i1 r0;MMul r16 r15 r1 r15;MMulAdd r17 i1 r2 r16;MMul r16 r15 r13 r15;MMulAdd r13 i1 r14 r16;MMax r16 r13 r3 r13;MPow r14 r16 r4 r16;MMul r18 r17 r14 r17;MPow r14 r16 r5 r16;MMul3 r16 r17 r6 r14;MGe r14 r13 r3 r13;MWhere r13 r14 r16 r7;MMul r14 r11 r12 r11;MMul r16 i1 r8 i1;MMulAdd r17 r15 r9 r16;MAdd r16 r10 r17 r10;MMul r17 i1 r12 i1;MMulSub r12 r11 r15 r17;MMul r17 r13 r12 r13;MMulAdd r12 r14 r16 r17;R0 r18;S0 r12" => [k37::base, k37::avx2, k37::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r7 i1 r2 r6;FSoftplus i0 [0, 0, 6, 8, 9, 10];MMul r10 r5 r6 r5;MMulAdd r6 i1 r8 r10;MMax r10 r6 r3 r6;MPow r6 r10 r4 r10;MMul r10 r7 r6 r7;R0 r10" => [k38::base, k38::avx2, k38::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k39::base, k39::avx2, k39::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r15 r0 i1 r0;MMul r16 r15 r1 r15;MMulAdd r17 i1 r2 r16;MMul r16 r15 r13 r15;MMulAdd r13 i1 r14 r16;MMax r16 r13 r3 r13;MPow r14 r16 r4 r16;MMul3 r18 r17 r14 i2;MPow r14 r16 r5 r16;MMul r16 i2 r6 i2;MMul3 r19 r17 r16 r14;MGe r16 r13 r3 r13;MWhere r13 r16 r19 r7;MMul r16 i1 r8 i1;MMulAdd r19 r15 r9 r16;MAdd r16 r10 r19 r10;MMul3 r19 r11 r12 r16;MMul r16 i1 r12 i1;MMulSub r12 r11 r15 r16;MMul r16 r13 r12 r13;MMulAdd r12 i2 r19 r16;R0 r18;S0 r12" => [k40::base, k40::avx2, k40::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r7 i1 r2 r6;FSoftplus i0 [0, 0, 6, 8, 9, 10];MMul r10 r5 r6 r5;MMulAdd r6 i1 r8 r10;MMax r10 r6 r3 r6;MPow r6 r10 r4 r10;MMul3 r10 r7 r6 i2;R0 r10" => [k41::base, k41::avx2, k41::avx512],
-        "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k42::base, k42::avx2, k42::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k43::base, k43::avx2, k43::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k44::base, k44::avx2, k44::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k45::base, k45::avx2, k45::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k46::base, k46::avx2, k46::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k47::base, k47::avx2, k47::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k48::base, k48::avx2, k48::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k49::base, k49::avx2, k49::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k50::base, k50::avx2, k50::avx512],
-        "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k51::base, k51::avx2, k51::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k52::base, k52::avx2, k52::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k53::base, k53::avx2, k53::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k54::base, k54::avx2, k54::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MSub r11 r0 i1 r0;MMul r12 i1 r7 i1;MMax r13 r6 r1 r6;MPow r14 r13 r2 r13;MMul3 r13 r3 r14 r11;MMul3 r14 i1 r9 r4;MMulAdd r9 r13 r8 r14;MDiv r14 r9 r5 r9;R0 r10;R1 r6;R2 r12;R3 r7;R4 r14" => [k55::base, k55::avx2, k55::avx512],
-        "p12;FSigSoftplus i0 [12, 13, 14, 15, 0, 0];MSub r15 r0 i1 r0;MMul r16 i1 r13 i1;MMax r17 r12 r1 r12;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r15;MPow r18 r17 r4 r17;MMul r17 r15 r5 r15;MMul3 r20 r14 r17 r18;MGe r17 r12 r1 r12;MWhere r18 r17 r20 r6;MMul r17 r12 r13 r12;MMul r13 i1 r7 i1;MMulAdd r20 r15 r8 r13;MAdd r13 r18 r20 r18;MSub r20 r13 r9 r13;MMul r13 r12 r19 r12;MMul r19 r16 r10 r16;MMulAdd r16 r11 r13 r19;MMulAdd r19 r17 r20 r16;S0 r19" => [k56::base, k56::avx2, k56::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k57::base, k57::avx2, k57::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MSub r12 r0 i1 r0;MMul r13 i2 r7 i2;MMul r7 i1 r13 i1;MMax r14 r6 r1 r6;MPow r6 r14 r2 r14;MMul3 r14 r3 r6 r12;MMul r6 r4 i1 r4;MMul r12 r6 r9 r6;MMulAdd r9 r14 r8 r12;MDiv r12 r9 r5 r9;MMul r9 i2 r12 i2;R0 r11;R1 r10;R2 r7;R3 r13;R4 i2;R5 r9;R6 i2" => [k58::base, k58::avx2, k58::avx512],
-        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r16 r0 i1 r0;MMax r17 r13 r1 r13;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r16;MMul r18 r4 i1 r4;MMul r20 i2 r5 i2;MDiv r21 r20 r6 r20;MPow r20 r17 r7 r17;MMul3 r17 r16 r8 r15;MMul3 r15 r21 r17 r20;MGe r17 r13 r1 r13;MWhere r20 r17 r15 r9;MMul r17 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r22 r16 r11 r15;MSub r15 r22 r12 r22;MMulAdd r22 i2 r15 r20;MMul r15 r14 r18 r14;MMulSub r18 r13 r19 r15;MMul r15 r21 r18 r21;MMulAdd r18 r17 r22 r15;S0 r18" => [k59::base, k59::avx2, k59::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k60::base, k60::avx2, k60::avx512],
-        "p4;FSigSoftplus i0 [4, 5, 6, 7, 0, 0];MSub r8 r0 i1 r0;MMul3 r9 i1 r7 r1;MMulAdd r7 r8 r6 r9;MMul r9 r8 r2 r8;MMul3 r8 i1 r3 r5;MMulSub r5 r9 r4 r8;R0 r7;S0 r5" => [k61::base, k61::avx2, k61::avx512],
-        "p2;MMul r2 r0 i1 r0;FSoftplus i0 [0, 0, 3, 4, 5, 6];MSub r6 r1 i1 r1;MMul r5 r6 r3 r6;MMulAdd r3 r2 r4 r5;R0 r3" => [k62::base, k62::avx2, k62::avx512],
-        "p2;MMul r2 r0 i1 r0;FSoftplus i0 [0, 0, 3, 4, 5, 6];MSub r6 r1 i1 r1;MMul r5 r6 r3 r6;MMulAdd r3 r2 r4 r5;MMul r5 i2 r3 i2;R0 r5;R1 i2" => [k63::base, k63::avx2, k63::avx512],
-        "p3;MMul r3 r0 i1 r0;MSub r4 r1 i1 r1;FSig i0 [5, 6, 0, 0, 0, 0];MMul r7 r3 r6 r3;MMulSub r6 r4 r5 r7;MMul3 r7 i2 r2 r6;S0 r7" => [k64::base, k64::avx2, k64::avx512],
+        "p4;MMulAdd r4 i1 r0 r1;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MMul r8 i1 r2 i1;MMul r6 i0 r8 i0;MMulSub r9 r4 r7 r6;MMul r6 i2 r9 i2;MMulSub r9 r4 r5 r8;MMul3 r5 i2 r3 r9;R0 r6;S0 r5" => [k8::base, k8::avx2, k8::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i1 r2 i0;MMulSub r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5" => [k9::base, k9::avx2, k9::avx512],
+        "p2;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MMul r5 i0 i1 i0;MSub r3 r4 r5 r4;MMul r5 r0 r2 r0;MMulAdd r2 i1 r1 r5;R0 r3;S0 r2" => [k10::base, k10::avx2, k10::avx512],
+        "p0;MSoftplus r0 i0 i0 i0;MMul r1 i0 i1 i0;MSub r2 r0 r1 r0;R0 r2" => [k11::base, k11::avx2, k11::avx512],
+        "p0;MSoftplus r0 i0 i0 i0;MMul r1 i0 i1 i0;MSub r2 r0 r1 r0;MMul r1 i2 r2 i2;R0 r1;R1 i2" => [k12::base, k12::avx2, k12::avx512],
+        "p1;MSigmoid r1 i0 i0 i0;MSub r2 r1 i1 r1;MMul3 r1 i2 r0 r2;S0 r1" => [k13::base, k13::avx2, k13::avx512],
+        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i0 i1 i0;MSub r1 r2 r3 r2;MMul r3 i1 r0 i1;R0 r1;R1 r3;R2 r0;R3 i1" => [k14::base, k14::avx2, k14::avx512],
+        "p4;FSig i0 [4, 5, 0, 0, 0, 0];MMulSub r6 i1 r0 r1;MMulAdd r7 r5 r6 r2;MMul r6 r4 r7 r4;MMulAdd r7 i1 r3 r6;S0 r7" => [k15::base, k15::avx2, k15::avx512],
+        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i0 i1 i0;MSub r1 r2 r3 r2;MMul r3 i2 r1 i2;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r3;R1 i2;R2 r0;R3 r1;R4 r2" => [k16::base, k16::avx2, k16::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MMulSub r5 i1 r0 r1;MMul r6 i2 r5 i2;MMul r5 r3 r4 r3;MMul r4 i2 r2 i2;MNeg r7 r4 r4 r4;MMul r8 i1 r7 i1;MMulAdd r7 r6 r5 r8;MMulAdd r8 r3 r4 r7;S0 r8" => [k17::base, k17::avx2, k17::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;FSigSoftplus i0 [4, 5, 6, 7, 0, 0];MMul3 r7 i0 i1 r2;MMulAdd r5 r3 r6 r7;MMul r7 i1 r4 i1;R0 r5;R1 r7;R2 r4;R3 i1" => [k18::base, k18::avx2, k18::avx512],
+        "p6;MMulAdd r6 i1 r0 r1;FSig i0 [7, 8, 0, 0, 0, 0];MMulSub r9 i1 r2 r3;MMul r10 r8 r9 r8;MMulAdd r9 r6 r4 r10;MMul r10 r7 r9 r7;MMulAdd r9 i1 r5 r10;S0 r9" => [k19::base, k19::avx2, k19::avx512],
+        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul3 r6 r1 i1 i0;MMulSub r4 r2 r5 r6;MMul r6 i1 r3 i1;R0 r4;R1 r6;R2 r3;R3 i1" => [k20::base, k20::avx2, k20::avx512],
+        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r6 r1 i1 r1;MMul r4 i0 r6 i0;MMulSub r6 r2 r5 r4;MMul r4 i2 r6 i2;MMul r6 i2 r3 i2;MMul r3 i1 r6 i1;MMul r5 i1 i2 i1;R0 r4;R1 i2;R2 r3;R3 r6;R4 r5" => [k21::base, k21::avx2, k21::avx512],
+        "p5;MMulAdd r5 i1 r0 r1;MMul r6 r1 i1 r1;FSig i0 [7, 8, 0, 0, 0, 0];MMulSub r9 i1 r2 r3;MMul r10 i2 r9 i2;MMul r9 r7 r8 r7;MMul r8 i2 r4 i2;MNeg r11 r8 r8 r8;MMul r12 r6 r11 r6;MMulAdd r11 r10 r9 r12;MMul r12 r5 r8 r5;MMulAdd r8 r7 r12 r11;S0 r8" => [k22::base, k22::avx2, k22::avx512],
+        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul3 r6 r1 i1 i0;MMulSub r4 r2 r5 r6;MMul r6 i2 r4 i2;MMul r4 i2 r3 i2;MMul r3 i1 r4 i1;MMul r5 i1 i2 i1;R0 r6;R1 i2;R2 r3;R3 r4;R4 r5" => [k23::base, k23::avx2, k23::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i1 r0 i1;R0 r1;R1 r0;R2 i1" => [k24::base, k24::avx2, k24::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k25::base, k25::avx2, k25::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r0;R1 r1;R2 r2;R3 i2" => [k26::base, k26::avx2, k26::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul r5 r2 r3 r2;MMul3 r3 i2 r4 r5;S0 r3" => [k27::base, k27::avx2, k27::avx512],
+        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i1 r0 i1;MMul r1 i0 i1 i0;MSub r4 r2 r1 r2;R0 r3;R1 r0;R2 i1;R3 r4" => [k28::base, k28::avx2, k28::avx512],
+        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i2 r0 i2;MMul r0 i1 r3 i1;MMul r1 i1 i2 i1;MMul r4 i0 i1 i0;MSub r5 r2 r4 r2;MMul r4 i2 r5 i2;R0 r0;R1 r3;R2 r1;R3 i2;R4 r4" => [k29::base, k29::avx2, k29::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MMul r5 i2 r0 i2;MNeg r6 r5 r5 r5;MMul r7 r3 r5 r3;MMulAdd r5 i1 r6 r7;MMulSub r7 i1 r1 r2;MMul r6 i2 r7 i2;MMul r7 r3 r4 r3;MMulAdd r4 r6 r7 r5;S0 r4" => [k30::base, k30::avx2, k30::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 i1 r0 i1;MMul3 r9 r4 r4 r8;MSub r4 r1 i1 r1;MMul r8 r2 r4 r2;MMul3 r4 r3 r3 r8;MMul r8 r4 r5 r4;MMulAdd r5 r9 r6 r8;R0 r7;R1 r3;R2 i1;R3 r5" => [k31::base, k31::avx2, k31::avx512],
+        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r9 r10 r9;MMul3 r18 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r18 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;S0 r15" => [k32::base, k32::avx2, k32::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k33::base, k33::avx2, k33::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 i1 r0 i1;MMul3 r11 r4 r4 r10;MSub r4 r1 i1 r1;MMul r10 r2 r4 r2;MMul3 r4 r3 r3 r10;MMul r10 r4 r5 r4;MMulAdd r5 r11 r6 r10;MMul r10 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r10" => [k34::base, k34::avx2, k34::avx512],
+        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 i2 r3 i2;MMul r17 r8 r9 r8;MMul3 r18 r15 r10 r17;MMulAdd r10 r4 r18 r14;MMul3 r18 r12 r11 r17;MMulSub r11 r5 r18 r13;MMul r18 r9 r11 r9;MMulAdd r11 r8 r10 r18;MMulSub r18 i1 r6 r7;MMul3 r10 i2 r18 r17;MMulAdd r18 r16 r11 r10;S0 r18" => [k35::base, k35::avx2, k35::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k36::base, k36::avx2, k36::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k37::base, k37::avx2, k37::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul r18 r16 r13 r16;MPow r13 r15 r5 r15;MMul3 r15 r16 r6 r13;MGe r13 r17 r3 r17;MWhere r17 r13 r15 r7;MMul r13 r11 r12 r11;MMul r12 i1 r8 i1;MMulAdd r15 r14 r9 r12;MAdd r12 r10 r15 r10;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 r13 r12 r11;R0 r18;S0 r15" => [k38::base, k38::avx2, k38::avx512],
+        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul r7 r5 r8 r5;R0 r7" => [k39::base, k39::avx2, k39::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k40::base, k40::avx2, k40::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul3 r18 r16 r13 i2;MPow r13 r15 r5 r15;MMul r15 i2 r6 i2;MMul3 r19 r16 r15 r13;MGe r15 r17 r3 r17;MWhere r17 r15 r19 r7;MMul r15 i1 r8 i1;MMulAdd r19 r14 r9 r15;MAdd r15 r10 r19 r10;MMul3 r19 r11 r12 r15;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 i2 r19 r11;R0 r18;S0 r15" => [k41::base, k41::avx2, k41::avx512],
+        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul3 r7 r5 r8 i2;R0 r7" => [k42::base, k42::avx2, k42::avx512],
+        "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k43::base, k43::avx2, k43::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k44::base, k44::avx2, k44::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k45::base, k45::avx2, k45::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k46::base, k46::avx2, k46::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k47::base, k47::avx2, k47::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k48::base, k48::avx2, k48::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k49::base, k49::avx2, k49::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k50::base, k50::avx2, k50::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k51::base, k51::avx2, k51::avx512],
+        "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k52::base, k52::avx2, k52::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k53::base, k53::avx2, k53::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k54::base, k54::avx2, k54::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k55::base, k55::avx2, k55::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MSub r11 r0 i1 r0;MMul r12 i1 r7 i1;MMax r13 r6 r1 r6;MPow r14 r13 r2 r13;MMul3 r13 r3 r14 r11;MMul3 r14 i1 r9 r4;MMulAdd r9 r13 r8 r14;MDiv r14 r9 r5 r9;R0 r10;R1 r6;R2 r12;R3 r7;R4 r14" => [k56::base, k56::avx2, k56::avx512],
+        "p12;FSigSoftplus i0 [12, 13, 14, 15, 0, 0];MSub r15 r0 i1 r0;MMul r16 i1 r13 i1;MMax r17 r12 r1 r12;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r15;MPow r18 r17 r4 r17;MMul r17 r15 r5 r15;MMul3 r20 r14 r17 r18;MGe r17 r12 r1 r12;MWhere r18 r17 r20 r6;MMul r17 r12 r13 r12;MMul r13 i1 r7 i1;MMulAdd r20 r15 r8 r13;MAdd r13 r18 r20 r18;MSub r20 r13 r9 r13;MMul r13 r12 r19 r12;MMul r19 r16 r10 r16;MMulAdd r16 r11 r13 r19;MMulAdd r19 r17 r20 r16;S0 r19" => [k57::base, k57::avx2, k57::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k58::base, k58::avx2, k58::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MSub r12 r0 i1 r0;MMul r13 i2 r7 i2;MMul r7 i1 r13 i1;MMax r14 r6 r1 r6;MPow r6 r14 r2 r14;MMul3 r14 r3 r6 r12;MMul r6 r4 i1 r4;MMul r12 r6 r9 r6;MMulAdd r9 r14 r8 r12;MDiv r12 r9 r5 r9;MMul r9 i2 r12 i2;R0 r11;R1 r10;R2 r7;R3 r13;R4 i2;R5 r9;R6 i2" => [k59::base, k59::avx2, k59::avx512],
+        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r16 r0 i1 r0;MMax r17 r13 r1 r13;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r16;MMul r18 r4 i1 r4;MMul r20 i2 r5 i2;MDiv r21 r20 r6 r20;MPow r20 r17 r7 r17;MMul3 r17 r16 r8 r15;MMul3 r15 r21 r17 r20;MGe r17 r13 r1 r13;MWhere r20 r17 r15 r9;MMul r17 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r22 r16 r11 r15;MSub r15 r22 r12 r22;MMulAdd r22 i2 r15 r20;MMul r15 r14 r18 r14;MMulSub r18 r13 r19 r15;MMul r15 r21 r18 r21;MMulAdd r18 r17 r22 r15;S0 r18" => [k60::base, k60::avx2, k60::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k61::base, k61::avx2, k61::avx512],
+        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul3 r9 i0 i1 r2;MMulAdd r7 r5 r8 r9;MMul3 r9 r5 r6 r3;MMulAdd r6 i1 r4 r9;R0 r7;S0 r6" => [k62::base, k62::avx2, k62::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;R0 r6" => [k63::base, k63::avx2, k63::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul r5 r2 i1 r2;MMul r6 i0 r5 i0;MMulSub r5 r3 r4 r6;MMul r6 i2 r5 i2;R0 r6;R1 i2" => [k64::base, k64::avx2, k64::avx512],
+        "p4;MMulAdd r4 i1 r0 r1;MMul r5 r2 i1 r2;MSigmoid r6 i0 i0 i0;MMulSub r7 r4 r6 r5;MMul3 r6 i2 r3 r7;S0 r6" => [k65::base, k65::avx2, k65::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5;R1 i2" => [k66::base, k66::avx2, k66::avx512],
         _ => return None,
     })
 }

@@ -152,7 +152,7 @@ pub(super) fn isa_index(isa: Isa) -> usize {
     }
 }
 
-/// The three variants of a generated kernel `$k::<T, FMA, W, PROBE>`: AVX-512, AVX2+FMA (with
+/// The three variants of a generated kernel `$k::<T, FMA, PROBE>`: AVX-512, AVX2+FMA (with
 /// the target features the chunk loop's variants have, so the same bits) and baseline. With
 /// `probe`, the kernel reads inputs that a call's first pass checks for NaN and infinity: each
 /// variant then chooses, once per block, the instance with the probe or the one without (in a
@@ -170,16 +170,16 @@ macro_rules! variants {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
             pub(super) unsafe fn avx512<T: Real>(io: &mut Io<T>) {
-                probed!($probe, $k, io, T, true, 16)
+                probed!($probe, $k, io, T, true)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             pub(super) unsafe fn avx2<T: Real>(io: &mut Io<T>) {
-                probed!($probe, $k, io, T, true, 8)
+                probed!($probe, $k, io, T, true)
             }
             // `unsafe` only to have the other variants' type.
             pub(super) unsafe fn base<T: Real>(io: &mut Io<T>) {
-                probed!($probe, $k, io, T, false, 8)
+                probed!($probe, $k, io, T, false)
             }
             #[cfg(not(target_arch = "x86_64"))]
             pub(super) use base as avx2;
@@ -191,14 +191,14 @@ macro_rules! variants {
 
 /// A call of kernel `$k`: without its probe, or (`true`) with it when this pass probes.
 macro_rules! probed {
-    (false, $k:ident, $io:ident, $t:ident, $fma:literal, $w:literal) => {
-        super::$k::<$t, $fma, $w, false>($io)
+    (false, $k:ident, $io:ident, $t:ident, $fma:literal) => {
+        super::$k::<$t, $fma, false>($io)
     };
-    (true, $k:ident, $io:ident, $t:ident, $fma:literal, $w:literal) => {
+    (true, $k:ident, $io:ident, $t:ident, $fma:literal) => {
         if $io.probe_slot.is_some() {
-            super::$k::<$t, $fma, $w, true>($io)
+            super::$k::<$t, $fma, true>($io)
         } else {
-            super::$k::<$t, $fma, $w, false>($io)
+            super::$k::<$t, $fma, false>($io)
         }
     };
 }
