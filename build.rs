@@ -30,4 +30,14 @@ fn main() {
     out.push_str("];\n");
     let dest = Path::new(&env::var("OUT_DIR").expect("OUT_DIR")).join("stdlib.rs");
     fs::write(dest, out).expect("write stdlib.rs");
+
+    // Whether this build has the loop interleaving of `.cargo/config.toml` (a RUSTFLAGS variable
+    // replaces that file's flags): `lossc bench` reports it as `kernel_loops`.
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let interleaved = flags
+        .split('\x1f')
+        .any(|f| f.ends_with("-force-vector-interleave=2"));
+    let loops = if interleaved { "interleaved" } else { "plain" };
+    println!("cargo:rustc-env=LOSSLANG_KERNEL_LOOPS={loops}");
 }

@@ -744,6 +744,7 @@ fn run_bench<T: Real>(
         "compile_ms": compile_ms,
         "executor": plan.executor(),
         "instruction_set": plan.instruction_set(),
+        "kernel_loops": env!("LOSSLANG_KERNEL_LOOPS"),
         "pass_executors": plan.pass_info().iter().map(|p| p.executor).collect::<Vec<_>>(),
         "pass_kernels": plan.pass_info().iter().map(|p| p.kernel).collect::<Vec<_>>(),
         "fallback": plan.fallback_reason(),
