@@ -136,8 +136,9 @@ pub(in crate::exec::vm) fn emit(name: &str, pc: &PassCode) -> String {
     for &o in &outs {
         let _ = writeln!(w, "        let mut o{o} = [zero; LANES];");
     }
-    // All 16 lanes in one loop: LLVM vectorises it as one vector of 16 or two of 8 whose
-    // instructions it interleaves (independent chains, so their latencies overlap).
+    // All 16 lanes in one loop: LLVM vectorises it as one vector of 16, or two of 8 whose
+    // instructions it interleaves in pairs when the build asks for it (`.cargo/config.toml`:
+    // independent chains, so their latencies overlap).
     let _ = writeln!(w, "        for j in 0..LANES {{");
     if !probed.is_empty() {
         let _ = writeln!(w, "            if PROBE {{");
