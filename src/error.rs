@@ -77,6 +77,18 @@ pub enum Error {
         index: usize,
         value: f64,
     },
+    /// The loss value came out NaN or infinite although every input was finite: a parameter
+    /// (named here when it was set away from its default) or the inputs' values put the loss
+    /// outside the range where it is defined. Reported instead of returning the value.
+    #[error("the {what} of `{loss}` is {value} for finite inputs{}; check the parameters' ranges (`lossc list`)", if params.is_empty() { " with every parameter at its default".to_string() } else { format!(" with {}", params.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")) })]
+    NonFiniteResult {
+        loss: String,
+        /// `value`, or `gradient of `logits`` (from [`crate::Plan::check_grads_finite`]).
+        what: String,
+        value: f64,
+        /// The parameters set away from their defaults, by name, with their values.
+        params: Vec<(String, String)>,
+    },
     /// An input given as class labels holds a value that is neither a class index of its axis
     /// nor the ignore value.
     #[error("input `{input}` holds the label {value} at index {index:?}, but its classes are 0..{classes} (axis `{axis}`) and the ignore value is {ignore}")]

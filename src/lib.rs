@@ -60,10 +60,10 @@ pub use api::{
 };
 pub use error::{Error, Result};
 pub use ir::graph::AxisSpace;
-pub use ir::lower::{InputSpec, ParamSpec, ParamValue, Signature};
+pub use ir::lower::{InputSpec, ParamKind, ParamSpec, ParamValue, Signature};
 pub use ndarray;
 pub use ops::math::Real;
-pub use syntax::ast::{ParamType, Span, ValueRange};
+pub use syntax::ast::{Span, ValueRange};
 
 /// The diagnostic codes of the front end and the limits it enforces on source text.
 pub mod diagnostics {

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use crate::autodiff;
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
-use crate::ir::lower::{self, InputSpec, Lowered, ParamSpec, ParamValue, Signature};
+use crate::ir::lower::{self, in_range, InputSpec, Lowered, ParamSpec, ParamValue, Signature};
+use crate::ir::signature::ParamKind;
+use crate::syntax::ast::ValueRange;
 use crate::ir::program::{Def, Program};
 use crate::ops::math::Real;
 use crate::optimise;
-use crate::syntax::ast::ParamType;
 use crate::syntax::diag::suggest;
 
 use super::*;
@@ -176,6 +177,18 @@ impl Loss {
             .collect()
     }
 
+    /// The parameters set away from their defaults, with their values as text.
+    pub(crate) fn params_set(&self) -> Vec<(String, String)> {
+        self.sig
+            .params
+            .iter()
+            .filter_map(|p| {
+                let (_, v) = self.params.iter().find(|(k, _)| *k == p.name)?;
+                (*v != p.default).then(|| (p.name.clone(), v.to_string()))
+            })
+            .collect()
+    }
+
     /// Each vector parameter set to a list: (name, its axis, the list).
     pub(crate) fn vector_lists(&self) -> Vec<(String, usize, Vec<f64>)> {
         self.param_values()
@@ -183,7 +196,7 @@ impl Loss {
             .filter_map(|(name, v)| {
                 let ParamValue::List(ws) = v else { return None };
                 let axis = self.sig.params.iter().find_map(|p| match &p.ty {
-                    ParamType::Vector(a) if p.name == name => self.sig.space.index(&a.name),
+                    ParamKind::Vector { axis } if p.name == name => self.sig.space.index(axis),
                     _ => None,
                 })?;
                 Some((name, axis, ws))
@@ -220,30 +233,30 @@ impl Loss {
             });
         };
         let value = match (&p.ty, value) {
-            (ParamType::Enum(opts), ParamValue::Text(s)) if opts.contains(&s) => {
+            (ParamKind::Options(opts), ParamValue::Text(s)) if opts.contains(&s) => {
                 ParamValue::Text(s)
             }
-            (ParamType::Enum(opts), v) => {
+            (ParamKind::Options(opts), v) => {
                 return Err(self.param_error(
                     name,
                     format!("is one of {}", opts.join(" | ")),
                     format!("`{v}`"),
                 ))
             }
-            (ParamType::Vector(axis), ParamValue::List(ws)) => {
+            (ParamKind::Vector { axis }, ParamValue::List(ws)) => {
                 if ws.is_empty() {
                     return Err(self.param_error(
                         name,
-                        format!("takes one number per element of axis {}", axis.name),
+                        format!("takes one number per element of axis {axis}"),
                         "an empty list".into(),
                     ));
                 }
-                if let Some(x) = ws.iter().find(|x| !x.is_finite()) {
-                    return Err(self.param_error(name, "must be finite".into(), x.to_string()));
+                if let Some(x) = ws.iter().find(|x| !in_range(p.range.as_ref(), **x)) {
+                    return Err(self.range_error(name, p.range.as_ref(), *x));
                 }
                 ParamValue::List(ws)
             }
-            (ParamType::Vector(_), ParamValue::Text(s)) if s.contains(',') || s.contains('[') => {
+            (ParamKind::Vector { .. }, ParamValue::Text(s)) if s.contains(',') || s.contains('[') => {
                 // `1, 2, 3` or `[1, 2, 3]` (command lines).
                 let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
                 let ws: std::result::Result<Vec<f64>, _> =
@@ -267,10 +280,16 @@ impl Loss {
                     format!("a list of {}", ws.len()),
                 ))
             }
-            (ParamType::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
-            (ParamType::Vector(_), ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
-            (ParamType::Number, ParamValue::Number(x)) if x.is_finite() => ParamValue::Number(x),
-            (ParamType::Int, ParamValue::Number(x)) => {
+            (_, ParamValue::Number(x)) if x.is_finite() && !in_range(p.range.as_ref(), x) => {
+                return Err(self.range_error(name, p.range.as_ref(), x))
+            }
+            (ParamKind::Int, ParamValue::Number(x)) if x.fract() == 0.0 => ParamValue::Number(x),
+            (ParamKind::Vector { .. } | ParamKind::Number, ParamValue::Number(x))
+                if x.is_finite() =>
+            {
+                ParamValue::Number(x)
+            }
+            (ParamKind::Int, ParamValue::Number(x)) => {
                 return Err(self.param_error(name, "is an integer".into(), x.to_string()))
             }
             (_, ParamValue::Text(s)) => {
@@ -293,6 +312,15 @@ impl Loss {
         self.optimised = Arc::default();
         self.sig.inputs = self.lowered(&[])?.sig.inputs;
         Ok(self)
+    }
+
+    /// A value outside a parameter's declared range (or not finite).
+    fn range_error(&self, name: &str, range: Option<&ValueRange>, x: f64) -> Error {
+        let expected = match range {
+            Some(r) => format!("takes values in [{}, {}]", r.lo, r.hi),
+            None => "must be finite".to_string(),
+        };
+        self.param_error(name, expected, x.to_string())
     }
 
     fn param_error(&self, name: &str, expected: String, got: String) -> Error {

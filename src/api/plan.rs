@@ -765,13 +765,48 @@ impl<T: Real> Plan<T> {
                 (None, None) => &mut [],
             }
         });
-        self.exec
+        let value = self
+            .exec
             .run(
                 &slices[..self.sig.inputs.len()],
                 &mut bufs[..n],
                 self.check_finite,
             )
-            .map_err(|i| non_finite(&self.sig, &slices, i))
+            .map_err(|i| non_finite(&self.sig, &slices, i))?;
+        self.finite_result(value)
+    }
+
+    /// `value`, or with the finiteness check on, an error if it is not finite (the inputs were).
+    fn finite_result(&self, value: T) -> Result<T> {
+        if !self.check_finite || value.to_f64().is_finite() {
+            return Ok(value);
+        }
+        Err(self.non_finite_result("value".into(), value.to_f64()))
+    }
+
+    fn non_finite_result(&self, what: String, value: f64) -> Error {
+        Error::NonFiniteResult {
+            loss: self.sig.name.clone(),
+            what,
+            value,
+            params: self.loss.params_set(),
+        }
+    }
+
+    /// Checks the gradients (and per-group values) of the last call held in the plan's own
+    /// buffers: an error naming the first non-finite one and the parameters set away from
+    /// their defaults. A read of every gradient element, so opt-in (`lossc eval` calls it);
+    /// the value itself is always checked.
+    pub fn check_grads_finite(&self) -> Result<()> {
+        for (name, g) in &self.grads {
+            if let Some(x) = g.iter().find(|x| !x.to_f64().is_finite()) {
+                return Err(self.non_finite_result(format!("gradient of `{name}`"), x.to_f64()));
+            }
+        }
+        if let Some(x) = self.values.iter().flatten().find(|x| !x.to_f64().is_finite()) {
+            return Err(self.non_finite_result("per-group values".into(), x.to_f64()));
+        }
+        Ok(())
     }
 
     /// The loss value alone, from a value-only plan (built on the first call: the gradient's
@@ -782,8 +817,10 @@ impl<T: Real> Plan<T> {
         let slices = self.prepare(inputs)?;
         self.build_value_exec();
         let exec = self.value_exec.as_mut().expect("built above");
-        exec.run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
-            .map_err(|i| non_finite(&self.sig, &slices, i))
+        let value = exec
+            .run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
+            .map_err(|i| non_finite(&self.sig, &slices, i))?;
+        self.finite_result(value)
     }
 
     /// Builds the value-only executor unless it exists.

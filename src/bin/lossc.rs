@@ -571,10 +571,13 @@ fn run_eval<T: Real>(
     let mut plan = loss.compile::<T>(&shapes)?;
     plan.set_check_finite(check_finite);
     let views: Vec<(&str, _)> = typed.iter().map(|(k, a)| (*k, a.view())).collect();
-    let out = plan.value_and_grad(&views)?;
-    if !out.value.is_finite() {
-        eprintln!("warning: the loss value is not finite ({})", out.value);
+    plan.value_and_grad(&views)?;
+    if check_finite {
+        // A non-finite value is already an error; a gradient is checked here (a read the
+        // library leaves to its caller).
+        plan.check_grads_finite()?;
     }
+    let out = plan.value_and_grad(&views)?;
     let mut res = Map::new();
     res.insert("value".into(), json!(out.value.to_f64()));
     if let Some(v) = out.values() {
@@ -797,12 +800,18 @@ fn list() -> Result<ExitCode, Error> {
         let ps: Vec<String> = sig
             .params
             .iter()
-            .map(|p| match &p.ty {
-                // One value per element of an axis: `weight: [C] = 1`.
-                losslang::ParamType::Vector(axis) => {
-                    format!("{}: [{}] = {}", p.name, axis.name, p.default)
+            .map(|p| {
+                let range = p
+                    .range
+                    .map(|r| format!(" in [{}, {}]", r.lo, r.hi))
+                    .unwrap_or_default();
+                match &p.ty {
+                    // One value per element of an axis: `weight: [C] = 1`.
+                    losslang::ParamKind::Vector { axis } => {
+                        format!("{}: [{axis}]{range} = {}", p.name, p.default)
+                    }
+                    _ => format!("{}{range} = {}", p.name, p.default),
                 }
-                _ => format!("{} = {}", p.name, p.default),
             })
             .collect();
         println!("{name}({})  {}", ins.join(", "), ps.join(", "));

@@ -17,7 +17,7 @@ use crate::syntax::diag::{suggest, Code, Diagnostic, Diagnostics, FileId};
 use super::check::check_differentiable;
 use super::signature::root_inputs;
 pub use super::signature::signature;
-pub use super::signature::{InputSpec, ParamSpec, ParamValue, Signature};
+pub use super::signature::{InputSpec, ParamKind, ParamSpec, ParamValue, Signature};
 
 /// A lowered loss: the forward graph, its result node and the node of each input.
 #[derive(Clone, Debug)]
@@ -321,10 +321,31 @@ impl<'a> Cx<'a> {
             }
             let (v, span) = match given.remove(&p.name.name) {
                 Some(v) => v,
-                None => {
-                    let v = self.param_arg(&p.default, &env);
-                    (v, p.default.span)
-                }
+                None => match (&p.list_default, &p.ty) {
+                    // `param w: [C] = [1, 2, 5]`: the list along its axis (checked below and,
+                    // for its length, when shapes bind).
+                    (Some(ws), ParamType::Vector(a)) => {
+                        let v = match self.g.space.index(&a.name) {
+                            Some(ax) if !self.g.space.packs[ax] => Val::T(self.table(ws, ax)),
+                            _ => Val::T(self.g.c(f64::NAN)),
+                        };
+                        if let Some(x) = ws.iter().find(|x| !in_range(p.range.as_ref(), **x)) {
+                            self.err(param_range_error(&loss.name.name, p, *x, p.default.span));
+                        }
+                        (v, p.default.span)
+                    }
+                    (Some(_), _) => {
+                        self.err(
+                            Diagnostic::new(Code::E0013, p.default.span, format!("parameter `{}` of `{}` takes one number; a list default is for a vector parameter (`param {}: [C] = [..]`)", p.name.name, loss.name.name, p.name.name))
+                                .label("a list"),
+                        );
+                        (Val::Err, p.default.span)
+                    }
+                    _ => {
+                        let v = self.param_arg(&p.default, &env);
+                        (v, p.default.span)
+                    }
+                },
             };
             let v = self.check_param(&loss.name.name, p, v, span);
             env.vars.insert(p.name.name.clone(), v);
@@ -403,6 +424,7 @@ impl<'a> Cx<'a> {
                 Some(x) if !x.is_finite() => self.err(
                     Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` must be finite, got {x}")).label("not finite"),
                 ),
+                Some(x) if !in_range(p.range.as_ref(), x) => self.err(param_range_error(loss, p, x, span)),
                 Some(_) => Val::T(id),
                 None => self.err(
                     Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` must be a compile-time number"))
@@ -811,4 +833,23 @@ pub(super) fn unbound_assignment(name: &Ident) -> Diagnostic {
     )
     .label("not bound before")
     .help(format!("bind it first: `let {} = ...`", name.name))
+}
+
+/// Whether `x` lies in a parameter's declared range (any finite value without one).
+pub(crate) fn in_range(range: Option<&ValueRange>, x: f64) -> bool {
+    x.is_finite() && range.is_none_or(|r| r.lo <= x && x <= r.hi)
+}
+
+/// E0013 for a parameter value outside its declared range.
+fn param_range_error(loss: &str, p: &ParamDecl, x: f64, span: Span) -> Diagnostic {
+    let takes = match p.range {
+        Some(r) => format!("takes values in [{}, {}]", r.lo, r.hi),
+        None => "must be finite".to_string(),
+    };
+    Diagnostic::new(
+        Code::E0013,
+        span,
+        format!("parameter `{}` of `{loss}` {takes}, got {x}", p.name.name),
+    )
+    .label("outside the declared range")
 }

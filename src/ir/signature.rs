@@ -82,11 +82,41 @@ pub struct InputSpec {
     pub span: Span,
 }
 
+/// What values a parameter takes.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ParamKind {
+    /// A finite number.
+    Number,
+    /// A whole number.
+    Int,
+    /// One of the named options (`batch | image | class`).
+    Options(Vec<String>),
+    /// One number per element of the named (non-pack) axis, or a single number for all.
+    Vector { axis: String },
+}
+
+impl ParamKind {
+    pub(crate) fn of(ty: &ParamType) -> ParamKind {
+        match ty {
+            ParamType::Number => ParamKind::Number,
+            ParamType::Int => ParamKind::Int,
+            ParamType::Enum(o) => ParamKind::Options(o.clone()),
+            ParamType::Vector(a) => ParamKind::Vector {
+                axis: a.name.clone(),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ParamSpec {
     pub name: String,
-    pub ty: ParamType,
+    pub ty: ParamKind,
     pub default: ParamValue,
+    /// `in [lo, hi]`: the values it may be set to (every element of a list), if declared.
+    pub range: Option<ValueRange>,
     pub span: Span,
 }
 
@@ -140,8 +170,12 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         .iter()
         .map(|p| ParamSpec {
             name: p.name.name.clone(),
-            ty: p.ty.clone(),
+            ty: ParamKind::of(&p.ty),
+            range: p.range,
             default: match vals.get(&p.name.name) {
+                _ if p.list_default.is_some() => {
+                    ParamValue::List(p.list_default.clone().unwrap_or_default())
+                }
                 Some(Val::Opt(s, _)) => ParamValue::Text(s.clone()),
                 Some(Val::T(id)) => {
                     ParamValue::Number(ops::const_value(cx.g.node(*id)).unwrap_or(f64::NAN))

@@ -112,6 +112,10 @@ pub struct ParamDecl {
     pub name: Ident,
     pub ty: ParamType,
     pub default: Expr,
+    /// `in [lo, hi]`: the values it may be set to (every element, for a vector parameter).
+    pub range: Option<ValueRange>,
+    /// `= [1, 2, 5]`: a list default (vector parameters), with `default` its span as a number.
+    pub list_default: Option<Vec<f64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -378,23 +378,7 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
                 }
             }
             Rule::diff_mark => diff = true,
-            Rule::value_range => {
-                let span = sp(&q, file, base);
-                let mut int = false;
-                let mut bounds = Vec::new();
-                for x in q.into_inner() {
-                    match x.as_rule() {
-                        Rule::int_type => int = true,
-                        Rule::signed_number => {
-                            bounds.push(x.as_str().parse::<f64>().unwrap_or(f64::NAN))
-                        }
-                        _ => {}
-                    }
-                }
-                if let [lo, hi] = bounds[..] {
-                    range = Some(ValueRange { lo, hi, int, span });
-                }
-            }
+            Rule::value_range => range = value_range(q, file, base),
             Rule::signed_number => default = q.as_str().parse::<f64>().ok(),
             Rule::labels_decl => {
                 let mut x = q.into_inner().filter(|x| x.as_rule() == Rule::ident);
@@ -415,11 +399,30 @@ fn input_decl(p: Pair<Rule>, file: FileId, base: usize) -> InputDecl {
     }
 }
 
+/// `in [lo, hi]` or `in int [lo, hi]`.
+fn value_range(q: Pair<Rule>, file: FileId, base: usize) -> Option<ValueRange> {
+    let span = sp(&q, file, base);
+    let mut int = false;
+    let mut bounds = Vec::new();
+    for x in q.into_inner() {
+        match x.as_rule() {
+            Rule::int_type => int = true,
+            Rule::signed_number => bounds.push(x.as_str().parse::<f64>().unwrap_or(f64::NAN)),
+            _ => {}
+        }
+    }
+    match bounds[..] {
+        [lo, hi] => Some(ValueRange { lo, hi, int, span }),
+        _ => None,
+    }
+}
+
 fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
     let mut inner = p.into_inner();
     let name = ident(inner.next().expect("grammar"), file, base);
     let mut ty = ParamType::Number;
     let mut default = None;
+    let (mut range, mut list_default) = (None, None);
     for q in inner {
         match q.as_rule() {
             Rule::param_type => {
@@ -441,13 +444,30 @@ fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
                 };
             }
             Rule::expr => default = Some(expr(q, file, base)),
+            Rule::value_range => range = value_range(q, file, base),
+            Rule::number_list => {
+                let span = sp(&q, file, base);
+                let ws: Vec<f64> = q
+                    .into_inner()
+                    .map(|x| x.as_str().parse::<f64>().unwrap_or(f64::NAN))
+                    .collect();
+                default = Some(mk(ExprKind::Number(ws.first().copied().unwrap_or(0.0)), span));
+                list_default = Some(ws);
+            }
             _ => {}
         }
     }
+    if range.is_some_and(|r| r.int) && ty == ParamType::Number {
+        ty = ParamType::Int;
+    }
+    let name_span = name.span;
     ParamDecl {
         name,
         ty,
-        default: default.expect("grammar: default"),
+        // The grammar always gives a default; the name's span stands in were it ever absent.
+        default: default.unwrap_or_else(|| mk(ExprKind::Number(f64::NAN), name_span)),
+        range,
+        list_default,
     }
 }
 
