@@ -89,6 +89,15 @@ pub enum Error {
         /// The parameters set away from their defaults, by name, with their values.
         params: Vec<(String, String)>,
     },
+    /// A window or order op's constant argument (a window size, sigma, scale, percentage) is
+    /// out of its range; `params` are the parameters set away from their defaults.
+    #[error("`{loss}`: `{op}` {detail}{}", if params.is_empty() { String::new() } else { format!(" (parameters set: {})", params.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")) })]
+    OpArgument {
+        loss: String,
+        op: String,
+        detail: String,
+        params: Vec<(String, String)>,
+    },
     /// An input given as class labels holds a value that is neither a class index of its axis
     /// nor the ignore value.
     #[error("input `{input}` holds the label {value} at index {index:?}, but its classes are 0..{classes} (axis `{axis}`) and the ignore value is {ignore}")]

@@ -431,16 +431,7 @@ impl Loss {
             .filter_map(|id| {
                 let n = g.node(id as NodeId);
                 let (_, consts) = crate::ops::window::window_args(g, n)?;
-                let w = *consts
-                    .first()
-                    .filter(|_| crate::ops::window::has_window_size(n.op))?;
-                // At pyramid scale s the box has ceil(side / 2^s) elements.
-                let s = crate::ops::window::scale_of(n.op, &consts)
-                    .ok()?
-                    .unwrap_or(0);
-                (1.0..=1e6)
-                    .contains(&w)
-                    .then_some(((w as usize - 1) << s) + 1)
+                Some(crate::ops::window::min_side(n.op, &consts))
             })
             .max()
             .unwrap_or(1)

@@ -358,28 +358,32 @@ fn spatial_dims(sig: &Signature, binding: &Binding) -> Vec<usize> {
     }
 }
 
-/// Every window op's window against the bound spatial sides: a side smaller than a window (or
-/// a window that is not an odd whole number) is a shape error naming the input that binds them.
+/// Every window and order op's constants, by the meanings its table entry gives them, and
+/// against the bound spatial sides: a constant out of its range is an [`Error::OpArgument`]
+/// (with the parameters set away from their defaults), a side smaller than a window or shapes
+/// without spatial axes a shape error naming the input that binds them.
 fn check_windows(
-    sig: &Signature,
+    loss: &Loss,
     binding: &Binding,
     graph: &crate::ir::graph::Graph,
     spatial: &[usize],
 ) -> Result<()> {
+    let sig = &loss.sig;
     for id in 0..graph.len() {
         let n = graph.node(id as crate::ir::graph::NodeId);
         let Some((_, consts)) = crate::ops::window::window_args(graph, n) else {
             continue;
         };
-        use crate::ops::window::{has_window_size, scale_of, scaled_dims, window_taps};
-        let fits = scale_of(n.op, &consts).and_then(|s| match consts.first() {
-            // A window at a pyramid scale must fit that scale's box.
-            Some(&w) if has_window_size(n.op) => {
-                window_taps(w, &scaled_dims(spatial, s.unwrap_or(0))).map(drop)
-            }
-            _ => Ok(()), // no window argument (pooling, edt, order ops): any size works
-        });
-        if let Err(detail) = fits {
+        use crate::ops::window::{validate, validate_consts};
+        if let Err(detail) = validate_consts(n.op, &consts, Some(spatial.len())) {
+            return Err(Error::OpArgument {
+                loss: sig.name.clone(),
+                op: n.op.name().to_string(),
+                detail,
+                params: loss.params_set(),
+            });
+        }
+        if let Err(detail) = validate(n.op, &consts, spatial) {
             let last = sig.space.names.len().saturating_sub(1);
             let (input, shape) = sig
                 .inputs
@@ -394,7 +398,11 @@ fn check_windows(
                 .unwrap_or_default();
             return Err(Error::Shape {
                 input,
-                expected: format!("spatial sides of at least the window of `{}`", n.op.name()),
+                expected: format!(
+                    "spatial sides of at least {} for `{}`",
+                    crate::ops::window::min_side(n.op, &consts),
+                    n.op.name()
+                ),
                 received: shape,
                 detail,
             });
@@ -478,7 +486,7 @@ impl Loss {
             .chain(values_axes)
             .collect();
         let spatial = spatial_dims(&self.sig, &binding);
-        check_windows(&self.sig, &binding, &graph, &spatial)?;
+        check_windows(self, &binding, &graph, &spatial)?;
         let bound = Arc::new(Bound {
             graph,
             roots,

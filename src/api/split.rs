@@ -72,7 +72,7 @@ pub(crate) fn split(
             Attr::Axes(a) => a,
             _ => 0,
         };
-        if window::is_order(node.op) && window::group_axes(node) & b != 0 {
+        if window::group_axes(node) & b != 0 {
             return Err(format!(
                 "`{name}` orders elements across the batch: an order is not a sum of per-image parts"
             ));

@@ -224,8 +224,8 @@ impl Interpreter {
                     out
                 }
                 (_, Class::Leaf) => unreachable!("unknown leaf"),
-                (op, Class::Window { .. }) => {
-                    let (image_args, consts) = window::window_args(g, n).expect("a window op");
+                (op, Class::Window { image_args } | Class::Order { image_args }) => {
+                    let consts = window::window_args(g, n).map(|w| w.1).unwrap_or_default();
                     // Each image argument in the output's shape, row-major, in f64.
                     let images: Vec<Vec<f64>> = n.args[..image_args]
                         .iter()
@@ -237,17 +237,20 @@ impl Interpreter {
                         .collect();
                     let imgs: Vec<&[f64]> = images.iter().map(|x| x.as_slice()).collect();
                     let mut out = vec![0.0f64; images[0].len()];
-                    // Window sizes were checked against the spatial sides at bind time.
+                    // The constants were checked against the spatial sides at bind time; the
+                    // sizes are the node's own (1 for an axis it lacks).
+                    let sizes: Vec<usize> = (0..self.bound.sizes.len())
+                        .map(|a| if n.axes & (1 << a) != 0 { self.bound.sizes[a] } else { 1 })
+                        .collect();
                     window::run(
                         op,
                         window::group_axes(n),
                         &imgs,
-                        &self.bound.sizes,
+                        &sizes,
                         &self.bound.spatial,
                         &consts,
                         &mut out,
-                    )
-                    .expect("window checked at bind time");
+                    );
                     ArrayD::from_shape_vec(
                         IxDyn(&shape),
                         out.into_iter().map(T::from_f64).collect(),

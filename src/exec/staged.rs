@@ -21,7 +21,7 @@ use crate::exec::vm::Vm;
 use crate::exec::{check_inputs, Bound, Executor};
 use crate::ir::graph::{Attr, Axes, Graph, NodeId};
 use crate::ops::math::Real;
-use crate::ops::{const_value, window, Class, Op};
+use crate::ops::{const_value, window, Op};
 use crate::optimise::fuse::NotFusable;
 
 /// Input index of the first window output in the segments' graphs (beyond any loss input).
@@ -139,7 +139,7 @@ impl<T: Real> Staged<T> {
             let n = g.node(id as NodeId);
             let from = n.args.iter().map(|&a| level[a as usize]).max().unwrap_or(0);
             level[id] = from;
-            if let Class::Window { .. } = n.op.def().class {
+            if n.op.def().class.image_args().is_some() {
                 if n.axes != full {
                     return Err(NotFusable(format!(
                         "%{id} = {} lacks an axis of the loss",
@@ -175,7 +175,9 @@ impl<T: Real> Staged<T> {
             let mut ops = Vec::new();
             for &w in windows.iter().filter(|&&w| level[w as usize] == l) {
                 let n = g.node(w);
-                let (image_args, consts) = window::window_args(g, n).expect("a window op");
+                let Some((image_args, consts)) = window::window_args(g, n) else {
+                    continue;
+                };
                 let images = n.args[..image_args]
                     .iter()
                     .map(|&a| {
@@ -378,8 +380,7 @@ impl<T: Real> Executor<T> for Staged<T> {
                         &self.spatial,
                         &op.consts,
                         &mut self.wide_out,
-                    )
-                    .expect("window checked at bind time");
+                    );
                     out.par_chunks_mut(per)
                         .zip(self.wide_out.par_chunks(per))
                         .for_each(|(o, y)| {

@@ -127,7 +127,7 @@ impl<'a> Cx<'a> {
                 self.reduction(op, false, name, args, kwargs, span, env)
             }
             Some(op) => {
-                let order = ops::window::is_order(op);
+                let order = matches!(op.def().class, Class::Order { .. });
                 if let Some((k, _)) = kwargs.iter().find(|(k, _)| !(order && k.name == "over")) {
                     return self.err(
                         Diagnostic::new(
@@ -150,9 +150,10 @@ impl<'a> Cx<'a> {
                 if ids.len() != nargs {
                     return Val::Err;
                 }
-                if let Class::Window { image_args } = op.def().class {
+                if let Some(image_args) = op.def().class.image_args() {
                     let last = self.g.space.names.len().checked_sub(1);
-                    if !last.is_some_and(|a| self.g.space.packs[a]) {
+                    let window = matches!(op.def().class, Class::Window { .. });
+                    if window && !last.is_some_and(|a| self.g.space.packs[a]) {
                         return self.err(
                             Diagnostic::new(
                                 Code::E0027,
@@ -181,6 +182,22 @@ impl<'a> Cx<'a> {
                                 .help("use a number, a parameter, or arithmetic on them"),
                             );
                         }
+                    }
+                    // The constants' own ranges (odd windows, positive sigmas), at the call;
+                    // against the sides when shapes bind.
+                    let consts: Vec<f64> = ids[image_args..]
+                        .iter()
+                        .map(|&c| ops::const_value(self.g.node(c)).unwrap_or(f64::NAN))
+                        .collect();
+                    if let Err(why) = ops::window::validate_consts(op, &consts, None) {
+                        return self.err(
+                            Diagnostic::new(
+                                Code::E0030,
+                                span,
+                                format!("`{}`: {why}", name.name),
+                            )
+                            .label("invalid constant argument"),
+                        );
                     }
                 }
                 let mut attr = crate::ir::graph::Attr::None;

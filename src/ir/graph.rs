@@ -154,6 +154,8 @@ impl Graph {
             Class::Broadcast => arg_axes | named,
             // Per image over the spatial axes, whatever axes the image argument lacks.
             Class::Window { .. } => arg_axes | self.space.pack_axes(),
+            // Per group of its `over` axes: the arguments' axes.
+            Class::Order { .. } => arg_axes,
             // An axis index has the axis it counts along; inputs carry their axes on the node
             // (set by `Graph::input`), not from arguments.
             Class::Leaf if op == Op::AxisIndex => named,

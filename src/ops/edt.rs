@@ -27,6 +27,16 @@ pub fn edt_images<T: Real>(mask: &[T], dims: &[usize], spacing: &[f64], out: &mu
     images::<T, false>(mask, dims, spacing, out)
 }
 
+/// [`edt_images`] with unit spacing: the kernel of the `edt` op.
+pub fn edt_unit<T: Real>(mask: &[T], dims: &[usize], out: &mut [T]) {
+    edt_images(mask, dims, &vec![1.0; dims.len()], out)
+}
+
+/// [`field_images`] with unit spacing: the kernel of the `distance_field` op.
+pub fn field_unit<T: Real>(mask: &[T], dims: &[usize], out: &mut [T]) {
+    field_images(mask, dims, &vec![1.0; dims.len()], out)
+}
+
 /// The distance field of every image of a batch (as [`edt_images`]): `edt(m) + edt(!m)`, each
 /// element's distance to the nearest element of the other side (0 for an image that is all true
 /// or all false). One transform computes both sides: the first axis's scan measures every

@@ -6,9 +6,11 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use crate::ops::OpDef;
 
-/// The element types the engine evaluates in.
+/// The element types the engine evaluates in: `f32` and `f64`, and no others (the trait is
+/// sealed: its kernel hooks live in the crate-private [`Element`]).
+#[allow(private_bounds)]
 pub trait Real:
-    Copy
+    Element
     + PartialOrd
     + Add<Output = Self>
     + Sub<Output = Self>
@@ -20,11 +22,18 @@ pub trait Real:
     + Debug
     + Default
     + std::fmt::Display
-    + 'static
 {
+    /// `"f32"` or `"f64"`.
     const NAME: &'static str;
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
+    fn is_finite(self) -> bool;
+}
+
+/// The kernel hooks of an element type: the math the executors and the op table's kernels
+/// call. Crate-private (not reachable from outside, so [`Real`] cannot be implemented or its
+/// hooks called by another crate).
+pub(crate) trait Element: Copy + 'static {
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
@@ -44,7 +53,6 @@ pub trait Real:
     /// ln(1 + self) for self in [0, 1] only, given r = 1/(1 + self) (no special cases).
     fn fast_ln_1p_unit<const FMA: bool>(self, r: Self) -> Self;
     fn maxr(self, o: Self) -> Self;
-    fn is_finite(self) -> bool;
     /// Round half away from zero, branch-free (no libm call without SSE4.1).
     fn round_(self) -> Self;
     /// The op's elementwise kernel at this precision.
@@ -59,6 +67,25 @@ pub trait Real:
     );
     /// The op's kernel for one lane (the body the block kernel loops over).
     fn lane_kernel<const FMA: bool>(op: crate::ops::Op, a: Self, b: Self, c: Self) -> Self;
+    /// Runs a typed window kernel (the distance transforms) at this precision: the `f64` or
+    /// the `f32` one of its table entry. Returns true.
+    fn typed_kernel(
+        f64: fn(&[f64], &[usize], &mut [f64]),
+        f32: fn(&[f32], &[usize], &mut [f32]),
+        x: &[Self],
+        dims: &[usize],
+        out: &mut [Self],
+    ) -> bool;
+}
+
+/// The f64 or the f32 one of two expressions, by the type's name.
+macro_rules! pick {
+    (f64, $a:expr, $b:expr) => {
+        $a
+    };
+    (f32, $a:expr, $b:expr) => {
+        $b
+    };
 }
 
 macro_rules! impl_real {
@@ -73,6 +100,12 @@ macro_rules! impl_real {
             fn to_f64(self) -> f64 {
                 self as f64
             }
+            #[inline]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+        impl Element for $t {
             #[inline]
             fn exp(self) -> Self {
                 <$t>::exp(self)
@@ -137,10 +170,6 @@ macro_rules! impl_real {
             fn maxr(self, o: Self) -> Self {
                 <$t>::max(self, o)
             }
-            #[inline]
-            fn is_finite(self) -> bool {
-                <$t>::is_finite(self)
-            }
             #[inline(always)]
             fn round_(self) -> Self {
                 // Values beyond 2^(mantissa bits) are already integral.
@@ -177,6 +206,17 @@ macro_rules! impl_real {
             #[inline(always)]
             fn lane_kernel<const FMA: bool>(op: crate::ops::Op, a: Self, b: Self, c: Self) -> Self {
                 crate::ops::$lane::<FMA>(op, a, b, c)
+            }
+            fn typed_kernel(
+                k64: fn(&[f64], &[usize], &mut [f64]),
+                k32: fn(&[f32], &[usize], &mut [f32]),
+                x: &[Self],
+                dims: &[usize],
+                out: &mut [Self],
+            ) -> bool {
+                let _unused = pick!($field, k32, k64);
+                pick!($field, k64, k32)(x, dims, out);
+                true
             }
         }
     };

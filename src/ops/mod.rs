@@ -30,8 +30,90 @@ pub enum Class {
     /// Looks at neighbours within each image: argument 0 is read per image over the loss's
     /// spatial (pack) axis, whose dimensions the binding keeps; the output has argument 0's axes
     /// and always the pack axis. Arguments after `image_args` are compile-time constants
-    /// (window size, sigma). Kernels: [`window`] and [`edt`], one call per image.
+    /// (window size, sigma), described by the entry's [`Spatial`]. Kernels: [`window`] and
+    /// [`edt`], one call per image.
     Window { image_args: usize },
+    /// Sorts per group of the axes in `Attr::Axes` (its `over`; default all): argument 0 and
+    /// the other image arguments are read per group, the output has their axes. Kernels:
+    /// [`order`], one call per group.
+    Order { image_args: usize },
+}
+
+impl Class {
+    /// The number of image (tensor) arguments of a window or order op; its other arguments are
+    /// compile-time constants. `None` for the other classes.
+    pub fn image_args(self) -> Option<usize> {
+        match self {
+            Class::Window { image_args } | Class::Order { image_args } => Some(image_args),
+            _ => None,
+        }
+    }
+}
+
+/// What a constant argument of a window or order op means. Bind time checks every one with
+/// [`window::validate`] against the bound spatial sides, so kernels see valid values only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConstArg {
+    /// Taps of a centred window: an odd whole number from 1 to [`window::MAX_WINDOW`], at
+    /// most every side of the image (of the box of the op's scale, if it has one).
+    Window,
+    /// A standard deviation: a finite positive number.
+    Sigma,
+    /// A pyramid scale: a whole number from 0 to [`window::MAX_SCALE`].
+    Scale,
+    /// A percentage: a number in [0, 100].
+    Percent,
+    /// A spatial axis: a whole number from 0 to the number of spatial axes minus one.
+    Axis,
+    /// An offset along a spatial axis: a whole number whose magnitude is below
+    /// [`window::MAX_OFFSET`] (beyond the side every element comes from the padding).
+    Offset,
+}
+
+impl ConstArg {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConstArg::Window => "window",
+            ConstArg::Sigma => "sigma",
+            ConstArg::Scale => "scale",
+            ConstArg::Percent => "percent",
+            ConstArg::Axis => "axis",
+            ConstArg::Offset => "offset",
+        }
+    }
+}
+
+/// One window op's image kernel: `(images, dims, consts, out)` for one image (each image and
+/// `out` row-major over `dims`), the constants already validated.
+pub type ImageKernel = fn(&[&[f64]], &[usize], &[f64], &mut [f64]);
+/// One order op's kernel for one group: `(the image arguments' group members in row-major
+/// order, consts, out)`.
+pub type GroupKernel = fn(&[&[f64]], &[f64], &mut [f64]);
+
+/// The kernel of a window or order op.
+#[derive(Clone, Copy)]
+pub enum SpatialKernel {
+    /// Per image, in f64 (the executors convert the loss's element type around it).
+    Image(ImageKernel),
+    /// Per batch in the loss's own element type (images back to back; the distance
+    /// transforms compute in f64 inside and round once, so both give the same result).
+    Typed {
+        f64: fn(&[f64], &[usize], &mut [f64]),
+        f32: fn(&[f32], &[usize], &mut [f32]),
+    },
+    /// Per group of the op's `over` axes (order ops).
+    Group(GroupKernel),
+}
+
+/// The table entry's part for a window or order op: what its constants mean, constants its
+/// generated tests use, and its kernel.
+#[derive(Clone, Copy)]
+pub struct Spatial {
+    pub consts: &'static [ConstArg],
+    /// Valid constants for the generated tests (one per entry of `consts`).
+    pub sample: &'static [f64],
+    pub kernel: SpatialKernel,
 }
 
 /// Differentiability kind.
@@ -78,6 +160,9 @@ pub struct OpDef {
     /// Argument positions that carry no derivative even though the op is smooth (`where`'s
     /// condition).
     pub data_args: &'static [usize],
+    /// Window and order ops: constants and kernel (`None` for the other classes, whose
+    /// kernels are the lane bodies below).
+    pub spatial: Option<Spatial>,
     pub doc: &'static str,
 }
 
@@ -88,20 +173,18 @@ fn window_like(b: &mut Graph, op: Op, image: Vec<NodeId>, n: &Node, skip: usize)
     b.add(op, args, Attr::None)
 }
 
-/// A linear window op's derivative is its partner — the filter's is its adjoint and the
-/// adjoint's the filter, likewise for the pooling — with the same constant arguments.
-fn partner_grad(b: &mut Graph, n: &Node, _: NodeId, g: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
-    let partner = match n.op {
-        Op::GaussianFilter => Op::GaussianFilterT,
-        Op::GaussianFilterT => Op::GaussianFilter,
-        Op::GaussianFilterAt => Op::GaussianFilterAtT,
-        Op::GaussianFilterAtT => Op::GaussianFilterAt,
-        Op::AvgPool2 => Op::AvgPool2T,
-        _ => Op::AvgPool2,
+/// The derivative rule of a linear window op: its adjoint op `$adj` applied to the incoming
+/// adjoint, with the node's constant arguments (the filter's is its adjoint and the adjoint's
+/// the filter; likewise for pooling). Naming the adjoint is part of the entry, so an op without
+/// one does not compile.
+macro_rules! adjoint {
+    ($adj:ident) => {
+        |b, n, _, g, _| {
+            let mut d = vec![Some(window_like(b, Op::$adj, vec![g], n, 1))];
+            d.resize(n.args.len(), None);
+            d
+        }
     };
-    let mut d = vec![Some(window_like(b, partner, vec![g], n, 1))];
-    d.resize(n.args.len(), None);
-    d
 }
 
 fn no_grad(_: &mut Graph, n: &Node, _: NodeId, _: NodeId, _: &[bool]) -> Vec<Option<NodeId>> {
@@ -149,11 +232,42 @@ macro_rules! or_empty {
     };
 }
 
+/// The f64 or f32 reference kernel of an entry: its `eval` body with libm math, or for an op
+/// without one (window and order ops, whose kernels are their [`Spatial`]) NaN — never called,
+/// since the executors dispatch those by class.
+macro_rules! reference_fn {
+    ($t:ty) => {{
+        fn f(_: &[$t]) -> $t {
+            <$t>::NAN
+        }
+        f
+    }};
+    ($t:ty, |$x:ident| $body:expr) => {{
+        #[allow(unused_variables, unused_imports, clippy::float_cmp)]
+        fn f($x: &[$t]) -> $t {
+            use $crate::ops::math::reference::*;
+            $body
+        }
+        f
+    }};
+}
+
+/// One lane of an entry's `eval` body (NaN for an op without one, as [`reference_fn`]).
+macro_rules! lane_body {
+    ($a:ident, $b:ident, $c:ident, $nan:expr) => {
+        $nan
+    };
+    ($a:ident, $b:ident, $c:ident, $nan:expr, |$x:ident| $body:expr) => {{
+        let $x = [$a, $b, $c];
+        $body
+    }};
+}
+
 macro_rules! define_ops {
     ($( $v:ident { $name:literal, $arity:literal, $class:expr, $diff:ident, callable: $callable:literal,
         $(commutes: $commutes:literal,)? $(symbol: $sym:literal,)? $(singular: $sing:literal,)?
-        $(family: $fam:literal,)? $(data_args: $da:expr,)?
-        eval: |$x:ident| $body:expr, grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
+        $(family: $fam:literal,)? $(data_args: $da:expr,)? $(spatial: $sp:expr,)?
+        $(eval: |$x:ident| $body:expr,)? grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
         /// Op identifiers, in table order.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u16)]
@@ -161,13 +275,14 @@ macro_rules! define_ops {
 
         pub static OPS: &[OpDef] = &[ $( OpDef {
             op: Op::$v, name: $name, arity: $arity, class: $class, diff: Diff::$diff,
-            f64: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f64]) -> f64 { use $crate::ops::math::reference::*; $body } f },
-            f32: { #[allow(unused_variables, unused_imports, clippy::float_cmp)] fn f($x: &[f32]) -> f32 { use $crate::ops::math::reference::*; $body } f },
+            f64: reference_fn!(f64 $(, |$x| $body)?),
+            f32: reference_fn!(f32 $(, |$x| $body)?),
             grad: $grad, grid: $grid, callable: $callable, commutative: false $(|| $commutes)?,
             symbol: some_or_none!($($sym)?),
             singular: false $(|| $sing)?,
             family: some_or_none!($($fam)?),
             data_args: or_empty!($($da)?),
+            spatial: some_or_none!($($sp)?),
             doc: $doc,
         } ),* ];
 
@@ -181,10 +296,10 @@ macro_rules! define_ops {
         pub fn lane_kernel_f32<const FMA: bool>(op: Op, a: f32, b: f32, c: f32) -> f32 {
             if FMA {
                 use $crate::ops::math::fast_fma::*;
-                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+                match op { $( Op::$v => lane_body!(a, b, c, f32::NAN $(, |$x| $body)?) ),* }
             } else {
                 use $crate::ops::math::fast::*;
-                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+                match op { $( Op::$v => lane_body!(a, b, c, f32::NAN $(, |$x| $body)?) ),* }
             }
         }
 
@@ -194,10 +309,10 @@ macro_rules! define_ops {
         pub fn lane_kernel_f64<const FMA: bool>(op: Op, a: f64, b: f64, c: f64) -> f64 {
             if FMA {
                 use $crate::ops::math::fast_fma::*;
-                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+                match op { $( Op::$v => lane_body!(a, b, c, f64::NAN $(, |$x| $body)?) ),* }
             } else {
                 use $crate::ops::math::fast::*;
-                match op { $( Op::$v => { let $x = [a, b, c]; $body } ),* }
+                match op { $( Op::$v => lane_body!(a, b, c, f64::NAN $(, |$x| $body)?) ),* }
             }
         }
 
@@ -344,60 +459,69 @@ define_ops! {
     Or { "or", 2, Class::Map, None, callable: false, symbol: "|", eval: |x| truth(nonzero(x[0]) || nonzero(x[1])), grad: no_grad, grid: UNIT, doc: "a | b (nonzero is true)" }
     Not { "not", 1, Class::Map, None, callable: false, symbol: "!", eval: |x| truth(!nonzero(x[0])), grad: no_grad, grid: UNIT, doc: "!a (nonzero is true)" }
     // ---- window (per image over the spatial pack axis; see `Class::Window`) ------------
-    GaussianFilter { "gaussian_filter", 3, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2], eval: |x| x[0],
-        grad: partner_grad, grid: &[],
+    GaussianFilter { "gaussian_filter", 3, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma], sample: &[3.0, 1.5], kernel: SpatialKernel::Image(window::gaussian_filter) },
+        grad: adjoint!(GaussianFilterT), grid: &[],
         doc: "gaussian_filter(x, window, sigma): the separable normalised Gaussian of `window` taps (odd) and standard deviation `sigma` along every spatial axis, zero \"same\" padding (the output keeps x's shape). window and sigma are compile-time constants; a spatial side smaller than the window is a bind-time error." }
-    GaussianFilterT { "gaussian_filter_adjoint", 3, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2], eval: |x| x[0],
-        grad: partner_grad, grid: &[],
+    GaussianFilterT { "gaussian_filter_adjoint", 3, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma], sample: &[3.0, 1.5], kernel: SpatialKernel::Image(window::gaussian_filter_adjoint) },
+        grad: adjoint!(GaussianFilter), grid: &[],
         doc: "The adjoint of gaussian_filter (its derivative's transpose): the gradient it passes back." }
-    ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], eval: |x| x[0],
+    ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], spatial: Spatial { consts: &[ConstArg::Window], sample: &[3.0], kernel: SpatialKernel::Image(window::valid_window) },
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window): 1 where a centred window of `window` taps (odd) fits inside the image along every spatial axis, else 0 — the positions of VALID padding in a \"same\"-padded filter's output. Data; a side smaller than the window is a bind-time error." }
-    GaussianFilterAt { "gaussian_filter", 4, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2, 3], eval: |x| x[0],
-        grad: partner_grad, grid: &[],
+    GaussianFilterAt { "gaussian_filter", 4, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2, 3], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma, ConstArg::Scale], sample: &[3.0, 1.5, 1.0], kernel: SpatialKernel::Image(window::gaussian_filter_at) },
+        grad: adjoint!(GaussianFilterAtT), grid: &[],
         doc: "gaussian_filter(x, window, sigma, scale): gaussian_filter on the image of scale `scale` (see avg_pool2: the top-left box of ceil(side / 2^scale) elements per axis), zero outside that box. A box side smaller than the window is a bind-time error." }
-    GaussianFilterAtT { "gaussian_filter_adjoint", 4, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2, 3], eval: |x| x[0],
-        grad: partner_grad, grid: &[],
+    GaussianFilterAtT { "gaussian_filter_adjoint", 4, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2, 3], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma, ConstArg::Scale], sample: &[3.0, 1.5, 1.0], kernel: SpatialKernel::Image(window::gaussian_filter_at_adjoint) },
+        grad: adjoint!(GaussianFilterAt), grid: &[],
         doc: "The adjoint of gaussian_filter(x, window, sigma, scale)." }
-    ValidWindowAt { "valid_window", 3, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1, 2], eval: |x| x[0],
+    ValidWindowAt { "valid_window", 3, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Scale], sample: &[3.0, 1.0], kernel: SpatialKernel::Image(window::valid_window_at) },
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window, scale): valid_window on the image of scale `scale` (its box; 0 outside it). Data." }
-    AvgPool2 { "avg_pool2", 2, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1], eval: |x| x[0],
-        grad: partner_grad, grid: &[],
+    AvgPool2 { "avg_pool2", 2, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1], spatial: Spatial { consts: &[ConstArg::Scale], sample: &[0.0], kernel: SpatialKernel::Image(window::avg_pool2_at) },
+        grad: adjoint!(AvgPool2T), grid: &[],
         doc: "avg_pool2(x, scale): the next scale of a multi-scale pyramid. The image of scale s is the top-left box of ceil(side / 2^s) elements per axis (scale 0: the whole image); this pools that box by 2x2 (2x2x2) averages with stride 2, an odd side first extended by repeating its last row / column / slice (TensorFlow's ssim_multiscale), into the box of scale s + 1, and is zero elsewhere: every scale keeps the tensor's shape. scale is a compile-time whole number." }
-    AvgPool2T { "avg_pool2_adjoint", 2, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1], eval: |x| x[0],
-        grad: partner_grad, grid: &[],
+    AvgPool2T { "avg_pool2_adjoint", 2, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1], spatial: Spatial { consts: &[ConstArg::Scale], sample: &[0.0], kernel: SpatialKernel::Image(window::avg_pool2_at_adjoint) },
+        grad: adjoint!(AvgPool2), grid: &[],
         doc: "The adjoint of avg_pool2(x, scale): the gradient on the box of scale s + 1 spread back over the box of scale s." }
-    MaxPool3 { "max_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+    MaxPool3 { "max_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::max_pool3_kernel) },
         grad: |b, n, _, g, _| vec![Some(b.add(Op::MaxPool3T, vec![g, n.args[0]], Attr::None))], grid: &[],
         doc: "max_pool3(x): sliding 3x3 (3x3x3) maximum, stride 1, same size, outside the image ignored. Kink: the adjoint goes to the first maximal element in row-major window order." }
-    MinPool3 { "min_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+    MinPool3 { "min_pool3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::min_pool3_kernel) },
         grad: |b, n, _, g, _| vec![Some(b.add(Op::MinPool3T, vec![g, n.args[0]], Attr::None))], grid: &[],
         doc: "min_pool3(x): sliding 3x3 (3x3x3) minimum (as max_pool3)." }
-    MaxPool3T { "max_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
+    MaxPool3T { "max_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::max_pool3_adjoint) },
         grad: no_grad, grid: &[], doc: "max_pool3_adjoint(g, x): g scattered to the element each window took its maximum from." }
-    MinPool3T { "min_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
+    MinPool3T { "min_pool3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::min_pool3_adjoint) },
         grad: no_grad, grid: &[], doc: "min_pool3_adjoint(g, x): as max_pool3_adjoint, for the minimum." }
-    CrossMin3 { "cross_min3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+    CrossMin3 { "cross_min3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::cross_min3_kernel) },
         grad: |b, n, _, g, _| vec![Some(b.add(Op::CrossMin3T, vec![g, n.args[0]], Attr::None))], grid: &[],
         doc: "cross_min3(x): the minimum over each element and its 2k axis neighbours (a cross; = the elementwise min of the 3x1 and 1x3 min pools, 3-D: 3x1x1, 1x3x1, 1x1x3), stride 1, outside the image ignored: a soft erosion. Kink: the adjoint goes to the first minimal element in row-major window order." }
-    CrossMin3T { "cross_min3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], eval: |x| x[0],
+    CrossMin3T { "cross_min3_adjoint", 2, Class::Window { image_args: 2 }, None, callable: false, data_args: &[1], spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::cross_min3_adjoint) },
         grad: no_grad, grid: &[], doc: "cross_min3_adjoint(g, x): g scattered to the element each cross took its minimum from." }
-    CrossMean3 { "cross_mean3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, eval: |x| x[0],
+    CrossMean3 { "cross_mean3", 1, Class::Window { image_args: 1 }, Smooth, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::cross_mean3_kernel) },
         grad: |b, _, _, g, _| vec![Some(b.op1(Op::CrossMean3, g))], grid: &[],
         doc: "cross_mean3(x): (x + the sum of its 2k axis neighbours) / (2k + 1), zero outside the image (the 3x3 cross x 0.2 of kornia's HausdorffERLoss; 3-D: 7 taps x 1/7). Symmetric with zero padding, so it is its own adjoint." }
-    Edt { "edt", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+    Edt { "edt", 1, Class::Window { image_args: 1 }, None, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Typed { f64: edt::edt_unit::<f64>, f32: edt::edt_unit::<f32> } }, grad: no_grad, grid: &[],
         doc: "edt(m): exact Euclidean distance transform per image (scipy.ndimage.distance_transform_edt, unit spacing): each nonzero element gets the distance to the nearest zero element, zeros get 0; an image without a zero element is 0 everywhere. Data." }
-    DistanceField { "distance_field", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+    DistanceField { "distance_field", 1, Class::Window { image_args: 1 }, None, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Typed { f64: edt::field_unit::<f64>, f32: edt::field_unit::<f32> } }, grad: no_grad, grid: &[],
         doc: "distance_field(m): edt(m) + edt(!m) per image, each element's distance to the nearest element on the other side of the mask's border (nonzero is true); an image that is all true or all false is 0 everywhere. One transform for both sides. Data." }
-    Erode { "erode", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+    Erode { "erode", 1, Class::Window { image_args: 1 }, None, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::erode_kernel) }, grad: no_grad, grid: &[],
         doc: "erode(m): binary erosion by the full 3x3 (3x3x3) structuring element, outside the image counting as false (nonzero is true). Data." }
-    Contour { "contour", 1, Class::Window { image_args: 1 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+    Contour { "contour", 1, Class::Window { image_args: 1 }, None, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Image(window::contour_kernel) }, grad: no_grad, grid: &[],
         doc: "contour(m): m & !erode(m), the mask's elements on its border. Data." }
+    Shift { "shift", 3, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Axis, ConstArg::Offset], sample: &[1.0, 2.0], kernel: SpatialKernel::Image(window::shift) },
+        grad: |b, n, _, g, _| { let back = b.op1(Op::Neg, n.args[2]); vec![Some(b.add(Op::Shift, vec![g, n.args[1], back], Attr::None)), None, None] }, grid: &[],
+        doc: "shift(x, axis, k): x moved k elements along spatial axis `axis` (0 = the first spatial axis; k > 0 towards higher coordinates), zero where it comes from outside the image: y[.., p, ..] = x[.., p - k, ..]. Its adjoint is shift(g, axis, -k). axis and k are compile-time whole numbers." }
+    ShiftEdge { "shift_edge", 3, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Axis, ConstArg::Offset], sample: &[0.0, -2.0], kernel: SpatialKernel::Image(window::shift_edge) },
+        grad: adjoint!(ShiftEdgeT), grid: &[],
+        doc: "shift_edge(x, axis, k): as shift, but an element that comes from outside the image takes the nearest edge element (edge padding): y[.., p, ..] = x[.., clamp(p - k), ..]." }
+    ShiftEdgeT { "shift_edge_adjoint", 3, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Axis, ConstArg::Offset], sample: &[0.0, -2.0], kernel: SpatialKernel::Image(window::shift_edge_adjoint) },
+        grad: adjoint!(ShiftEdge), grid: &[],
+        doc: "The adjoint of shift_edge(x, axis, k): each element of g added to the element it was read from." }
     // ---- order statistics (per group of the axes in `over`; kernels in `order`) ------------
-    LovaszWeights { "lovasz_weights", 2, Class::Window { image_args: 2 }, None, callable: true, eval: |x| x[0], grad: no_grad, grid: &[],
+    LovaszWeights { "lovasz_weights", 2, Class::Order { image_args: 2 }, None, callable: true, spatial: Spatial { consts: &[], sample: &[], kernel: SpatialKernel::Group(order::lovasz_weights_group) }, grad: no_grad, grid: &[],
         doc: "lovasz_weights(e, y, over = [..]): per group of the axes in `over` (default: all), the errors e sorted descending (ties by position) and the Lovász weights g_k of the 0/1 labels y in that order (G = Σy, J_k = 1 - (G - cumsum(y)_k)/(G + cumsum(1 - y)_k), g_1 = J_1, g_k = J_k - J_(k-1)), each put back at its element's position: Σ relu(e) * lovasz_weights(e, y) is the Lovász extension of the Jaccard loss, and its gradient the one scattered back through the permutation. Data." }
-    TopK { "top_k", 3, Class::Window { image_args: 2 }, None, callable: true, data_args: &[1, 2], eval: |x| x[0], grad: no_grad, grid: &[],
+    TopK { "top_k", 3, Class::Order { image_args: 2 }, None, callable: true, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Percent], sample: &[30.0], kernel: SpatialKernel::Group(order::top_k_group) }, grad: no_grad, grid: &[],
         doc: "top_k(x, m, percent, over = [..]): per group of the axes in `over` (default: all), among the n elements where m is nonzero (a mask; pass 1 for all), 1 at the max(1, floor(n * percent / 100)) largest x (ties by position; none if n = 0), else 0. percent is a compile-time constant. Data." }
     Where { "where", 3, Class::Map, Smooth, callable: true, data_args: &[0], eval: |x| if x[0] != 0.0 { x[1] } else { x[2] },
         grad: |b, n, _, g, _| { let z = b.c(0.0); let c = n.args[0]; vec![None, Some(b.op3(Op::Where, c, g, z)), Some(b.op3(Op::Where, c, z, g))] },

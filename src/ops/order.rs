@@ -2,7 +2,7 @@
 //! deterministic descending argsort (O(n log n), ties broken by index so every thread count gives
 //! the same permutation), cumulative sums in a fixed order, the Lovász weights of labels taken in
 //! a given order (Berman et al.; the gradient of the Lovász extension of the Jaccard loss), and
-//! [`group_kernel`], which runs an op per group of a tensor (groups in parallel).
+//! [`per_group`], which runs an op's group kernel per group of a tensor (groups in parallel).
 //!
 //! In: whole tensors in f64 (row-major over the loss's axes) and the axes a group spans. Out:
 //! per-element data (weights put back at each element's position, or 0/1 marks), so the gradient
@@ -11,19 +11,20 @@
 
 use rayon::prelude::*;
 
-use crate::ops::Op;
+use crate::ops::GroupKernel;
 
-/// Runs the order op `op` per group: `images[k]` and `out` are whole tensors of the axis `sizes`
-/// (row-major), a group is the elements sharing every coordinate outside `over` (a bit mask of
-/// axes), in row-major order. Groups run in parallel, each on one thread.
-pub fn group_kernel(
-    op: Op,
+/// Runs an order op's group kernel `k` per group: `images[k]` and `out` are whole tensors of
+/// the axis `sizes` (row-major; 1 for an axis the tensor lacks), a group is the elements sharing
+/// every coordinate outside `over` (a bit mask of axes), in row-major order. Groups run in
+/// parallel, each on one thread.
+pub fn per_group(
+    k: GroupKernel,
     images: &[&[f64]],
     sizes: &[usize],
     over: u16,
     consts: &[f64],
     out: &mut [f64],
-) -> Result<(), String> {
+) {
     let n_axes = sizes.len();
     // Flat index -> (group, position in group), by mixed radix over the two axis sets.
     let mut groups = 1usize;
@@ -36,7 +37,7 @@ pub fn group_kernel(
         }
     }
     let mut index = vec![Vec::with_capacity(members); groups];
-    let total: usize = sizes.iter().product();
+    let total: usize = sizes.iter().product::<usize>().min(out.len());
     let mut coord = vec![0usize; n_axes];
     for flat in 0..total {
         let mut gid = 0;
@@ -54,34 +55,16 @@ pub fn group_kernel(
             coord[a] = 0;
         }
     }
-    let percent = consts.first().copied().unwrap_or(f64::NAN);
-    if op == Op::TopK && !(0.0..=100.0).contains(&percent) {
-        return Err(format!(
-            "top_k takes a percentage in [0, 100], got {percent}"
-        ));
-    }
     let results: Vec<Vec<f64>> = index
         .par_iter()
         .map(|ix| {
-            let x: Vec<f64> = ix.iter().map(|&i| images[0][i]).collect();
-            let order = argsort_desc(&x);
+            let members: Vec<Vec<f64>> = images
+                .iter()
+                .map(|im| ix.iter().map(|&i| im[i]).collect())
+                .collect();
+            let views: Vec<&[f64]> = members.iter().map(|m| m.as_slice()).collect();
             let mut v = vec![0.0; ix.len()];
-            match op {
-                Op::LovaszWeights => {
-                    let y: Vec<f64> = order.iter().map(|&k| images[1][ix[k]]).collect();
-                    for (&k, w) in order.iter().zip(lovasz_weights(&y)) {
-                        v[k] = w;
-                    }
-                }
-                _ => {
-                    let m = |k: usize| images[1][ix[k]] != 0.0;
-                    let n = (0..ix.len()).filter(|&k| m(k)).count();
-                    let keep = ((n as f64 * percent / 100.0).floor() as usize).clamp(1, n.max(1));
-                    for &k in order.iter().filter(|&&k| m(k)).take(keep.min(n)) {
-                        v[k] = 1.0;
-                    }
-                }
-            }
+            k(&views, consts, &mut v);
             v
         })
         .collect();
@@ -90,7 +73,28 @@ pub fn group_kernel(
             out[i] = x;
         }
     }
-    Ok(())
+}
+
+/// The kernel of `lovasz_weights(e, y)` on one group: the Lovász weights of `y` in the order
+/// of `e` descending, put back at each element's position.
+pub fn lovasz_weights_group(x: &[&[f64]], _: &[f64], out: &mut [f64]) {
+    let order = argsort_desc(x[0]);
+    let y: Vec<f64> = order.iter().map(|&k| x[1][k]).collect();
+    for (&k, w) in order.iter().zip(lovasz_weights(&y)) {
+        out[k] = w;
+    }
+}
+
+/// The kernel of `top_k(x, m, percent)` on one group: 1 at the `max(1, floor(n percent /
+/// 100))` largest `x` among the `n` elements where `m` is nonzero (ties by position).
+pub fn top_k_group(x: &[&[f64]], c: &[f64], out: &mut [f64]) {
+    let order = argsort_desc(x[0]);
+    let m = |k: usize| x[1][k] != 0.0;
+    let n = (0..x[0].len()).filter(|&k| m(k)).count();
+    let keep = ((n as f64 * c[0] / 100.0).floor() as usize).clamp(1, n.max(1));
+    for &k in order.iter().filter(|&&k| m(k)).take(keep.min(n)) {
+        out[k] = 1.0;
+    }
 }
 
 /// The permutation that sorts `x` in descending order: `x[p[0]] >= x[p[1]] >= ...`, equal values

@@ -308,3 +308,128 @@ fn every_operator_symbol_has_one_table_entry() {
         assert_eq!(hits, 1, "`{}`", op.symbol());
     }
 }
+
+/// One image for the window-op tests: 2-D, sides that fit every sample window at its scale.
+const WINDOW_DIMS: &[usize] = &[7, 6];
+
+fn random_image(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Every window and order op of the table: its sample constants pass `validate` at the test
+/// sides, and a bad constant of each kind is refused.
+#[test]
+fn window_ops_validate_their_sample_constants() {
+    use crate::ops::window::validate;
+    use crate::ops::ConstArg;
+    let mut checked = 0;
+    for def in OPS.iter().filter(|d| d.class.image_args().is_some()) {
+        let sp = def
+            .spatial
+            .unwrap_or_else(|| panic!("{}: a window or order op without a Spatial part", def.name));
+        assert_eq!(sp.consts.len(), sp.sample.len(), "{}", def.name);
+        let image_args = def.class.image_args().unwrap();
+        assert_eq!(def.arity, image_args + sp.consts.len(), "{}: arity", def.name);
+        validate(def.op, sp.sample, WINDOW_DIMS)
+            .unwrap_or_else(|e| panic!("{}: sample {:?}: {e}", def.name, sp.sample));
+        for (k, kind) in sp.consts.iter().enumerate() {
+            let bad = match kind {
+                ConstArg::Window => 4.0,
+                ConstArg::Sigma => 0.0,
+                ConstArg::Scale => 0.5,
+                ConstArg::Percent => 101.0,
+                ConstArg::Axis => 2.0,
+                ConstArg::Offset => 0.5,
+            };
+            let mut c = sp.sample.to_vec();
+            c[k] = bad;
+            assert!(validate(def.op, &c, WINDOW_DIMS).is_err(), "{}: {kind:?} = {bad}", def.name);
+            c[k] = f64::NAN;
+            assert!(validate(def.op, &c, WINDOW_DIMS).is_err(), "{}: {kind:?} = NaN", def.name);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} constant checks ran");
+}
+
+/// Every differentiable window op: its derivative rule (the adjoint op its entry names, with
+/// the node's constants) against central differences of `f(x) = <op(x), y>` on a random image:
+/// for a linear op this is the inner-product identity `<K x, y> = <x, K^T y>`; for the pools it
+/// checks the scatter of the adjoint to each window's extremum (random values: no ties).
+#[test]
+fn window_op_derivatives_match_finite_differences() {
+    use crate::ir::graph::Attr;
+    use crate::ops::window::run;
+    let dims = WINDOW_DIMS;
+    let n: usize = dims.iter().product();
+    let sizes = [n];
+    let mut checked = 0;
+    for def in OPS
+        .iter()
+        .filter(|d| matches!(d.class, Class::Window { .. }) && d.diff == Diff::Smooth)
+    {
+        let sp = def.spatial.expect("a Spatial part");
+        let image_args = def.class.image_args().unwrap();
+        assert_eq!(image_args, 1, "{}: smooth window ops take one image", def.name);
+        let eval = |op: Op, images: &[&[f64]], consts: &[f64]| {
+            let mut out = vec![0.0; n];
+            run(op, 0, images, &sizes, dims, consts, &mut out);
+            out
+        };
+        // The rule's node: which op, reading which of (adjoint, x), with which constants.
+        let mut g = Graph::new(AxisSpace::default());
+        let x_id = g.input(0, 0);
+        let mut args = vec![x_id];
+        args.extend(sp.sample.iter().map(|&c| g.c(c)));
+        let out = g.add(def.op, args, Attr::None);
+        let adj = g.input(1, 0);
+        let node = g.node(out).clone();
+        let need = vec![true; def.arity];
+        let d = (def.grad)(&mut g, &node, out, adj, &need);
+        assert!(d[1..].iter().all(|x| x.is_none()), "{}: constants get no gradient", def.name);
+        let dn = g.node(d[0].expect("a gradient for the image")).clone();
+        let dsp = dn.op.def().spatial.expect("the adjoint is a window op");
+        let dimg = dn.op.def().class.image_args().unwrap();
+        let dconsts: Vec<f64> = dn.args[dimg..]
+            .iter()
+            .map(|&a| crate::ops::const_value(g.node(a)).expect("constant"))
+            .collect();
+        assert_eq!(dconsts.len(), dsp.consts.len());
+        for seed in 1..4 {
+            let x = random_image(n, seed);
+            let y = random_image(n, seed + 100);
+            let images: Vec<&[f64]> = dn.args[..dimg]
+                .iter()
+                .map(|&a| if a == adj { &y[..] } else { &x[..] })
+                .collect();
+            let rule = eval(dn.op, &images, &dconsts);
+            let f = |x: &[f64]| -> f64 {
+                eval(def.op, &[x], sp.sample).iter().zip(&y).map(|(a, b)| a * b).sum()
+            };
+            for i in 0..n {
+                let h = 1e-6;
+                let mut xp = x.clone();
+                xp[i] += h;
+                let mut xm = x.clone();
+                xm[i] -= h;
+                let fd = (f(&xp) - f(&xm)) / (2.0 * h);
+                assert!(
+                    (fd - rule[i]).abs() <= 1e-6 * fd.abs().max(1.0),
+                    "{} d/dx[{i}]: rule {}, fd {fd}",
+                    def.name,
+                    rule[i]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} window derivative checks ran");
+}

@@ -15,14 +15,13 @@ use rayon::prelude::*;
 
 use crate::ir::graph::{Graph, Node};
 use crate::ops::math::Real;
-use crate::ops::{const_value, Class, Op};
+use crate::ops::{const_value, Class, ConstArg, ImageKernel, Op, Spatial, SpatialKernel};
 
-/// A window op's number of image arguments and its constant arguments (window size, sigma), or
-/// `None` for an op of another class.
+/// A window or order op's number of image arguments and its constant arguments (window size,
+/// sigma), or `None` for an op of another class. A constant argument that is not a constant
+/// reads as NaN, which [`validate`] refuses.
 pub fn window_args(g: &Graph, n: &Node) -> Option<(usize, Vec<f64>)> {
-    let Class::Window { image_args } = n.op.def().class else {
-        return None;
-    };
+    let image_args = n.op.def().class.image_args()?;
     let consts = n.args[image_args..]
         .iter()
         .map(|&a| const_value(g.node(a)).unwrap_or(f64::NAN))
@@ -32,50 +31,111 @@ pub fn window_args(g: &Graph, n: &Node) -> Option<(usize, Vec<f64>)> {
 
 /// The axes an order op's groups span (its `over`), 0 for any other op.
 pub fn group_axes(n: &Node) -> u16 {
-    match n.attr {
-        crate::ir::graph::Attr::Axes(a) if is_order(n.op) => a,
+    match (n.op.def().class, n.attr) {
+        (Class::Order { .. }, crate::ir::graph::Attr::Axes(a)) => a,
         _ => 0,
     }
 }
 
-/// Whether `op` sorts per group of its `over` axes (`crate::ops::order`) rather than working
-/// per image over the spatial axes.
-pub fn is_order(op: Op) -> bool {
-    matches!(op, Op::LovaszWeights | Op::TopK)
-}
-
-/// Whether the first constant argument of `op` is a window size (checked against the sides).
-pub fn has_window_size(op: Op) -> bool {
-    matches!(
-        op,
-        Op::GaussianFilter
-            | Op::GaussianFilterT
-            | Op::ValidWindow
-            | Op::GaussianFilterAt
-            | Op::GaussianFilterAtT
-            | Op::ValidWindowAt
-    )
-}
-
 /// Deepest pyramid scale an op may name.
 pub const MAX_SCALE: usize = 16;
+/// Largest window an op may name (taps per axis).
+pub const MAX_WINDOW: usize = 4095;
+/// Offsets along an axis are below this in magnitude.
+pub const MAX_OFFSET: usize = 1 << 20;
 
-/// The pyramid scale an op works at (its last constant argument; `None` for ops without one),
-/// or `Err` if that is not a whole number in 0..=MAX_SCALE.
-pub fn scale_of(op: Op, consts: &[f64]) -> Result<Option<usize>, String> {
-    let s = match op {
-        Op::GaussianFilterAt | Op::GaussianFilterAtT => consts[2],
-        Op::ValidWindowAt => consts[1],
-        Op::AvgPool2 | Op::AvgPool2T => consts[0],
-        _ => return Ok(None),
-    };
-    if s.fract() == 0.0 && (0.0..=MAX_SCALE as f64).contains(&s) {
-        Ok(Some(s as usize))
-    } else {
-        Err(format!(
-            "a scale must be a whole number from 0 to {MAX_SCALE}, got {s}"
-        ))
+/// The pyramid scale among an op's constants (0 without one); valid after [`validate`].
+fn scale(op: Op, consts: &[f64]) -> usize {
+    spatial(op)
+        .and_then(|sp| sp.consts.iter().position(|&c| c == ConstArg::Scale))
+        .map_or(0, |i| consts[i] as usize)
+}
+
+fn spatial(op: Op) -> Option<&'static Spatial> {
+    op.def().spatial.as_ref()
+}
+
+/// Checks a window or order op's constants against their meanings in its table entry and
+/// the bound spatial sides `dims` (empty when the loss has none): `Err` says which argument
+/// and why, for the caller to report with the loss. Every op's constants pass through here
+/// when shapes bind, so kernels see valid values only.
+pub fn validate(op: Op, consts: &[f64], dims: &[usize]) -> Result<(), String> {
+    if matches!(op.def().class, Class::Window { .. }) && dims.is_empty() {
+        return Err("it works over spatial axes, and these shapes have none (a `..S` pack bound to no axis)".into());
     }
+    validate_consts(op, consts, Some(dims.len()))?;
+    if let Some(sp) = spatial(op) {
+        for (&kind, &x) in sp.consts.iter().zip(consts) {
+            if kind == ConstArg::Window {
+                window_taps(x, &scaled_dims(dims, scale(op, consts)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checks of [`validate`] that need no sides (the lowering reports them at the argument,
+/// in the source): `rank` is the number of spatial axes where known.
+pub fn validate_consts(op: Op, consts: &[f64], rank: Option<usize>) -> Result<(), String> {
+    let Some(sp) = spatial(op) else {
+        return Ok(());
+    };
+    if consts.len() != sp.consts.len() {
+        return Err(format!("it takes {} constant arguments, got {}", sp.consts.len(), consts.len()));
+    }
+    let whole = |x: f64, lo: f64, hi: f64| x.fract() == 0.0 && lo <= x && x <= hi;
+    // The scale first: a window must fit the box of the op's scale.
+    for (k, (&kind, &x)) in sp.consts.iter().zip(consts).enumerate() {
+        let arg = k + op.def().class.image_args().unwrap_or(0) + 1;
+        let bad = |what: String| Err(format!("argument {arg} ({}) {what}, got {x}", kind.name()));
+        match kind {
+            ConstArg::Scale if !whole(x, 0.0, MAX_SCALE as f64) => {
+                return bad(format!("must be a whole number from 0 to {MAX_SCALE}"))
+            }
+            ConstArg::Sigma if !(x.is_finite() && x > 0.0) => {
+                return bad("must be a finite positive number".into())
+            }
+            ConstArg::Percent if !(0.0..=100.0).contains(&x) => {
+                return bad("must be a percentage in [0, 100]".into())
+            }
+            ConstArg::Axis if !whole(x, 0.0, 15.0) => {
+                return bad("must be a spatial axis: a whole number from 0".into())
+            }
+            ConstArg::Axis if rank.is_some_and(|r| x as usize >= r) => {
+                return bad(format!(
+                    "must be a spatial axis, and these shapes have {} spatial axes",
+                    rank.unwrap_or(0)
+                ))
+            }
+            ConstArg::Offset if !(x.fract() == 0.0 && x.abs() < MAX_OFFSET as f64) => {
+                return bad(format!("must be a whole number of magnitude below {MAX_OFFSET}"))
+            }
+            ConstArg::Window
+                if !(whole(x, 1.0, MAX_WINDOW as f64) && x % 2.0 == 1.0) =>
+            {
+                return bad(format!("must be an odd whole number from 1 to {MAX_WINDOW}"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The side every spatial axis needs for `op` with `consts` (its window at its scale: the
+/// box of scale s must hold the window), 1 for ops that fit any side.
+pub fn min_side(op: Op, consts: &[f64]) -> usize {
+    let Some(sp) = spatial(op) else { return 1 };
+    sp.consts
+        .iter()
+        .zip(consts)
+        .filter(|(&k, _)| k == ConstArg::Window)
+        .map(|(_, &w)| {
+            let s = scale(op, consts).min(MAX_SCALE);
+            // At scale s the box has ceil(side / 2^s) elements.
+            ((w.clamp(1.0, MAX_WINDOW as f64) as usize - 1) << s) + 1
+        })
+        .max()
+        .unwrap_or(1)
 }
 
 /// The box of scale `s` within an image of `dims`: `ceil(d / 2^s)` per axis.
@@ -98,47 +158,29 @@ fn box_indices<'a>(dims: &'a [usize], sub: &'a [usize]) -> impl Iterator<Item = 
     })
 }
 
-/// A window op at a pyramid scale: its kernel on the boxes it reads and writes, zero elsewhere.
+/// A kernel at a pyramid scale: `f(box of scale from, its dims)` gives the box of scale `to`,
+/// written into the image's top-left corner, zero elsewhere.
 fn at_scale(
-    op: Op,
     x: &[f64],
     dims: &[usize],
-    consts: &[f64],
-    s: usize,
+    (from, to): (usize, usize),
     out: &mut [f64],
-) -> Result<(), String> {
-    let (from, to) = match op {
-        Op::AvgPool2 => (s, s + 1),
-        Op::AvgPool2T => (s + 1, s),
-        _ => (s, s),
-    };
+    f: impl FnOnce(&[f64], &[usize]) -> Vec<f64>,
+) {
     let (din, dout) = (scaled_dims(dims, from), scaled_dims(dims, to));
     let sub: Vec<f64> = box_indices(dims, &din).map(|i| x[i]).collect();
-    let y = match op {
-        Op::AvgPool2 => avg_pool2(&sub, &din).0,
-        Op::AvgPool2T => avg_pool2_adjoint(&sub, &dout),
-        Op::GaussianFilterAt | Op::GaussianFilterAtT | Op::ValidWindowAt => {
-            let inner = match op {
-                Op::GaussianFilterAt => Op::GaussianFilter,
-                Op::GaussianFilterAtT => Op::GaussianFilterT,
-                _ => Op::ValidWindow,
-            };
-            let mut y = vec![0.0; sub.len()];
-            image_kernel(inner, &[&sub], &din, consts, &mut y)?;
-            y
-        }
-        _ => return Err(format!("`{}` has no scale", op.name())),
-    };
+    let y = f(&sub, &din);
     out.fill(0.0);
     for (i, v) in box_indices(dims, &dout).zip(y) {
         out[i] = v;
     }
-    Ok(())
 }
 
-/// Runs a window-class op on whole tensors (`images[k]` and `out` row-major over the axis
-/// `sizes`): order ops per group of the axes in `over`, the others per image over the spatial
-/// `dims`. The one dispatch used by the reference interpreter and the staged executor.
+/// Runs a window or order op on whole tensors (`images[k]` and `out` row-major over the axis
+/// `sizes`, 1 for an axis the node lacks): order ops per group of the axes in `over`, the
+/// others per image over the spatial `dims`, by the kernel of the op's table entry. The one
+/// dispatch of the reference interpreter and the staged executor. The constants were checked
+/// by [`validate`] when shapes bound.
 pub fn run(
     op: Op,
     over: u16,
@@ -147,109 +189,171 @@ pub fn run(
     dims: &[usize],
     consts: &[f64],
     out: &mut [f64],
-) -> Result<(), String> {
-    if run_typed(op, images, dims, out) {
-        Ok(())
-    } else if is_order(op) {
-        crate::ops::order::group_kernel(op, images, sizes, over, consts, out)
-    } else {
-        per_image(op, images, dims, consts, out)
+) {
+    match spatial(op).map(|sp| sp.kernel) {
+        Some(SpatialKernel::Typed { f64: k, .. }) => k(images[0], dims, out),
+        Some(SpatialKernel::Group(k)) => crate::ops::order::per_group(k, images, sizes, over, consts, out),
+        Some(SpatialKernel::Image(k)) => per_image(k, images, dims, consts, out),
+        None => out.fill(f64::NAN),
     }
 }
 
-/// The window ops whose kernel works on the loss's element type itself, with no f64 copies of
-/// its argument and result: the distance transform and the distance field (each computes in
-/// f64 inside and rounds once, so the result is what [`run`] gives). Runs `op` over the batch
-/// and returns true, or returns false for any other op (the caller converts and calls [`run`],
-/// which also comes here first).
+/// Runs `op` over the batch in the loss's element type and returns true where its kernel
+/// works on that type itself (the distance transforms: no f64 copies of argument and result),
+/// or returns false (the caller converts and calls [`run`]).
 pub fn run_typed<T: Real>(op: Op, images: &[&[T]], dims: &[usize], out: &mut [T]) -> bool {
-    match op {
-        Op::Edt => {
-            crate::ops::edt::edt_images(images[0], dims, &vec![1.0; dims.len()], out);
-            true
-        }
-        Op::DistanceField => {
-            crate::ops::edt::field_images(images[0], dims, &vec![1.0; dims.len()], out);
-            true
-        }
+    match spatial(op).map(|sp| sp.kernel) {
+        Some(SpatialKernel::Typed { f64, f32 }) => T::typed_kernel(f64, f32, images[0], dims, out),
         _ => false,
     }
 }
 
-/// [`image_kernel`] over a batch: `images[k]` and `out` hold whole images of `dims` back to back;
-/// images run in parallel, each on one thread (so the result does not depend on threads).
-pub fn per_image(
-    op: Op,
-    images: &[&[f64]],
-    dims: &[usize],
-    consts: &[f64],
-    out: &mut [f64],
-) -> Result<(), String> {
+/// An image kernel over a batch: `images[k]` and `out` hold whole images of `dims` back to
+/// back; images run in parallel, each on one thread (so the result does not depend on threads).
+fn per_image(k: ImageKernel, images: &[&[f64]], dims: &[usize], consts: &[f64], out: &mut [f64]) {
     let per: usize = dims.iter().product::<usize>().max(1);
-    out.par_chunks_mut(per).enumerate().try_for_each(|(b, o)| {
+    out.par_chunks_mut(per).enumerate().for_each(|(b, o)| {
         let mut imgs: [&[f64]; 2] = [&[], &[]];
         for (d, x) in imgs.iter_mut().zip(images) {
             *d = &x[b * per..(b + 1) * per];
         }
-        image_kernel(op, &imgs[..images.len()], dims, consts, o)
+        k(&imgs[..images.len()], dims, consts, o)
     })
 }
 
-/// The window ops' kernels by op (but the distance ops, which [`run_typed`] serves): `images`
-/// are the op's image arguments for one image (each `dims`), `consts` its constant arguments;
-/// the result, also `dims`, is written to `out`. `Err` names what does not fit (a window larger
-/// than a side, an even window), for the caller to report with the input.
-pub fn image_kernel(
-    op: Op,
-    images: &[&[f64]],
-    dims: &[usize],
-    consts: &[f64],
-    out: &mut [f64],
-) -> Result<(), String> {
-    let x = images[0];
-    if let Some(s) = scale_of(op, consts)? {
-        return at_scale(op, x, dims, consts, s, out);
+// ---- the image kernels of the table's window ops (constants validated) ----------------------
+
+pub fn gaussian_filter(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    let w = gaussian_weights(c[0] as usize, c[1]);
+    out.copy_from_slice(&filter(x[0], dims, &w, Padding::Same).0);
+}
+
+pub fn gaussian_filter_adjoint(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    let w = gaussian_weights(c[0] as usize, c[1]);
+    out.copy_from_slice(&filter_adjoint(x[0], dims, &w, Padding::Same));
+}
+
+pub fn valid_window(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    let half = (c[0] as usize - 1) / 2;
+    let st = strides(dims);
+    for (i, o) in out.iter_mut().enumerate().take(x[0].len()) {
+        let inside = (0..dims.len()).all(|a| {
+            let p = (i / st[a]) % dims[a];
+            p >= half && p + half < dims[a]
+        });
+        *o = f64::from(u8::from(inside));
     }
-    let y = match op {
-        Op::GaussianFilter | Op::GaussianFilterT => {
-            let (taps, sigma) = (window_taps(consts[0], dims)?, consts[1]);
-            if !(sigma.is_finite() && sigma > 0.0) {
-                return Err(format!("sigma must be a positive number, got {sigma}"));
-            }
-            let w = gaussian_weights(taps, sigma);
-            if op == Op::GaussianFilter {
-                filter(x, dims, &w, Padding::Same).0
-            } else {
-                filter_adjoint(x, dims, &w, Padding::Same)
-            }
+}
+
+/// A same-scale kernel applied to the box of the scale in `c[at]`.
+fn on_box(k: ImageKernel, x: &[&[f64]], dims: &[usize], c: &[f64], at: usize, out: &mut [f64]) {
+    let s = c[at] as usize;
+    at_scale(x[0], dims, (s, s), out, |sub, din| {
+        let mut y = vec![0.0; sub.len()];
+        k(&[sub], din, c, &mut y);
+        y
+    })
+}
+
+pub fn gaussian_filter_at(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    on_box(gaussian_filter, x, dims, c, 2, out)
+}
+
+pub fn gaussian_filter_at_adjoint(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    on_box(gaussian_filter_adjoint, x, dims, c, 2, out)
+}
+
+pub fn valid_window_at(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    on_box(valid_window, x, dims, c, 1, out)
+}
+
+pub fn avg_pool2_at(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    let s = c[0] as usize;
+    at_scale(x[0], dims, (s, s + 1), out, |sub, din| avg_pool2(sub, din).0)
+}
+
+pub fn avg_pool2_at_adjoint(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    let s = c[0] as usize;
+    at_scale(x[0], dims, (s + 1, s), out, |sub, _| {
+        avg_pool2_adjoint(sub, &scaled_dims(dims, s))
+    })
+}
+
+pub fn max_pool3_kernel(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&max_pool3(x[0], dims).0)
+}
+
+pub fn min_pool3_kernel(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&min_pool3(x[0], dims).0)
+}
+
+/// `max_pool3_adjoint(g, x)`: `g` scattered to each window's (first) maximum of `x`.
+pub fn max_pool3_adjoint(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&pool_adjoint(x[0], &max_pool3(x[1], dims).1, x[0].len()))
+}
+
+pub fn min_pool3_adjoint(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&pool_adjoint(x[0], &min_pool3(x[1], dims).1, x[0].len()))
+}
+
+pub fn cross_min3_kernel(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&cross_min3(x[0], dims).0)
+}
+
+pub fn cross_min3_adjoint(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&pool_adjoint(x[0], &cross_min3(x[1], dims).1, x[0].len()))
+}
+
+pub fn cross_mean3_kernel(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&cross_mean3(x[0], dims))
+}
+
+/// Along `axis` of `dims`: for every element `i`, the element it reads when shifted by `k`
+/// (`None` outside the image under zero padding; clamped to the edge with `edge`).
+fn shift_sources(
+    dims: &[usize],
+    axis: usize,
+    k: i64,
+    edge: bool,
+) -> impl Iterator<Item = (usize, Option<usize>)> + '_ {
+    let st = strides(dims);
+    let (d, s) = (dims[axis] as i64, st[axis]);
+    (0..dims.iter().product::<usize>()).map(move |i| {
+        let p = ((i / s) % dims[axis]) as i64;
+        let q = p - k;
+        let q = if edge { Some(q.clamp(0, d - 1)) } else { (0..d).contains(&q).then_some(q) };
+        (i, q.map(|q| (i as i64 + (q - p) * s as i64) as usize))
+    })
+}
+
+pub fn shift(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    for (i, src) in shift_sources(dims, c[0] as usize, c[1] as i64, false) {
+        out[i] = src.map_or(0.0, |j| x[0][j]);
+    }
+}
+
+pub fn shift_edge(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    for (i, src) in shift_sources(dims, c[0] as usize, c[1] as i64, true) {
+        out[i] = src.map_or(0.0, |j| x[0][j]);
+    }
+}
+
+/// Each element of the adjoint added, in index order, to the element `shift_edge` read it from.
+pub fn shift_edge_adjoint(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    for (i, src) in shift_sources(dims, c[0] as usize, c[1] as i64, true) {
+        if let Some(j) = src {
+            out[j] += x[0][i];
         }
-        Op::ValidWindow => {
-            let taps = window_taps(consts[0], dims)?;
-            let half = (taps - 1) / 2;
-            let st = strides(dims);
-            (0..x.len())
-                .map(|i| {
-                    let inside = (0..dims.len()).all(|a| {
-                        let c = (i / st[a]) % dims[a];
-                        c >= half && c + half < dims[a]
-                    });
-                    f64::from(u8::from(inside))
-                })
-                .collect()
-        }
-        Op::MaxPool3 => max_pool3(x, dims).0,
-        Op::MinPool3 => min_pool3(x, dims).0,
-        Op::MaxPool3T => pool_adjoint(x, &max_pool3(images[1], dims).1, x.len()),
-        Op::MinPool3T => pool_adjoint(x, &min_pool3(images[1], dims).1, x.len()),
-        Op::CrossMin3 => cross_min3(x, dims).0,
-        Op::CrossMin3T => pool_adjoint(x, &cross_min3(images[1], dims).1, x.len()),
-        Op::CrossMean3 => cross_mean3(x, dims),
-        Op::Erode => erode(x, dims),
-        Op::Contour => contour(x, dims),
-        _ => return Err(format!("`{}` is not a window op", op.name())),
-    };
-    out.copy_from_slice(&y);
-    Ok(())
+    }
+}
+
+pub fn erode_kernel(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&erode(x[0], dims))
+}
+
+pub fn contour_kernel(x: &[&[f64]], dims: &[usize], _: &[f64], out: &mut [f64]) {
+    out.copy_from_slice(&contour(x[0], dims))
 }
 
 /// A window size argument: an odd whole number no larger than any side of `dims`.
@@ -283,7 +387,8 @@ pub enum Padding {
 pub fn gaussian_weights(window: usize, sigma: f64) -> Vec<f64> {
     let c = (window as f64 - 1.0) / 2.0;
     let w: Vec<f64> = (0..window)
-        .map(|k| (-((k as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp())
+        // The centre tap is 1 even where 2 sigma^2 underflows (-0 / 0 would be NaN).
+        .map(|k| if k as f64 == c { 1.0 } else { (-((k as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp() })
         .collect();
     let total: f64 = w.iter().sum();
     w.iter().map(|v| v / total).collect()

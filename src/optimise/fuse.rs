@@ -106,7 +106,7 @@ pub fn schedule_capped(
         stage[id] = match node.op.def().class {
             Class::Reduce { .. } if big[node.args[0] as usize] => from_args + 1,
             Class::Reduce { .. } | Class::Map | Class::Broadcast | Class::Leaf => from_args,
-            Class::Window { .. } => {
+            Class::Window { .. } | Class::Order { .. } => {
                 return Err(NotFusable(format!(
                     "%{id} = {} looks at neighbours; window ops run on the reference interpreter",
                     node.op.name()

@@ -102,6 +102,8 @@ codes! {
         "`for i in lo..hi { ... }` is unrolled when the loss compiles: lo and hi are literals, `int` parameters, or arithmetic on them, and whole numbers.";
     E0029: "compile-time loops repeat their bodies too often",
         "Every iteration of a `for` loop is copied into the graph; one loss may make at most 10 000 copies in all (nested loops multiply).";
+    E0030: "a constant argument of a window or order op is out of its range",
+        "Windows are odd whole numbers (1 to 4095), sigmas finite and positive, scales whole numbers from 0 to 16, percentages in [0, 100], axes spatial axes (README: window ops).";
 }
 
 #[derive(Clone, Debug)]

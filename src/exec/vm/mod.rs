@@ -365,7 +365,9 @@ impl<T: Real> Vm<T> {
                     // Leaves read no argument (constants, inputs and axis sizes are filled by
                     // `run_tail` directly).
                     Class::Leaf => Vec::new(),
-                    Class::Window { .. } => unreachable!("the schedule refuses window ops"),
+                    Class::Window { .. } | Class::Order { .. } => {
+                        unreachable!("the schedule refuses window and order ops")
+                    }
                     Class::Reduce { .. } => {
                         let arg = node.args[0];
                         let an = g.node(arg);

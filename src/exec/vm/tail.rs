@@ -51,7 +51,9 @@ impl<T: Real> Vm<T> {
                     }
                 }
                 (_, Class::Leaf) => unreachable!("every leaf op is matched above"),
-                (_, Class::Window { .. }) => unreachable!("the schedule refuses window ops"),
+                (_, Class::Window { .. } | Class::Order { .. }) => {
+                    unreachable!("the schedule refuses window and order ops")
+                }
                 (_, Class::Map | Class::Broadcast) => {
                     let f = node.op.def().f64;
                     let na = node.args.len();
