@@ -5,6 +5,7 @@
 use thiserror::Error;
 
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Syntax, name, type, shape or differentiability errors in `.loss` source.
     #[error("{rendered}")]
@@ -98,6 +99,10 @@ pub enum Error {
         detail: String,
         params: Vec<(String, String)>,
     },
+    /// An instruction-set name (`Plan::cap_instruction_set`, or the `LOSSLANG_ISA` environment
+    /// variable) that is none of the known ones.
+    #[error("unknown instruction set `{name}` (from {source_of}): the known ones are avx512, avx2 and baseline (or base)")]
+    InstructionSet { name: String, source_of: String },
     /// An input given as class labels holds a value that is neither a class index of its axis
     /// nor the ignore value.
     #[error("input `{input}` holds the label {value} at index {index:?}, but its classes are 0..{classes} (axis `{axis}`) and the ignore value is {ignore}")]

@@ -76,7 +76,8 @@ pub mod diagnostics {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::exec::vm::{BLOCK, CHUNK_BLOCKS};
-    /// The distance-transform kernel, for `benches/spatial.rs` until the `edt` op exists.
+    /// The distance-transform kernels with explicit spacing, for `benches/spatial.rs` (the `edt`
+    /// op uses unit spacing).
     pub use crate::ops::edt::{edt_images, field_images};
     pub use crate::optimise::fuse::MAX_KERNEL_NODES;
 }

@@ -83,7 +83,7 @@ fn run_with<T: Real>(
             "{name}"
         );
         if let Some(isa) = isa {
-            plan.cap_instruction_set(isa);
+            plan.cap_instruction_set(isa).unwrap();
         }
         let out = plan
             .value_and_grad(&[("logits", z.view()), ("target", y.view())])

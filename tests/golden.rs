@@ -40,7 +40,7 @@ fn check_isa<T: Real>(name: &str, kind: ExecutorKind, isa: Option<&str>) -> Vec<
             .compile_with::<T>(&shapes, kind)
             .unwrap_or_else(|e| panic!("{name}/{cname}: {e}"));
         if let Some(isa) = isa {
-            plan.cap_instruction_set(isa);
+            plan.cap_instruction_set(isa).unwrap();
         }
         let views: Vec<(&str, _)> = ins.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
         let out = plan.value_and_grad(&views).unwrap();

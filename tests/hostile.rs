@@ -39,7 +39,11 @@ fn hostile_values(p: &ParamSpec) -> Vec<ParamValue> {
     // A declared range's ends and middle are accepted, so they must give finite results too.
     if let Some(r) = p.range {
         for x in [r.lo, r.hi, (r.lo + r.hi) / 2.0, r.lo.max(-1e300) * 1.000001] {
-            v.push(ParamValue::Number(if p.ty == ParamKind::Int { x.round() } else { x }));
+            v.push(ParamValue::Number(if p.ty == ParamKind::Int {
+                x.round()
+            } else {
+                x
+            }));
         }
     }
     v.push(ParamValue::Text("bogus".into()));
@@ -84,7 +88,10 @@ fn run_case<T: Real>(loss: &Loss, shape: &[usize], rng: &mut Rng) -> Result<(), 
             }
             for (g, a) in out.grads() {
                 if let Some(x) = a.iter().find(|x| !x.to_f64().is_finite()) {
-                    return Err(format!("gradient of `{g}` holds {} with no error", x.to_f64()));
+                    return Err(format!(
+                        "gradient of `{g}` holds {} with no error",
+                        x.to_f64()
+                    ));
                 }
             }
             if let Some(v) = out.values() {
@@ -123,9 +130,7 @@ fn no_parameter_value_panics_or_gives_a_silent_non_finite_result() {
                 let r = catch_unwind(AssertUnwindSafe(|| {
                     let loss = match base.clone().set(&p.name, value.clone()) {
                         Ok(l) => l,
-                        Err(Error::ParamValue { name: ref n, .. }) if *n == p.name => {
-                            return Ok(())
-                        }
+                        Err(Error::ParamValue { name: ref n, .. }) if *n == p.name => return Ok(()),
                         Err(e) => return Err(format!("set: {e} (does not name the parameter)")),
                     };
                     let started = std::time::Instant::now();

@@ -134,6 +134,7 @@ impl Default for GradcheckOptions {
 }
 
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Trial {
     pub name: String,
     pub shape: Vec<usize>,
@@ -151,6 +152,7 @@ pub struct Trial {
 }
 
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GradcheckReport {
     pub loss: String,
     /// The inputs that receive gradients.

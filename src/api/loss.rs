@@ -11,11 +11,11 @@ use crate::autodiff;
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::lower::{self, in_range, InputSpec, Lowered, ParamSpec, ParamValue, Signature};
-use crate::ir::signature::ParamKind;
-use crate::syntax::ast::ValueRange;
 use crate::ir::program::{Def, Program};
+use crate::ir::signature::ParamKind;
 use crate::ops::math::Real;
 use crate::optimise;
+use crate::syntax::ast::ValueRange;
 use crate::syntax::diag::suggest;
 
 use super::*;
@@ -36,6 +36,7 @@ pub struct Loss {
 /// `Fused`: [`Loss::render_for_shapes`] shows exactly that), `lossc graph` and the tests run a
 /// prefix of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stage {
     /// The checked forward graph as written (helpers and called losses inlined).
     Parsed,
@@ -256,7 +257,9 @@ impl Loss {
                 }
                 ParamValue::List(ws)
             }
-            (ParamKind::Vector { .. }, ParamValue::Text(s)) if s.contains(',') || s.contains('[') => {
+            (ParamKind::Vector { .. }, ParamValue::Text(s))
+                if s.contains(',') || s.contains('[') =>
+            {
                 // `1, 2, 3` or `[1, 2, 3]` (command lines).
                 let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
                 let ws: std::result::Result<Vec<f64>, _> =
@@ -478,7 +481,7 @@ impl Loss {
     /// tails — as text or Graphviz (`lossc graph --stage fused --shape ...`).
     pub fn render_for_shapes(&self, shapes: &[(&str, &[usize])], dot: bool) -> Result<String> {
         let binding = super::shape::bind_shapes(&self.sig, shapes)?;
-        let absent = binding.forms();
+        let absent = binding.lowering_key();
         let bound = self.bound_stage(&binding, &absent)?;
         let mut names: Vec<String> = self.sig.inputs.iter().map(|i| i.name.clone()).collect();
         let mut name = format!("{} at sizes {:?}", self.sig.name, binding.sizes);

@@ -17,7 +17,7 @@ mod split;
 
 pub use loss::{Loss, Stage};
 pub use plan::{ExecutorKind, Finished, Output, PassInfo, Plan};
-pub use shape::Binding;
+pub use shape::{Binding, InputForm};
 
 use crate::error::Error;
 use crate::ir::program::Program;

@@ -79,6 +79,7 @@ pub enum ExecutorKind {
 
 /// One memory pass of a plan: which executor runs it, and what it computes per element.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PassInfo {
     /// `"fused"` (the block VM) or `"reference"` (the interpreter).
     pub executor: &'static str,
@@ -141,6 +142,7 @@ struct SplitState<T: Real> {
 /// The loss value from the statistics of the whole batch, and the adjoint (seed) of each
 /// statistic, which [`Plan::backward`] turns into a shard's gradient.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Finished<T> {
     pub value: T,
     pub seeds: Vec<ArrayD<T>>,
@@ -411,6 +413,20 @@ fn check_windows(
     Ok(())
 }
 
+/// The instruction-set names a cap may give.
+const ISA_NAMES: &[&str] = &["avx512", "avx2", "baseline", "base"];
+
+fn check_isa_name(name: &str, source_of: &str) -> Result<()> {
+    if ISA_NAMES.contains(&name) {
+        Ok(())
+    } else {
+        Err(Error::InstructionSet {
+            name: name.to_string(),
+            source_of: source_of.to_string(),
+        })
+    }
+}
+
 impl Loss {
     /// Every vector parameter set to a list has one number per element of its axis.
     fn check_vectors(&self, binding: &Binding) -> Result<()> {
@@ -437,6 +453,11 @@ impl Loss {
         shapes: &[(&str, &[usize])],
         kind: ExecutorKind,
     ) -> Result<Plan<T>> {
+        if let Ok(cap) = std::env::var("LOSSLANG_ISA") {
+            if !cap.is_empty() {
+                check_isa_name(&cap, "the LOSSLANG_ISA environment variable")?;
+            }
+        }
         let binding = bind_shapes(&self.sig, shapes)?;
         self.check_vectors(&binding)?;
         if self.sig.inputs.len() > MAX_INPUTS {
@@ -447,7 +468,7 @@ impl Loss {
                 max: MAX_INPUTS,
             });
         }
-        let absent = binding.forms();
+        let absent = binding.lowering_key();
         let sg = self.bound_stage(&binding, &absent)?;
         let diff: Vec<usize> = (0..self.sig.inputs.len())
             .filter(|&i| self.sig.inputs[i].diff && !absent.contains(&i))
@@ -575,13 +596,14 @@ impl<T: Real> Plan<T> {
     /// the `LOSSLANG_ISA` environment variable does for every plan: to test each code path on
     /// one machine, or to reproduce another machine's bits. Never widens what the CPU has.
     /// Returns the instruction set now in use.
-    pub fn cap_instruction_set(&mut self, isa: &str) -> &'static str {
+    pub fn cap_instruction_set(&mut self, isa: &str) -> Result<&'static str> {
+        check_isa_name(isa, "Plan::cap_instruction_set")?;
         let now = self.exec.cap_isa(isa);
         if let Some(v) = self.value_exec.as_mut() {
             v.cap_isa(isa);
         }
         self.isa = now;
-        now
+        Ok(now)
     }
     /// Each memory pass with the executor that runs it.
     pub fn pass_info(&self) -> &[PassInfo] {
@@ -811,7 +833,12 @@ impl<T: Real> Plan<T> {
                 return Err(self.non_finite_result(format!("gradient of `{name}`"), x.to_f64()));
             }
         }
-        if let Some(x) = self.values.iter().flatten().find(|x| !x.to_f64().is_finite()) {
+        if let Some(x) = self
+            .values
+            .iter()
+            .flatten()
+            .find(|x| !x.to_f64().is_finite())
+        {
             return Err(self.non_finite_result("per-group values".into(), x.to_f64()));
         }
         Ok(())
@@ -862,7 +889,7 @@ impl<T: Real> Plan<T> {
         if self.split.is_some() {
             return Ok(());
         }
-        let absent = self.binding.forms();
+        let absent = self.binding.lowering_key();
         let sg = self.loss.stage(super::Stage::Optimised, &absent)?;
         let not = |reason: String| Error::NotSplittable {
             loss: self.sig.name.clone(),

@@ -7,8 +7,22 @@
 use crate::error::{Error, Result};
 use crate::ir::lower::{InputSpec, Signature};
 
+/// How one input was given to a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputForm {
+    /// With every declared axis.
+    Full,
+    /// As class labels: without the axis of its `labels(axis, ..)` declaration (one-hot
+    /// encoded in the graph).
+    Labels,
+    /// Left out: an optional input at its default.
+    Absent,
+}
+
 /// Shapes bound to the loss's axes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Binding {
     /// Per input: the shape given (None if an optional input was left out).
     pub shapes: Vec<Option<Vec<usize>>>,
@@ -24,9 +38,24 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// How the inputs were given, as the lowering's key: the positions of absent optional
-    /// inputs, and `AS_LABELS + i` for an input `i` given as class labels.
-    pub fn forms(&self) -> Vec<usize> {
+    /// How each input (in declaration order) was given.
+    pub fn forms(&self) -> Vec<InputForm> {
+        (0..self.shapes.len())
+            .map(|i| {
+                if self.shapes[i].is_none() {
+                    InputForm::Absent
+                } else if self.labels.get(i).copied().unwrap_or(false) {
+                    InputForm::Labels
+                } else {
+                    InputForm::Full
+                }
+            })
+            .collect()
+    }
+
+    /// The lowering's key for these forms: the positions of absent optional inputs, and
+    /// `AS_LABELS + i` for an input `i` given as class labels.
+    pub(crate) fn lowering_key(&self) -> Vec<usize> {
         let absent = (0..self.shapes.len()).filter(|&i| self.shapes[i].is_none());
         let labels = (0..self.labels.len())
             .filter(|&i| self.labels[i])

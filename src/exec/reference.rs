@@ -240,7 +240,13 @@ impl Interpreter {
                     // The constants were checked against the spatial sides at bind time; the
                     // sizes are the node's own (1 for an axis it lacks).
                     let sizes: Vec<usize> = (0..self.bound.sizes.len())
-                        .map(|a| if n.axes & (1 << a) != 0 { self.bound.sizes[a] } else { 1 })
+                        .map(|a| {
+                            if n.axes & (1 << a) != 0 {
+                                self.bound.sizes[a]
+                            } else {
+                                1
+                            }
+                        })
                         .collect();
                     window::run(
                         op,

@@ -191,12 +191,8 @@ impl<'a> Cx<'a> {
                         .collect();
                     if let Err(why) = ops::window::validate_consts(op, &consts, None) {
                         return self.err(
-                            Diagnostic::new(
-                                Code::E0030,
-                                span,
-                                format!("`{}`: {why}", name.name),
-                            )
-                            .label("invalid constant argument"),
+                            Diagnostic::new(Code::E0030, span, format!("`{}`: {why}", name.name))
+                                .label("invalid constant argument"),
                         );
                     }
                 }

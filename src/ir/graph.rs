@@ -84,6 +84,7 @@ impl Graph {
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
+    #[allow(dead_code)] // beside `len`, as clippy's len_without_is_empty asks
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }

@@ -16,6 +16,7 @@ use super::lower::{Cx, Val};
 
 /// A parameter value set by a caller.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ParamValue {
     Number(f64),
     Text(String),
@@ -67,6 +68,7 @@ impl From<String> for ParamValue {
 }
 
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct InputSpec {
     pub name: String,
     /// Axis indices (into the loss's [`AxisSpace`]) in declared order.
@@ -122,6 +124,7 @@ pub struct ParamSpec {
 
 /// What a caller needs to know about a loss: its inputs, parameters and axes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Signature {
     pub name: String,
     pub inputs: Vec<InputSpec>,

@@ -112,6 +112,7 @@ pub enum SpatialKernel {
 pub struct Spatial {
     pub consts: &'static [ConstArg],
     /// Valid constants for the generated tests (one per entry of `consts`).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub sample: &'static [f64],
     pub kernel: SpatialKernel,
 }
@@ -142,6 +143,7 @@ pub struct OpDef {
     pub f32: fn(&[f32]) -> f32,
     pub grad: GradRule,
     /// Points (per argument) at which the derivative rule is checked against finite differences.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub grid: &'static [f64],
     /// Whether a user may call it by name (false for leaves and internal ops).
     pub callable: bool,
@@ -163,6 +165,7 @@ pub struct OpDef {
     /// Window and order ops: constants and kernel (`None` for the other classes, whose
     /// kernels are the lane bodies below).
     pub spatial: Option<Spatial>,
+    #[cfg_attr(not(test), allow(dead_code))]
     pub doc: &'static str,
 }
 

@@ -337,7 +337,12 @@ fn window_ops_validate_their_sample_constants() {
             .unwrap_or_else(|| panic!("{}: a window or order op without a Spatial part", def.name));
         assert_eq!(sp.consts.len(), sp.sample.len(), "{}", def.name);
         let image_args = def.class.image_args().unwrap();
-        assert_eq!(def.arity, image_args + sp.consts.len(), "{}: arity", def.name);
+        assert_eq!(
+            def.arity,
+            image_args + sp.consts.len(),
+            "{}: arity",
+            def.name
+        );
         validate(def.op, sp.sample, WINDOW_DIMS)
             .unwrap_or_else(|e| panic!("{}: sample {:?}: {e}", def.name, sp.sample));
         for (k, kind) in sp.consts.iter().enumerate() {
@@ -351,9 +356,17 @@ fn window_ops_validate_their_sample_constants() {
             };
             let mut c = sp.sample.to_vec();
             c[k] = bad;
-            assert!(validate(def.op, &c, WINDOW_DIMS).is_err(), "{}: {kind:?} = {bad}", def.name);
+            assert!(
+                validate(def.op, &c, WINDOW_DIMS).is_err(),
+                "{}: {kind:?} = {bad}",
+                def.name
+            );
             c[k] = f64::NAN;
-            assert!(validate(def.op, &c, WINDOW_DIMS).is_err(), "{}: {kind:?} = NaN", def.name);
+            assert!(
+                validate(def.op, &c, WINDOW_DIMS).is_err(),
+                "{}: {kind:?} = NaN",
+                def.name
+            );
             checked += 1;
         }
     }
@@ -378,7 +391,11 @@ fn window_op_derivatives_match_finite_differences() {
     {
         let sp = def.spatial.expect("a Spatial part");
         let image_args = def.class.image_args().unwrap();
-        assert_eq!(image_args, 1, "{}: smooth window ops take one image", def.name);
+        assert_eq!(
+            image_args, 1,
+            "{}: smooth window ops take one image",
+            def.name
+        );
         let eval = |op: Op, images: &[&[f64]], consts: &[f64]| {
             let mut out = vec![0.0; n];
             run(op, 0, images, &sizes, dims, consts, &mut out);
@@ -394,7 +411,11 @@ fn window_op_derivatives_match_finite_differences() {
         let node = g.node(out).clone();
         let need = vec![true; def.arity];
         let d = (def.grad)(&mut g, &node, out, adj, &need);
-        assert!(d[1..].iter().all(|x| x.is_none()), "{}: constants get no gradient", def.name);
+        assert!(
+            d[1..].iter().all(|x| x.is_none()),
+            "{}: constants get no gradient",
+            def.name
+        );
         let dn = g.node(d[0].expect("a gradient for the image")).clone();
         let dsp = dn.op.def().spatial.expect("the adjoint is a window op");
         let dimg = dn.op.def().class.image_args().unwrap();
@@ -412,7 +433,11 @@ fn window_op_derivatives_match_finite_differences() {
                 .collect();
             let rule = eval(dn.op, &images, &dconsts);
             let f = |x: &[f64]| -> f64 {
-                eval(def.op, &[x], sp.sample).iter().zip(&y).map(|(a, b)| a * b).sum()
+                eval(def.op, &[x], sp.sample)
+                    .iter()
+                    .zip(&y)
+                    .map(|(a, b)| a * b)
+                    .sum()
             };
             for i in 0..n {
                 let h = 1e-6;
@@ -431,5 +456,8 @@ fn window_op_derivatives_match_finite_differences() {
             }
         }
     }
-    assert!(checked > 1000, "only {checked} window derivative checks ran");
+    assert!(
+        checked > 1000,
+        "only {checked} window derivative checks ran"
+    );
 }

@@ -81,7 +81,11 @@ pub fn validate_consts(op: Op, consts: &[f64], rank: Option<usize>) -> Result<()
         return Ok(());
     };
     if consts.len() != sp.consts.len() {
-        return Err(format!("it takes {} constant arguments, got {}", sp.consts.len(), consts.len()));
+        return Err(format!(
+            "it takes {} constant arguments, got {}",
+            sp.consts.len(),
+            consts.len()
+        ));
     }
     let whole = |x: f64, lo: f64, hi: f64| x.fract() == 0.0 && lo <= x && x <= hi;
     // The scale first: a window must fit the box of the op's scale.
@@ -108,12 +112,14 @@ pub fn validate_consts(op: Op, consts: &[f64], rank: Option<usize>) -> Result<()
                 ))
             }
             ConstArg::Offset if !(x.fract() == 0.0 && x.abs() < MAX_OFFSET as f64) => {
-                return bad(format!("must be a whole number of magnitude below {MAX_OFFSET}"))
+                return bad(format!(
+                    "must be a whole number of magnitude below {MAX_OFFSET}"
+                ))
             }
-            ConstArg::Window
-                if !(whole(x, 1.0, MAX_WINDOW as f64) && x % 2.0 == 1.0) =>
-            {
-                return bad(format!("must be an odd whole number from 1 to {MAX_WINDOW}"))
+            ConstArg::Window if !(whole(x, 1.0, MAX_WINDOW as f64) && x % 2.0 == 1.0) => {
+                return bad(format!(
+                    "must be an odd whole number from 1 to {MAX_WINDOW}"
+                ))
             }
             _ => {}
         }
@@ -192,7 +198,9 @@ pub fn run(
 ) {
     match spatial(op).map(|sp| sp.kernel) {
         Some(SpatialKernel::Typed { f64: k, .. }) => k(images[0], dims, out),
-        Some(SpatialKernel::Group(k)) => crate::ops::order::per_group(k, images, sizes, over, consts, out),
+        Some(SpatialKernel::Group(k)) => {
+            crate::ops::order::per_group(k, images, sizes, over, consts, out)
+        }
         Some(SpatialKernel::Image(k)) => per_image(k, images, dims, consts, out),
         None => out.fill(f64::NAN),
     }
@@ -269,7 +277,9 @@ pub fn valid_window_at(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64])
 
 pub fn avg_pool2_at(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
     let s = c[0] as usize;
-    at_scale(x[0], dims, (s, s + 1), out, |sub, din| avg_pool2(sub, din).0)
+    at_scale(x[0], dims, (s, s + 1), out, |sub, din| {
+        avg_pool2(sub, din).0
+    })
 }
 
 pub fn avg_pool2_at_adjoint(x: &[&[f64]], dims: &[usize], c: &[f64], out: &mut [f64]) {
@@ -321,7 +331,11 @@ fn shift_sources(
     (0..dims.iter().product::<usize>()).map(move |i| {
         let p = ((i / s) % dims[axis]) as i64;
         let q = p - k;
-        let q = if edge { Some(q.clamp(0, d - 1)) } else { (0..d).contains(&q).then_some(q) };
+        let q = if edge {
+            Some(q.clamp(0, d - 1))
+        } else {
+            (0..d).contains(&q).then_some(q)
+        };
         (i, q.map(|q| (i as i64 + (q - p) * s as i64) as usize))
     })
 }
@@ -388,7 +402,13 @@ pub fn gaussian_weights(window: usize, sigma: f64) -> Vec<f64> {
     let c = (window as f64 - 1.0) / 2.0;
     let w: Vec<f64> = (0..window)
         // The centre tap is 1 even where 2 sigma^2 underflows (-0 / 0 would be NaN).
-        .map(|k| if k as f64 == c { 1.0 } else { (-((k as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp() })
+        .map(|k| {
+            if k as f64 == c {
+                1.0
+            } else {
+                (-((k as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp()
+            }
+        })
         .collect();
     let total: f64 = w.iter().sum();
     w.iter().map(|v| v / total).collect()

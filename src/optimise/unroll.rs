@@ -124,7 +124,9 @@ pub fn unroll(
                         out.add(Op::Mul, vec![size, k], Attr::None)
                     }
                 }
-                (_, Class::Leaf, _) | (_, Class::Window { .. } | Class::Order { .. }, _) => return None,
+                (_, Class::Leaf, _) | (_, Class::Window { .. } | Class::Order { .. }, _) => {
+                    return None
+                }
                 (_, Class::Map, _) => {
                     let args = node.args.iter().map(|&a| arg(&copies, a, c)).collect();
                     out.add(node.op, args, node.attr)

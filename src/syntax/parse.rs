@@ -451,7 +451,10 @@ fn param_decl(p: Pair<Rule>, file: FileId, base: usize) -> ParamDecl {
                     .into_inner()
                     .map(|x| x.as_str().parse::<f64>().unwrap_or(f64::NAN))
                     .collect();
-                default = Some(mk(ExprKind::Number(ws.first().copied().unwrap_or(0.0)), span));
+                default = Some(mk(
+                    ExprKind::Number(ws.first().copied().unwrap_or(0.0)),
+                    span,
+                ));
                 list_default = Some(ws);
             }
             _ => {}

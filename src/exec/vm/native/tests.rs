@@ -163,7 +163,7 @@ fn bits<T: crate::Real>(
         .map(|(k, d)| (k.as_str(), d.as_slice()))
         .collect();
     let mut plan = loss.compile_with::<T>(&shapes, kind).expect("compiles");
-    plan.cap_instruction_set(isa);
+    plan.cap_instruction_set(isa).unwrap();
     let views: Vec<(&str, ndarray::ArrayViewD<T>)> =
         arrays.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
     if value_only {
