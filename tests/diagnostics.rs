@@ -244,6 +244,12 @@ fn e0017_axis_order() {
 }
 
 #[test]
+fn e0030_window_constant_out_of_range() {
+    expect("loss t {\n    input logits: [B, C, ..S] diff\n    return mean(gaussian_filter(logits, 4, 1.5))\n}\n", "E0030", "3:17", &["argument 2 (window) must be an odd whole number from 1 to 4095, got 4"]);
+    expect("loss t {\n    input logits: [B, C, ..S] diff\n    return mean(gaussian_filter(logits, 3, -1))\n}\n", "E0030", "3:17", &["argument 3 (sigma) must be a finite positive number, got -1"]);
+}
+
+#[test]
 fn every_code_is_tested_here() {
     let me = include_str!("diagnostics.rs");
     for code in losslang::diagnostics::Code::ALL {

@@ -308,12 +308,27 @@ impl Loss {
                 return Err(self.param_error(name, "must be finite".into(), x.to_string()))
             }
         };
+        let shown = value.to_string();
         self.params.retain(|(k, _)| k != name);
         self.params.push((name.to_string(), value));
         // Other parameters, other graphs; and the inputs follow the parameters (an unreduced
         // result, `reduction = none`, adds its seed input).
         self.optimised = Arc::default();
-        self.sig.inputs = self.lowered(&[])?.sig.inputs;
+        match self.lowered(&[]) {
+            Ok(l) => self.sig.inputs = l.sig.inputs,
+            // The loss compiled before (it was loaded), so this value is what breaks it: an
+            // error about the parameter, with the first diagnostic as the reason (it may point
+            // into a helper of the standard library, which the user did not write).
+            Err(Error::Compile { short, .. }) => {
+                let reason = short.lines().next().unwrap_or("").to_string();
+                return Err(self.param_error(
+                    name,
+                    format!("must give a loss that compiles ({reason})"),
+                    shown,
+                ));
+            }
+            Err(e) => return Err(e),
+        }
         Ok(self)
     }
 
