@@ -20,7 +20,7 @@
 use ndarray::{ArrayD, IxDyn};
 
 use crate::api::Loss;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::reference::Interpreter;
 use crate::exec::Bound;
 use crate::ir::graph::NodeId;
@@ -291,6 +291,10 @@ const TRIALS: &[Spec] = &[
 
 /// The largest smallest-side (see `Loss::largest_window`) for which the 3-D trial runs.
 const MAX_3D_SIDE: usize = 33;
+/// The largest smallest-side a gradient check runs at (its windows at their scales): larger
+/// windows make every finite-difference evaluation cost seconds, so such a loss is refused with
+/// [`Error::Limit`] at once instead.
+pub const MAX_CHECK_SIDE: usize = 512;
 
 pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckReport> {
     let sig = loss.signature().clone();
@@ -303,6 +307,14 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
     let (mut executor, mut fallback) = (String::new(), None);
     let (mut native_passes, mut all_passes) = (0, 0);
     let w = loss.largest_window();
+    if w > MAX_CHECK_SIDE {
+        return Err(Error::Limit {
+            loss: sig.name.clone(),
+            what: "elements per spatial side needed by its windows for a gradient check",
+            count: w,
+            max: MAX_CHECK_SIDE,
+        });
+    }
     let vectors = loss.vector_lists();
     let mut skipped_total = 0;
     for spec in TRIALS {

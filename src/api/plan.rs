@@ -690,11 +690,21 @@ impl<T: Real> Plan<T> {
                 Some(_) => {}
             }
             let Some(data) = v.as_slice() else {
+                let row_major: Vec<isize> = {
+                    let mut st = vec![1isize; v.ndim()];
+                    for k in (0..v.ndim().saturating_sub(1)).rev() {
+                        st[k] = st[k + 1] * v.shape()[k + 1] as isize;
+                    }
+                    st
+                };
                 return Err(Error::Shape {
                     input: inp.name.clone(),
-                    expected: format!("{:?} in row-major (C) order", v.shape()),
+                    expected: format!("{:?} with row-major strides {row_major:?}", v.shape()),
                     received: v.shape().to_vec(),
-                    detail: "the view is not contiguous in row-major order; pass `.as_standard_layout()`".into(),
+                    detail: format!(
+                        "the shape is right but the layout is not: its strides are {:?} (a transposed, sliced or column-major view); pass `.as_standard_layout()`",
+                        v.strides()
+                    ),
                 });
             };
             slices[i] = data;

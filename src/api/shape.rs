@@ -64,6 +64,163 @@ impl Binding {
     }
 }
 
+/// The axis dimensions a given input proposes (one entry per axis it has), read from its shape
+/// alone; `None` if its rank does not fit its declaration.
+/// Per axis an input has: (axis, the dimensions it gives it).
+type Proposal = Vec<(usize, Vec<usize>)>;
+
+fn proposal(sig: &Signature, inp: &InputSpec, shape: &[usize]) -> Option<Proposal> {
+    let has_pack = inp.axes.iter().any(|&a| sig.space.packs[a]);
+    let fixed = inp.axes.len() - usize::from(has_pack);
+    if shape.len() < fixed || (!has_pack && shape.len() != fixed) {
+        return None;
+    }
+    let pack_len = shape.len() - fixed;
+    let mut pos = 0;
+    let mut out = Vec::new();
+    for &a in &inp.axes {
+        let n = if sig.space.packs[a] { pack_len } else { 1 };
+        out.push((a, shape[pos..pos + n].to_vec()));
+        pos += n;
+    }
+    Some(out)
+}
+
+/// On a disagreement between inputs, the input to blame: each axis takes the dimensions most
+/// inputs give it (a tie goes to the input with the most dimensions, then to a differentiable
+/// one), and the first input that disagrees is named, with a hint at the usual causes (class
+/// indices where one-hot is expected, a missing axis, channels-last). `None` when fewer than
+/// two inputs can be read this way (the caller's message stands).
+fn blame(sig: &Signature, given: &[Option<Vec<usize>>]) -> Option<Error> {
+    let readable: Vec<(usize, &Vec<usize>, Proposal)> = given
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| sig.inputs[*i].labels.is_none())
+        .filter_map(|(i, s)| {
+            let s = s.as_ref()?;
+            Some((i, s, proposal(sig, &sig.inputs[i], s)?))
+        })
+        .collect();
+    if readable.len() < 2 {
+        return None;
+    }
+    let n_axes = sig.space.names.len();
+    let mut chosen: Vec<Option<Vec<usize>>> = vec![None; n_axes];
+    for (a, slot) in chosen.iter_mut().enumerate() {
+        let mut best: Option<(usize, usize, bool, Vec<usize>)> = None;
+        for (i, s, p) in &readable {
+            let Some((_, d)) = p.iter().find(|(x, _)| *x == a) else {
+                continue;
+            };
+            let votes = readable
+                .iter()
+                .filter(|(_, _, q)| q.iter().any(|(x, e)| *x == a && e == d))
+                .count();
+            let key = (votes, s.len(), sig.inputs[*i].diff, d.clone());
+            if best
+                .as_ref()
+                .is_none_or(|b| (key.0, key.1, key.2) > (b.0, b.1, b.2))
+            {
+                best = Some(key);
+            }
+        }
+        *slot = best.map(|b| b.3);
+    }
+    let (ci, cshape, cp) = readable
+        .iter()
+        .find(|(_, _, p)| p.iter().any(|(a, d)| chosen[*a].as_ref() != Some(d)))?;
+    let (axis, mine) = cp.iter().find(|(a, d)| chosen[*a].as_ref() != Some(d))?;
+    let agree: Vec<&str> = readable
+        .iter()
+        .filter(|(_, _, q)| {
+            q.iter()
+                .any(|(x, e)| x == axis && chosen[*x].as_ref() == Some(e))
+        })
+        .map(|(i, _, _)| sig.inputs[*i].name.as_str())
+        .collect();
+    let reference = readable
+        .iter()
+        .find(|(i, _, _)| sig.inputs[*i].name == agree.first().copied().unwrap_or(""))
+        .map(|(_, s, _)| s.as_slice())
+        .unwrap_or(&[]);
+    let inp = &sig.inputs[*ci];
+    let mut detail = format!(
+        "axis `{}` is {:?} here but {:?} in {}",
+        sig.space.names[*axis],
+        mine,
+        chosen[*axis].clone().unwrap_or_default(),
+        agree
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    if let Some(h) = hint(
+        sig,
+        inp,
+        cshape,
+        reference,
+        agree.first().copied().unwrap_or(""),
+    ) {
+        detail.push_str("; ");
+        detail.push_str(&h);
+    }
+    Some(Error::Shape {
+        input: inp.name.clone(),
+        expected: expected_text(sig, inp, &chosen),
+        received: cshape.to_vec(),
+        detail,
+    })
+}
+
+/// The usual reason an input's `shape` disagrees with `reference` (the shape of input `other`).
+fn hint(
+    sig: &Signature,
+    inp: &InputSpec,
+    shape: &[usize],
+    reference: &[usize],
+    other: &str,
+) -> Option<String> {
+    let without_channel = |r: &[usize]| -> Vec<usize> {
+        r.iter()
+            .enumerate()
+            .filter(|(k, _)| *k != 1)
+            .map(|(_, &d)| d)
+            .collect()
+    };
+    if reference.len() >= 2 && shape.len() + 1 == reference.len() {
+        if !inp.diff && shape == without_channel(reference).as_slice() {
+            return Some(format!(
+                "it looks like class indices [B, ..S] while `{}` takes `{}` as {} (one-hot): one-hot encode it, or use a loss that takes class indices (softmax_ce, softmax_dice, generalized_dice, lovasz_softmax)",
+                sig.name,
+                inp.name,
+                sig.shape_text(inp)
+            ));
+        }
+        return Some(format!(
+            "it has one dimension fewer than `{other}` {reference:?}: a missing batch or channel axis? (one image is [1, C, ..S], one channel [B, 1, ..S])"
+        ));
+    }
+    if shape.len() == reference.len() + 1 {
+        return Some(format!(
+            "it has one dimension more than `{other}` {reference:?}"
+        ));
+    }
+    if shape.len() == reference.len() && shape.len() >= 3 {
+        let mut last = reference.to_vec();
+        let c = last.remove(1);
+        last.push(c);
+        if shape == last.as_slice() {
+            return Some(format!(
+                "channels-last? `{}` takes the channel axis second ({}): permute it to {reference:?}",
+                sig.name,
+                sig.shape_text(inp)
+            ));
+        }
+    }
+    None
+}
+
 fn expected_text(sig: &Signature, inp: &InputSpec, dims: &[Option<Vec<usize>>]) -> String {
     let one_hot = axes_text(sig, &inp.axes, dims);
     match &inp.labels {
@@ -184,6 +341,9 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
             }
             match &dims[a] {
                 Some(prev) if prev != &d => {
+                    if let Some(e) = blame(sig, &given) {
+                        return Err(e);
+                    }
                     return Err(Error::Shape {
                         input: inp.name.clone(),
                         expected: expected_text(sig, inp, &dims),
@@ -192,7 +352,7 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
                             "axis `{}` is {:?} here but {:?} in `{}`",
                             sig.space.names[a], d, prev, bound_by[a]
                         ),
-                    })
+                    });
                 }
                 Some(_) => {}
                 None => {

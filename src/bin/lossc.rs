@@ -13,6 +13,18 @@ use losslang::Real;
 use losslang::{Error, GradcheckOptions, Library, Loss, ParamValue, Stage};
 use serde_json::{json, Map, Value};
 
+/// `println!` that ends the process with a message, not a panic, when standard output cannot
+/// be written (`lossc list > /dev/full`, a closed pipe).
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            eprintln!("lossc: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "lossc",
@@ -108,7 +120,8 @@ enum Cmd {
         dtype: Dtype,
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        #[arg(long, default_value_t = 20)]
+        /// Timed calls, 1 to 1 000 000.
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
         iters: usize,
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
@@ -437,14 +450,51 @@ fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
 /// uint8, int32 or int64 (converted exactly; an integer beyond ±2^53, which f64 cannot hold, is
 /// an error naming its index).
 fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
-    use losslang::ndarray::ArrayD as A;
-    use ndarray_npy::ReadNpyExt;
     let err = |e: String| Error::Io {
         path: path.to_string(),
         message: format!("input `{name}`: {e}"),
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let read = || std::io::Cursor::new(&bytes);
+    if let Some(claimed) = npy_claimed_elements(&bytes) {
+        // Every element takes at least one byte: a header claiming more than the file holds
+        // is refused before anything is allocated for it.
+        if claimed > bytes.len() as u128 {
+            return Err(err(format!(
+                "the header claims {claimed} elements, but the file holds {} bytes",
+                bytes.len()
+            )));
+        }
+    }
+    // A Fortran-order file is read in its own layout; the engine takes row-major arrays.
+    read_npy_data(&bytes, &err).map(|a| a.as_standard_layout().into_owned())
+}
+
+/// The element count a `.npy` header's `shape` claims (None if the header cannot be read: the
+/// reader then reports it).
+fn npy_claimed_elements(bytes: &[u8]) -> Option<u128> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (len, start): (usize, usize) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        let b = bytes.get(8..12)?;
+        (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+    };
+    let header = std::str::from_utf8(bytes.get(start..start.checked_add(len)?)?).ok()?;
+    let shape = header.split("'shape'").nth(1)?;
+    let inner = shape.split('(').nth(1)?.split(')').next()?;
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .try_fold(1u128, |acc, d| acc.checked_mul(d.parse::<u128>().ok()?))
+}
+
+fn read_npy_data(bytes: &[u8], err: &dyn Fn(String) -> Error) -> Result<ArrayD<f64>, Error> {
+    use losslang::ndarray::ArrayD as A;
+    use ndarray_npy::ReadNpyExt;
+    let read = || std::io::Cursor::new(bytes);
     if let Ok(a) = A::<f64>::read_npy(read()) {
         return Ok(a);
     }
@@ -643,14 +693,14 @@ fn graph(
                 .filter(|(k, _)| !absent.contains(k))
                 .map(|(_, i)| (i.name.as_str(), shape))
                 .collect();
-            print!("{}", loss.render_for_shapes(&given, dot)?);
+            println!("{}", loss.render_for_shapes(&given, dot)?.trim_end());
         }
         (Some(_), _) => {
             return Err(Error::Usage(
                 "--shape goes with --stage fused (the other stages do not depend on sizes)".into(),
             ))
         }
-        (None, _) => print!("{}", loss.render(stage, &absent, dot)?),
+        (None, _) => println!("{}", loss.render(stage, &absent, dot)?.trim_end()),
     }
     Ok(ExitCode::SUCCESS)
 }
