@@ -53,7 +53,8 @@ impl Program {
         let root = p.add_file(root_name, root_src, root_dir, diags);
         by_name.insert(root_name.to_string(), root);
         let mut queue = vec![root];
-        let mut uses: Vec<Vec<FileId>> = vec![vec![]];
+        // Per file: the files it uses, each with the `use` that names it.
+        let mut uses: Vec<Vec<(FileId, Span)>> = vec![vec![]];
         while let Some(f) = queue.pop() {
             let wanted: Vec<ast::Ident> = p.files[f].uses.clone();
             for u in wanted {
@@ -70,7 +71,7 @@ impl Program {
                                 id
                             }
                         };
-                        uses[f].push(id);
+                        uses[f].push((id, u.span));
                     }
                     None => diags.push(
                         Diagnostic::new(Code::E0014, u.span, format!("cannot find `{}.loss`", u.name))
@@ -83,12 +84,45 @@ impl Program {
                 }
             }
         }
-        // Scopes: own definitions first, then those of used files (own ones win).
+        // Scopes: own definitions first, then those of used files (own ones win). Two used
+        // files defining one name the file does not define itself is an error at the second
+        // `use`, naming both definitions: never a silent pick.
         for (f, used) in uses.iter().enumerate() {
-            let mut scope = p.own_defs(f, diags);
-            for &u in used {
-                for (name, def) in p.own_defs(u, &mut Diagnostics::default()) {
-                    scope.entry(name).or_insert(def);
+            let own = p.own_defs(f, diags);
+            let mut scope = own.clone();
+            let mut from: HashMap<String, FileId> = HashMap::new();
+            for &(u, span) in used {
+                let mut theirs: Vec<(String, Def)> = p
+                    .own_defs(u, &mut Diagnostics::default())
+                    .into_iter()
+                    .collect();
+                theirs.sort_by(|a, b| a.0.cmp(&b.0));
+                for (name, def) in theirs {
+                    if own.contains_key(&name) {
+                        continue;
+                    }
+                    match from.get(&name) {
+                        Some(&first) if first != u => diags.push(
+                            Diagnostic::new(
+                                Code::E0011,
+                                span,
+                                format!(
+                                    "`{name}` is defined by both `{}` and `{}`",
+                                    p.sources.name(first),
+                                    p.sources.name(u)
+                                ),
+                            )
+                            .label("second definition of the name comes from here")
+                            .help(format!(
+                                "define `{name}` in this file (its own definition wins), or rename one of them"
+                            )),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            from.insert(name.clone(), u);
+                            scope.insert(name, def);
+                        }
+                    }
                 }
             }
             p.scopes.push(scope);
