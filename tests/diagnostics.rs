@@ -250,6 +250,36 @@ fn e0030_window_constant_out_of_range() {
 }
 
 #[test]
+fn e0031_graph_too_large() {
+    // Each level calls the next twice with different arguments: 2^40 inlined copies. Answered
+    // at the bound at once, not after minutes.
+    let mut src = String::new();
+    for i in 0..40 {
+        src.push_str(&format!(
+            "fn f{i}(x) = f{}(x * 2) + f{}(x * 3)\n",
+            i + 1,
+            i + 1
+        ));
+    }
+    src.push_str("fn f40(x) = sigmoid(x)\n");
+    src.push_str(&body("    return mean(f0(logits) * target)"));
+    let t = std::time::Instant::now();
+    let (codes, text) = errors(&src);
+    assert!(codes.contains(&"E0031"), "{codes:?}\n{text}");
+    assert!(t.elapsed().as_secs() < 20, "took {:?}", t.elapsed());
+    // The same calls with the same arguments are lowered once: 2^40 calls, 41 bodies.
+    let mut src = String::new();
+    for i in 0..40 {
+        src.push_str(&format!("fn f{i}(x) = f{}(x) + f{}(x)\n", i + 1, i + 1));
+    }
+    src.push_str("fn f40(x) = sigmoid(x)\n");
+    src.push_str(&body("    return mean(f0(logits) * target)"));
+    let t = std::time::Instant::now();
+    assert!(Loss::from_source(&src).is_ok());
+    assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
+}
+
+#[test]
 fn every_code_is_tested_here() {
     let me = include_str!("diagnostics.rs");
     for code in losslang::diagnostics::Code::ALL {

@@ -77,7 +77,7 @@ impl Resolver for Library {
     ) -> Option<(String, String, Option<PathBuf>)> {
         if let Some(dir) = from_dir {
             let p = dir.join(format!("{name}.loss"));
-            if let Ok(src) = std::fs::read_to_string(&p) {
+            if let Ok(src) = super::read_source(&p) {
                 return Some((p.display().to_string(), src, Some(dir.to_path_buf())));
             }
         }

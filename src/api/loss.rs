@@ -93,20 +93,14 @@ impl Loss {
     /// Reads and compiles a `.loss` file; `use` finds files beside it, then in the standard library.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Loss> {
         let path = path.as_ref();
-        let src = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let src = super::read_source(path)?;
         Self::from_source_in(&path.display().to_string(), &src, path.parent())
     }
 
     /// Every loss defined in a file (for `lossc check`). The file's helper functions are checked
     /// too (names, arities, axis lists), whether or not a loss calls them.
     pub fn all_in_file(path: &Path) -> Result<Vec<Loss>> {
-        let src = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let src = super::read_source(path)?;
         let mut diags = Diagnostics::default();
         let prog = Program::load(
             &path.display().to_string(),

@@ -34,6 +34,29 @@ fn compile_error(d: &Diagnostics, prog: &Program) -> Error {
     }
 }
 
+/// The largest `.loss` file read (bytes).
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
+/// Reads a `.loss` source: a regular file of at most [`MAX_SOURCE_BYTES`] (a FIFO, a device or
+/// a directory is refused at once instead of blocking or reading without end).
+pub(crate) fn read_source(path: &std::path::Path) -> crate::error::Result<String> {
+    let io = |message: String| Error::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(io("not a regular file".into()));
+    }
+    if meta.len() > MAX_SOURCE_BYTES {
+        return Err(io(format!(
+            "{} bytes, more than the {MAX_SOURCE_BYTES} a .loss file may have",
+            meta.len()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| io(e.to_string()))
+}
+
 /// Most inputs a loss may declare.
 pub const MAX_INPUTS: usize = 16;
 /// Most differentiable inputs a loss may declare.

@@ -436,13 +436,43 @@ impl<'a> Cx<'a> {
             file,
             vars: HashMap::new(),
         };
+        let mut keys = Vec::with_capacity(args.len());
         for (p, a) in f.params.iter().zip(args) {
             let v = self.expr(a, env);
+            keys.push(v.key());
             inner.vars.insert(p.name.clone(), v);
+        }
+        let Def::Fn(_, index) = def else {
+            return Val::Err;
+        };
+        let key = keys
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|k| (file, index, k));
+        if let Some(v) = key.as_ref().and_then(|k| self.calls.get(k)) {
+            return v.clone();
+        }
+        if self.g.len() > super::lower::MAX_NODES {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0031,
+                    name.span,
+                    format!(
+                        "inlining `{}` here takes the graph past {} nodes",
+                        name.name,
+                        super::lower::MAX_NODES
+                    ),
+                )
+                .label("too large once inlined")
+                .help("helpers that call others several times with different arguments grow exponentially; compute shared values once with `let`"),
+            );
         }
         self.stack.push(name.name.clone());
         let r = self.body(&f.body, inner);
         self.stack.pop();
+        if let (Some(k), false) = (key, matches!(r, Val::Err)) {
+            self.calls.insert(k, r.clone());
+        }
         r
     }
 

@@ -166,6 +166,7 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         labelled: HashMap::new(),
         unreduced: Default::default(),
         iterations: 0,
+        calls: HashMap::new(),
     };
     let vals = cx.bind_params(loss, file, HashMap::new());
     let params = loss

@@ -102,6 +102,8 @@ codes! {
         "`for i in lo..hi { ... }` is unrolled when the loss compiles: lo and hi are literals, `int` parameters, or arithmetic on them, and whole numbers.";
     E0029: "compile-time loops repeat their bodies too often",
         "Every iteration of a `for` loop is copied into the graph; one loss may make at most 10 000 copies in all (nested loops multiply).";
+    E0031: "the loss's graph grows too large",
+        "Helpers and losses are inlined; one loss may build at most 1 000 000 graph nodes (helpers calling others several times with different arguments grow exponentially).";
     E0030: "a constant argument of a window or order op is out of its range",
         "Windows are odd whole numbers (1 to 4095), sigmas finite and positive, scales whole numbers from 0 to 16, percentages in [0, 100], axes spatial axes (README: window ops).";
 }
@@ -162,10 +164,20 @@ impl SourceMap {
 #[derive(Clone, Default)]
 pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
+    /// Diagnostics past [`MAX_DIAGNOSTICS`], counted and not kept.
+    pub more: usize,
 }
+
+/// The most diagnostics one compile keeps: a file with ten thousand unknown names gets the
+/// first of them and a count of the rest, not a gigabyte of messages.
+pub const MAX_DIAGNOSTICS: usize = 100;
 
 impl Diagnostics {
     pub fn push(&mut self, d: Diagnostic) {
+        if self.items.len() >= MAX_DIAGNOSTICS {
+            self.more += 1;
+            return;
+        }
         // The same error reached twice (e.g. a helper inlined at two call sites) is shown once.
         if !self
             .items
@@ -211,6 +223,9 @@ impl Diagnostics {
                     ));
                 }
             }
+        }
+        if self.more > 0 {
+            out.push_str(&format!("... and {} more errors\n", self.more));
         }
         out
     }
