@@ -36,9 +36,10 @@ const NUMBERS: &[f64] = &[
 
 fn hostile_values(p: &ParamSpec) -> Vec<ParamValue> {
     let mut v: Vec<ParamValue> = NUMBERS.iter().map(|&x| ParamValue::Number(x)).collect();
-    // A declared range's ends and middle are accepted, so they must give finite results too.
+    // A declared range's ends and middle are accepted, so they must give finite results too;
+    // just past either end is refused (by name, as every refusal here).
     if let Some(r) = p.range {
-        for x in [r.lo, r.hi, (r.lo + r.hi) / 2.0, r.lo.max(-1e300) * 1.000001] {
+        for x in [r.lo, r.hi, (r.lo + r.hi) / 2.0] {
             v.push(ParamValue::Number(if p.ty == ParamKind::Int {
                 x.round()
             } else {
@@ -46,6 +47,7 @@ fn hostile_values(p: &ParamSpec) -> Vec<ParamValue> {
             }));
         }
     }
+    v.extend(past_ends(p).into_iter().map(ParamValue::Number));
     v.push(ParamValue::Text("bogus".into()));
     v.push(ParamValue::Text(String::new()));
     v.push(ParamValue::List(vec![]));
@@ -57,6 +59,17 @@ fn hostile_values(p: &ParamSpec) -> Vec<ParamValue> {
         v.extend(opts.iter().map(|o| ParamValue::Text(o.clone())));
     }
     v
+}
+
+/// Values just past either end of a parameter's declared range (none without one).
+fn past_ends(p: &ParamSpec) -> Vec<f64> {
+    let Some(r) = p.range else { return vec![] };
+    let step = if p.ty == ParamKind::Int {
+        1.0
+    } else {
+        1e-6 * (r.hi - r.lo).max(1.0)
+    };
+    vec![r.lo - step, r.hi + step]
 }
 
 fn shape_for(name: &str) -> [usize; 4] {
@@ -124,6 +137,14 @@ fn no_parameter_value_panics_or_gives_a_silent_non_finite_result() {
         let base = library_loss(name);
         let shape = shape_for(name);
         for p in Library::standard().get(name).unwrap().params().to_vec() {
+            for x in past_ends(&p) {
+                if !matches!(base.clone().set(&p.name, x), Err(Error::ParamValue { .. })) {
+                    failures.push(format!(
+                        "{name} --set {}={x}: accepted past its range",
+                        p.name
+                    ));
+                }
+            }
             for value in hostile_values(&p) {
                 cases += 1;
                 let label = format!("{name} --set {}={value}", p.name);

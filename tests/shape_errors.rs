@@ -72,13 +72,19 @@ fn window_ops_need_spatial_axes() {
     }
 }
 
+/// `bce` compiled for logits and target of shape [2, 1, 4, 4].
+fn bce_plan<T: losslang::Real>() -> losslang::Plan<T> {
+    let shape = [2usize, 1, 4, 4];
+    Library::standard()
+        .get("bce")
+        .unwrap()
+        .compile::<T>(&[("logits", &shape[..]), ("target", &shape[..])])
+        .unwrap()
+}
+
 #[test]
 fn a_non_contiguous_view_is_told_what_differs() {
-    let loss = Library::standard().get("bce").unwrap();
-    let shape = [2usize, 1, 4, 4];
-    let mut plan = loss
-        .compile::<f64>(&[("logits", &shape[..]), ("target", &shape[..])])
-        .unwrap();
+    let mut plan = bce_plan::<f64>();
     let base = ArrayD::<f64>::zeros(IxDyn(&[2, 1, 4, 4]));
     let mut t = base.clone();
     t.swap_axes(2, 3);
@@ -99,11 +105,7 @@ fn a_non_contiguous_view_is_told_what_differs() {
 
 #[test]
 fn unknown_instruction_sets_are_errors() {
-    let loss = Library::standard().get("bce").unwrap();
-    let shape = [2usize, 1, 4, 4];
-    let mut plan = loss
-        .compile::<f32>(&[("logits", &shape[..]), ("target", &shape[..])])
-        .unwrap();
+    let mut plan = bce_plan::<f32>();
     assert!(matches!(
         plan.cap_instruction_set("sse"),
         Err(Error::InstructionSet { .. })

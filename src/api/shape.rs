@@ -130,19 +130,16 @@ fn blame(sig: &Signature, given: &[Option<Vec<usize>>]) -> Option<Error> {
         .iter()
         .find(|(_, _, p)| p.iter().any(|(a, d)| chosen[*a].as_ref() != Some(d)))?;
     let (axis, mine) = cp.iter().find(|(a, d)| chosen[*a].as_ref() != Some(d))?;
-    let agree: Vec<&str> = readable
+    // The inputs that give `axis` the chosen dimensions, with their shapes.
+    let (agree, shapes): (Vec<&str>, Vec<&[usize]>) = readable
         .iter()
         .filter(|(_, _, q)| {
             q.iter()
                 .any(|(x, e)| x == axis && chosen[*x].as_ref() == Some(e))
         })
-        .map(|(i, _, _)| sig.inputs[*i].name.as_str())
-        .collect();
-    let reference = readable
-        .iter()
-        .find(|(i, _, _)| sig.inputs[*i].name == agree.first().copied().unwrap_or(""))
-        .map(|(_, s, _)| s.as_slice())
-        .unwrap_or(&[]);
+        .map(|(i, s, _)| (sig.inputs[*i].name.as_str(), s.as_slice()))
+        .unzip();
+    let reference = shapes.first().copied().unwrap_or(&[]);
     let inp = &sig.inputs[*ci];
     let mut detail = format!(
         "axis `{}` is {:?} here but {:?} in {}",

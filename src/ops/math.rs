@@ -30,6 +30,12 @@ pub trait Real:
     fn is_finite(self) -> bool;
 }
 
+/// A typed window kernel at both precisions (`SpatialKernel::Typed`'s pair).
+pub(crate) type TypedPair = (
+    fn(&[f64], &[usize], &mut [f64]),
+    fn(&[f32], &[usize], &mut [f32]),
+);
+
 /// The kernel hooks of an element type: the math the executors and the op table's kernels
 /// call. Crate-private (not reachable from outside, so [`Real`] cannot be implemented or its
 /// hooks called by another crate).
@@ -68,14 +74,8 @@ pub(crate) trait Element: Copy + 'static {
     /// The op's kernel for one lane (the body the block kernel loops over).
     fn lane_kernel<const FMA: bool>(op: crate::ops::Op, a: Self, b: Self, c: Self) -> Self;
     /// Runs a typed window kernel (the distance transforms) at this precision: the `f64` or
-    /// the `f32` one of its table entry. Returns true.
-    fn typed_kernel(
-        f64: fn(&[f64], &[usize], &mut [f64]),
-        f32: fn(&[f32], &[usize], &mut [f32]),
-        x: &[Self],
-        dims: &[usize],
-        out: &mut [Self],
-    ) -> bool;
+    /// the `f32` one of its table entry's pair.
+    fn typed_kernel(k: TypedPair, x: &[Self], dims: &[usize], out: &mut [Self]);
 }
 
 /// The f64 or the f32 one of two expressions, by the type's name.
@@ -207,16 +207,8 @@ macro_rules! impl_real {
             fn lane_kernel<const FMA: bool>(op: crate::ops::Op, a: Self, b: Self, c: Self) -> Self {
                 crate::ops::$lane::<FMA>(op, a, b, c)
             }
-            fn typed_kernel(
-                k64: fn(&[f64], &[usize], &mut [f64]),
-                k32: fn(&[f32], &[usize], &mut [f32]),
-                x: &[Self],
-                dims: &[usize],
-                out: &mut [Self],
-            ) -> bool {
-                let _unused = pick!($field, k32, k64);
-                pick!($field, k64, k32)(x, dims, out);
-                true
+            fn typed_kernel(k: TypedPair, x: &[Self], dims: &[usize], out: &mut [Self]) {
+                pick!($field, k.0, k.1)(x, dims, out)
             }
         }
     };

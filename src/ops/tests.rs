@@ -313,15 +313,8 @@ fn every_operator_symbol_has_one_table_entry() {
 const WINDOW_DIMS: &[usize] = &[7, 6];
 
 fn random_image(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = crate::api::gradcheck::Rng::new(seed);
+    (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect()
 }
 
 /// Every window and order op of the table: its sample constants pass `validate` at the test

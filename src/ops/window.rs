@@ -88,9 +88,10 @@ pub fn validate_consts(op: Op, consts: &[f64], rank: Option<usize>) -> Result<()
         ));
     }
     let whole = |x: f64, lo: f64, hi: f64| x.fract() == 0.0 && lo <= x && x <= hi;
-    // The scale first: a window must fit the box of the op's scale.
+    let image_args = op.def().class.image_args().unwrap_or(0);
     for (k, (&kind, &x)) in sp.consts.iter().zip(consts).enumerate() {
-        let arg = k + op.def().class.image_args().unwrap_or(0) + 1;
+        // Arguments are numbered from 1 in messages, images first.
+        let arg = image_args + k + 1;
         let bad = |what: String| Err(format!("argument {arg} ({}) {what}, got {x}", kind.name()));
         match kind {
             ConstArg::Scale if !whole(x, 0.0, MAX_SCALE as f64) => {
@@ -211,7 +212,10 @@ pub fn run(
 /// or returns false (the caller converts and calls [`run`]).
 pub fn run_typed<T: Real>(op: Op, images: &[&[T]], dims: &[usize], out: &mut [T]) -> bool {
     match spatial(op).map(|sp| sp.kernel) {
-        Some(SpatialKernel::Typed { f64, f32 }) => T::typed_kernel(f64, f32, images[0], dims, out),
+        Some(SpatialKernel::Typed { f64, f32 }) => {
+            T::typed_kernel((f64, f32), images[0], dims, out);
+            true
+        }
         _ => false,
     }
 }
