@@ -240,7 +240,39 @@ fn e0016_result_not_scalar() {
 
 #[test]
 fn e0017_axis_order() {
-    expect("loss t {\n    input logits: [B, C] diff\n    input w: [C, B]\n    return mean(logits * w)\n}\n", "E0017", "3:18", &["axis `B` comes before `C` in an earlier input, but after it here", "declare the axes of `w` in the loss's axis order"]);
+    expect("loss t {\n    input logits: [B, C] diff\n    input w: [C, B]\n    return mean(logits * w)\n}\n", "E0017", "3:18", &["axis `B` comes before `C` in `logits`, but after it here", "no axis order fits every input: declare the axes of `w` in the order `logits` uses"]);
+}
+
+/// Where one axis order fits every input, it is found (here `B, Y, X`, although `X` is seen
+/// before `Y`), and the value is the hand-computed one: sum over b, y, x of p[b, x] * q[b, y, x].
+#[test]
+fn e0017_not_raised_when_a_consistent_order_exists() {
+    let src =
+        "loss t {\n    input p: [B, X] diff\n    input q: [B, Y, X]\n    return sum(p * q)\n}\n";
+    let loss = Loss::from_source_in("t.loss", src, None).expect("a consistent order exists");
+    let names = &loss.signature().space.names;
+    assert_eq!(names, &["B", "Y", "X"]);
+    let p = ndarray::Array::from_shape_fn((2, 3), |(b, x)| (1 + b * 3 + x) as f64).into_dyn();
+    let q = ndarray::Array::from_shape_fn((2, 2, 3), |(b, y, x)| (b + 2 * y + x) as f64 - 1.5)
+        .into_dyn();
+    let mut expected = 0.0;
+    let mut grad_p = ndarray::Array2::<f64>::zeros((2, 3));
+    for b in 0..2 {
+        for y in 0..2 {
+            for x in 0..3 {
+                expected += p[[b, x]] * q[[b, y, x]];
+                grad_p[[b, x]] += q[[b, y, x]];
+            }
+        }
+    }
+    let mut plan = loss
+        .compile::<f64>(&[("p", &[2, 3]), ("q", &[2, 2, 3])])
+        .unwrap();
+    let out = plan
+        .value_and_grad(&[("p", p.view()), ("q", q.view())])
+        .unwrap();
+    assert_eq!(out.value, expected);
+    assert_eq!(out.grad("p"), &grad_p.into_dyn());
 }
 
 #[test]

@@ -15,7 +15,11 @@
 //! reference interpreter with that data watched: `stop_grad` values are held at the base point
 //! (the contract takes them as constants), and a probe whose step changes any other such value
 //! (a threshold flips) is skipped and counted — the loss is not differentiable there. Window ops
-//! get spatial sides of at least their largest window.
+//! get spatial sides of at least their largest window; where that side exceeds 33, the plain
+//! axes (batch, classes) get one element and each trial probes per input the element of the
+//! largest gradient and one direction over all elements (random signs: its difference tests
+//! the sum of every element's gradient), so one check of the widest windows stays within
+//! seconds.
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -56,6 +60,7 @@ impl Watch {
             let n = g.node(id as NodeId);
             dep[id] = match (n.op, n.attr) {
                 (Op::Input, crate::ir::graph::Attr::Input(i)) => diff.contains(&(i as usize)),
+                _ if n.op.def().shape_only => false,
                 _ => n.args.iter().any(|&a| dep[a as usize]),
             };
             let data = n.op.def().diff != Diff::Smooth && n.op.def().class != Class::Leaf;
@@ -101,15 +106,19 @@ impl Watch {
         (roots[0].iter().next().copied().unwrap_or(f64::NAN), rec)
     }
 
-    /// The value with element `p` of input `i` set to `x`, and whether a watched data value then
-    /// differs from the base point's.
-    fn value_at(&mut self, i: usize, p: usize, x: f64) -> (f64, bool) {
-        let x0 = std::mem::replace(
-            &mut self.inputs[i].as_slice_mut().expect("standard layout")[p],
-            x,
-        );
+    /// The value with the elements `at` of input `i` set (element, value), and whether a watched
+    /// data value then differs from the base point's.
+    fn value_at(&mut self, i: usize, at: &[(usize, f64)]) -> (f64, bool) {
+        let a = self.inputs[i].as_slice_mut().expect("standard layout");
+        let x0: Vec<f64> = at
+            .iter()
+            .map(|&(p, x)| std::mem::replace(&mut a[p], x))
+            .collect();
         let (v, rec) = self.eval();
-        self.inputs[i].as_slice_mut().expect("standard layout")[p] = x0;
+        let a = self.inputs[i].as_slice_mut().expect("standard layout");
+        for (&(p, _), x) in at.iter().zip(x0) {
+            a[p] = x;
+        }
         (v, rec != self.base)
     }
 }
@@ -333,6 +342,10 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 .find(|(_, axis, _)| *axis == a)
                 .map(|(_, _, ws)| ws.len())
         };
+        // Large windows (a side above MAX_3D_SIDE): one image per plain axis and fewer probes,
+        // so each difference evaluates a single image (ms_ssim's widest window: 496 x 497).
+        let large = w > MAX_3D_SIDE;
+        let probes = opts.probes;
         let mut first_plain = true;
         let dims: Vec<Vec<usize>> = (0..sig.space.names.len())
             .map(|a| {
@@ -343,7 +356,11 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                         vec![w.max(5), w.max(5) + 1]
                     }
                 } else {
-                    let d = if first_plain && spec.three_d { 1 } else { 2 };
+                    let d = if (first_plain && spec.three_d) || large {
+                        1
+                    } else {
+                        2
+                    };
                     first_plain = false;
                     vec![vector_len(a).unwrap_or(d)]
                 }
@@ -475,39 +492,66 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                 let flat: Vec<f64> = grad.iter().copied().collect();
                 let mut order: Vec<usize> = (0..flat.len()).collect();
                 order.sort_by(|&a, &b| flat[b].abs().total_cmp(&flat[a].abs()));
-                let mut probes: Vec<usize> = order.iter().take(3).copied().collect();
-                while probes.len() < opts.probes.min(flat.len()) {
+                // A probe is a direction: one element (the largest gradients, then random
+                // ones), or for large images all elements at once with random signs, whose
+                // difference tests every element's gradient in one sum.
+                let want = if large { 1 } else { probes };
+                let mut elems: Vec<usize> = order.iter().take(3.min(want)).copied().collect();
+                while elems.len() < want.min(flat.len()) {
                     let p = rng.below(flat.len());
-                    if !probes.contains(&p) {
-                        probes.push(p);
+                    if !elems.contains(&p) {
+                        elems.push(p);
                     }
                 }
-                let mut pairs = Vec::with_capacity(probes.len());
+                let mut dirs: Vec<Vec<(usize, f64)>> =
+                    elems.into_iter().map(|p| vec![(p, 1.0)]).collect();
+                if large {
+                    dirs.push(
+                        (0..flat.len())
+                            .map(|p| (p, if rng.uniform() < 0.5 { -1.0 } else { 1.0 }))
+                            .collect(),
+                    );
+                }
+                let mut pairs = Vec::with_capacity(dirs.len());
                 let ki = sig
                     .inputs
                     .iter()
                     .position(|i| &i.name == gname)
                     .expect("a declared input");
-                for &p in &probes {
-                    let x0 = arrays[k].as_slice().expect("standard layout")[p];
+                for dir in &dirs {
+                    let x0: Vec<f64> = {
+                        let a = arrays[k].as_slice().expect("standard layout");
+                        dir.iter().map(|&(p, _)| a[p]).collect()
+                    };
                     // Small enough to stay inside a declared range.
-                    let h =
-                        (1e-4 * x0.abs().max(1.0)).min(width.map_or(f64::INFINITY, |w| 0.01 * w));
+                    let xmax = x0.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+                    let h = (1e-4 * xmax).min(width.map_or(f64::INFINITY, |w| 0.01 * w));
                     let mut crossed = false;
                     let mut f = |dx: f64| -> Result<f64> {
+                        let at: Vec<(usize, f64)> = dir
+                            .iter()
+                            .zip(&x0)
+                            .map(|(&(p, v), &x)| (p, x + dx * v))
+                            .collect();
                         if let Some(w) = watch.as_mut() {
-                            let (v, c) = w.value_at(ki, p, x0 + dx);
+                            let (v, c) = w.value_at(ki, &at);
                             crossed |= c;
                             return Ok(v);
                         }
-                        arrays[k].as_slice_mut().expect("standard layout")[p] = x0 + dx;
+                        let a = arrays[k].as_slice_mut().expect("standard layout");
+                        for &(p, x) in &at {
+                            a[p] = x;
+                        }
                         let views: Vec<(&str, ndarray::ArrayViewD<f64>)> = names
                             .iter()
                             .map(|s| s.as_str())
                             .zip(arrays.iter().map(|a| a.view()))
                             .collect();
                         let v = plan.value(&views);
-                        arrays[k].as_slice_mut().expect("standard layout")[p] = x0;
+                        let a = arrays[k].as_slice_mut().expect("standard layout");
+                        for (&(p, _), &x) in dir.iter().zip(&x0) {
+                            a[p] = x;
+                        }
                         v
                     };
                     let d1 = (f(h)? - f(-h)?) / (2.0 * h);
@@ -519,7 +563,8 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
                     // What differences of this value can resolve: rounding of the value (relative
                     // ε) over steps h, amplified by the extrapolation.
                     let noise = 64.0 * f64::EPSILON * value.abs() / h;
-                    pairs.push(((4.0 * d2 - d1) / 3.0, flat[p], noise));
+                    let symbolic: f64 = dir.iter().map(|&(p, v)| flat[p] * v).sum();
+                    pairs.push(((4.0 * d2 - d1) / 3.0, symbolic, noise));
                 }
                 // Both gradients zero (to what differences of this value resolve): this trial
                 // tested nothing for this input. Otherwise the error is relative to the larger,

@@ -880,7 +880,7 @@ impl<T: Real> Plan<T> {
                 ..(**b).clone()
             });
             let kind = match self.executor {
-                "fused" => self.kind,
+                "fused" | "staged" => self.kind,
                 _ => ExecutorKind::Reference,
             };
             let built = build::<T>(value_only, kind);

@@ -205,6 +205,8 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
     let mut space = AxisSpace::default();
     let mut inputs = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
+    // Per input, the spans of its axes (for E0017 once the order is known).
+    let mut axis_spans: Vec<Vec<Span>> = Vec::new();
     for inp in &loss.inputs {
         if let Some(first) = seen.get(inp.name.name.as_str()) {
             let _ = first;
@@ -221,8 +223,8 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
         seen.insert(&inp.name.name, inp.name.span);
         let mut axes = Vec::new();
         let mut mask: Axes = 0;
-        let mut last: Option<usize> = None;
         let mut packs = 0;
+        let mut spans = Vec::new();
         for a in &inp.shape {
             let idx = match space.index(&a.name.name) {
                 Some(i) => {
@@ -280,19 +282,10 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
                 );
                 continue;
             }
-            if let Some(l) = last {
-                if idx < l {
-                    diags.push(
-                        Diagnostic::new(Code::E0017, a.name.span, format!("axis `{}` comes before `{}` in an earlier input, but after it here", a.name.name, space.names[l]))
-                            .label("out of order")
-                            .help(format!("declare the axes of `{}` in the loss's axis order: {}", inp.name.name, space.names.join(", "))),
-                    );
-                }
-            }
             if a.pack {
                 packs += 1;
             }
-            last = Some(idx);
+            spans.push(a.name.span);
             mask |= 1 << idx;
             axes.push(idx);
         }
@@ -369,6 +362,7 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
                 );
             }
         }
+        axis_spans.push(spans);
         inputs.push(InputSpec {
             name: inp.name.name.clone(),
             axes,
@@ -380,5 +374,102 @@ pub(crate) fn root_inputs(loss: &LossDef, diags: &mut Diagnostics) -> (AxisSpace
             span: inp.name.span,
         });
     }
+    let space = order_axes(space, &mut inputs, &axis_spans, diags);
     (space, inputs)
+}
+
+/// The loss's axis order: one in which every input lists its axes, found by a topological sort
+/// of the orders the inputs write (ties go to the axis seen first), so `[B, X]` beside
+/// `[B, Y, X]` gives `B, Y, X`. The inputs' axis indices, masks and label axes are renumbered
+/// to it. Where no such order exists (`[B, C]` beside `[C, B]`), E0017 names the axis of the
+/// later input that breaks it and the pair that conflicts.
+fn order_axes(
+    space: AxisSpace,
+    inputs: &mut [InputSpec],
+    axis_spans: &[Vec<Span>],
+    diags: &mut Diagnostics,
+) -> AxisSpace {
+    let n = space.names.len();
+    // before[a] has bit b when some input writes a right before b.
+    let mut before: Vec<Axes> = vec![0; n];
+    for inp in inputs.iter() {
+        for w in inp.axes.windows(2) {
+            before[w[0]] |= 1 << w[1];
+        }
+    }
+    let (mut rank, mut placed) = (vec![usize::MAX; n], 0 as Axes);
+    for r in 0..n {
+        // The first-seen axis with no unplaced predecessor.
+        let next = (0..n).find(|&a| {
+            placed & (1 << a) == 0
+                && (0..n).all(|p| placed & (1 << p) != 0 || before[p] & (1 << a) == 0)
+        });
+        match next {
+            Some(a) => {
+                rank[a] = r;
+                placed |= 1 << a;
+            }
+            None => break,
+        }
+    }
+    if rank.contains(&usize::MAX) {
+        // A cycle: keep the order of first appearance and report each input that breaks it.
+        for (inp, spans) in inputs.iter().zip(axis_spans) {
+            for (k, w) in inp.axes.windows(2).enumerate() {
+                if w[1] < w[0] {
+                    let earlier = inputs
+                        .iter()
+                        .find(|o| {
+                            let (i, j) = (
+                                o.axes.iter().position(|&x| x == w[1]),
+                                o.axes.iter().position(|&x| x == w[0]),
+                            );
+                            matches!((i, j), (Some(i), Some(j)) if i < j)
+                        })
+                        .map_or_else(
+                            || "an earlier input".to_string(),
+                            |o| format!("`{}`", o.name),
+                        );
+                    diags.push(
+                        Diagnostic::new(
+                            Code::E0017,
+                            spans[k + 1],
+                            format!(
+                                "axis `{}` comes before `{}` in {earlier}, but after it here",
+                                space.names[w[1]], space.names[w[0]]
+                            ),
+                        )
+                        .label("out of order")
+                        .help(format!(
+                            "no axis order fits every input: declare the axes of `{}` in the order {earlier} uses",
+                            inp.name
+                        )),
+                    );
+                }
+            }
+        }
+        return space;
+    }
+    let renumber = |m: Axes| {
+        (0..n)
+            .filter(|&a| m & (1 << a) != 0)
+            .fold(0, |acc, a| acc | (1 << rank[a]))
+    };
+    for inp in inputs.iter_mut() {
+        for a in inp.axes.iter_mut() {
+            *a = rank[*a];
+        }
+        inp.mask = renumber(inp.mask);
+        if let Some((a, _)) = inp.labels.as_mut() {
+            *a = rank[*a];
+        }
+    }
+    let mut ordered = AxisSpace::default();
+    let mut by_rank: Vec<usize> = (0..n).collect();
+    by_rank.sort_by_key(|&a| rank[a]);
+    for a in by_rank {
+        ordered.names.push(space.names[a].clone());
+        ordered.packs.push(space.packs[a]);
+    }
+    ordered
 }

@@ -162,6 +162,9 @@ pub struct OpDef {
     /// Argument positions that carry no derivative even though the op is smooth (`where`'s
     /// condition).
     pub data_args: &'static [usize],
+    /// Its value depends on its arguments' shapes only, never on their values
+    /// (`valid_window`): what depends on it does not depend on the data it is applied to.
+    pub shape_only: bool,
     /// Window and order ops: constants and kernel (`None` for the other classes, whose
     /// kernels are the lane bodies below).
     pub spatial: Option<Spatial>,
@@ -269,7 +272,7 @@ macro_rules! lane_body {
 macro_rules! define_ops {
     ($( $v:ident { $name:literal, $arity:literal, $class:expr, $diff:ident, callable: $callable:literal,
         $(commutes: $commutes:literal,)? $(symbol: $sym:literal,)? $(singular: $sing:literal,)?
-        $(family: $fam:literal,)? $(data_args: $da:expr,)? $(spatial: $sp:expr,)?
+        $(family: $fam:literal,)? $(data_args: $da:expr,)? $(shape_only: $so:literal,)? $(spatial: $sp:expr,)?
         $(eval: |$x:ident| $body:expr,)? grad: $grad:expr, grid: $grid:expr, doc: $doc:literal } )*) => {
         /// Op identifiers, in table order.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,6 +288,7 @@ macro_rules! define_ops {
             singular: false $(|| $sing)?,
             family: some_or_none!($($fam)?),
             data_args: or_empty!($($da)?),
+            shape_only: false $(|| $so)?,
             spatial: some_or_none!($($sp)?),
             doc: $doc,
         } ),* ];
@@ -468,7 +472,7 @@ define_ops! {
     GaussianFilterT { "gaussian_filter_adjoint", 3, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma], sample: &[3.0, 1.5], kernel: SpatialKernel::Image(window::gaussian_filter_adjoint) },
         grad: adjoint!(GaussianFilter), grid: &[],
         doc: "The adjoint of gaussian_filter (its derivative's transpose): the gradient it passes back." }
-    ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], spatial: Spatial { consts: &[ConstArg::Window], sample: &[3.0], kernel: SpatialKernel::Image(window::valid_window) },
+    ValidWindow { "valid_window", 2, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1], shape_only: true, spatial: Spatial { consts: &[ConstArg::Window], sample: &[3.0], kernel: SpatialKernel::Image(window::valid_window) },
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window): 1 where a centred window of `window` taps (odd) fits inside the image along every spatial axis, else 0 — the positions of VALID padding in a \"same\"-padded filter's output. Data; a side smaller than the window is a bind-time error." }
     GaussianFilterAt { "gaussian_filter", 4, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1, 2, 3], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma, ConstArg::Scale], sample: &[3.0, 1.5, 1.0], kernel: SpatialKernel::Image(window::gaussian_filter_at) },
@@ -477,7 +481,7 @@ define_ops! {
     GaussianFilterAtT { "gaussian_filter_adjoint", 4, Class::Window { image_args: 1 }, Smooth, callable: false, data_args: &[1, 2, 3], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Sigma, ConstArg::Scale], sample: &[3.0, 1.5, 1.0], kernel: SpatialKernel::Image(window::gaussian_filter_at_adjoint) },
         grad: adjoint!(GaussianFilterAt), grid: &[],
         doc: "The adjoint of gaussian_filter(x, window, sigma, scale)." }
-    ValidWindowAt { "valid_window", 3, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1, 2], spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Scale], sample: &[3.0, 1.0], kernel: SpatialKernel::Image(window::valid_window_at) },
+    ValidWindowAt { "valid_window", 3, Class::Window { image_args: 1 }, None, callable: true, data_args: &[1, 2], shape_only: true, spatial: Spatial { consts: &[ConstArg::Window, ConstArg::Scale], sample: &[3.0, 1.0], kernel: SpatialKernel::Image(window::valid_window_at) },
         grad: no_grad, grid: &[],
         doc: "valid_window(x, window, scale): valid_window on the image of scale `scale` (its box; 0 outside it). Data." }
     AvgPool2 { "avg_pool2", 2, Class::Window { image_args: 1 }, Smooth, callable: true, data_args: &[1], spatial: Spatial { consts: &[ConstArg::Scale], sample: &[0.0], kernel: SpatialKernel::Image(window::avg_pool2_at) },
