@@ -16,6 +16,9 @@ pub enum Error {
         short: String,
         /// The error codes, in order.
         codes: Vec<&'static str>,
+        /// Every diagnostic as data, in order (at most `MAX_DIAGNOSTICS`; `rendered` counts
+        /// the rest).
+        diagnostics: Vec<CompileDiagnostic>,
     },
     #[error("unknown loss `{name}`{hint}")]
     UnknownLoss { name: String, hint: String },
@@ -99,10 +102,11 @@ pub enum Error {
         detail: String,
         params: Vec<(String, String)>,
     },
-    /// An instruction-set name (`Plan::cap_instruction_set`, or the `LOSSLANG_ISA` environment
-    /// variable) that is none of the known ones.
-    #[error("unknown instruction set `{name}` (from {source_of}): the known ones are avx512, avx2 and baseline (or base)")]
-    InstructionSet { name: String, source_of: String },
+    /// An instruction-set name (parsed as an [`Isa`](crate::Isa)) that is none of the known ones.
+    #[error(
+        "unknown instruction set `{name}`: the known ones are avx512, avx2 and baseline (or base)"
+    )]
+    InstructionSet { name: String },
     /// An input given as class labels holds a value that is neither a class index of its axis
     /// nor the ignore value.
     #[error("input `{input}` holds the label {value} at index {index:?}, but its classes are 0..{classes} (axis `{axis}`) and the ignore value is {ignore}")]
@@ -125,11 +129,24 @@ pub enum Error {
     },
     #[error("cannot read {path}: {message}")]
     Io { path: String, message: String },
-    /// A command-line usage error of `lossc` (a malformed flag value).
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Json(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// One diagnostic of [`Error::Compile`], for tools that place it themselves (an editor, a
+/// language server): where it points and what it says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompileDiagnostic {
+    /// `E0001` ... (`lossc explain CODE` describes it).
+    pub code: &'static str,
+    /// The source's name: its path, or the loss name for source given as text.
+    pub file: String,
+    /// 1-based line and column (in characters) of the first byte it points at.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// What the marked span is (may be empty).
+    pub label: String,
+    pub help: Option<String>,
+}

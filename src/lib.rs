@@ -55,10 +55,10 @@ pub(crate) mod optimise;
 pub(crate) mod syntax;
 
 pub use api::{
-    ExecutorKind, Finished, GradcheckOptions, GradcheckReport, Library, Loss, Output, PassInfo,
-    Plan, Stage,
+    ExecutorKind, Finished, GradcheckOptions, GradcheckReport, Isa, Kernel, Library, Loss, Output,
+    PassInfo, Plan, Stage,
 };
-pub use error::{Error, Result};
+pub use error::{CompileDiagnostic, Error, Result};
 pub use ir::graph::AxisSpace;
 pub use ir::lower::{InputSpec, ParamKind, ParamSpec, ParamValue, Signature};
 pub use ndarray;
@@ -75,6 +75,11 @@ pub mod diagnostics {
 /// and chunk lengths, the fusion cap). They may change without notice.
 #[doc(hidden)]
 pub mod internals {
+    /// The deterministic generator the gradient check draws its inputs from (`lossc bench` and
+    /// the tests draw theirs from it too).
+    pub use crate::api::gradcheck::Rng;
+    /// The memory guard (`lossc bench` sizes its inputs with it before allocating them).
+    pub use crate::api::memory;
     pub use crate::exec::vm::{BLOCK, CHUNK_BLOCKS};
     /// The distance-transform kernels with explicit spacing, for `benches/spatial.rs` (the `edt`
     /// op uses unit spacing).

@@ -106,7 +106,7 @@ fn no_allocation_after_the_first_call() {
             }
             let after = ALLOCS.load(Ordering::SeqCst);
             COUNTED.with(|c| c.set(false));
-            if plan.executor() == "reference" {
+            if plan.executor() == losslang::ExecutorKind::Reference {
                 // Class-axis reductions (softmax over C) are not fused yet (issue 11): these run
                 // on the reference interpreter, which allocates every node. Any other loss there
                 // is a regression.
@@ -119,7 +119,7 @@ fn no_allocation_after_the_first_call() {
             if SORTS_PER_CALL.contains(&name) {
                 continue;
             }
-            if plan.executor() == "staged" {
+            if plan.executor() == losslang::ExecutorKind::Staged {
                 let image = shape[2] * shape[3] * std::mem::size_of::<f64>();
                 let largest = LARGEST.load(Ordering::SeqCst);
                 assert!(

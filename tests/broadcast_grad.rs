@@ -22,7 +22,7 @@
 
 use std::cell::Cell;
 
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, ArrayViewD, IxDyn};
 use losslang::{ExecutorKind, Loss};
 use proptest::prelude::*;

@@ -598,3 +598,35 @@ fn vector_parameter_declarations() {
         &["has axes [B]"],
     );
 }
+
+/// `Error::Compile` carries each diagnostic as data: code, file, line, column, message, help —
+/// the same place the rendered text marks (line 4, column 17: the `s` of `sigmoidd`).
+#[test]
+fn compile_errors_carry_structured_diagnostics() {
+    let src = body("    return mean(sigmoidd(logits))");
+    let Err(Error::Compile {
+        diagnostics,
+        rendered,
+        ..
+    }) = Loss::from_source_in("t.loss", &src, None)
+    else {
+        panic!("expected a compile error");
+    };
+    assert_eq!(diagnostics.len(), 1, "{rendered}");
+    let d = &diagnostics[0];
+    assert_eq!(
+        (d.file.as_str(), d.line, d.column),
+        ("t.loss", 4, 17),
+        "{d:?}"
+    );
+    assert!(rendered.contains("t.loss:4:17"), "{rendered}");
+    assert!(d.message.contains("sigmoidd"), "{d:?}");
+    assert!(
+        d.help.as_deref().is_some_and(|h| h.contains("sigmoid")),
+        "{d:?}"
+    );
+    assert!(
+        rendered.contains(&format!("error[{}]", d.code)),
+        "{rendered}"
+    );
+}

@@ -4,9 +4,9 @@
 
 mod common;
 use common::NOT_FUSED_YET;
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
-use losslang::{ExecutorKind, Library};
+use losslang::{ExecutorKind, Kernel, Library};
 
 /// The fused result `(value, gradient)` against the reference interpreter's: value to 1e-10
 /// relative, gradient to 1e-9 of the reference's largest entry.
@@ -51,7 +51,7 @@ fn fused_equals_reference_on_random_shapes() {
             .compile::<f64>(&[("logits", small), ("target", small)])
             .unwrap()
             .executor()
-            == "staged";
+            == ExecutorKind::Staged;
         let reductions: Vec<Option<&str>> = if base.params().iter().any(|p| p.name == "reduction") {
             vec![Some("batch"), Some("image"), Some("class")]
         } else {
@@ -101,7 +101,14 @@ fn fused_equals_reference_on_random_shapes() {
                 let mut reference = loss
                     .compile_with::<f64>(&shapes, ExecutorKind::Reference)
                     .unwrap();
-                assert_eq!(fused.executor(), if windowed { "staged" } else { "fused" });
+                assert_eq!(
+                    fused.executor(),
+                    if windowed {
+                        ExecutorKind::Staged
+                    } else {
+                        ExecutorKind::Fused
+                    }
+                );
                 let a = fused.value_and_grad(&views).unwrap();
                 let b = reference.value_and_grad(&views).unwrap();
                 let what = format!("{name} {red:?} {shape:?} soft={soft} mask={with_mask}");
@@ -213,7 +220,7 @@ fn oversized_kernels_are_split_by_outputs() {
     let mut fused = loss
         .compile_with::<f64>(&shapes, ExecutorKind::Fused)
         .unwrap();
-    assert_eq!((fused.executor(), fused.passes()), ("fused", 3));
+    assert_eq!((fused.executor(), fused.passes()), (ExecutorKind::Fused, 3));
     let mut reference = loss
         .compile_with::<f64>(&shapes, ExecutorKind::Reference)
         .unwrap();
@@ -243,7 +250,7 @@ fn oversized_kernels_are_split_by_outputs() {
 fn native_kernels_serve_any_loss_whose_pass_matches() {
     let shape: &[usize] = &[2, 1, 8, 40];
     let shapes = [("logits", shape), ("target", shape)];
-    let kernels = |src: &str| -> Vec<&'static str> {
+    let kernels = |src: &str| -> Vec<Kernel> {
         let loss = losslang::Loss::from_source(src).unwrap();
         let plan = loss.compile::<f32>(&shapes).unwrap();
         plan.pass_info().iter().map(|p| p.kernel).collect()
@@ -264,9 +271,9 @@ fn native_kernels_serve_any_loss_whose_pass_matches() {
             input target: [B, C, ..S]
             return max(cosh(logits) * target) + mean(logits * target)
         }"#;
-    assert_eq!(kernels(copy), ["native", "native"], "a copy of dice");
+    assert_eq!(kernels(copy), [Kernel::Native; 2], "a copy of dice");
     assert!(
-        kernels(other).iter().all(|k| *k == "bytecode"),
+        kernels(other).iter().all(|k| *k == Kernel::Bytecode),
         "{:?}",
         kernels(other)
     );

@@ -7,7 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::{Error, Library, Loss, ParamKind, ParamSpec, ParamValue, Real};
 

@@ -3,7 +3,7 @@
 //! with the ignored pixels masked; labels outside the classes are errors naming the input, the
 //! value and its index.
 
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::{Error, Library, Loss};
 

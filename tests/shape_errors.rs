@@ -105,12 +105,14 @@ fn a_non_contiguous_view_is_told_what_differs() {
 
 #[test]
 fn unknown_instruction_sets_are_errors() {
-    let mut plan = bce_plan::<f32>();
     assert!(matches!(
-        plan.cap_instruction_set("sse"),
-        Err(Error::InstructionSet { .. })
+        "sse".parse::<losslang::Isa>(),
+        Err(Error::InstructionSet { name }) if name == "sse"
     ));
-    assert!(plan.cap_instruction_set("baseline").is_ok());
+    let mut plan = bce_plan::<f32>();
+    let isa = "baseline".parse().unwrap();
+    assert_eq!(plan.cap_instruction_set(isa), losslang::Isa::Baseline);
+    assert_eq!(plan.instruction_set(), losslang::Isa::Baseline);
 }
 
 #[test]

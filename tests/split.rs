@@ -2,7 +2,7 @@
 //! a batch cut into shards, each shard's statistics summed as an all-reduce would, gives the
 //! unsharded value and gradient bit for bit — and those equal the ordinary plan's to rounding.
 
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, Axis, IxDyn};
 use losslang::{Error, Library, Loss, Real};
 

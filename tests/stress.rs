@@ -2,7 +2,7 @@
 //! (empty, full, single pixel, soft), value and gradient are finite, in f64 and f32; NaN and Inf
 //! inputs are rejected with an error naming the input. Plus `lossc check`'s own gradcheck.
 
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::Real;
 use losslang::{Error, Library};
@@ -267,7 +267,10 @@ fn non_finite_inputs_of_a_native_pass_are_named() {
         let mut plan = loss
             .compile::<T>(&[("logits", &shape[..]), ("target", &shape[..])])
             .unwrap();
-        assert!(plan.pass_info().iter().all(|p| p.kernel == "native"));
+        assert!(plan
+            .pass_info()
+            .iter()
+            .all(|p| p.kernel == losslang::Kernel::Native));
         let mut logits = ArrayD::<T>::from_elem(IxDyn(&shape), T::from_f64(0.5));
         let mut target = ArrayD::<T>::from_elem(IxDyn(&shape), T::from_f64(1.0));
         if let Some(i) = bad_logit {

@@ -130,6 +130,8 @@ pub struct GradcheckOptions {
     pub probes: usize,
     /// Largest accepted `max|fd - grad| / max|grad|`.
     pub tolerance: f64,
+    /// Run the checked plans with at most this instruction set (`Plan::cap_instruction_set`).
+    pub instruction_set: Option<crate::exec::Isa>,
 }
 
 impl Default for GradcheckOptions {
@@ -138,6 +140,7 @@ impl Default for GradcheckOptions {
             seed: 0x5EED,
             probes: 8,
             tolerance: 1e-6,
+            instruction_set: None,
         }
     }
 }
@@ -180,7 +183,9 @@ pub struct GradcheckReport {
     pub passed: bool,
 }
 
-/// Deterministic generator (splitmix64) for test inputs.
+/// Deterministic generator (splitmix64) for test inputs. Not API (re-exported, hidden, from
+/// `losslang::internals`).
+#[doc(hidden)]
 pub struct Rng(u64);
 
 impl Rng {
@@ -424,12 +429,20 @@ pub(crate) fn run(loss: &Loss, opts: &GradcheckOptions) -> Result<GradcheckRepor
             .zip(shapes.iter().map(|s| s.as_slice()))
             .collect();
         let mut plan = loss.compile::<f64>(&shape_refs)?;
+        if let Some(isa) = opts.instruction_set {
+            plan.cap_instruction_set(isa);
+        }
         grad_inputs = plan.grad_inputs().iter().map(|s| s.to_string()).collect();
         let info = plan.pass_info();
-        native_passes += info.iter().filter(|p| p.kernel == "native").count();
+        native_passes += info
+            .iter()
+            .filter(|p| p.kernel == crate::exec::Kernel::Native)
+            .count();
         all_passes += info.len();
         executor = match plan.executor() {
-            "fused" => format!("fused (native kernels in {native_passes} of {all_passes} passes)"),
+            crate::exec::ExecutorKind::Fused => {
+                format!("fused (native kernels in {native_passes} of {all_passes} passes)")
+            }
             other => other.to_string(),
         };
         fallback = plan.fallback_reason().map(str::to_string);

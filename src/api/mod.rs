@@ -9,14 +9,16 @@
 pub mod gradcheck;
 pub mod library;
 mod loss;
+#[doc(hidden)]
 pub mod memory;
 mod plan;
 mod render;
 mod shape;
 mod split;
 
+pub use crate::exec::{ExecutorKind, Isa, Kernel, PassInfo};
 pub use loss::{Loss, Stage};
-pub use plan::{ExecutorKind, Finished, Output, PassInfo, Plan};
+pub use plan::{Finished, Output, Plan};
 pub use shape::{Binding, InputForm};
 
 use crate::error::Error;
@@ -31,6 +33,22 @@ fn compile_error(d: &Diagnostics, prog: &Program) -> Error {
         rendered: d.render(&prog.sources),
         short: d.short(&prog.sources),
         codes: d.items.iter().map(|x| x.code.as_str()).collect(),
+        diagnostics: d
+            .items
+            .iter()
+            .map(|x| {
+                let (line, column) = prog.sources.line_col(x.span.file, x.span.start);
+                crate::error::CompileDiagnostic {
+                    code: x.code.as_str(),
+                    file: prog.sources.name(x.span.file).to_string(),
+                    line,
+                    column,
+                    message: x.message.clone(),
+                    label: x.label.clone(),
+                    help: x.help.clone(),
+                }
+            })
+            .collect(),
     }
 }
 

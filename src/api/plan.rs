@@ -1,6 +1,7 @@
-//! [`Plan`]: a loss compiled for fixed shapes — executor choice (fused VM or reference
-//! interpreter, with the reason of a fallback), evaluation into the plan's or the caller's
-//! buffers, the value-only plan, the NaN/Inf input check.
+//! [`Plan`]: a loss compiled for fixed shapes — binding, the checks of bind time (vector
+//! parameters, window constants, memory), evaluation into the plan's or the caller's buffers,
+//! the value-only plan, split-phase evaluation, the NaN/Inf input check. The executor is chosen
+//! in `exec::choose`.
 //!
 //! In: a [`Loss`] and shapes, then input views. Out: values and gradients. Never here: parsing
 //! or rewriting.
@@ -10,11 +11,12 @@ use std::sync::Arc;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
 use crate::error::{Error, Result};
-use crate::exec::reference::Interpreter;
-use crate::exec::{Bound, Executor};
+use crate::exec::choose::{bind_and_choose, choose};
+#[cfg(test)]
+use crate::exec::Kernel;
+use crate::exec::{Bound, Executor, ExecutorKind, Isa, PassInfo};
 use crate::ir::lower::Signature;
 use crate::ops::math::Real;
-use crate::optimise;
 use crate::ParamValue;
 
 use super::shape::bind_shapes;
@@ -40,60 +42,6 @@ fn non_finite_in<T: Real>(input: String, data: &[T]) -> Error {
     }
 }
 
-/// The executor of `kind` for the graph `(g, roots)` with its sizes bound to `sizes`.
-fn bind_and_build<T: Real>(
-    (g, roots): &(crate::ir::graph::Graph, Vec<crate::ir::graph::NodeId>),
-    sizes: &[usize],
-    grad_axes: Vec<crate::ir::graph::Axes>,
-    spatial: Vec<usize>,
-    kind: ExecutorKind,
-) -> Box<dyn Executor<T>> {
-    let (graph, roots) = optimise::bind_sizes(g, roots, sizes);
-    let bound = Bound {
-        graph,
-        roots,
-        sizes: sizes.to_vec(),
-        grad_axes,
-        spatial,
-    };
-    build::<T>(Arc::new(bound), kind).exec
-}
-
-/// Which executor runs a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ExecutorKind {
-    /// The fused block VM (falls back to the reference interpreter for graphs it cannot fuse).
-    Fused,
-    /// The f64/f32 reference interpreter: whole-buffer, node by node.
-    Reference,
-    /// Not API: the fused VM without superinstructions or native kernels (plain bytecode), for
-    /// the tests that check they change no bits.
-    #[doc(hidden)]
-    FusedPlain,
-    /// Not API: the fused VM with superinstructions but no native kernels, for the tests that
-    /// check native kernels change no bits.
-    #[doc(hidden)]
-    FusedBytecode,
-}
-
-/// One memory pass of a plan: which executor runs it, and what it computes per element.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PassInfo {
-    /// `"fused"` (the block VM) or `"reference"` (the interpreter).
-    pub executor: &'static str,
-    /// How the pass's kernel runs: `"native"` (generated Rust for a standard-library pass),
-    /// `"bytecode"` (the VM's block interpreter) or `"reference"`.
-    pub kernel: &'static str,
-    /// Elementwise nodes computed per element (0 for the reference interpreter).
-    pub nodes: usize,
-    /// Reductions accumulated in this pass.
-    pub reductions: usize,
-    /// Output buffers (gradients) written in this pass.
-    pub stores: usize,
-}
-
 /// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly. After the first
 /// call, evaluation allocates nothing.
 pub struct Plan<T: Real> {
@@ -106,11 +54,13 @@ pub struct Plan<T: Real> {
     value_exec: Option<Box<dyn Executor<T>>>,
     /// The `kernel` of each pass of the value-only executor, once built (for the tests).
     #[cfg(test)]
-    value_kernels: Vec<&'static str>,
-    executor: &'static str,
+    value_kernels: Vec<Kernel>,
+    executor: ExecutorKind,
     /// The executor asked for at compile time (the value-only plan is built alike).
     kind: ExecutorKind,
-    isa: &'static str,
+    isa: Isa,
+    /// The cap of [`Plan::cap_instruction_set`], applied to the executors built later too.
+    cap: Option<Isa>,
     pass_info: Vec<PassInfo>,
     /// Why the fused executor was not used, when it was asked for.
     fallback: Option<String>,
@@ -180,177 +130,6 @@ impl<'a, T> Output<'a, T> {
     }
 }
 
-/// An executor for a bound graph, with what a plan reports about it.
-struct Built<T: Real> {
-    exec: Box<dyn Executor<T>>,
-    /// `fused`, `staged` or `reference`.
-    executor: &'static str,
-    /// The instruction set of the kernels (`scalar` on the interpreter).
-    isa: &'static str,
-    info: Vec<PassInfo>,
-    /// Why the interpreter runs although the fused executor was asked for.
-    fallback: Option<String>,
-    /// Bytes of the buffers kept between passes (window ops' arguments and outputs).
-    buffer_bytes: usize,
-}
-
-/// The fused VM of `bound`'s graph unrolled over its class axis (`optimise::unroll`), reading
-/// and writing the class planes of the caller's buffers in place; `None` where unrolling does
-/// not apply.
-fn unrolled<T: Real>(
-    bound: &Bound,
-    merge: bool,
-    native: bool,
-) -> Option<std::result::Result<crate::exec::vm::Vm<T>, crate::optimise::fuse::NotFusable>> {
-    use crate::optimise::unroll;
-    let g = &bound.graph;
-    let ax = unroll::class_axis(g, &bound.roots)?;
-    let sizes = &bound.sizes;
-    let u = unroll::unroll(g, &bound.roots, &bound.grad_axes, ax, sizes[ax])?;
-    let n_axes = sizes.len();
-    let input_axes = bound.input_axes();
-    // Outer axes of the unrolled graph, as axes of the original one.
-    let outer: Vec<usize> = (0..n_axes - 1).filter(|&a| a != ax).collect();
-    let addr = |real: usize, axes: crate::ir::graph::Axes, class: Option<usize>| {
-        // Row-major strides of a buffer with `axes` (0 where it lacks one).
-        let st = crate::exec::vm::strides_for(axes, sizes, n_axes);
-        crate::exec::vm::Addr {
-            real,
-            strides: outer.iter().map(|&a| st[a]).collect(),
-            offset: class.map_or(0, |c| c * st[ax]),
-            len: crate::exec::vm::numel(axes, sizes),
-        }
-    };
-    let in_addr = u
-        .inputs
-        .iter()
-        .map(|&(i, c)| Some(addr(i as usize, (*input_axes.get(i as usize)?)?, c)))
-        .collect::<Option<Vec<_>>>()?;
-    let out_addr = u
-        .grads
-        .iter()
-        .map(|&(k, c)| addr(k, bound.grad_axes[k], c))
-        .collect();
-    let (graph, roots) = optimise::for_kernels(&u.graph, &u.roots);
-    let kb = Arc::new(Bound {
-        graph,
-        roots,
-        sizes: (0..n_axes).filter(|&a| a != ax).map(|a| sizes[a]).collect(),
-        grad_axes: u
-            .grads
-            .iter()
-            .map(|&(k, _)| unroll::drop_axis(bound.grad_axes[k], ax))
-            .collect(),
-        spatial: bound.spatial.clone(),
-    });
-    Some(crate::exec::vm::Vm::with_addresses(
-        kb,
-        merge,
-        native,
-        Some((in_addr, out_addr)),
-    ))
-}
-
-/// The executor of `kind` for `bound`: the block VM on its kernel-prepared graph, or the
-/// reference interpreter — asked for, or because the VM cannot fuse the graph (the reason kept).
-fn build<T: Real>(bound: Arc<Bound>, kind: ExecutorKind) -> Built<T> {
-    let reference = |bound: Arc<Bound>, fallback: Option<String>| {
-        let exec: Box<dyn Executor<T>> = Box::new(Interpreter::new(bound));
-        let info = (0..exec.passes().max(1))
-            .map(|_| PassInfo {
-                executor: "reference",
-                kernel: "reference",
-                nodes: 0,
-                reductions: 0,
-                stores: 0,
-            })
-            .collect();
-        Built {
-            exec,
-            executor: "reference",
-            isa: "scalar",
-            info,
-            fallback,
-            buffer_bytes: 0,
-        }
-    };
-    let (superinstructions, native) = match kind {
-        ExecutorKind::Reference => return reference(bound, None),
-        ExecutorKind::Fused => (true, true),
-        ExecutorKind::FusedBytecode => (true, false),
-        ExecutorKind::FusedPlain => (false, false),
-    };
-    let g = &bound.graph;
-    let has_windows = (0..g.len()).any(|id| {
-        let n = g.node(id as crate::ir::graph::NodeId);
-        crate::ops::window::window_args(g, n).is_some()
-    });
-    if has_windows {
-        return match crate::exec::staged::Staged::<T>::new(
-            bound.clone(),
-            (superinstructions, native),
-        ) {
-            Ok(st) => Built {
-                info: st
-                    .steps()
-                    .into_iter()
-                    .map(|(executor, kernel)| PassInfo {
-                        executor,
-                        kernel,
-                        nodes: 0,
-                        reductions: 0,
-                        stores: 0,
-                    })
-                    .collect(),
-                isa: st.isa(),
-                buffer_bytes: st.buffer_bytes(),
-                exec: Box::new(st),
-                executor: "staged",
-                fallback: None,
-            },
-            Err(e) => reference(bound, Some(e.0)),
-        };
-    }
-    let (kg, kr) = optimise::for_kernels(&bound.graph, &bound.roots);
-    let kb = Arc::new(Bound {
-        graph: kg,
-        roots: kr,
-        sizes: bound.sizes.clone(),
-        grad_axes: bound.grad_axes.clone(),
-        spatial: bound.spatial.clone(),
-    });
-    let (vm, executor) = match crate::exec::vm::Vm::<T>::new(kb, superinstructions, native) {
-        // Nodes lacking a plain axis (sums over classes): the graph unrolled over that axis.
-        Err(e) => match unrolled::<T>(&bound, superinstructions, native) {
-            Some(vm) => (vm, "fused, unrolled over classes"),
-            None => (Err(e), "fused"),
-        },
-        ok => (ok, "fused"),
-    };
-    match vm {
-        Ok(vm) => Built {
-            info: vm
-                .pass_shapes()
-                .into_iter()
-                .zip(vm.native_passes())
-                .map(|((nodes, reductions, stores), native)| PassInfo {
-                    executor,
-                    kernel: if native { "native" } else { "bytecode" },
-                    nodes,
-                    reductions,
-                    stores,
-                })
-                .collect(),
-            isa: vm.isa(),
-            exec: Box::new(vm),
-            executor: "fused",
-            fallback: None,
-            buffer_bytes: 0,
-        },
-        Err(e) => reference(bound, Some(e.0)),
-    }
-}
-
 /// The dimensions of the loss's innermost axis when it is a pack (the spatial axes window ops
 /// work over), else none.
 fn spatial_dims(sig: &Signature, binding: &Binding) -> Vec<usize> {
@@ -413,20 +192,6 @@ fn check_windows(
     Ok(())
 }
 
-/// The instruction-set names a cap may give.
-const ISA_NAMES: &[&str] = &["avx512", "avx2", "baseline", "base"];
-
-fn check_isa_name(name: &str, source_of: &str) -> Result<()> {
-    if ISA_NAMES.contains(&name) {
-        Ok(())
-    } else {
-        Err(Error::InstructionSet {
-            name: name.to_string(),
-            source_of: source_of.to_string(),
-        })
-    }
-}
-
 impl Loss {
     /// Every vector parameter set to a list has one number per element of its axis.
     fn check_vectors(&self, binding: &Binding) -> Result<()> {
@@ -453,11 +218,6 @@ impl Loss {
         shapes: &[(&str, &[usize])],
         kind: ExecutorKind,
     ) -> Result<Plan<T>> {
-        if let Ok(cap) = std::env::var("LOSSLANG_ISA") {
-            if !cap.is_empty() {
-                check_isa_name(&cap, "the LOSSLANG_ISA environment variable")?;
-            }
-        }
         let binding = bind_shapes(&self.sig, shapes)?;
         self.check_vectors(&binding)?;
         if self.sig.inputs.len() > MAX_INPUTS {
@@ -515,7 +275,7 @@ impl Loss {
             grad_axes,
             spatial,
         });
-        let built = build::<T>(bound.clone(), kind);
+        let built = choose::<T>(bound.clone(), kind);
         if built.buffer_bytes > 0 {
             memory::ensure_fits(
                 &format!("a plan of `{}` (its window-op buffers)", self.sig.name),
@@ -558,13 +318,14 @@ impl Loss {
             diff,
             binding,
             bound,
-            executor: built.executor,
+            executor: built.kind,
             kind,
             exec: built.exec,
             value_exec: None,
             #[cfg(test)]
             value_kernels: Vec::new(),
             isa: built.isa,
+            cap: None,
             pass_info: built.info,
             fallback: built.fallback,
             buffer_bytes: built.buffer_bytes,
@@ -587,23 +348,38 @@ impl<T: Real> Plan<T> {
     pub fn passes(&self) -> usize {
         self.exec.passes()
     }
-    /// The instruction set the fused kernels run with: `avx512`, `avx2` or `baseline` (capped by
-    /// the `LOSSLANG_ISA` environment variable), or `scalar` on the reference interpreter.
-    pub fn instruction_set(&self) -> &'static str {
+    /// The instruction set the fused kernels run with (the widest this CPU has unless capped),
+    /// or [`Isa::Scalar`] on the reference interpreter.
+    pub fn instruction_set(&self) -> Isa {
         self.isa
     }
-    /// Runs the fused kernels with at most the instruction set `isa` (`avx2`, `baseline`), as
-    /// the `LOSSLANG_ISA` environment variable does for every plan: to test each code path on
-    /// one machine, or to reproduce another machine's bits. Never widens what the CPU has.
-    /// Returns the instruction set now in use.
-    pub fn cap_instruction_set(&mut self, isa: &str) -> Result<&'static str> {
-        check_isa_name(isa, "Plan::cap_instruction_set")?;
+    /// Runs the fused kernels with at most the instruction set `isa`: to test each code path on
+    /// one machine, or to reproduce another machine's bits (`lossc` does this for the
+    /// `LOSSLANG_ISA` environment variable). Never widens what the CPU has; `Scalar` caps like
+    /// `Baseline`. Returns the instruction set now in use.
+    pub fn cap_instruction_set(&mut self, isa: Isa) -> Isa {
         let now = self.exec.cap_isa(isa);
         if let Some(v) = self.value_exec.as_mut() {
             v.cap_isa(isa);
         }
+        if let Some(s) = self.split.as_mut() {
+            s.stats.cap_isa(isa);
+            s.backward.cap_isa(isa);
+            if let Some((_, f)) = s.finish.as_mut() {
+                f.cap_isa(isa);
+            }
+        }
         self.isa = now;
-        Ok(now)
+        self.cap = Some(isa);
+        now
+    }
+
+    /// `exec` with this plan's instruction-set cap, if one was set.
+    fn capped(&self, mut exec: Box<dyn Executor<T>>) -> Box<dyn Executor<T>> {
+        if let Some(cap) = self.cap {
+            exec.cap_isa(cap);
+        }
+        exec
     }
     /// Each memory pass with the executor that runs it.
     pub fn pass_info(&self) -> &[PassInfo] {
@@ -619,8 +395,9 @@ impl<T: Real> Plan<T> {
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
     }
-    /// `"fused"`, `"staged"` (fused passes with window ops between them) or `"reference"`.
-    pub fn executor(&self) -> &'static str {
+    /// [`ExecutorKind::Fused`], [`ExecutorKind::Staged`] (fused passes with window ops between
+    /// them) or [`ExecutorKind::Reference`].
+    pub fn executor(&self) -> ExecutorKind {
         self.executor
     }
     pub fn binding(&self) -> &Binding {
@@ -880,17 +657,15 @@ impl<T: Real> Plan<T> {
                 ..(**b).clone()
             });
             let kind = match self.executor {
-                "fused" | "staged" => self.kind,
-                _ => ExecutorKind::Reference,
+                ExecutorKind::Reference => ExecutorKind::Reference,
+                _ => self.kind,
             };
-            let built = build::<T>(value_only, kind);
+            let built = choose::<T>(value_only, kind);
             #[cfg(test)]
             {
                 self.value_kernels = built.info.iter().map(|p| p.kernel).collect();
             }
-            let mut exec = built.exec;
-            exec.cap_isa(self.isa);
-            self.value_exec = Some(exec);
+            self.value_exec = Some(self.capped(built.exec));
         }
     }
 
@@ -924,15 +699,21 @@ impl<T: Real> Plan<T> {
         .map_err(not)?;
         let sizes = &self.binding.sizes;
         let spatial = spatial_dims(&self.sig, &self.binding);
-        let stats = bind_and_build(
+        let stats = self.capped(bind_and_choose(
             &graphs.stats,
             sizes,
             graphs.stat_axes.clone(),
             spatial.clone(),
             self.kind,
-        );
+        ));
         let grad_axes = self.diff.iter().map(|&i| self.sig.inputs[i].mask).collect();
-        let backward = bind_and_build(&graphs.backward, sizes, grad_axes, spatial, self.kind);
+        let backward = self.capped(bind_and_choose(
+            &graphs.backward,
+            sizes,
+            grad_axes,
+            spatial,
+            self.kind,
+        ));
         let shapes = graphs
             .stat_axes
             .iter()
@@ -1017,6 +798,7 @@ impl<T: Real> Plan<T> {
     /// gives the same bits.
     pub fn finish(&mut self, stats: &[ArrayD<T>]) -> Result<Finished<T>> {
         self.build_split()?;
+        let cap = self.cap;
         let split = self.split.as_mut().expect("built above");
         let batch = stats
             .first()
@@ -1044,13 +826,16 @@ impl<T: Real> Plan<T> {
         if split.finish.as_ref().is_none_or(|(b, _)| *b != batch) {
             let mut sizes = self.binding.sizes.clone();
             sizes[0] = batch;
-            let exec = bind_and_build(
+            let mut exec = bind_and_choose(
                 &split.graphs.finish,
                 &sizes,
                 split.graphs.stat_axes.clone(),
                 spatial_dims(&self.sig, &self.binding),
                 self.kind,
             );
+            if let Some(cap) = cap {
+                exec.cap_isa(cap);
+            }
             split.finish = Some((batch, exec));
         }
         let exec = &mut split.finish.as_mut().expect("built above").1;
@@ -1129,7 +914,7 @@ impl<T: Real> Plan<T> {
 
     /// The `kernel` of each pass of the value-only plan (built if it was not).
     #[cfg(test)]
-    pub(crate) fn value_pass_kernels(&mut self) -> Vec<&'static str> {
+    pub(crate) fn value_pass_kernels(&mut self) -> Vec<Kernel> {
         self.build_value_exec();
         self.value_kernels.clone()
     }

@@ -7,10 +7,51 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use losslang::api::gradcheck::Rng;
+use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::Real;
-use losslang::{Error, GradcheckOptions, Library, Loss, ParamValue, Stage};
+use losslang::{
+    Error, ExecutorKind, GradcheckOptions, Isa, Library, Loss, ParamValue, Plan, Stage,
+};
+
+/// What `lossc` reports: an error of the library, or one of the command line's own.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Lib(#[from] Error),
+    /// A malformed flag value.
+    #[error("{0}")]
+    Usage(String),
+    /// A malformed `--inputs` JSON file.
+    #[error("{0}")]
+    Json(String),
+}
+
+/// The instruction-set cap of the `LOSSLANG_ISA` environment variable (`avx512`, `avx2`,
+/// `baseline`), applied to every plan `lossc` compiles.
+fn isa_cap() -> Result<Option<Isa>, CliError> {
+    match std::env::var("LOSSLANG_ISA") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map(Some)
+            .map_err(|e| CliError::Usage(format!("the LOSSLANG_ISA environment variable: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// `loss` compiled for `shapes` as the environment asks: every pass as bytecode when
+/// `LOSSLANG_NATIVE=0` (for comparisons), instruction sets capped by `LOSSLANG_ISA`.
+fn compile<T: Real>(loss: &Loss, shapes: &[(&str, &[usize])]) -> Result<Plan<T>, CliError> {
+    let kind = match std::env::var("LOSSLANG_NATIVE") {
+        Ok(v) if v == "0" => ExecutorKind::FusedBytecode,
+        _ => ExecutorKind::Fused,
+    };
+    let mut plan = loss.compile_with::<T>(shapes, kind)?;
+    if let Some(isa) = isa_cap()? {
+        plan.cap_instruction_set(isa);
+    }
+    Ok(plan)
+}
 use serde_json::{json, Map, Value};
 
 /// `println!` that ends the process with a message, not a panic, when standard output cannot
@@ -205,12 +246,12 @@ fn main() -> ExitCode {
 }
 
 /// A `.loss` path, or the name of a standard loss.
-fn load(file: &str) -> Result<Loss, Error> {
+fn load(file: &str) -> Result<Loss, CliError> {
     let p = Path::new(file);
     if p.exists() || file.ends_with(".loss") {
-        Loss::from_file(p)
+        Ok(Loss::from_file(p)?)
     } else {
-        Library::standard().get(file)
+        Ok(Library::standard().get(file)?)
     }
 }
 
@@ -221,17 +262,19 @@ fn parse_value(v: &str) -> ParamValue {
     }
 }
 
-fn apply_sets(mut loss: Loss, sets: &[String]) -> Result<Loss, Error> {
+fn apply_sets(mut loss: Loss, sets: &[String]) -> Result<Loss, CliError> {
     for s in sets {
         let Some((k, v)) = s.split_once('=') else {
-            return Err(Error::Usage(format!("--set takes NAME=VALUE, got `{s}`")));
+            return Err(CliError::Usage(format!(
+                "--set takes NAME=VALUE, got `{s}`"
+            )));
         };
         loss = loss.set(k.trim(), parse_value(v))?;
     }
     Ok(loss)
 }
 
-fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::Io {
@@ -251,10 +294,10 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         out.push(path.to_path_buf());
         Ok(())
     } else {
-        Err(Error::Io {
+        Err(CliError::Lib(Error::Io {
             path: path.display().to_string(),
             message: "no such file or directory".into(),
-        })
+        }))
     }
 }
 
@@ -264,7 +307,7 @@ fn check(
     tolerance: f64,
     verbose: bool,
     sets: &[String],
-) -> Result<ExitCode, Error> {
+) -> Result<ExitCode, CliError> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
@@ -276,12 +319,15 @@ fn check(
     }
     let set_name = |s: &str| s.split_once('=').map(|(k, _)| k.trim().to_string());
     if let Some(bad) = sets.iter().find(|s| set_name(s).is_none()) {
-        return Err(Error::Usage(format!("--set takes NAME=VALUE, got `{bad}`")));
+        return Err(CliError::Usage(format!(
+            "--set takes NAME=VALUE, got `{bad}`"
+        )));
     }
     let mut used = vec![false; sets.len()];
     let opts = GradcheckOptions {
         seed,
         tolerance,
+        instruction_set: isa_cap()?,
         ..Default::default()
     };
     let (mut ok, mut failed) = (0, 0);
@@ -405,16 +451,16 @@ fn check(
     })
 }
 
-fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
-    let bad = |m: &str| Error::Json(format!("input `{name}`: {m}"));
+fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, CliError> {
+    let bad = |m: &str| CliError::Json(format!("input `{name}`: {m}"));
     // The array under `key`, each entry converted by `conv` (`what` names a bad entry).
     fn list<U>(
         v: &Value,
         key: &str,
         what: &str,
         conv: fn(&Value) -> Option<U>,
-        bad: &dyn Fn(&str) -> Error,
-    ) -> Result<Vec<U>, Error> {
+        bad: &dyn Fn(&str) -> CliError,
+    ) -> Result<Vec<U>, CliError> {
         v.get(key)
             .and_then(|s| s.as_array())
             .ok_or_else(|| bad(&format!("needs a \"{key}\" array")))?
@@ -449,10 +495,12 @@ fn json_array(v: &Value, name: &str) -> Result<ArrayD<f64>, Error> {
 /// An input from a `.npy` file: float64 or float32, or a mask or label array stored as bool,
 /// uint8, int32 or int64 (converted exactly; an integer beyond ±2^53, which f64 cannot hold, is
 /// an error naming its index).
-fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, Error> {
-    let err = |e: String| Error::Io {
-        path: path.to_string(),
-        message: format!("input `{name}`: {e}"),
+fn read_npy(name: &str, path: &str) -> Result<ArrayD<f64>, CliError> {
+    let err = |e: String| {
+        CliError::Lib(Error::Io {
+            path: path.to_string(),
+            message: format!("input `{name}`: {e}"),
+        })
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     if let Some(claimed) = npy_claimed_elements(&bytes) {
@@ -491,7 +539,7 @@ fn npy_claimed_elements(bytes: &[u8]) -> Option<u128> {
         .try_fold(1u128, |acc, d| acc.checked_mul(d.parse::<u128>().ok()?))
 }
 
-fn read_npy_data(bytes: &[u8], err: &dyn Fn(String) -> Error) -> Result<ArrayD<f64>, Error> {
+fn read_npy_data(bytes: &[u8], err: &dyn Fn(String) -> CliError) -> Result<ArrayD<f64>, CliError> {
     use losslang::ndarray::ArrayD as A;
     use ndarray_npy::ReadNpyExt;
     let read = || std::io::Cursor::new(bytes);
@@ -534,7 +582,7 @@ fn eval(
     dtype: Dtype,
     grad: bool,
     check_finite: bool,
-) -> Result<ExitCode, Error> {
+) -> Result<ExitCode, CliError> {
     let mut loss = load(file)?;
     let mut arrays: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
     if let Some(p) = inputs {
@@ -543,9 +591,9 @@ fn eval(
             message: e.to_string(),
         })?;
         let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Json(format!("{}: {e}", p.display())))?;
+            .map_err(|e| CliError::Json(format!("{}: {e}", p.display())))?;
         let obj = v.as_object().ok_or_else(|| {
-            Error::Json(format!(
+            CliError::Json(format!(
                 "{}: expected a JSON object mapping input names to arrays",
                 p.display()
             ))
@@ -561,7 +609,7 @@ fn eval(
                                 xs.iter()
                                     .map(|x| {
                                         x.as_f64().ok_or_else(|| {
-                                            Error::Json(format!(
+                                            CliError::Json(format!(
                                                 "parameter `{k}` is a list with a non-number in it"
                                             ))
                                         })
@@ -569,7 +617,7 @@ fn eval(
                                     .collect::<Result<_, _>>()?,
                             ),
                             other => ParamValue::Number(other.as_f64().ok_or_else(|| {
-                                Error::Json(format!(
+                                CliError::Json(format!(
                                     "parameter `{k}` is neither a number nor a string"
                                 ))
                             })?),
@@ -587,14 +635,14 @@ fn eval(
     }
     for s in npy {
         let Some((k, path)) = s.split_once('=') else {
-            return Err(Error::Usage(format!(
+            return Err(CliError::Usage(format!(
                 "--input takes NAME=FILE.npy, got `{s}`"
             )));
         };
         arrays.insert(k.to_string(), read_npy(k, path)?);
     }
     if arrays.is_empty() {
-        return Err(Error::Usage(
+        return Err(CliError::Usage(
             "no inputs: pass --inputs CASE.json or --input NAME=FILE.npy".into(),
         ));
     }
@@ -612,13 +660,13 @@ fn run_eval<T: Real>(
     arrays: &BTreeMap<String, ArrayD<f64>>,
     grad: bool,
     check_finite: bool,
-) -> Result<Value, Error> {
+) -> Result<Value, CliError> {
     let typed: Vec<(&str, ArrayD<T>)> = arrays
         .iter()
         .map(|(k, a)| (k.as_str(), a.mapv(T::from_f64)))
         .collect();
     let shapes: Vec<(&str, &[usize])> = typed.iter().map(|(k, a)| (*k, a.shape())).collect();
-    let mut plan = loss.compile::<T>(&shapes)?;
+    let mut plan = compile::<T>(loss, &shapes)?;
     plan.set_check_finite(check_finite);
     let views: Vec<(&str, _)> = typed.iter().map(|(k, a)| (*k, a.view())).collect();
     let out = plan.value_and_grad(&views)?;
@@ -656,7 +704,7 @@ fn graph(
     sets: &[String],
     with: &[String],
     shape: Option<&[usize]>,
-) -> Result<ExitCode, Error> {
+) -> Result<ExitCode, CliError> {
     let loss = apply_sets(load(file)?, sets)?;
     let stage = match stage {
         StageArg::Parsed => Stage::Parsed,
@@ -670,7 +718,7 @@ fn graph(
             .iter()
             .any(|i| &i.name == w && i.default.is_some())
         {
-            return Err(Error::Usage(format!(
+            return Err(CliError::Usage(format!(
                 "--with `{w}`: `{}` has no optional input of that name",
                 loss.name()
             )));
@@ -695,7 +743,7 @@ fn graph(
             println!("{}", loss.render_for_shapes(&given, dot)?.trim_end());
         }
         (Some(_), _) => {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "--shape goes with --stage fused (the other stages do not depend on sizes)".into(),
             ))
         }
@@ -711,12 +759,12 @@ fn bench(
     threads: usize,
     iters: usize,
     sets: &[String],
-) -> Result<ExitCode, Error> {
+) -> Result<ExitCode, CliError> {
     let loss = apply_sets(load(file)?, sets)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
-        .map_err(|e| Error::Usage(format!("--threads {threads}: {e}")))?;
+        .map_err(|e| CliError::Usage(format!("--threads {threads}: {e}")))?;
     let out = pool.install(|| match dtype {
         Dtype::F32 => run_bench::<f32>(&loss, shape, threads, iters),
         Dtype::F64 => run_bench::<f64>(&loss, shape, threads, iters),
@@ -730,14 +778,14 @@ fn run_bench<T: Real>(
     shape: &[usize],
     threads: usize,
     iters: usize,
-) -> Result<Value, Error> {
+) -> Result<Value, CliError> {
     let mut rng = Rng::new(7);
     // Inputs it makes plus the plan's gradients, estimated before anything is allocated.
     let buffers = loss.inputs().iter().filter(|i| i.default.is_none()).count()
         + loss.inputs().iter().filter(|i| i.diff).count();
-    let needed = losslang::api::memory::bytes(shape, std::mem::size_of::<T>())
+    let needed = losslang::internals::memory::bytes(shape, std::mem::size_of::<T>())
         .and_then(|b| b.checked_mul(buffers as u64));
-    losslang::api::memory::ensure_fits(
+    losslang::internals::memory::ensure_fits(
         &format!(
             "`lossc bench` of `{}` at shape {shape:?} ({buffers} buffers)",
             loss.name()
@@ -760,12 +808,12 @@ fn run_bench<T: Real>(
         arrays.push((
             inp.name.clone(),
             ArrayD::from_shape_vec(IxDyn(shape), data)
-                .map_err(|e| Error::Usage(format!("--shape {shape:?}: {e}")))?,
+                .map_err(|e| CliError::Usage(format!("--shape {shape:?}: {e}")))?,
         ));
     }
     let shapes: Vec<(&str, &[usize])> = arrays.iter().map(|(k, _)| (k.as_str(), shape)).collect();
     let t0 = Instant::now();
-    let mut plan = loss.compile::<T>(&shapes)?;
+    let mut plan = compile::<T>(loss, &shapes)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let views: Vec<(&str, _)> = arrays.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
     for _ in 0..2 {
@@ -794,18 +842,19 @@ fn run_bench<T: Real>(
         "passes": plan.passes(),
         "effective_gb_per_s": bytes / (median * 1e-3) / 1e9,
         "compile_ms": compile_ms,
-        "executor": plan.executor(),
-        "instruction_set": plan.instruction_set(),
+        "executor": plan.executor().name(),
+        "instruction_set": plan.instruction_set().name(),
         "kernel_loops": env!("LOSSLANG_KERNEL_LOOPS"),
-        "pass_executors": plan.pass_info().iter().map(|p| p.executor).collect::<Vec<_>>(),
-        "pass_kernels": plan.pass_info().iter().map(|p| p.kernel).collect::<Vec<_>>(),
+        "pass_executors": plan.pass_info().iter().map(|p| p.executor.name()).collect::<Vec<_>>(),
+        "pass_unrolled": plan.pass_info().iter().map(|p| p.unrolled).collect::<Vec<_>>(),
+        "pass_kernels": plan.pass_info().iter().map(|p| p.kernel.name()).collect::<Vec<_>>(),
         "fallback": plan.fallback_reason(),
         "buffer_bytes": plan.buffer_bytes(),
         "value": value,
     }))
 }
 
-fn explain(code: Option<&str>) -> Result<ExitCode, Error> {
+fn explain(code: Option<&str>) -> Result<ExitCode, CliError> {
     use losslang::diagnostics::Code;
     match code {
         None => {
@@ -819,7 +868,7 @@ fn explain(code: Option<&str>) -> Result<ExitCode, Error> {
                 println!("{}: {}\n\n{}", c.as_str(), c.summary(), c.explanation());
                 Ok(ExitCode::SUCCESS)
             }
-            None => Err(Error::Usage(format!(
+            None => Err(CliError::Usage(format!(
                 "no diagnostic code `{text}`; `lossc explain` lists them (E0001 to {})",
                 Code::ALL.last().map_or("", |c| c.as_str())
             ))),
@@ -827,7 +876,7 @@ fn explain(code: Option<&str>) -> Result<ExitCode, Error> {
     }
 }
 
-fn list() -> Result<ExitCode, Error> {
+fn list() -> Result<ExitCode, CliError> {
     let lib = Library::standard();
     for name in lib.names() {
         let loss = lib.get(name)?;

@@ -4,12 +4,15 @@
 //!
 //! Invariant 7: nothing here knows about the language — only about graphs of table ops.
 
+pub mod choose;
 pub mod reference;
 pub mod staged;
 pub mod vm;
 
 use crate::ir::graph::{Graph, NodeId};
 use crate::ops::math::Real;
+
+pub use choose::{ExecutorKind, Isa, Kernel, PassInfo};
 
 /// A graph specialised to concrete axis sizes, ready to run.
 #[derive(Clone, Debug)]
@@ -61,10 +64,10 @@ pub trait Executor<T: Real>: Send {
     ) -> Result<T, usize>;
     /// Memory passes over N-sized data the executor makes per call.
     fn passes(&self) -> usize;
-    /// Lowers the instruction set to at most `isa` (`avx512`, `avx2`, `baseline`); returns the
-    /// one now in use. Executors without variants ignore it.
-    fn cap_isa(&mut self, _isa: &str) -> &'static str {
-        "scalar"
+    /// Lowers the instruction set to at most `isa`; returns the one now in use. Executors
+    /// without variants ignore it.
+    fn cap_isa(&mut self, _isa: Isa) -> Isa {
+        Isa::Scalar
     }
     /// Per pass: its native-kernel key and generated source, where native kernels apply (the
     /// generator's input; empty for executors without native kernels).

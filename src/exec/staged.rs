@@ -270,7 +270,7 @@ impl<T: Real> Staged<T> {
     }
 
     /// The instruction set the fused segments run with.
-    pub fn isa(&self) -> &'static str {
+    pub fn isa(&self) -> crate::exec::Isa {
         self.last.isa()
     }
 
@@ -280,13 +280,13 @@ impl<T: Real> Staged<T> {
         count * self.n * std::mem::size_of::<T>() + 3 * self.n * std::mem::size_of::<f64>()
     }
 
-    /// Fused passes and window ops in execution order, for `Plan::pass_info`: (executor,
-    /// kernel) — `("fused", "native" | "bytecode")` or `("window", op name)`.
-    pub fn steps(&self) -> Vec<(&'static str, &'static str)> {
+    /// The kernel of each fused pass and window op in execution order, for `Plan::pass_info`.
+    pub fn steps(&self) -> Vec<crate::exec::Kernel> {
+        use crate::exec::Kernel;
         let fused = |vm: &Vm<T>| {
             vm.native_passes()
                 .into_iter()
-                .map(|n| ("fused", if n { "native" } else { "bytecode" }))
+                .map(|n| if n { Kernel::Native } else { Kernel::Bytecode })
                 .collect::<Vec<_>>()
         };
         let mut s = Vec::new();
@@ -294,7 +294,7 @@ impl<T: Real> Staged<T> {
             for (vm, _) in &l.segments {
                 s.extend(fused(vm));
             }
-            s.extend(l.ops.iter().map(|o| ("window", o.op.name())));
+            s.extend(l.ops.iter().map(|o| Kernel::Window(o.op.name())));
         }
         s.extend(fused(&self.last));
         s
@@ -400,7 +400,7 @@ impl<T: Real> Executor<T> for Staged<T> {
         self.steps().len()
     }
 
-    fn cap_isa(&mut self, isa: &str) -> &'static str {
+    fn cap_isa(&mut self, isa: crate::exec::Isa) -> crate::exec::Isa {
         for l in &mut self.levels {
             for (vm, _) in &mut l.segments {
                 vm.cap_isa(isa);

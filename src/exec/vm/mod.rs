@@ -86,35 +86,34 @@ enum Isa {
 }
 
 impl Isa {
-    fn name(self) -> &'static str {
+    /// The public name of this instruction set.
+    fn public(self) -> crate::exec::Isa {
         match self {
-            Isa::Base => "baseline",
+            Isa::Base => crate::exec::Isa::Baseline,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => "avx2",
+            Isa::Avx2 => crate::exec::Isa::Avx2,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => "avx512",
+            Isa::Avx512 => crate::exec::Isa::Avx512,
         }
     }
 
-    /// This instruction set, or a narrower one named by `cap` (`avx2`, `baseline`/`base`).
-    fn capped(self, cap: &str) -> Isa {
-        match (self, cap) {
-            (_, "base" | "baseline") => Isa::Base,
+    /// This instruction set, or the narrower `cap`.
+    fn capped(self, cap: crate::exec::Isa) -> Isa {
+        use crate::exec::Isa as Public;
+        match cap {
+            Public::Scalar | Public::Baseline => Isa::Base,
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, "avx2") => Isa::Avx2,
+            Public::Avx2 if self == Isa::Avx512 => Isa::Avx2,
             _ => self,
         }
     }
 
-    /// The widest instruction set this CPU has, capped by `LOSSLANG_ISA` (`avx512`, `avx2` or
-    /// `base`; for comparisons and for reproducing another machine's bits).
+    /// The widest instruction set this CPU has (a plan narrows it with
+    /// `Plan::cap_instruction_set`, for comparisons and for reproducing another machine's bits).
     fn detect() -> Isa {
-        let cap = std::env::var("LOSSLANG_ISA").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
-            if cap != "base"
-                && cap != "avx2"
-                && is_x86_feature_detected!("avx512f")
+            if is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512dq")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
@@ -122,12 +121,10 @@ impl Isa {
             {
                 return Isa::Avx512;
             }
-            if cap != "base" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-            {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Isa::Avx2;
             }
         }
-        let _ = cap;
         Isa::Base
     }
 }
@@ -284,8 +281,6 @@ impl<T: Real> Vm<T> {
         let bpp = inner.div_ceil(BLOCK);
         let n_chunks = (planes * bpp).div_ceil(CHUNK_BLOCKS);
         // Bytecode per pass.
-        // `LOSSLANG_NATIVE=0` runs every pass as bytecode (for comparisons).
-        let native = native && std::env::var("LOSSLANG_NATIVE").map_or(true, |v| v != "0");
         let mut passes = Vec::new();
         let mut natives = Vec::new();
         #[cfg(test)]
@@ -634,9 +629,9 @@ impl<T: Real> Executor<T> for Vm<T> {
     fn passes(&self) -> usize {
         self.passes.len()
     }
-    fn cap_isa(&mut self, isa: &str) -> &'static str {
+    fn cap_isa(&mut self, isa: crate::exec::Isa) -> crate::exec::Isa {
         self.isa = self.isa.capped(isa);
-        self.isa.name()
+        self.isa.public()
     }
     #[cfg(test)]
     fn native_listing(&self) -> Vec<Option<crate::exec::NativeEntry>> {
@@ -645,9 +640,9 @@ impl<T: Real> Executor<T> for Vm<T> {
 }
 
 impl<T: Real> Vm<T> {
-    /// The instruction set the kernels run with (`avx512`, `avx2` or `baseline`).
-    pub fn isa(&self) -> &'static str {
-        self.isa.name()
+    /// The instruction set the kernels run with.
+    pub fn isa(&self) -> crate::exec::Isa {
+        self.isa.public()
     }
 
     /// Panics (in every build) unless each buffer has the length the bound graph gives it: an

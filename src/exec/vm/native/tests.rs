@@ -108,10 +108,7 @@ fn window_loss(name: &str) -> bool {
     ];
     // A shape error here is a side smaller than a window (ms_ssim's five scales need 161).
     loss.compile::<f32>(&shapes).map_or(true, |p| {
-        p.executor() != "fused"
-            || p.pass_info()
-                .iter()
-                .any(|i| i.executor == "fused, unrolled over classes")
+        p.executor() != crate::ExecutorKind::Fused || p.pass_info().iter().any(|i| i.unrolled)
     })
 }
 
@@ -121,7 +118,7 @@ fn bits<T: crate::Real>(
     name: &str,
     shape: &[usize],
     kind: ExecutorKind,
-    isa: &str,
+    isa: crate::Isa,
     value_only: bool,
     all: bool,
 ) -> (Vec<u64>, bool) {
@@ -163,15 +160,18 @@ fn bits<T: crate::Real>(
         .map(|(k, d)| (k.as_str(), d.as_slice()))
         .collect();
     let mut plan = loss.compile_with::<T>(&shapes, kind).expect("compiles");
-    plan.cap_instruction_set(isa).unwrap();
+    plan.cap_instruction_set(isa);
     let views: Vec<(&str, ndarray::ArrayViewD<T>)> =
         arrays.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
     if value_only {
         let v = plan.value(&views).expect("runs");
-        let native = plan.value_pass_kernels().contains(&"native");
+        let native = plan.value_pass_kernels().contains(&crate::Kernel::Native);
         return (vec![v.to_f64().to_bits()], native);
     }
-    let native = plan.pass_info().iter().any(|p| p.kernel == "native");
+    let native = plan
+        .pass_info()
+        .iter()
+        .any(|p| p.kernel == crate::Kernel::Native);
     let out = plan.value_and_grad(&views).expect("runs");
     let mut b = vec![out.value.to_f64().to_bits()];
     for (_, g) in out.grads() {
@@ -198,7 +198,7 @@ fn native_kernels_give_the_bytecode_bits() {
             if shape == big && !["bce", "dice", "combo"].contains(&name) {
                 continue;
             }
-            for isa in ["avx512", "avx2", "baseline"] {
+            for isa in [crate::Isa::Avx512, crate::Isa::Avx2, crate::Isa::Baseline] {
                 for (value_only, all) in [(false, false), (true, false), (false, true)] {
                     let run = |kind, f64_: bool| {
                         if f64_ {
