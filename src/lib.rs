@@ -80,6 +80,9 @@ pub mod internals {
     pub use crate::api::gradcheck::Rng;
     /// The memory guard (`lossc bench` sizes its inputs with it before allocating them).
     pub use crate::api::memory;
+    /// How the native kernels' loops were compiled: `interleaved` when the build had the flag of
+    /// `.cargo/config.toml`, `plain` when a RUSTFLAGS variable replaced it (`build.rs`).
+    pub const KERNEL_LOOPS: &str = env!("LOSSLANG_KERNEL_LOOPS");
     pub use crate::exec::vm::{BLOCK, CHUNK_BLOCKS};
     /// The distance-transform kernels with explicit spacing, for `benches/spatial.rs` (the `edt`
     /// op uses unit spacing).

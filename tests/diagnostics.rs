@@ -473,7 +473,7 @@ fn e0025_calls_nest_too_deeply() {
 }
 
 #[test]
-fn every_code_has_an_explanation_and_lossc_explains_it() {
+fn every_code_has_an_explanation() {
     use losslang::diagnostics::Code;
     for c in Code::ALL {
         assert!(
@@ -482,20 +482,6 @@ fn every_code_has_an_explanation_and_lossc_explains_it() {
         );
         assert_eq!(Code::parse(c.as_str()), Some(*c));
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
-        .args(["explain", "e9"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.starts_with("E0009: a differentiable input"),
-        "{text}"
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lossc"))
-        .args(["explain", "E9999"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
 }
 
 #[test]

@@ -18,7 +18,7 @@ mod split;
 
 pub use crate::exec::{ExecutorKind, Isa, Kernel, PassInfo};
 pub use loss::{Loss, Stage};
-pub use plan::{Finished, Output, Plan};
+pub use plan::{Finished, Output, Plan, MAX_OTHER_SHAPES};
 pub use shape::{Binding, InputForm};
 
 use crate::error::Error;
@@ -75,7 +75,6 @@ pub(crate) fn read_source(path: &std::path::Path) -> crate::error::Result<String
     std::fs::read_to_string(path).map_err(|e| io(e.to_string()))
 }
 
-/// Most inputs a loss may declare.
-pub const MAX_INPUTS: usize = 16;
+pub use crate::exec::MAX_INPUTS;
 /// Most differentiable inputs a loss may declare.
 pub const MAX_GRADS: usize = 8;

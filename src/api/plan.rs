@@ -42,8 +42,11 @@ fn non_finite_in<T: Real>(input: String, data: &[T]) -> Error {
     }
 }
 
-/// A loss compiled for fixed shapes: call [`Plan::value_and_grad`] repeatedly. After the first
-/// call, evaluation allocates nothing.
+/// A loss compiled for shapes: call [`Plan::value_and_grad`] repeatedly. After the first call,
+/// evaluation allocates nothing. A call with other shapes (a smaller last batch) runs a plan
+/// compiled for them on its first call and kept for the next ones (at most
+/// [`MAX_OTHER_SHAPES`], the least recently used dropped); [`Plan::binding`] and the buffers
+/// keep the first shapes.
 pub struct Plan<T: Real> {
     sig: Signature,
     diff: Vec<usize>,
@@ -76,7 +79,16 @@ pub struct Plan<T: Real> {
     loss: Loss,
     /// Split-phase evaluation, built on the first call of [`Plan::statistics`].
     split: Option<Box<SplitState<T>>>,
+    /// Plans for the other shapes calls gave (a smaller last batch), most recently used last:
+    /// (each input's shape, absent ones `None`; the plan).
+    others: Vec<(InputShapes, Plan<T>)>,
 }
+
+/// Each input's shape in declaration order, `None` for an absent one.
+type InputShapes = Vec<Option<Vec<usize>>>;
+
+/// The most plans for other shapes one plan keeps ([`Plan::value_and_grad`]).
+pub const MAX_OTHER_SHAPES: usize = 4;
 
 /// The executors of a split plan ([`super::split`]): statistics and backward for this plan's
 /// shapes, finish for the last batch size it saw.
@@ -335,6 +347,7 @@ impl Loss {
             labels,
             loss: self.clone(),
             split: None,
+            others: Vec::new(),
         })
     }
 }
@@ -343,6 +356,9 @@ impl<T: Real> Plan<T> {
     /// Turns the NaN/Inf input check off (it is on by default); non-finite values then propagate.
     pub fn set_check_finite(&mut self, on: bool) {
         self.check_finite = on;
+        for (_, p) in &mut self.others {
+            p.set_check_finite(on);
+        }
     }
     /// Memory passes over N-sized data per call.
     pub fn passes(&self) -> usize {
@@ -371,6 +387,9 @@ impl<T: Real> Plan<T> {
         }
         self.isa = now;
         self.cap = Some(isa);
+        for (_, p) in &mut self.others {
+            p.cap_instruction_set(isa);
+        }
         now
     }
 
@@ -417,6 +436,63 @@ impl<T: Real> Plan<T> {
             .iter()
             .map(|&i| self.sig.inputs[i].name.as_str())
             .collect()
+    }
+
+    /// The input shapes (declaration order, `None` for an absent input) of the plans this plan
+    /// keeps for other shapes, least recently used first.
+    pub fn kept_shapes(&self) -> impl Iterator<Item = &[Option<Vec<usize>>]> {
+        self.others.iter().map(|(s, _)| s.as_slice())
+    }
+
+    /// Where a call with `inputs` runs: `None` here (their shapes are this plan's, or something
+    /// other than shapes is wrong, which [`Plan::prepare`] reports), else the index in
+    /// `others` of the plan for their shapes — compiled now if no call had them, keeping at
+    /// most [`MAX_OTHER_SHAPES`] (the least recently used goes).
+    fn plan_for(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Option<usize>> {
+        let index = |name: &str| self.sig.inputs.iter().position(|x| x.name == name);
+        // Without allocating: every input given once and with the shape `shapes` gives it.
+        let same = |shapes: &[Option<Vec<usize>>]| {
+            inputs.len() == shapes.iter().filter(|s| s.is_some()).count()
+                && inputs.iter().all(|(name, v)| {
+                    index(name).is_some_and(|i| shapes[i].as_deref() == Some(v.shape()))
+                })
+        };
+        if same(&self.binding.shapes) {
+            return Ok(None);
+        }
+        if let Some(k) = self.others.iter().position(|(s, _)| same(s)) {
+            let hit = self.others.remove(k);
+            self.others.push(hit);
+            return Ok(Some(self.others.len() - 1));
+        }
+        // A new shape for the same inputs (anything else is `prepare`'s to report).
+        let mut shapes: InputShapes = vec![None; self.sig.inputs.len()];
+        for (name, v) in inputs {
+            match index(name) {
+                Some(i) if shapes[i].is_none() => shapes[i] = Some(v.shape().to_vec()),
+                _ => return Ok(None),
+            }
+        }
+        if (0..shapes.len()).any(|i| shapes[i].is_none() != self.binding.shapes[i].is_none()) {
+            return Ok(None);
+        }
+        let named: Vec<(&str, &[usize])> = self
+            .sig
+            .inputs
+            .iter()
+            .zip(&shapes)
+            .filter_map(|(inp, s)| Some((inp.name.as_str(), s.as_deref()?)))
+            .collect();
+        let mut plan = self.loss.compile_with::<T>(&named, self.kind)?;
+        plan.check_finite = self.check_finite;
+        if let Some(cap) = self.cap {
+            plan.cap_instruction_set(cap);
+        }
+        if self.others.len() == MAX_OTHER_SHAPES {
+            self.others.remove(0);
+        }
+        self.others.push((shapes, plan));
+        Ok(Some(self.others.len() - 1))
     }
 
     /// Checks the inputs and returns their data in declaration order (empty for absent ones).
@@ -520,6 +596,9 @@ impl<T: Real> Plan<T> {
 
     /// The loss value and the gradient of every differentiable input (borrowed from the plan).
     pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<'_, T>> {
+        if let Some(k) = self.plan_for(inputs)? {
+            return self.others[k].1.value_and_grad(inputs);
+        }
         // Every gradient into the plan's own buffers.
         let value = self.value_and_grad_into(inputs, &mut [])?;
         Ok(Output {
@@ -537,6 +616,9 @@ impl<T: Real> Plan<T> {
         inputs: &[(&str, ArrayViewD<T>)],
         grads: &mut [(&str, ArrayViewMutD<T>)],
     ) -> Result<T> {
+        if let Some(k) = self.plan_for(inputs)? {
+            return self.others[k].1.value_and_grad_into(inputs, grads);
+        }
         let slices = self.prepare(inputs)?;
         let mut user: [Option<usize>; MAX_GRADS] = [None; MAX_GRADS];
         for (j, (name, buf)) in grads.iter().enumerate() {
@@ -636,6 +718,9 @@ impl<T: Real> Plan<T> {
     /// may differ from `value_and_grad`'s in the last bits: kernels are prepared for the nodes
     /// each plan has.
     pub fn value(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<T> {
+        if let Some(k) = self.plan_for(inputs)? {
+            return self.others[k].1.value(inputs);
+        }
         let slices = self.prepare(inputs)?;
         self.build_value_exec();
         let exec = self.value_exec.as_mut().expect("built above");

@@ -14,6 +14,9 @@ use crate::ops::math::Real;
 
 pub use choose::{ExecutorKind, Isa, Kernel, PassInfo};
 
+/// Most inputs a loss may declare.
+pub const MAX_INPUTS: usize = 16;
+
 /// A graph specialised to concrete axis sizes, ready to run.
 #[derive(Clone, Debug)]
 pub struct Bound {

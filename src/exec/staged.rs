@@ -25,7 +25,7 @@ use crate::ops::{const_value, window, Op};
 use crate::optimise::fuse::NotFusable;
 
 /// Input index of the first window output in the segments' graphs (beyond any loss input).
-const WINDOW_BASE: usize = crate::api::MAX_INPUTS;
+const WINDOW_BASE: usize = crate::exec::MAX_INPUTS;
 /// Most outputs one VM segment stores (the VM's limit on gradient roots).
 const MAX_STORES: usize = 8;
 

@@ -6,7 +6,15 @@ use losslang::{Library, Loss};
 use serde_json::Value;
 
 pub fn golden(name: &str) -> Value {
-    let path = format!("{}/tests/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    // The root package's tests, or the `lossc` package's (one directory down).
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = [
+        format!("{root}/tests/golden/{name}.json"),
+        format!("{root}/../tests/golden/{name}.json"),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or_else(|| format!("{root}/tests/golden/{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("golden JSON")
 }

@@ -844,7 +844,7 @@ fn run_bench<T: Real>(
         "compile_ms": compile_ms,
         "executor": plan.executor().name(),
         "instruction_set": plan.instruction_set().name(),
-        "kernel_loops": env!("LOSSLANG_KERNEL_LOOPS"),
+        "kernel_loops": losslang::internals::KERNEL_LOOPS,
         "pass_executors": plan.pass_info().iter().map(|p| p.executor.name()).collect::<Vec<_>>(),
         "pass_unrolled": plan.pass_info().iter().map(|p| p.unrolled).collect::<Vec<_>>(),
         "pass_kernels": plan.pass_info().iter().map(|p| p.kernel.name()).collect::<Vec<_>>(),

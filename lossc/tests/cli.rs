@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
+/// `lossc` run from the workspace root (where `losses/` is).
 fn lossc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lossc"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("run lossc")
 }
@@ -689,4 +691,16 @@ fn check_takes_parameters() {
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("`--set gamma=2`"), "{err}");
+}
+
+/// `lossc explain` takes a code in any case and short form, and refuses an unknown one.
+#[test]
+fn explain_describes_a_code() {
+    let out = lossc(&["explain", "e9"]);
+    let (text, _) = text(&out);
+    assert!(
+        out.status.success() && text.starts_with("E0009: a differentiable input"),
+        "{text}"
+    );
+    assert!(!lossc(&["explain", "E9999"]).status.success());
 }
