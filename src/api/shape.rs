@@ -18,6 +18,9 @@ pub enum InputForm {
     Labels,
     /// Left out: an optional input at its default.
     Absent,
+    /// An optional data input given without a labels axis of the loss (or with 1 there): the
+    /// same for every class.
+    Broadcast,
 }
 
 /// Shapes bound to the loss's axes.
@@ -33,8 +36,11 @@ pub struct Binding {
     /// Per axis: its dimensions (one for plain axes, any number for packs).
     pub dims: Vec<Vec<usize>>,
     /// Per input: given as class labels (an input declared `labels(axis, ..)` whose shape lacks
-    /// that axis).
+    /// that axis, or with 1 there).
     pub labels: Vec<bool>,
+    /// Per input: the axis an optional data input was given without (or with 1 there), the
+    /// same for every index of it — a per-pixel mask `[B, ..S]` beside class-index labels.
+    pub broadcast: Vec<Option<usize>>,
 }
 
 impl Binding {
@@ -46,6 +52,8 @@ impl Binding {
                     InputForm::Absent
                 } else if self.labels.get(i).copied().unwrap_or(false) {
                     InputForm::Labels
+                } else if self.broadcast.get(i).is_some_and(Option::is_some) {
+                    InputForm::Broadcast
                 } else {
                     InputForm::Full
                 }
@@ -54,13 +62,20 @@ impl Binding {
     }
 
     /// The lowering's key for these forms: the positions of absent optional inputs, and
-    /// `AS_LABELS + i` for an input `i` given as class labels.
+    /// `AS_LABELS + i` for an input `i` given as class labels, `AS_BROADCAST + i·64 + axis`
+    /// for an input given without `axis`.
     pub(crate) fn lowering_key(&self) -> Vec<usize> {
+        use crate::ir::lower::{AS_BROADCAST, AS_LABELS};
         let absent = (0..self.shapes.len()).filter(|&i| self.shapes[i].is_none());
         let labels = (0..self.labels.len())
             .filter(|&i| self.labels[i])
-            .map(|i| crate::ir::lower::AS_LABELS + i);
-        absent.chain(labels).collect()
+            .map(|i| AS_LABELS + i);
+        let broadcast = self
+            .broadcast
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|a| AS_BROADCAST + i * 64 + a));
+        absent.chain(labels).chain(broadcast).collect()
     }
 }
 
@@ -267,9 +282,19 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
     let mut dims: Vec<Option<Vec<usize>>> = vec![None; n_axes];
     let mut bound_by: Vec<String> = vec![String::new(); n_axes];
     let mut labels = vec![false; sig.inputs.len()];
-    // Inputs that may be labels come last, so the axes they could lack are bound by then.
+    let mut broadcast: Vec<Option<usize>> = vec![None; sig.inputs.len()];
+    let label_axes: Vec<usize> = sig
+        .inputs
+        .iter()
+        .filter_map(|x| x.labels.as_ref().map(|l| l.0))
+        .collect();
+    // Inputs that may lack an axis (labels, optional data) come last, so the axes they could
+    // lack are bound by then.
     let mut order: Vec<usize> = (0..sig.inputs.len()).collect();
-    order.sort_by_key(|&i| sig.inputs[i].labels.is_some());
+    order.sort_by_key(|&i| {
+        let inp = &sig.inputs[i];
+        inp.labels.is_some() || (inp.default.is_some() && !inp.diff)
+    });
     for i in order {
         let inp = &sig.inputs[i];
         let Some(shape) = &given[i] else {
@@ -282,20 +307,22 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
             }
             continue;
         };
-        // Given without its labels axis (every other axis bound already): class indices.
+        // Given without its labels axis, or with 1 there (MONAI's [B, 1, ..S]), every other
+        // axis bound already: class indices.
         if let Some((axis, _)) = &inp.labels {
-            // The bound shape of the input's axes other than `skip` (None if one is unbound).
-            let bound = |skip: Option<usize>| -> Option<Vec<usize>> {
-                let d: Option<Vec<Vec<usize>>> = inp
-                    .axes
-                    .iter()
-                    .filter(|&&a| Some(a) != skip)
-                    .map(|&a| dims[a].clone())
-                    .collect();
-                d.map(|d| d.concat())
-            };
-            if bound(None).as_ref() != Some(shape) && bound(Some(*axis)).as_ref() == Some(shape) {
+            if lacks_axis(inp, &dims, *axis, shape) {
                 labels[i] = true;
+                continue;
+            }
+        }
+        // An optional data input (a mask) given without a labels axis of the loss, or with 1
+        // there: the same for every class (a per-pixel mask beside class-index labels).
+        if inp.default.is_some() && !inp.diff && inp.labels.is_none() {
+            if let Some(&axis) = label_axes
+                .iter()
+                .find(|&&a| inp.axes.contains(&a) && lacks_axis(inp, &dims, a, shape))
+            {
+                broadcast[i] = Some(axis);
                 continue;
             }
         }
@@ -378,10 +405,11 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
     let internal = sig
         .inputs
         .iter()
-        .zip(&labels)
-        .map(|(inp, &is_labels)| {
-            let lacks = match &inp.labels {
-                Some((axis, _)) if is_labels => 1 << axis,
+        .zip(labels.iter().zip(&broadcast))
+        .map(|(inp, (&is_labels, without))| {
+            let lacks = match (&inp.labels, without) {
+                (Some((axis, _)), _) if is_labels => 1 << axis,
+                (_, Some(axis)) => 1 << axis,
                 _ => 0,
             };
             (0..n_axes)
@@ -401,5 +429,31 @@ pub(super) fn bind_shapes(sig: &Signature, shapes: &[(&str, &[usize])]) -> Resul
         sizes,
         dims: all_dims,
         labels,
+        broadcast,
     })
+}
+
+/// Whether `shape` is input `inp`'s bound shape without `axis`, or with 1 there (and not its
+/// full bound shape): every axis of `inp` but `axis` must be bound already.
+fn lacks_axis(inp: &InputSpec, dims: &[Option<Vec<usize>>], axis: usize, shape: &[usize]) -> bool {
+    let bound = |at_axis: Option<Vec<usize>>| -> Option<Vec<usize>> {
+        let d: Option<Vec<Vec<usize>>> = inp
+            .axes
+            .iter()
+            .filter_map(|&a| {
+                if a == axis {
+                    at_axis.clone().map(Some)
+                } else {
+                    Some(dims[a].clone())
+                }
+            })
+            .collect();
+        d.map(|d| d.concat())
+    };
+    let Some(full) = dims[axis].as_ref().and_then(|d| bound(Some(d.clone()))) else {
+        return false;
+    };
+    let one = vec![1; dims[axis].as_ref().map_or(1, Vec::len)];
+    full != shape
+        && (bound(None).as_deref() == Some(shape) || bound(Some(one)).as_deref() == Some(shape))
 }

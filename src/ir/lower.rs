@@ -95,6 +95,9 @@ const SEED_NAMES: &[&str] = &["seed", "result_seed", "unreduced_seed"];
 /// An entry `AS_LABELS + i` among a lowering's absent inputs: input `i` (declared
 /// `labels(axis, ignore)`) is given as class indices without `axis`.
 pub const AS_LABELS: usize = 1 << 20;
+/// An entry `AS_BROADCAST + i * 64 + axis` among a lowering's absent inputs: optional input
+/// `i` is given without `axis` (the same for every index of it).
+pub const AS_BROADCAST: usize = 1 << 21;
 pub(super) const MAX_DEPTH: usize = 64;
 /// Most loop-body copies one lowering makes (each copy adds its nodes to the graph).
 pub(super) const MAX_ITERATIONS: usize = 10_000;
@@ -172,7 +175,13 @@ pub fn lower_with(
                     cx.labelled.insert(id, keep);
                     id
                 }
-                _ => cx.g.input(i, inp.mask),
+                _ => match (0..64).find(|a| absent.contains(&(AS_BROADCAST + i * 64 + a))) {
+                    Some(axis) => {
+                        let given = cx.g.input(i, inp.mask & !(1 << axis));
+                        cx.g.broadcast(given, inp.mask)
+                    }
+                    None => cx.g.input(i, inp.mask),
+                },
             },
         };
         cx.origins.insert(id, inp.span);

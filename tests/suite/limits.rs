@@ -5,7 +5,7 @@
 
 use losslang::{Error, Loss};
 
-mod common;
+use crate::common;
 
 /// Loads (and, with `shape`, compiles) `src` on a thread with a 256 KiB stack.
 fn answer(src: String, compile: bool) -> Result<(), Vec<&'static str>> {

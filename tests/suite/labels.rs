@@ -306,3 +306,49 @@ fn vector_parameters_are_checked_against_their_axis() {
         .value;
     assert!((r - b.0).abs() <= 1e-14 * b.0.abs(), "{r} vs {}", b.0);
 }
+
+/// A per-pixel mask `[B, ..S]` (or `[B, 1, ..S]`) beside class-index labels (issue 24, point 1)
+/// equals the same mask repeated over C; labels as MONAI's `[B, 1, ..S]` equal `[B, ..S]`.
+#[test]
+fn a_per_pixel_mask_and_monai_labels_broadcast_over_the_classes() {
+    for &name in SOFTMAX_LOSSES {
+        let (z, labels) = case([2, 3, 5, 4], 255.0, 11);
+        let mut rng = Rng::new(12);
+        let pixel = ArrayD::from_shape_fn(IxDyn(&[2, 5, 4]), |_| f64::from(rng.uniform() < 0.7));
+        let full = ArrayD::from_shape_fn(IxDyn(&[2, 3, 5, 4]), |ix| pixel[[ix[0], ix[2], ix[3]]]);
+        let one = pixel
+            .clone()
+            .into_shape_with_order(IxDyn(&[2, 1, 5, 4]))
+            .unwrap();
+        let labels1 = labels
+            .clone()
+            .into_shape_with_order(IxDyn(&[2, 1, 5, 4]))
+            .unwrap();
+        let loss = Library::standard()
+            .get(name)
+            .unwrap()
+            .set("ignore_index", 255.0)
+            .unwrap();
+        let want = eval(
+            &loss,
+            &[("logits", &z), ("target", &labels), ("mask", &full)],
+        )
+        .unwrap();
+        for (what, t, m) in [
+            ("[B, ..S] mask", &labels, &pixel),
+            ("[B, 1, ..S] mask", &labels, &one),
+            ("[B, 1, ..S] labels", &labels1, &full),
+            ("[B, 1, ..S] labels and mask", &labels1, &one),
+        ] {
+            let got = eval(&loss, &[("logits", &z), ("target", t), ("mask", m)])
+                .unwrap_or_else(|e| panic!("{name} {what}: {e}"));
+            assert_close(&format!("{name} {what}"), &got, &want);
+        }
+        // The mask matters: without it the value differs.
+        let unmasked = eval(&loss, &[("logits", &z), ("target", &labels)]).unwrap();
+        assert!(
+            (unmasked.0 - want.0).abs() > 1e-9,
+            "{name}: the mask changed nothing"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 
 use losslang::{Error, Loss};
 
-mod common;
+use crate::common;
 
 /// Compiles `src` as `t.loss` and returns the rendered diagnostics (panics if it compiles).
 fn errors(src: &str) -> (Vec<&'static str>, String) {
@@ -359,9 +359,9 @@ mod fuzz {
         #[test]
         fn no_panic_on_mutated_losses(cut in 0usize..400, insert in prop::sample::select(TOKENS), which in 0usize..3) {
             let base = match which {
-                0 => include_str!("../losses/dice.loss"),
-                1 => include_str!("../losses/exp_log.loss"),
-                _ => include_str!("../losses/bce_dice.loss"),
+                0 => include_str!("../../losses/dice.loss"),
+                1 => include_str!("../../losses/exp_log.loss"),
+                _ => include_str!("../../losses/bce_dice.loss"),
             };
             let at = base.char_indices().map(|(i, _)| i).nth(cut % base.chars().count()).unwrap_or(0);
             let src = format!("{}{}{}", &base[..at], insert, &base[at..]);

@@ -2,7 +2,7 @@
 //! files) on shapes the golden files do not have: random B, C and one to three spatial axes,
 //! every standard loss, every reduction, with and without a mask, soft and hard targets.
 
-mod common;
+use crate::common;
 use common::NOT_FUSED_YET;
 use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};

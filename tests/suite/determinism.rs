@@ -3,7 +3,7 @@
 //! for the losses with window ops (which refuse sides smaller than their window) on images of
 //! several sizes, 2-D and 3-D, one of them spanning several chunks.
 
-mod common;
+use crate::common;
 use common::NOT_FUSED_YET;
 use losslang::internals::Rng;
 use losslang::internals::{BLOCK, CHUNK_BLOCKS};

@@ -2,7 +2,7 @@
 //! the standard losses, value and gradient, in f64 and f32, with the tolerances of
 //! tests/golden/README.md.
 
-mod common;
+use crate::common;
 use common::*;
 
 use losslang::api::{ExecutorKind, Isa};

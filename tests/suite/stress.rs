@@ -7,7 +7,7 @@ use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::Real;
 use losslang::{Error, Library};
 
-mod common;
+use crate::common;
 use common::{library_loss, LOSSES};
 
 fn targets(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f64>)> {

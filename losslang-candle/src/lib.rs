@@ -1,0 +1,276 @@
+//! # losslang-candle
+//!
+//! A losslang loss called with [candle](https://github.com/huggingface/candle) tensors: the
+//! result is a scalar [`Tensor`] whose backward (candle's `backward()`) is the loss's symbolic
+//! gradient, computed by the fused engine in the same call as the value.
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use losslang_candle::CandleLoss;
+//!
+//! let dice = CandleLoss::standard("dice")?.set("reduction", "image")?;
+//! let logits = Var::from_tensor(&Tensor::zeros((2, 1, 8, 8), candle_core::DType::F32, &Device::Cpu)?)?;
+//! let target = Tensor::ones((2, 1, 8, 8), candle_core::DType::F32, &Device::Cpu)?;
+//! let loss = dice.forward(logits.as_tensor(), &target)?;
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.get(logits.as_tensor()).unwrap().dims(), &[2, 1, 8, 8]);
+//! # Ok::<(), losslang_candle::Error>(())
+//! ```
+//!
+//! Class-index targets as candle integer tensors, with the loss's parameters set by name (this
+//! is the README's example):
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use losslang_candle::CandleLoss;
+//!
+//! fn main() -> candle_core::Result<()> {
+//!     let loss_fn = CandleLoss::standard("softmax_ce")?.set("ignore_index", 255)?;
+//!     let logits = Var::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu)?;
+//!     let labels = Tensor::zeros((4, 32, 32), candle_core::DType::U8, &Device::Cpu)?;
+//!     let loss = loss_fn.forward(logits.as_tensor(), &labels)?;
+//!     let grads = loss.backward()?;
+//!     assert_eq!(grads.get(logits.as_tensor()).unwrap().dims(), &[4, 3, 32, 32]);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! In: the loss's differentiable input (the model's logits, `f32` or `f64`, CPU, any layout)
+//! and its other inputs (targets as float tensors or as class-index tensors of any integer
+//! dtype, masks). Out: a scalar tensor of the logits' dtype. Shapes may change between calls
+//! (a smaller last batch): each new shape gets its own plan, kept (`losslang::Plan` keeps
+//! them). Errors stay typed ([`Error`]), and convert into `candle_core::Error` for `?` in a
+//! candle training loop.
+//!
+//! Never here: any loss arithmetic — every number comes from the losslang plan.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use losslang::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use losslang::{Loss, Plan, Real};
+
+/// What can go wrong: the loss (typed, as losslang gives it), candle, or an input the adapter
+/// cannot take.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Loss(#[from] losslang::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A dtype or device the adapter does not take.
+    #[error("input `{input}`: {detail}")]
+    Input { input: String, detail: String },
+    /// The loss does not have exactly one differentiable input.
+    #[error(
+        "`{loss}` has {count} differentiable inputs; the candle adapter takes losses with one"
+    )]
+    DiffInputs { loss: String, count: usize },
+}
+
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(e) => e,
+            other => candle_core::Error::wrap(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The plans of one loss, one per dtype (each keeps its plans for other shapes).
+#[derive(Default)]
+struct Plans {
+    f32: Option<Plan<f32>>,
+    f64: Option<Plan<f64>>,
+}
+
+/// A loss compiled once and called with candle tensors. Cheap to clone (the plans are shared).
+#[derive(Clone)]
+pub struct CandleLoss {
+    loss: Loss,
+    /// The differentiable input (the logits).
+    diff: String,
+    /// The first input that is not `diff`: [`CandleLoss::forward`]'s target.
+    target: Option<String>,
+    plans: Arc<Mutex<Plans>>,
+}
+
+impl CandleLoss {
+    /// The adapter for `loss`, which must have exactly one differentiable input.
+    pub fn new(loss: Loss) -> Result<CandleLoss> {
+        let sig = loss.signature();
+        let diff: Vec<&str> = sig
+            .inputs
+            .iter()
+            .filter(|i| i.diff)
+            .map(|i| i.name.as_str())
+            .collect();
+        if diff.len() != 1 {
+            return Err(Error::DiffInputs {
+                loss: sig.name.clone(),
+                count: diff.len(),
+            });
+        }
+        let diff = diff[0].to_string();
+        let target = sig
+            .inputs
+            .iter()
+            .find(|i| i.name != diff)
+            .map(|i| i.name.clone());
+        Ok(CandleLoss {
+            loss,
+            diff,
+            target,
+            plans: Arc::default(),
+        })
+    }
+
+    /// A loss of the standard library by name (`dice`, `softmax_ce`, ...).
+    pub fn standard(name: &str) -> Result<CandleLoss> {
+        CandleLoss::new(losslang::Library::standard().get(name)?)
+    }
+
+    /// The same loss with a parameter set (`losslang::Loss::set`); the plans start afresh.
+    pub fn set(self, name: &str, value: impl Into<losslang::ParamValue>) -> Result<CandleLoss> {
+        CandleLoss::new(self.loss.set(name, value)?)
+    }
+
+    /// The loss this adapter runs.
+    pub fn loss(&self) -> &Loss {
+        &self.loss
+    }
+
+    /// The loss of `logits` against `target` (the loss's first other input); see
+    /// [`CandleLoss::forward_with`].
+    pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let name = self.target.clone().ok_or_else(|| Error::Input {
+            input: "target".into(),
+            detail: format!(
+                "`{}` takes no input beside `{}`",
+                self.loss.name(),
+                self.diff
+            ),
+        })?;
+        self.forward_with(logits, &[(name.as_str(), target)])
+    }
+
+    /// The loss of `logits` (its differentiable input) with the other inputs by name (`target`,
+    /// `mask`, ...): a scalar tensor of `logits`' dtype whose backward gives `logits` the loss's
+    /// gradient. Class-index targets come as integer tensors (`u8`, `u32`, `i64`, ...).
+    pub fn forward_with(&self, logits: &Tensor, others: &[(&str, &Tensor)]) -> Result<Tensor> {
+        match logits.dtype() {
+            DType::F32 => self.run::<f32>(logits, others, |p| &mut p.f32),
+            DType::F64 => self.run::<f64>(logits, others, |p| &mut p.f64),
+            d => Err(Error::Input {
+                input: self.diff.clone(),
+                detail: format!("dtype {d:?}: the candle adapter takes f32 or f64 logits"),
+            }),
+        }
+    }
+
+    fn run<T: Real + candle_core::WithDType>(
+        &self,
+        logits: &Tensor,
+        others: &[(&str, &Tensor)],
+        slot: fn(&mut Plans) -> &mut Option<Plan<T>>,
+    ) -> Result<Tensor> {
+        let dtype = logits.dtype();
+        let logits_data = host_data::<T>(&self.diff, logits, dtype)?;
+        let other_data: Vec<(&str, ArrayD<T>)> = others
+            .iter()
+            .map(|(name, t)| Ok((*name, host_data::<T>(name, t, dtype)?)))
+            .collect::<Result<_>>()?;
+        let mut views: Vec<(&str, ArrayViewD<T>)> = vec![(self.diff.as_str(), logits_data.view())];
+        views.extend(other_data.iter().map(|(n, a)| (*n, a.view())));
+        let mut grad = vec![T::default(); logits.elem_count()];
+        let value = {
+            let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = slot(&mut plans);
+            if slot.is_none() {
+                let shapes: Vec<(&str, &[usize])> =
+                    views.iter().map(|(n, v)| (*n, v.shape())).collect();
+                *slot = Some(self.loss.compile::<T>(&shapes)?);
+            }
+            let plan = slot.as_mut().expect("compiled above");
+            let g = ArrayViewMutD::from_shape(IxDyn(logits.dims()), &mut grad[..])
+                .expect("the buffer has the logits' element count");
+            plan.value_and_grad_into(&views, &mut [(self.diff.as_str(), g)])?
+        };
+        let op = LossOp {
+            value: Real::to_f64(value),
+            grad: Mutex::new(Some(Tensor::from_vec(
+                grad,
+                logits.dims(),
+                logits.device(),
+            )?)),
+        };
+        Ok(logits.apply_op1(op)?)
+    }
+}
+
+/// A tensor's elements as a row-major array of `T` on the host (class indices and masks of
+/// other dtypes converted exactly for the values they hold).
+fn host_data<T: Real + candle_core::WithDType>(
+    name: &str,
+    t: &Tensor,
+    dtype: DType,
+) -> Result<ArrayD<T>> {
+    if !t.device().is_cpu() {
+        return Err(Error::Input {
+            input: name.to_string(),
+            detail: format!(
+                "on {:?}: the candle adapter runs on the CPU",
+                t.device().location()
+            ),
+        });
+    }
+    let t = if t.dtype() == dtype {
+        t.clone()
+    } else {
+        t.to_dtype(dtype)?
+    };
+    let data = t.flatten_all()?.to_vec1::<T>()?;
+    Ok(ArrayD::from_shape_vec(IxDyn(t.dims()), data).expect("element count matches the dims"))
+}
+
+/// The loss as a candle op of the logits: the value computed already, the gradient kept for
+/// the backward pass (scaled by the incoming gradient there).
+struct LossOp {
+    value: f64,
+    grad: Mutex<Option<Tensor>>,
+}
+
+impl CustomOp1 for LossOp {
+    fn name(&self) -> &'static str {
+        "losslang"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        _layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match storage {
+            CpuStorage::F32(_) => CpuStorage::F32(vec![self.value as f32]),
+            CpuStorage::F64(_) => CpuStorage::F64(vec![self.value]),
+            _ => candle_core::bail!("losslang: logits must be f32 or f64"),
+        };
+        Ok((out, Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let g = self.grad.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(g) => Ok(Some(g.broadcast_mul(grad_res)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The adapter against the same losses written in candle's own ops: the gradient candle's
+//! backprop gives the logits, and the parameters after training steps.
+
+use candle_core::{DType, Device, Tensor, Var};
+use losslang_candle::{CandleLoss, Error};
+
+const DEV: Device = Device::Cpu;
+
+/// Deterministic values in [-2, 2) (splitmix64).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            4.0 * (z >> 11) as f64 / (1u64 << 53) as f64 - 2.0
+        })
+        .collect()
+}
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(values(n, seed), shape, &DEV).unwrap()
+}
+
+/// Dice at `reduction = image` in candle ops: mean over (b, c) of
+/// 1 - (2 Σ p y + 1) / (Σ p + Σ y + 1), sums over the spatial axes, p = sigmoid(z).
+fn candle_dice(z: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let p = (z.neg()?.exp()? + 1.0)?.recip()?;
+    let i = (&p * y)?.sum((2, 3))?;
+    let ps = p.sum((2, 3))?;
+    let ys = y.sum((2, 3))?;
+    let d = ((i * 2.0)? + 1.0)?.div(&((ps + ys)? + 1.0)?)?;
+    (d.neg()? + 1.0)?.mean_all()
+}
+
+/// Softmax cross-entropy in candle ops: mean over the labelled pixels of
+/// -Σ_c onehot · log_softmax(z) (pixels labelled `ignore` count nowhere).
+fn candle_softmax_ce(z: &Tensor, labels: &[i64], ignore: i64) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = z.dims4()?;
+    let mut onehot = vec![0f64; b * c * h * w];
+    let mut counted = 0.0;
+    for bi in 0..b {
+        for k in 0..h * w {
+            let l = labels[bi * h * w + k];
+            if l != ignore {
+                onehot[(bi * c + l as usize) * h * w + k] = 1.0;
+                counted += 1.0;
+            }
+        }
+    }
+    let onehot = Tensor::from_vec(onehot, (b, c, h, w), &DEV)?;
+    let m = z.max_keepdim(1)?.detach();
+    let shifted = z.broadcast_sub(&m)?;
+    let lse = shifted.exp()?.sum_keepdim(1)?.log()?;
+    let log_softmax = shifted.broadcast_sub(&lse)?;
+    (onehot * log_softmax)?.sum_all()?.neg()? / counted
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn dice_gradient_equals_candles_own() {
+    let dice = CandleLoss::standard("dice")
+        .unwrap()
+        .set("reduction", "image")
+        .unwrap();
+    let shape = [3, 2, 6, 5];
+    let z = Var::from_tensor(&tensor(&shape, 1)).unwrap();
+    let y = tensor(&shape, 2)
+        .ge(0.5)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let ours = dice.forward(z.as_tensor(), &y).unwrap();
+    let theirs = candle_dice(z.as_tensor(), &y).unwrap();
+    let (a, b) = (
+        ours.to_scalar::<f64>().unwrap(),
+        theirs.to_scalar::<f64>().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-14, "value {a} vs {b}");
+    let ga = ours.backward().unwrap().remove(z.as_tensor()).unwrap();
+    let gb = theirs.backward().unwrap().remove(z.as_tensor()).unwrap();
+    let scale = gb
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(scale > 1e-4, "a gradient that exercises nothing");
+    assert!(
+        max_abs_diff(&ga, &gb) <= 1e-12 * scale.max(1.0),
+        "{}",
+        max_abs_diff(&ga, &gb)
+    );
+    // The incoming gradient scales ours as it scales theirs.
+    let g2 = (ours * 3.0)
+        .unwrap()
+        .backward()
+        .unwrap()
+        .remove(z.as_tensor())
+        .unwrap();
+    assert!(max_abs_diff(&g2, &(gb * 3.0).unwrap()) <= 1e-12);
+}
+
+#[test]
+fn softmax_ce_takes_class_index_tensors_with_ignore_index() {
+    let ce = CandleLoss::standard("softmax_ce")
+        .unwrap()
+        .set("ignore_index", 255.0)
+        .unwrap();
+    let (b, c, h, w) = (2, 4, 5, 3);
+    let z = Var::from_tensor(&tensor(&[b, c, h, w], 3)).unwrap();
+    let labels: Vec<i64> = values(b * h * w, 4)
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            if k % 7 == 3 {
+                255
+            } else {
+                ((v + 2.0) as i64).min(3)
+            }
+        })
+        .collect();
+    let theirs = candle_softmax_ce(z.as_tensor(), &labels, 255).unwrap();
+    let gb = theirs.backward().unwrap().remove(z.as_tensor()).unwrap();
+    for dtype in [DType::U8, DType::U32, DType::I64] {
+        let t = Tensor::from_vec(labels.clone(), (b, h, w), &DEV)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let ours = ce.forward(z.as_tensor(), &t).unwrap();
+        let (x, y) = (
+            ours.to_scalar::<f64>().unwrap(),
+            theirs.to_scalar::<f64>().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-14, "{dtype:?}: value {x} vs {y}");
+        let ga = ours.backward().unwrap().remove(z.as_tensor()).unwrap();
+        assert!(
+            max_abs_diff(&ga, &gb) <= 1e-12,
+            "{dtype:?}: {}",
+            max_abs_diff(&ga, &gb)
+        );
+    }
+}
+
+/// A one-layer convolutional segmenter: logits = conv3x3(x, w) + bias, SGD on (w, bias).
+fn train(steps: usize, loss: &dyn Fn(&Tensor, &Tensor) -> Tensor) -> Vec<f64> {
+    let x = tensor(&[4, 3, 8, 8], 5);
+    let y = x
+        .sum_keepdim(1)
+        .unwrap()
+        .ge(0.0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let w = Var::from_tensor(&(tensor(&[1, 3, 3, 3], 6) * 0.1).unwrap()).unwrap();
+    let bias = Var::from_tensor(&Tensor::zeros((1, 1, 1, 1), DType::F64, &DEV).unwrap()).unwrap();
+    for _ in 0..steps {
+        let z = x
+            .conv2d(w.as_tensor(), 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(bias.as_tensor())
+            .unwrap();
+        let l = loss(&z, &y);
+        let g = l.backward().unwrap();
+        for v in [&w, &bias] {
+            let step = (g.get(v.as_tensor()).unwrap() * 0.5).unwrap();
+            v.set(&(v.as_tensor() - step).unwrap()).unwrap();
+        }
+    }
+    let mut p = w
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    p.extend(
+        bias.as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap(),
+    );
+    p
+}
+
+#[test]
+fn three_training_steps_give_candles_parameters() {
+    let dice = CandleLoss::standard("dice")
+        .unwrap()
+        .set("reduction", "image")
+        .unwrap();
+    let ours = train(3, &|z, y| dice.forward(z, y).unwrap());
+    let theirs = train(3, &|z, y| candle_dice(z, y).unwrap());
+    let start = train(0, &|_, _| unreachable!());
+    let moved = ours
+        .iter()
+        .zip(&start)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-3, "the steps moved nothing: {moved}");
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!((a - b).abs() <= 1e-9, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn a_smaller_last_batch_and_f32_just_work() {
+    let bce = CandleLoss::standard("bce").unwrap();
+    for b in [4, 3, 4] {
+        let z = tensor(&[b, 1, 4, 4], 7).to_dtype(DType::F32).unwrap();
+        let y = Tensor::zeros((b, 1, 4, 4), DType::F32, &DEV).unwrap();
+        let l = bce.forward(&z, &y).unwrap();
+        assert_eq!(l.dtype(), DType::F32);
+        // bce with target 0 is mean(softplus(z)).
+        let want = z
+            .to_dtype(DType::F64)
+            .unwrap()
+            .exp()
+            .unwrap()
+            .affine(1.0, 1.0)
+            .unwrap()
+            .log()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let got = l.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (got - want).abs() <= 1e-6 * want,
+            "batch {b}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn errors_stay_typed() {
+    let dice = CandleLoss::standard("dice").unwrap();
+    let z = tensor(&[2, 1, 4, 4], 8);
+    let y = tensor(&[2, 1, 4, 5], 9);
+    match dice.forward(&z, &y) {
+        Err(Error::Loss(losslang::Error::Shape { input, .. })) => assert!(!input.is_empty()),
+        other => panic!(
+            "expected a typed shape error, got {:?}",
+            other.map(|t| t.dims().to_vec())
+        ),
+    }
+    let half = z.to_dtype(DType::F16).unwrap();
+    assert!(matches!(dice.forward(&half, &y), Err(Error::Input { .. })));
+    // And into candle's error for `?` in a candle training loop.
+    let e: candle_core::Error = dice.forward(&z, &y).unwrap_err().into();
+    assert!(
+        e.to_string().contains("shape") || e.to_string().contains("axis"),
+        "{e}"
+    );
+}
