@@ -36,6 +36,9 @@ pub enum Error {
     },
     #[error("input `{input}` is given twice")]
     DuplicateInput { input: String },
+    /// A training loss (an adapter's) needs exactly one differentiable input.
+    #[error("`{loss}` has {count} differentiable inputs; a training loss takes losses with one")]
+    DiffInputs { loss: String, count: usize },
     #[error("input `{input}`: {detail} (expected shape {expected}, received {received:?})")]
     Shape {
         input: String,

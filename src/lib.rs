@@ -56,7 +56,7 @@ pub(crate) mod syntax;
 
 pub use api::{
     ExecutorKind, Finished, GradcheckOptions, GradcheckReport, Isa, Kernel, Library, Loss, Output,
-    PassInfo, Plan, Stage,
+    PassInfo, Plan, Stage, TrainingLoss,
 };
 pub use error::{CompileDiagnostic, Error, Result};
 pub use ir::graph::AxisSpace;

@@ -32,11 +32,9 @@
 //!
 //! Never here: any loss arithmetic — every number comes from the losslang plan.
 
-use std::sync::{Arc, Mutex};
-
 use burn::tensor::{DType, Tensor, TensorData};
 use losslang::ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
-use losslang::{Loss, Plan, Real};
+use losslang::{Loss, Real, TrainingLoss};
 
 /// What can go wrong: the loss (typed, as losslang gives it), reading a burn tensor, or an
 /// input the adapter cannot take.
@@ -51,9 +49,6 @@ pub enum Error {
     /// A dtype the adapter does not take.
     #[error("input `{input}`: {detail}")]
     Input { input: String, detail: String },
-    /// The loss does not have exactly one differentiable input.
-    #[error("`{loss}` has {count} differentiable inputs; the burn adapter takes losses with one")]
-    DiffInputs { loss: String, count: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -80,67 +75,37 @@ impl LossInput for TensorData {
     }
 }
 
-/// The plans of one loss, one per dtype (each keeps its plans for other shapes).
-#[derive(Default)]
-struct Plans {
-    f32: Option<Plan<f32>>,
-    f64: Option<Plan<f64>>,
-}
-
 /// A loss compiled once and called with burn tensors. Cheap to clone (the plans are shared).
 #[derive(Clone)]
 pub struct BurnLoss {
-    loss: Loss,
-    /// The differentiable input (the logits).
-    diff: String,
-    /// The first input that is not `diff`: [`BurnLoss::forward`]'s target.
-    target: Option<String>,
-    plans: Arc<Mutex<Plans>>,
+    inner: TrainingLoss,
 }
 
 impl BurnLoss {
     /// The adapter for `loss`, which must have exactly one differentiable input.
     pub fn new(loss: Loss) -> Result<BurnLoss> {
-        let sig = loss.signature();
-        let diff: Vec<&str> = sig
-            .inputs
-            .iter()
-            .filter(|i| i.diff)
-            .map(|i| i.name.as_str())
-            .collect();
-        if diff.len() != 1 {
-            return Err(Error::DiffInputs {
-                loss: sig.name.clone(),
-                count: diff.len(),
-            });
-        }
-        let diff = diff[0].to_string();
-        let target = sig
-            .inputs
-            .iter()
-            .find(|i| i.name != diff)
-            .map(|i| i.name.clone());
         Ok(BurnLoss {
-            loss,
-            diff,
-            target,
-            plans: Arc::default(),
+            inner: TrainingLoss::new(loss)?,
         })
     }
 
     /// A loss of the standard library by name (`dice`, `softmax_ce`, ...).
     pub fn standard(name: &str) -> Result<BurnLoss> {
-        BurnLoss::new(losslang::Library::standard().get(name)?)
+        Ok(BurnLoss {
+            inner: TrainingLoss::standard(name)?,
+        })
     }
 
     /// The same loss with a parameter set (`losslang::Loss::set`); the plans start afresh.
     pub fn set(self, name: &str, value: impl Into<losslang::ParamValue>) -> Result<BurnLoss> {
-        BurnLoss::new(self.loss.set(name, value)?)
+        Ok(BurnLoss {
+            inner: self.inner.set(name, value)?,
+        })
     }
 
     /// The loss this adapter runs.
     pub fn loss(&self) -> &Loss {
-        &self.loss
+        self.inner.loss()
     }
 
     /// The loss of `logits` against `target` (the loss's first other input; a float tensor or
@@ -150,15 +115,15 @@ impl BurnLoss {
         logits: Tensor<D>,
         target: impl LossInput,
     ) -> Result<Tensor<1>> {
-        let name = self.target.clone().ok_or_else(|| Error::Input {
+        let name = self.inner.target_input().ok_or_else(|| Error::Input {
             input: "target".into(),
             detail: format!(
                 "`{}` takes no input beside `{}`",
-                self.loss.name(),
-                self.diff
+                self.loss().name(),
+                self.inner.diff_input()
             ),
         })?;
-        self.forward_with(logits, &[(name.as_str(), &target)])
+        self.forward_with(logits, &[(name, &target)])
     }
 
     /// The loss of `logits` (its differentiable input) with the other inputs by name (`target`,
@@ -170,20 +135,19 @@ impl BurnLoss {
         others: &[(&str, &dyn LossInput)],
     ) -> Result<Tensor<1>> {
         match logits.dtype() {
-            DType::F32 => self.run::<f32, D>(logits, others, |p| &mut p.f32),
-            DType::F64 => self.run::<f64, D>(logits, others, |p| &mut p.f64),
+            DType::F32 => self.run::<f32, D>(logits, others),
+            DType::F64 => self.run::<f64, D>(logits, others),
             d => Err(Error::Input {
-                input: self.diff.clone(),
+                input: self.inner.diff_input().to_string(),
                 detail: format!("dtype {d:?}: the burn adapter takes f32 or f64 logits"),
             }),
         }
     }
 
-    fn run<T: Real + burn::tensor::Element, const D: usize>(
+    fn run<T: Real + 'static + burn::tensor::Element, const D: usize>(
         &self,
         logits: Tensor<D>,
         others: &[(&str, &dyn LossInput)],
-        slot: fn(&mut Plans) -> &mut Option<Plan<T>>,
     ) -> Result<Tensor<1>> {
         let read = |name: &str, data: std::result::Result<TensorData, String>| {
             let data = data.map_err(|detail| Error::Read {
@@ -192,27 +156,20 @@ impl BurnLoss {
             })?;
             host_values::<T>(name, data)
         };
-        let logits_data = read(&self.diff, LossInput::host_data(&logits))?;
+        let logits_data = read(self.inner.diff_input(), LossInput::host_data(&logits))?;
         let other_data: Vec<(&str, Host<T>)> = others
             .iter()
             .map(|(name, t)| Ok((*name, read(name, t.host_data())?)))
             .collect::<Result<_>>()?;
-        let mut views: Vec<(&str, ArrayViewD<T>)> = vec![(self.diff.as_str(), view(&logits_data))];
+        let mut views: Vec<(&str, ArrayViewD<T>)> =
+            vec![(self.inner.diff_input(), view(&logits_data))];
         views.extend(other_data.iter().map(|(n, d)| (*n, view(d))));
         let shape = logits_data.0.clone();
         let mut grad = vec![T::default(); logits_data.1.len()];
         let value = {
-            let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = slot(&mut plans);
-            if slot.is_none() {
-                let shapes: Vec<(&str, &[usize])> =
-                    views.iter().map(|(n, v)| (*n, v.shape())).collect();
-                *slot = Some(self.loss.compile::<T>(&shapes)?);
-            }
-            let plan = slot.as_mut().expect("compiled above");
             let g = ArrayViewMutD::from_shape(IxDyn(&shape), &mut grad[..])
                 .expect("the buffer has the logits' element count");
-            plan.value_and_grad_into(&views, &mut [(self.diff.as_str(), g)])?
+            self.inner.value_and_grad_into(&views, g)?
         };
         let dtype = logits.dtype();
         let device = logits.device();

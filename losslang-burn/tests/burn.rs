@@ -10,19 +10,10 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
-/// Deterministic values in [-2, 2) (splitmix64).
+/// Deterministic values in [-2, 2).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            4.0 * (z >> 11) as f64 / (1u64 << 53) as f64 - 2.0
-        })
-        .collect()
+    let mut rng = losslang::internals::Rng::new(seed);
+    (0..n).map(|_| 4.0 * rng.uniform() - 2.0).collect()
 }
 
 fn tensor<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<D> {

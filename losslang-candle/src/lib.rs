@@ -44,11 +44,11 @@
 //!
 //! Never here: any loss arithmetic — every number comes from the losslang plan.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use losslang::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
-use losslang::{Loss, Plan, Real};
+use losslang::{Loss, Real, TrainingLoss};
 
 /// What can go wrong: the loss (typed, as losslang gives it), candle, or an input the adapter
 /// cannot take.
@@ -62,11 +62,6 @@ pub enum Error {
     /// A dtype or device the adapter does not take.
     #[error("input `{input}`: {detail}")]
     Input { input: String, detail: String },
-    /// The loss does not have exactly one differentiable input.
-    #[error(
-        "`{loss}` has {count} differentiable inputs; the candle adapter takes losses with one"
-    )]
-    DiffInputs { loss: String, count: usize },
 }
 
 impl From<Error> for candle_core::Error {
@@ -80,81 +75,51 @@ impl From<Error> for candle_core::Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The plans of one loss, one per dtype (each keeps its plans for other shapes).
-#[derive(Default)]
-struct Plans {
-    f32: Option<Plan<f32>>,
-    f64: Option<Plan<f64>>,
-}
-
 /// A loss compiled once and called with candle tensors. Cheap to clone (the plans are shared).
 #[derive(Clone)]
 pub struct CandleLoss {
-    loss: Loss,
-    /// The differentiable input (the logits).
-    diff: String,
-    /// The first input that is not `diff`: [`CandleLoss::forward`]'s target.
-    target: Option<String>,
-    plans: Arc<Mutex<Plans>>,
+    inner: TrainingLoss,
 }
 
 impl CandleLoss {
     /// The adapter for `loss`, which must have exactly one differentiable input.
     pub fn new(loss: Loss) -> Result<CandleLoss> {
-        let sig = loss.signature();
-        let diff: Vec<&str> = sig
-            .inputs
-            .iter()
-            .filter(|i| i.diff)
-            .map(|i| i.name.as_str())
-            .collect();
-        if diff.len() != 1 {
-            return Err(Error::DiffInputs {
-                loss: sig.name.clone(),
-                count: diff.len(),
-            });
-        }
-        let diff = diff[0].to_string();
-        let target = sig
-            .inputs
-            .iter()
-            .find(|i| i.name != diff)
-            .map(|i| i.name.clone());
         Ok(CandleLoss {
-            loss,
-            diff,
-            target,
-            plans: Arc::default(),
+            inner: TrainingLoss::new(loss)?,
         })
     }
 
     /// A loss of the standard library by name (`dice`, `softmax_ce`, ...).
     pub fn standard(name: &str) -> Result<CandleLoss> {
-        CandleLoss::new(losslang::Library::standard().get(name)?)
+        Ok(CandleLoss {
+            inner: TrainingLoss::standard(name)?,
+        })
     }
 
     /// The same loss with a parameter set (`losslang::Loss::set`); the plans start afresh.
     pub fn set(self, name: &str, value: impl Into<losslang::ParamValue>) -> Result<CandleLoss> {
-        CandleLoss::new(self.loss.set(name, value)?)
+        Ok(CandleLoss {
+            inner: self.inner.set(name, value)?,
+        })
     }
 
     /// The loss this adapter runs.
     pub fn loss(&self) -> &Loss {
-        &self.loss
+        self.inner.loss()
     }
 
     /// The loss of `logits` against `target` (the loss's first other input); see
     /// [`CandleLoss::forward_with`].
     pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
-        let name = self.target.clone().ok_or_else(|| Error::Input {
+        let name = self.inner.target_input().ok_or_else(|| Error::Input {
             input: "target".into(),
             detail: format!(
                 "`{}` takes no input beside `{}`",
-                self.loss.name(),
-                self.diff
+                self.loss().name(),
+                self.inner.diff_input()
             ),
         })?;
-        self.forward_with(logits, &[(name.as_str(), target)])
+        self.forward_with(logits, &[(name, target)])
     }
 
     /// The loss of `logits` (its differentiable input) with the other inputs by name (`target`,
@@ -162,42 +127,34 @@ impl CandleLoss {
     /// gradient. Class-index targets come as integer tensors (`u8`, `u32`, `i64`, ...).
     pub fn forward_with(&self, logits: &Tensor, others: &[(&str, &Tensor)]) -> Result<Tensor> {
         match logits.dtype() {
-            DType::F32 => self.run::<f32>(logits, others, |p| &mut p.f32),
-            DType::F64 => self.run::<f64>(logits, others, |p| &mut p.f64),
+            DType::F32 => self.run::<f32>(logits, others),
+            DType::F64 => self.run::<f64>(logits, others),
             d => Err(Error::Input {
-                input: self.diff.clone(),
+                input: self.inner.diff_input().to_string(),
                 detail: format!("dtype {d:?}: the candle adapter takes f32 or f64 logits"),
             }),
         }
     }
 
-    fn run<T: Real + candle_core::WithDType>(
+    fn run<T: Real + 'static + candle_core::WithDType>(
         &self,
         logits: &Tensor,
         others: &[(&str, &Tensor)],
-        slot: fn(&mut Plans) -> &mut Option<Plan<T>>,
     ) -> Result<Tensor> {
         let dtype = logits.dtype();
-        let logits_data = host_data::<T>(&self.diff, logits, dtype)?;
+        let logits_data = host_data::<T>(self.inner.diff_input(), logits, dtype)?;
         let other_data: Vec<(&str, ArrayD<T>)> = others
             .iter()
             .map(|(name, t)| Ok((*name, host_data::<T>(name, t, dtype)?)))
             .collect::<Result<_>>()?;
-        let mut views: Vec<(&str, ArrayViewD<T>)> = vec![(self.diff.as_str(), logits_data.view())];
+        let mut views: Vec<(&str, ArrayViewD<T>)> =
+            vec![(self.inner.diff_input(), logits_data.view())];
         views.extend(other_data.iter().map(|(n, a)| (*n, a.view())));
         let mut grad = vec![T::default(); logits.elem_count()];
         let value = {
-            let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = slot(&mut plans);
-            if slot.is_none() {
-                let shapes: Vec<(&str, &[usize])> =
-                    views.iter().map(|(n, v)| (*n, v.shape())).collect();
-                *slot = Some(self.loss.compile::<T>(&shapes)?);
-            }
-            let plan = slot.as_mut().expect("compiled above");
             let g = ArrayViewMutD::from_shape(IxDyn(logits.dims()), &mut grad[..])
                 .expect("the buffer has the logits' element count");
-            plan.value_and_grad_into(&views, &mut [(self.diff.as_str(), g)])?
+            self.inner.value_and_grad_into(&views, g)?
         };
         let op = LossOp {
             value: Real::to_f64(value),

@@ -13,12 +13,14 @@ mod loss;
 pub mod memory;
 mod plan;
 mod render;
+mod session;
 mod shape;
 mod split;
 
 pub use crate::exec::{ExecutorKind, Isa, Kernel, PassInfo};
 pub use loss::{Loss, Stage};
 pub use plan::{Finished, Output, Plan, MAX_OTHER_SHAPES};
+pub use session::TrainingLoss;
 pub use shape::{Binding, InputForm};
 
 use crate::error::Error;
