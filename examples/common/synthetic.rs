@@ -66,3 +66,21 @@ pub fn iou(pred: &[u8], truth: &[u8], classes: usize) -> f64 {
     }
     total / (classes - 1) as f64
 }
+
+/// The binary task's float target: 1 on the disc, 0 elsewhere (the border as background).
+pub fn disc_target(labels: &[u8]) -> Vec<f32> {
+    labels.iter().map(|&l| f32::from(l == 1)).collect()
+}
+
+/// The labels the IoU is taken against: for 2 classes, disc (1) or not (0), the border still
+/// 255 (not counted); for more, the labels as drawn.
+pub fn truth(labels: &[u8], classes: usize) -> Vec<u8> {
+    if classes == 2 {
+        labels
+            .iter()
+            .map(|&l| if l == 255 { 255 } else { u8::from(l == 1) })
+            .collect()
+    } else {
+        labels.to_vec()
+    }
+}

@@ -18,7 +18,7 @@ use losslang_burn::BurnLoss;
 
 #[path = "../../examples/common/synthetic.rs"]
 mod synthetic;
-use synthetic::{batch, iou, Rng, BATCH, SIDE};
+use synthetic::{batch, disc_target, iou, truth, Rng, BATCH, SIDE};
 
 /// conv3x3(1 → 8) → relu → conv3x3(8 → classes), padding 1.
 #[derive(Module, Debug)]
@@ -57,6 +57,7 @@ fn run(
     let mut net = Net::new(classes, &device);
     let mut adam = AdamConfig::new().init();
     let (test_img, test_lab) = batch(&mut Rng(99));
+    let test_truth = truth(&test_lab, classes);
     let images = |img: Vec<f32>| {
         Tensor::<4>::from_data(
             TensorData::new(img, [BATCH, 1, SIDE, SIDE]),
@@ -74,7 +75,7 @@ fn run(
             let z = net.forward(images(img));
             let l = if classes == 2 {
                 // Binary: one logit per pixel, the disc as a float target (border as background).
-                let y: Vec<f32> = lab.iter().map(|&l| f32::from(l == 1)).collect();
+                let y = disc_target(&lab);
                 let y = Tensor::<4>::from_data(
                     TensorData::new(y, [BATCH, 1, SIDE, SIDE]),
                     (&device, DType::F32),
@@ -104,15 +105,7 @@ fn run(
                 .try_into_vec::<i64>()?;
             v.iter().map(|&v| v as u8).collect()
         };
-        let truth: Vec<u8> = if classes == 2 {
-            test_lab
-                .iter()
-                .map(|&l| if l == 255 { 255 } else { u8::from(l == 1) })
-                .collect()
-        } else {
-            test_lab.clone()
-        };
-        last = iou(&pred, &truth, classes);
+        last = iou(&pred, &test_truth, classes);
         println!(
             "  epoch {epoch:2}  loss {:.4}  IoU {last:.3}",
             sum / steps as f64

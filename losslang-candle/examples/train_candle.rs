@@ -13,7 +13,7 @@ use losslang_candle::CandleLoss;
 
 #[path = "../../examples/common/synthetic.rs"]
 mod synthetic;
-use synthetic::{batch, iou, Rng, BATCH, SIDE};
+use synthetic::{batch, disc_target, iou, truth, Rng, BATCH, SIDE};
 
 /// conv3x3(1 → 8) → relu → conv3x3(8 → classes), padding 1.
 struct Net {
@@ -96,6 +96,7 @@ fn run(
     let net = Net::new(classes, &mut rng, &dev)?;
     let mut adam = Adam::new(&net.vars())?;
     let (test_img, test_lab) = batch(&mut Rng(99));
+    let test_truth = truth(&test_lab, classes);
     let test_x = Tensor::from_vec(test_img, (BATCH, 1, SIDE, SIDE), &dev)?;
     let mut last = 0.0;
     println!("{name}");
@@ -108,7 +109,7 @@ fn run(
             let z = net.forward(&x)?;
             let l = if classes == 2 {
                 // Binary: one logit per pixel, the disc as a float target (border as background).
-                let y: Vec<f32> = lab.iter().map(|&l| f32::from(l == 1)).collect();
+                let y = disc_target(&lab);
                 let y = Tensor::from_vec(y, (BATCH, 1, SIDE, SIDE), &dev)?;
                 loss.forward(&z.narrow(1, 1, 1)?, &y)?
             } else {
@@ -133,15 +134,7 @@ fn run(
                 .map(|&v| v as u8)
                 .collect()
         };
-        let truth: Vec<u8> = if classes == 2 {
-            test_lab
-                .iter()
-                .map(|&l| if l == 255 { 255 } else { u8::from(l == 1) })
-                .collect()
-        } else {
-            test_lab.clone()
-        };
-        last = iou(&pred, &truth, classes);
+        last = iou(&pred, &test_truth, classes);
         println!(
             "  epoch {epoch:2}  loss {:.4}  IoU {last:.3}",
             sum / steps as f64
