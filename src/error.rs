@@ -63,6 +63,14 @@ pub enum Error {
         expected: String,
         got: String,
     },
+    /// A parameter that cannot change without compiling again ([`crate::Loss::live`],
+    /// [`crate::Plan::set_param`]).
+    #[error("parameter `{name}` of `{loss}` cannot change without compiling again: {reason}")]
+    NotLive {
+        name: String,
+        loss: String,
+        reason: String,
+    },
     #[error("axis `{axis}` of `{loss}` is not bound by any given input")]
     UnboundAxis { axis: String, loss: String },
     #[error("`{loss}` has {count} {what}; at most {max} are supported")]

@@ -54,11 +54,17 @@ pub(crate) mod ops;
 pub(crate) mod optimise;
 pub(crate) mod syntax;
 
+#[cfg(feature = "half")]
+pub use api::HalfFloat;
 pub use api::{
-    ExecutorKind, Finished, GradcheckOptions, GradcheckReport, Isa, Kernel, Library, Loss, Output,
-    PassInfo, Plan, Stage, TrainingLoss,
+    DeepSupervision, DeepValue, DeepWeights, ExecutorKind, Finished, GradcheckOptions,
+    GradcheckReport, Isa, Kernel, Library, Loss, Output, PassInfo, Plan, Resize, Stage, Term,
+    TermValue, TrainingLoss,
 };
 pub use error::{CompileDiagnostic, Error, Result};
+/// The `half` crate, for [`TrainingLoss::value_and_grad_into_half`]'s element types.
+#[cfg(feature = "half")]
+pub use half;
 pub use ir::graph::AxisSpace;
 pub use ir::lower::{InputSpec, ParamKind, ParamSpec, ParamValue, Signature};
 pub use ndarray;

@@ -166,6 +166,10 @@ enum Cmd {
         iters: usize,
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// Compile these parameters live (read per call, changeable without compiling:
+        /// `Loss::live`), e.g. `--live lambda_dice,lambda_ce`.
+        #[arg(long, value_delimiter = ',', value_name = "NAME")]
+        live: Vec<String>,
     },
     /// List the standard library's losses with their inputs and parameters.
     List,
@@ -230,8 +234,9 @@ fn main() -> ExitCode {
             threads,
             iters,
             set,
+            live,
         } => files.iter().try_fold(ExitCode::SUCCESS, |_, file| {
-            bench(file, &shape, dtype, threads, iters, &set)
+            bench(file, &shape, dtype, threads, iters, &set, &live)
         }),
         Cmd::List => list(),
         Cmd::Explain { code } => explain(code.as_deref()),
@@ -678,6 +683,17 @@ fn run_eval<T: Real>(
         let data: Vec<f64> = v.iter().map(|x| x.to_f64()).collect();
         res.insert("values".into(), json!({"shape": v.shape(), "data": data}));
     }
+    // A composite's named terms: each one's value and its weighted share of `value`.
+    let terms: Map<String, Value> = out
+        .terms()
+        .map(|t| {
+            let v = json!({"value": t.value.to_f64(), "weighted": t.weighted.to_f64()});
+            (t.name.to_string(), v)
+        })
+        .collect();
+    if !terms.is_empty() {
+        res.insert("terms".into(), Value::Object(terms));
+    }
     if grad {
         let mut g = Map::new();
         for (name, arr) in out.grads() {
@@ -759,8 +775,10 @@ fn bench(
     threads: usize,
     iters: usize,
     sets: &[String],
+    live: &[String],
 ) -> Result<ExitCode, CliError> {
-    let loss = apply_sets(load(file)?, sets)?;
+    let live: Vec<&str> = live.iter().map(|s| s.trim()).collect();
+    let loss = apply_sets(load(file)?, sets)?.live(&live)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()

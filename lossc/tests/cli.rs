@@ -704,3 +704,42 @@ fn explain_describes_a_code() {
     );
     assert!(!lossc(&["explain", "E9999"]).status.success());
 }
+
+#[test]
+fn eval_prints_a_composites_terms_beside_the_total() {
+    let inputs = r#"{"logits": {"shape": [1, 1, 2, 3], "data": [0.5, -1.0, 2.0, 0.0, 1.5, -0.3]},
+                    "target": {"shape": [1, 1, 2, 3], "data": [1, 0, 1, 0, 1, 1]}}"#;
+    let p = tmp("terms.json", inputs);
+    let eval = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["eval"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--inputs", p.to_str().unwrap()]);
+        let o = lossc(&all);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let v = eval(&[
+        "dice_ce",
+        "--set",
+        "lambda_dice=0.5",
+        "--set",
+        "lambda_ce=2",
+    ]);
+    let (dice, bce) = (
+        eval(&["dice"])["value"].as_f64().unwrap(),
+        eval(&["bce"])["value"].as_f64().unwrap(),
+    );
+    let t = &v["terms"];
+    let close = |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() <= 1e-12 * b.abs();
+    assert!(
+        close(&t["dice"]["value"], dice) && close(&t["dice"]["weighted"], 0.5 * dice),
+        "{v}"
+    );
+    assert!(
+        close(&t["ce"]["value"], bce) && close(&t["ce"]["weighted"], 2.0 * bce),
+        "{v}"
+    );
+    assert!(close(&v["value"], 0.5 * dice + 2.0 * bce), "{v}");
+    assert!(eval(&["dice"]).get("terms").is_none());
+}

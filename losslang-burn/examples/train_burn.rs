@@ -2,7 +2,8 @@
 //! autodiff, burn's own layers and Adam), on synthetic images drawn here: bright discs and dark
 //! squares on noise.
 //!
-//! 1. Two classes (disc or not) with `dice_ce` against a float target `[B, 1, H, W]`.
+//! 1. Two classes (disc or not) with `dice_ce` against a float target `[B, 1, H, W]`, its
+//!    `lambda_dice` live and ramped from 1/15 to 1 over the epochs (`set_param`, no compile).
 //! 2. Three classes (background, disc, square) with `softmax_ce` against an `Int` class-index
 //!    target `[B, H, W]` whose border pixels are 255, ignored (`ignore_index = 255`).
 //!
@@ -68,6 +69,10 @@ fn run(
     let mut last = 0.0;
     println!("{name}");
     for epoch in 1..=epochs {
+        if classes == 2 {
+            // The dice term's weight schedule: a call on the loss, not a new compile.
+            loss.set_param("lambda_dice", epoch as f64 / epochs as f64)?;
+        }
         let mut sum = 0.0;
         let steps = 10;
         for _ in 0..steps {
@@ -116,7 +121,12 @@ fn run(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = std::time::Instant::now();
-    let binary = run("2 classes, dice_ce", 2, &BurnLoss::standard("dice_ce")?, 15)?;
+    let binary = run(
+        "2 classes, dice_ce",
+        2,
+        &BurnLoss::standard("dice_ce")?.live(&["lambda_dice"])?,
+        15,
+    )?;
     let multi = run(
         "3 classes, softmax_ce, Int labels with ignore_index = 255",
         3,

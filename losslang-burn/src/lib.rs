@@ -103,6 +103,26 @@ impl BurnLoss {
         })
     }
 
+    /// The same loss with the named parameters live (`losslang::Loss::live`): changed by
+    /// [`BurnLoss::set_param`] between steps without compiling (a loss weight's schedule).
+    pub fn live(self, names: &[&str]) -> Result<BurnLoss> {
+        Ok(BurnLoss {
+            inner: self.inner.live(names)?,
+        })
+    }
+
+    /// Sets a live parameter for the next steps (`losslang::TrainingLoss::set_param`): no
+    /// compile; clones of this loss see it too.
+    pub fn set_param(&self, name: &str, value: f64) -> Result<()> {
+        Ok(self.inner.set_param(name, value)?)
+    }
+
+    /// The named terms of the last call (`dice_ce`'s `dice` and `ce`, or a user's
+    /// `term(name, x)`): each one's value and weighted share of the total, to log per step.
+    pub fn terms(&self) -> Vec<losslang::TermValue> {
+        self.inner.terms()
+    }
+
     /// The loss this adapter runs.
     pub fn loss(&self) -> &Loss {
         self.inner.loss()
@@ -137,9 +157,12 @@ impl BurnLoss {
         match logits.dtype() {
             DType::F32 => self.run::<f32, D>(logits, others),
             DType::F64 => self.run::<f64, D>(logits, others),
+            // Half precision: read widened to f32, the f32 plan (transcendentals in f32,
+            // reductions in f64 lanes), value and gradient rounded to the logits' dtype.
+            DType::F16 | DType::BF16 => self.run::<f32, D>(logits, others),
             d => Err(Error::Input {
                 input: self.inner.diff_input().to_string(),
-                detail: format!("dtype {d:?}: the burn adapter takes f32 or f64 logits"),
+                detail: format!("dtype {d:?}: the burn adapter takes f16, bf16, f32 or f64 logits"),
             }),
         }
     }
@@ -173,9 +196,125 @@ impl BurnLoss {
         };
         let dtype = logits.dtype();
         let device = logits.device();
-        let value = TensorData::new(vec![value], [1]);
-        let grad = TensorData::new(grad, shape);
+        let value = TensorData::new(vec![value], [1]).convert_dtype(dtype);
+        let grad = TensorData::new(grad, shape).convert_dtype(dtype);
         Ok(attach(logits, value, grad, dtype, &device))
+    }
+}
+
+/// Deep supervision with burn tensors (`losslang::DeepSupervision`): one loss at several
+/// decoder depths, each output at its own spatial size, against one target resized per depth
+/// (nearest for class labels, average pooling for soft maps), weighted as MONAI's
+/// `DeepSupervisionLoss` (`exp`, `same`, `two`, or given weights).
+pub struct BurnDeepLoss {
+    inner: losslang::DeepSupervision,
+    diff: String,
+}
+
+impl BurnDeepLoss {
+    /// `loss` (one differentiable input) at every depth with `weights`.
+    pub fn new(loss: Loss, weights: losslang::DeepWeights) -> Result<BurnDeepLoss> {
+        let diff = TrainingLoss::new(loss.clone())?.diff_input().to_string();
+        Ok(BurnDeepLoss {
+            inner: losslang::DeepSupervision::new(loss, weights)?,
+            diff,
+        })
+    }
+
+    /// A loss of the standard library by name at every depth with `weights`.
+    pub fn standard(name: &str, weights: losslang::DeepWeights) -> Result<BurnDeepLoss> {
+        BurnDeepLoss::new(losslang::Library::standard().get(name)?, weights)
+    }
+
+    /// The same with another way of resizing the target (`losslang::Resize`).
+    pub fn resize(self, resize: losslang::Resize) -> BurnDeepLoss {
+        BurnDeepLoss {
+            inner: self.inner.resize(resize),
+            diff: self.diff,
+        }
+    }
+
+    /// The weighted total over `outputs` (depth 0, at the target's size, first; all of one
+    /// float dtype) against `target` (float, or class indices as an `Int` tensor): a
+    /// one-element tensor whose backward gives each output its depth's gradient times its
+    /// weight, and the per-depth values and weights to log.
+    pub fn forward<const D: usize>(
+        &self,
+        outputs: &[Tensor<D>],
+        target: impl LossInput,
+    ) -> Result<(Tensor<1>, losslang::DeepValue)> {
+        let dtype = outputs.first().map(|o| o.dtype());
+        match dtype {
+            Some(DType::F32) => self.run::<f32, D>(outputs, &target),
+            Some(DType::F64) => self.run::<f64, D>(outputs, &target),
+            d => Err(Error::Input {
+                input: self.diff.clone(),
+                detail: format!(
+                    "dtype {d:?}: deep supervision takes one or more f32 or f64 outputs"
+                ),
+            }),
+        }
+    }
+
+    fn run<T: Real + 'static + burn::tensor::Element, const D: usize>(
+        &self,
+        outputs: &[Tensor<D>],
+        target: &dyn LossInput,
+    ) -> Result<(Tensor<1>, losslang::DeepValue)> {
+        let read = |name: String, data: std::result::Result<TensorData, String>| {
+            let data = data.map_err(|detail| Error::Read {
+                input: name.clone(),
+                detail,
+            })?;
+            host_values::<T>(&name, data)
+        };
+        let outs: Vec<Host<T>> = outputs
+            .iter()
+            .enumerate()
+            .map(|(l, o)| {
+                if o.dtype() != outputs[0].dtype() {
+                    return Err(Error::Input {
+                        input: format!("outputs[{l}]"),
+                        detail: "every output has the dtype of outputs[0]".into(),
+                    });
+                }
+                read(format!("outputs[{l}]"), LossInput::host_data(o))
+            })
+            .collect::<Result<_>>()?;
+        let target = read("target".into(), target.host_data())?;
+        let mut grads: Vec<Vec<T>> = outs.iter().map(|o| vec![T::default(); o.1.len()]).collect();
+        let r = {
+            let views: Vec<ArrayViewD<T>> = outs.iter().map(view).collect();
+            let mut gviews: Vec<ArrayViewMutD<T>> = grads
+                .iter_mut()
+                .zip(&outs)
+                .map(|(g, o)| {
+                    ArrayViewMutD::from_shape(IxDyn(&o.0), &mut g[..])
+                        .expect("the buffer has the output's element count")
+                })
+                .collect();
+            self.inner
+                .value_and_grads_into(&views, view(&target), &mut gviews)?
+        };
+        let mut total: Option<Tensor<1>> = None;
+        for (l, (o, g)) in outputs.iter().zip(grads).enumerate() {
+            let value = TensorData::new(vec![T::from_f64(r.weights[l] * r.values[l])], [1]);
+            let part = attach(
+                o.clone(),
+                value,
+                TensorData::new(g, outs[l].0.clone()),
+                o.dtype(),
+                &o.device(),
+            );
+            total = Some(match total {
+                Some(t) => t + part,
+                None => part,
+            });
+        }
+        Ok((
+            total.expect("at least one output (checked by the engine)"),
+            r,
+        ))
     }
 }
 

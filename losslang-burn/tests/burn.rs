@@ -270,9 +270,97 @@ fn errors_stay_typed() {
         Err(Error::Loss(_)) => {}
         other => panic!("{:?}", other.map(|_| ())),
     }
-    let z16 = Tensor::<4>::zeros([2, 3, 4, 4], (&dev, DType::F16));
-    assert!(matches!(
-        ce.forward(z16, Tensor::<3, Int>::zeros([2, 4, 4], &dev)),
-        Err(Error::Input { .. })
-    ));
+    // (f16 and bf16 logits are taken: `f16_and_bf16_logits_give_the_f32_loss_*`.)
+}
+
+#[test]
+fn deep_supervision_equals_burns_own_weighted_sum_over_depths() {
+    use burn::tensor::module::avg_pool2d;
+    use burn::tensor::ops::AvgPoolOptions;
+    use losslang_burn::BurnDeepLoss;
+    let z0 = tensor([2, 1, 8, 8], 41).require_grad();
+    let z1 = tensor([2, 1, 4, 4], 42).require_grad();
+    let y: Vec<f64> = values(128, 43)
+        .iter()
+        .map(|&v| f64::from(v > 0.5))
+        .collect();
+    let y = Tensor::<4>::from_data(TensorData::new(y, [2, 1, 8, 8]), (&device(), DType::F64));
+    // MONAI's `exp` weights, 1 and 0.5; the soft target of depth 1 by burn's 2 × 2 pooling.
+    let dice = losslang::Library::standard()
+        .get("dice")
+        .unwrap()
+        .set("reduction", "image")
+        .unwrap();
+    let deep = BurnDeepLoss::new(dice, losslang::DeepWeights::Exp)
+        .unwrap()
+        .resize(losslang::Resize::AvgPool);
+    let (ours, r) = deep.forward(&[z0.clone(), z1.clone()], y.clone()).unwrap();
+    assert_eq!(r.weights, [1.0, 0.5]);
+    let g = ours.backward();
+    let (a0, a1) = (host(&z0.grad(&g).unwrap()), host(&z1.grad(&g).unwrap()));
+    let w0 = z0.clone().detach().require_grad();
+    let w1 = z1.clone().detach().require_grad();
+    let y1 = avg_pool2d(y.clone(), AvgPoolOptions::new([2, 2]));
+    let theirs = burn_dice(w0.clone(), y) + burn_dice(w1.clone(), y1) * 0.5;
+    let g = theirs.backward();
+    let (b0, b1) = (host(&w0.grad(&g).unwrap()), host(&w1.grad(&g).unwrap()));
+    assert!(
+        max_abs_diff(&a0, &b0) <= 1e-12,
+        "depth 0: {}",
+        max_abs_diff(&a0, &b0)
+    );
+    assert!(
+        max_abs_diff(&a1, &b1) <= 1e-12,
+        "depth 1: {}",
+        max_abs_diff(&a1, &b1)
+    );
+    let (v, t) = (host(&ours)[0], host(&theirs)[0]);
+    assert!(
+        (v - t).abs() <= 1e-12 && (r.total - t).abs() <= 1e-12,
+        "{v} {} vs {t}",
+        r.total
+    );
+}
+
+#[test]
+fn f16_and_bf16_logits_give_the_f32_loss_and_a_gradient_of_their_dtype() {
+    let ones = |dtype| {
+        Tensor::<4>::ones([4, 1, 512, 512], (&device(), DType::F32))
+            .cast(dtype)
+            .require_grad()
+    };
+    let dice = BurnLoss::standard("dice").unwrap();
+    let z = ones(DType::F32);
+    let want = dice.forward(z.clone(), z.clone().detach()).unwrap();
+    let g32 = host(&z.grad(&want.backward()).unwrap());
+    let want = host(&want)[0];
+    for dtype in [DType::F16, DType::BF16] {
+        let z = ones(dtype);
+        let l = dice.forward(z.clone(), z.clone().detach()).unwrap();
+        assert_eq!(l.dtype(), dtype);
+        let g = z.grad(&l.backward()).unwrap();
+        assert_eq!(g.dtype(), dtype);
+        let v = host(&l)[0];
+        assert!(
+            (v - want).abs() <= 1e-3 * want.abs(),
+            "{dtype:?}: {v} vs f32 {want}"
+        );
+        let g = host(&g);
+        assert!(
+            g.iter().all(|x| x.is_finite()),
+            "{dtype:?}: a non-finite gradient"
+        );
+        let worst = max_abs_diff(&g, &g32);
+        let scale = g32.iter().fold(0f64, |m, x| m.max(x.abs()));
+        // The f32 gradient rounded once: 1/128 relative (bf16), or a step of f16's subnormals.
+        let step = if dtype == DType::F16 {
+            2f64.powi(-24)
+        } else {
+            0.0
+        };
+        assert!(
+            worst <= 1e-2 * scale + step,
+            "{dtype:?}: gradient off by {worst:e} of {scale:e}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Trains a small convolutional segmenter with losslang losses in candle, on synthetic images
 //! drawn here: bright discs and dark squares on noise.
 //!
-//! 1. Two classes (disc or not) with `dice_ce` against a float target `[B, 1, H, W]`.
+//! 1. Two classes (disc or not) with `dice_ce` against a float target `[B, 1, H, W]`, its
+//!    `lambda_dice` live and ramped from 1/15 to 1 over the epochs (`set_param`, no compile).
 //! 2. Three classes (background, disc, square) with `softmax_ce` against a `u8` class-index
 //!    target `[B, H, W]` whose border pixels are 255, ignored (`ignore_index = 255`).
 //!
@@ -101,6 +102,10 @@ fn run(
     let mut last = 0.0;
     println!("{name}");
     for epoch in 1..=epochs {
+        if classes == 2 {
+            // The dice term's weight schedule: a call on the loss, not a new compile.
+            loss.set_param("lambda_dice", epoch as f64 / epochs as f64)?;
+        }
         let mut sum = 0.0;
         let steps = 10;
         for _ in 0..steps {
@@ -148,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let binary = run(
         "2 classes, dice_ce",
         2,
-        &CandleLoss::standard("dice_ce")?,
+        &CandleLoss::standard("dice_ce")?.live(&["lambda_dice"])?,
         15,
     )?;
     let multi = run(

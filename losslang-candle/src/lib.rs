@@ -103,6 +103,26 @@ impl CandleLoss {
         })
     }
 
+    /// The same loss with the named parameters live (`losslang::Loss::live`): changed by
+    /// [`CandleLoss::set_param`] between steps without compiling (a loss weight's schedule).
+    pub fn live(self, names: &[&str]) -> Result<CandleLoss> {
+        Ok(CandleLoss {
+            inner: self.inner.live(names)?,
+        })
+    }
+
+    /// Sets a live parameter for the next steps (`losslang::TrainingLoss::set_param`): no
+    /// compile; clones of this loss see it too.
+    pub fn set_param(&self, name: &str, value: f64) -> Result<()> {
+        Ok(self.inner.set_param(name, value)?)
+    }
+
+    /// The named terms of the last call (`dice_ce`'s `dice` and `ce`, or a user's
+    /// `term(name, x)`): each one's value and weighted share of the total, to log per step.
+    pub fn terms(&self) -> Vec<losslang::TermValue> {
+        self.inner.terms()
+    }
+
     /// The loss this adapter runs.
     pub fn loss(&self) -> &Loss {
         self.inner.loss()
@@ -129,9 +149,14 @@ impl CandleLoss {
         match logits.dtype() {
             DType::F32 => self.run::<f32>(logits, others),
             DType::F64 => self.run::<f64>(logits, others),
+            // Half precision: read widened to f32, the f32 plan (transcendentals in f32,
+            // reductions in f64 lanes), value and gradient rounded to the logits' dtype.
+            DType::F16 | DType::BF16 => self.run::<f32>(logits, others),
             d => Err(Error::Input {
                 input: self.inner.diff_input().to_string(),
-                detail: format!("dtype {d:?}: the candle adapter takes f32 or f64 logits"),
+                detail: format!(
+                    "dtype {d:?}: the candle adapter takes f16, bf16, f32 or f64 logits"
+                ),
             }),
         }
     }
@@ -141,7 +166,7 @@ impl CandleLoss {
         logits: &Tensor,
         others: &[(&str, &Tensor)],
     ) -> Result<Tensor> {
-        let dtype = logits.dtype();
+        let dtype = T::DTYPE;
         let logits_data = host_data::<T>(self.inner.diff_input(), logits, dtype)?;
         let other_data: Vec<(&str, ArrayD<T>)> = others
             .iter()
@@ -158,11 +183,9 @@ impl CandleLoss {
         };
         let op = LossOp {
             value: Real::to_f64(value),
-            grad: Mutex::new(Some(Tensor::from_vec(
-                grad,
-                logits.dims(),
-                logits.device(),
-            )?)),
+            grad: Mutex::new(Some(
+                Tensor::from_vec(grad, logits.dims(), logits.device())?.to_dtype(logits.dtype())?,
+            )),
         };
         Ok(logits.apply_op1(op)?)
     }
@@ -213,7 +236,11 @@ impl CustomOp1 for LossOp {
         let out = match storage {
             CpuStorage::F32(_) => CpuStorage::F32(vec![self.value as f32]),
             CpuStorage::F64(_) => CpuStorage::F64(vec![self.value]),
-            _ => candle_core::bail!("losslang: logits must be f32 or f64"),
+            CpuStorage::F16(_) => CpuStorage::F16(vec![losslang::half::f16::from_f64(self.value)]),
+            CpuStorage::BF16(_) => {
+                CpuStorage::BF16(vec![losslang::half::bf16::from_f64(self.value)])
+            }
+            _ => candle_core::bail!("losslang: logits must be f16, bf16, f32 or f64"),
         };
         Ok((out, Shape::from(())))
     }

@@ -251,12 +251,55 @@ fn errors_stay_typed() {
             other.map(|t| t.dims().to_vec())
         ),
     }
-    let half = z.to_dtype(DType::F16).unwrap();
-    assert!(matches!(dice.forward(&half, &y), Err(Error::Input { .. })));
+    // Integer logits are refused (f16 and bf16 are taken: `f16_and_bf16_logits_*`).
+    let bytes = z.to_dtype(DType::U8).unwrap();
+    assert!(matches!(dice.forward(&bytes, &y), Err(Error::Input { .. })));
     // And into candle's error for `?` in a candle training loop.
     let e: candle_core::Error = dice.forward(&z, &y).unwrap_err().into();
     assert!(
         e.to_string().contains("shape") || e.to_string().contains("axis"),
         "{e}"
     );
+}
+
+#[test]
+fn f16_and_bf16_logits_give_the_f32_loss_and_a_gradient_of_their_dtype() {
+    let dice = CandleLoss::standard("dice").unwrap();
+    let ones = Tensor::ones((4, 1, 512, 512), DType::F32, &DEV).unwrap();
+    let z = Var::from_tensor(&ones).unwrap();
+    let want = dice.forward(z.as_tensor(), &ones).unwrap();
+    let g32 = want.backward().unwrap().get(z.as_tensor()).unwrap().clone();
+    let want = want.to_scalar::<f32>().unwrap() as f64;
+    for dtype in [DType::F16, DType::BF16] {
+        let h = ones.to_dtype(dtype).unwrap();
+        let z = Var::from_tensor(&h).unwrap();
+        let l = dice.forward(z.as_tensor(), &h).unwrap();
+        assert_eq!(l.dtype(), dtype);
+        let g = l.backward().unwrap().get(z.as_tensor()).unwrap().clone();
+        assert_eq!(g.dtype(), dtype);
+        let v = l.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+        assert!(
+            (v - want).abs() <= 1e-3 * want.abs(),
+            "{dtype:?}: {v} vs f32 {want}"
+        );
+        let g = g.to_dtype(DType::F64).unwrap();
+        let worst = max_abs_diff(&g, &g32.to_dtype(DType::F64).unwrap());
+        let scale = g32
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        // The f32 gradient rounded once: 1/128 relative (bf16), or a step of f16's subnormals.
+        let step = if dtype == DType::F16 {
+            2f64.powi(-24)
+        } else {
+            0.0
+        };
+        assert!(
+            worst.is_finite() && worst <= 1e-2 * scale + step,
+            "{dtype:?}: {worst:e} of {scale:e}"
+        );
+    }
 }

@@ -27,6 +27,9 @@ pub struct Loss {
     pub(super) def: Def,
     pub(super) sig: Signature,
     pub(super) params: Vec<(String, ParamValue)>,
+    /// The parameters compiled as values read per call ([`Loss::live`]): each one's input
+    /// index and ranges.
+    pub(super) live: Vec<lower::LiveParam>,
     /// The `Optimised` stage per set of absent optional inputs, computed once for all the plans
     /// compiled from this loss with these parameters (shapes only bind after it).
     pub(super) optimised: StageCache,
@@ -135,6 +138,7 @@ impl Loss {
             def,
             sig,
             params: vec![],
+            live: vec![],
             optimised: Arc::default(),
         };
         // Check the body once with default parameters, so errors surface at load time.
@@ -204,28 +208,7 @@ impl Loss {
     pub fn set(mut self, name: &str, value: impl Into<ParamValue>) -> Result<Loss> {
         let value = value.into();
         let Some(p) = self.sig.params.iter().find(|p| p.name == name) else {
-            let names: Vec<&str> = self.sig.params.iter().map(|p| p.name.as_str()).collect();
-            let declares = if names.is_empty() {
-                "it has no parameters".to_string()
-            } else {
-                format!(
-                    "it declares {}",
-                    names
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            let hint = suggest(name, names.iter().copied())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            return Err(Error::UnknownParam {
-                name: name.to_string(),
-                loss: self.sig.name.clone(),
-                declares,
-                hint,
-            });
+            return Err(self.unknown_param(name));
         };
         let value = match (&p.ty, value) {
             (ParamKind::Options(opts), ParamValue::Text(s)) if opts.contains(&s) => {
@@ -326,6 +309,206 @@ impl Loss {
         Ok(self)
     }
 
+    /// Compiles the named parameters *live*: as values that every call reads instead of
+    /// constants folded into the graph, so that [`Plan::set_param`] changes them between calls
+    /// without compiling again (a loss weight's schedule). A parameter can be live when it is a
+    /// plain number (not `int`, an option or a vector) and nothing in the loss needs its value
+    /// to build the graph: a `match` on it, another parameter's default computed from it, an
+    /// expression of it passed to a called loss's parameter, or a window op's size or sigma
+    /// refuse it with [`Error::NotLive`]. Passed on as it is to a called loss, it keeps that
+    /// loss's range too. The current values stay the compiled-in values' until set; the graph
+    /// is the same for every value (no rewrite specialises on a live value: `x * 1` is kept).
+    /// An empty list makes every parameter constant again.
+    ///
+    /// [`Plan::set_param`]: crate::Plan::set_param
+    pub fn live(mut self, names: &[&str]) -> Result<Loss> {
+        for &name in names {
+            let Some(p) = self.sig.params.iter().find(|p| p.name == name) else {
+                // The same error as `set`'s for an unknown name.
+                return Err(self.unknown_param(name));
+            };
+            let why = match &p.ty {
+                ParamKind::Number => None,
+                ParamKind::Int => Some("it is an `int` parameter, which shapes the graph"),
+                ParamKind::Options(_) => Some("it is an option, which chooses the graph"),
+                ParamKind::Vector { .. } => Some("it is a vector parameter"),
+            };
+            if let Some(why) = why {
+                return Err(self.not_live(name, why.to_string()));
+            }
+        }
+        let limit = MAX_INPUTS.saturating_sub(lower::live_base(self.sig.inputs.len()));
+        if names.len() > limit {
+            return Err(Error::Limit {
+                loss: self.sig.name.clone(),
+                what: "live parameters",
+                count: names.len(),
+                max: limit,
+            });
+        }
+        let placeholder = |name: &str| lower::LiveParam {
+            name: name.to_string(),
+            index: 0,
+            ranges: vec![],
+        };
+        // One at a time first, so that an error names the parameter that causes it.
+        let mut live: Vec<&str> = Vec::new();
+        for &name in names {
+            if live.contains(&name) {
+                continue;
+            }
+            let mut one = self.clone();
+            one.live = vec![placeholder(name)];
+            one.optimised = Arc::default();
+            one.check_live(name)?;
+            live.push(name);
+        }
+        self.live = live.iter().map(|n| placeholder(n)).collect();
+        self.optimised = Arc::default();
+        if !live.is_empty() {
+            // Each one's input index and the ranges of the losses it is passed to.
+            self.live = self.check_live(live[0])?;
+        }
+        Ok(self)
+    }
+
+    /// The names of the live parameters ([`Loss::live`]).
+    pub fn live_params(&self) -> Vec<&str> {
+        self.live.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Lowers with `self.live` (which holds `name`): an error about `name` if the loss needs
+    /// its value as a constant, else the live parameters as lowered.
+    fn check_live(&self, name: &str) -> Result<Vec<lower::LiveParam>> {
+        let l = match self.lowered(&[]) {
+            Ok(l) => l,
+            Err(Error::Compile { short, .. }) => {
+                let reason = short.lines().next().unwrap_or("").to_string();
+                return Err(
+                    self.not_live(name, format!("the loss needs it as a constant ({reason})"))
+                );
+            }
+            Err(e) => return Err(e),
+        };
+        let g = &l.graph;
+        for id in 0..g.len() {
+            let n = g.node(id as NodeId);
+            if let Some((_, consts)) = crate::ops::window::window_args(g, n) {
+                if consts.iter().any(|c| c.is_nan()) {
+                    return Err(self.not_live(
+                        name,
+                        format!("it sets a constant of `{}` (a window op's sizes are fixed when it compiles)", n.op.name()),
+                    ));
+                }
+            }
+        }
+        Ok(l.live)
+    }
+
+    fn not_live(&self, name: &str, reason: String) -> Error {
+        Error::NotLive {
+            name: name.to_string(),
+            loss: self.sig.name.clone(),
+            reason,
+        }
+    }
+
+    /// Checks a value for live parameter `name` (its index in `self.live`): [`Error::NotLive`]
+    /// if it is not live, [`Error::ParamValue`] outside its ranges.
+    pub(super) fn check_live_value(&self, name: &str, value: f64) -> Result<usize> {
+        let Some(k) = self.live.iter().position(|p| p.name == name) else {
+            let known = self.sig.params.iter().any(|p| p.name == name);
+            let reason = if known {
+                format!("it was compiled as a constant; make it live before compiling (`Loss::live(&[\"{name}\"])`)")
+            } else {
+                let names: Vec<String> = self
+                    .sig
+                    .params
+                    .iter()
+                    .map(|p| format!("`{}`", p.name))
+                    .collect();
+                format!(
+                    "`{}` declares no such parameter (it declares {})",
+                    self.sig.name,
+                    names.join(", ")
+                )
+            };
+            return Err(Error::NotLive {
+                name: name.to_string(),
+                loss: self.sig.name.clone(),
+                reason,
+            });
+        };
+        for (loss, param, r) in &self.live[k].ranges {
+            if !value.is_finite() || !in_range(Some(r), value) {
+                let whose = if *loss == self.sig.name && param == name {
+                    String::new()
+                } else {
+                    format!(" (it is passed to parameter `{param}` of `{loss}`)")
+                };
+                return Err(Error::ParamValue {
+                    name: name.to_string(),
+                    loss: self.sig.name.clone(),
+                    expected: format!("takes values in [{}, {}]{whose}", r.lo, r.hi),
+                    got: value.to_string(),
+                });
+            }
+        }
+        if !value.is_finite() {
+            return Err(Error::ParamValue {
+                name: name.to_string(),
+                loss: self.sig.name.clone(),
+                expected: "must be finite".into(),
+                got: value.to_string(),
+            });
+        }
+        Ok(k)
+    }
+
+    /// Records a live parameter's new value (checked by the caller) without touching the
+    /// compiled stages: the graph does not depend on it.
+    pub(super) fn set_live_value(&mut self, name: &str, x: f64) {
+        self.params.retain(|(k, _)| k != name);
+        self.params.push((name.to_string(), ParamValue::Number(x)));
+    }
+
+    /// The same loss with its live parameters constant again at their current values (for
+    /// split-phase evaluation, whose graphs read no parameter input).
+    pub(super) fn without_live(&self) -> Loss {
+        let mut l = self.clone();
+        if !l.live.is_empty() {
+            l.live.clear();
+            l.optimised = Arc::default();
+        }
+        l
+    }
+
+    /// The error for a parameter this loss does not declare.
+    fn unknown_param(&self, name: &str) -> Error {
+        let names: Vec<&str> = self.sig.params.iter().map(|p| p.name.as_str()).collect();
+        let declares = if names.is_empty() {
+            "it has no parameters".to_string()
+        } else {
+            format!(
+                "it declares {}",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let hint = suggest(name, names.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Error::UnknownParam {
+            name: name.to_string(),
+            loss: self.sig.name.clone(),
+            declares,
+            hint,
+        }
+    }
+
     /// A value outside a parameter's declared range (or not finite).
     fn range_error(&self, name: &str, range: Option<&ValueRange>, x: f64) -> Error {
         let expected = match range {
@@ -346,7 +529,14 @@ impl Loss {
 
     fn lowered(&self, absent: &[usize]) -> Result<Lowered> {
         let mut diags = Diagnostics::default();
-        let l = lower::lower_with(&self.program, self.def, &self.params, absent, &mut diags);
+        let l = lower::lower_with(
+            &self.program,
+            self.def,
+            &self.params,
+            absent,
+            &self.live.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            &mut diags,
+        );
         match l {
             Some(l) if diags.is_empty() => Ok(l),
             _ => Err(compile_error(&diags, &self.program)),
@@ -366,10 +556,16 @@ impl Loss {
                     .map(|&i| format!("grad.{}", l.sig.inputs[i].name)),
             )
             .chain(l.values.map(|_| "values".to_string()))
+            .chain(
+                l.terms
+                    .iter()
+                    .flat_map(|(t, _)| [format!("term.{t}"), format!("weighted.{t}")]),
+            )
             .collect();
         if stage == Stage::Parsed {
             let mut roots = vec![("value".into(), l.result)];
             roots.extend(l.values.map(|v| ("values".to_string(), v)));
+            roots.extend(l.terms.iter().map(|(t, id)| (format!("term.{t}"), *id)));
             return Ok(StageGraph {
                 roots,
                 graph: l.graph,
@@ -378,6 +574,8 @@ impl Loss {
         let mut roots = vec![l.result];
         roots.extend(diff.iter().map(|&i| l.input_nodes[i]));
         roots.extend(l.values);
+        let n_values = roots.len();
+        roots.extend(l.terms.iter().map(|t| t.1));
         let (mut g, r) = optimise::before_autodiff(&l.graph, &roots);
         let wrt: Vec<NodeId> = r[1..1 + diff.len()].to_vec();
         let grads = autodiff::grad(&mut g, r[0], &wrt);
@@ -388,7 +586,18 @@ impl Loss {
                 None => g.c(0.0),
             });
         }
-        out.extend(&r[1 + diff.len()..]);
+        out.extend(&r[1 + diff.len()..n_values]);
+        // Each term's value t and weighted value t · ∂loss/∂t (its share of a weighted sum), the
+        // adjoints taken apart from the inputs' so that the gradient graph is the same.
+        let terms = &r[n_values..];
+        let adjoints = autodiff::grad(&mut g, r[0], terms);
+        for (&t, a) in terms.iter().zip(adjoints) {
+            let weighted = match a {
+                Some(a) => g.op2(crate::ops::Op::Mul, t, a),
+                None => g.c(0.0),
+            };
+            out.extend([t, weighted]);
+        }
         if stage == Stage::Autodiff {
             return Ok(StageGraph {
                 roots: names.into_iter().zip(out).collect(),

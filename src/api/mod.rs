@@ -6,6 +6,7 @@
 //! autodiff → simplify/stabilise → bind axis sizes → executor. Never here: op semantics or
 //! evaluation loops.
 
+mod deep;
 pub mod gradcheck;
 pub mod library;
 mod loss;
@@ -18,9 +19,12 @@ mod shape;
 mod split;
 
 pub use crate::exec::{ExecutorKind, Isa, Kernel, PassInfo};
+pub use deep::{DeepSupervision, DeepValue, DeepWeights, Resize};
 pub use loss::{Loss, Stage};
-pub use plan::{Finished, Output, Plan, MAX_OTHER_SHAPES};
-pub use session::TrainingLoss;
+pub use plan::{Finished, Output, Plan, Term, MAX_OTHER_SHAPES};
+#[cfg(feature = "half")]
+pub use session::HalfFloat;
+pub use session::{TermValue, TrainingLoss};
 pub use shape::{Binding, InputForm};
 
 use crate::error::Error;

@@ -82,6 +82,16 @@ pub struct Plan<T: Real> {
     /// Plans for the other shapes calls gave (a smaller last batch), most recently used last:
     /// (each input's shape, absent ones `None`; the plan).
     others: Vec<(InputShapes, Plan<T>)>,
+    /// The value of each live parameter (`loss.live`, same order), read as an input.
+    live_vals: Vec<T>,
+    /// The named terms, and the last call's value and weighted value of each (two slots per
+    /// term, outputs after the gradients and per-group values).
+    term_names: Vec<String>,
+    term_vals: Vec<T>,
+    /// Whether the last call ran on a plan kept for other shapes (the last of `others`).
+    last_other: bool,
+    /// How many input slots the executors read: the inputs, then the live parameters'.
+    n_slots: usize,
 }
 
 /// Each input's shape in declaration order, `None` for an absent one.
@@ -119,6 +129,36 @@ pub struct Output<'a, T> {
     pub value: T,
     grads: &'a [(String, ArrayD<T>)],
     values: Option<&'a ArrayD<T>>,
+    terms: Terms<'a, T>,
+}
+
+/// The loss's named terms after a call: their names, and per term its value and weighted
+/// value side by side.
+#[derive(Debug, Clone, Copy)]
+struct Terms<'a, T> {
+    names: &'a [String],
+    values: &'a [T],
+}
+
+/// One named term of a loss (`term(name, x)` in its source) after a call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Term<'a, T> {
+    pub name: &'a str,
+    /// The term's own value `x`.
+    pub value: T,
+    /// Its share of the loss, `x · ∂loss/∂x`: `w · x` in a weighted sum `Σ w x`.
+    pub weighted: T,
+}
+
+impl<'a, T: Copy> Terms<'a, T> {
+    fn iter(self) -> impl Iterator<Item = Term<'a, T>> {
+        self.names.iter().enumerate().map(move |(k, name)| Term {
+            name,
+            value: self.values[2 * k],
+            weighted: self.values[2 * k + 1],
+        })
+    }
 }
 
 impl<'a, T> Output<'a, T> {
@@ -139,6 +179,14 @@ impl<'a, T> Output<'a, T> {
     /// at `reduction = none`); `None` for a scalar loss.
     pub fn values(&self) -> Option<&'a ArrayD<T>> {
         self.values
+    }
+    /// The loss's named terms (`term(name, x)`: `dice_ce`'s `dice` and `ce`), in source
+    /// order, each with its value and weighted value; none for a loss without terms.
+    pub fn terms(&self) -> impl Iterator<Item = Term<'a, T>>
+    where
+        T: Copy,
+    {
+        self.terms.iter()
     }
 }
 
@@ -251,11 +299,16 @@ impl Loss {
             .iter()
             .find(|r| r.0 == "values")
             .map(|r| sg.graph.axes(r.1));
-        let outputs = diff.len() + usize::from(values_axes.is_some());
+        let term_names: Vec<String> = sg
+            .roots
+            .iter()
+            .filter_map(|r| r.0.strip_prefix("term.").map(str::to_string))
+            .collect();
+        let outputs = diff.len() + usize::from(values_axes.is_some()) + 2 * term_names.len();
         if outputs > MAX_GRADS {
             return Err(Error::Limit {
                 loss: self.sig.name.clone(),
-                what: "differentiable inputs",
+                what: "outputs (differentiable inputs, per-group values, two per named term)",
                 count: outputs,
                 max: MAX_GRADS,
             });
@@ -277,6 +330,7 @@ impl Loss {
             .iter()
             .map(|&i| self.sig.inputs[i].mask)
             .chain(values_axes)
+            .chain(std::iter::repeat_n(0, 2 * term_names.len()))
             .collect();
         let spatial = spatial_dims(&self.sig, &binding);
         check_windows(self, &binding, &graph, &spatial)?;
@@ -345,6 +399,25 @@ impl Loss {
             grads,
             values,
             labels,
+            live_vals: self
+                .live
+                .iter()
+                .map(|lp| {
+                    let x = params.iter().find_map(|(k, v)| match v {
+                        ParamValue::Number(x) if *k == lp.name => Some(*x),
+                        _ => None,
+                    });
+                    T::from_f64(x.unwrap_or(f64::NAN))
+                })
+                .collect(),
+            n_slots: self
+                .live
+                .iter()
+                .map(|lp| lp.index + 1)
+                .fold(self.sig.inputs.len(), usize::max),
+            term_vals: vec![T::default(); 2 * term_names.len()],
+            term_names,
+            last_other: false,
             loss: self.clone(),
             split: None,
             others: Vec::new(),
@@ -436,6 +509,47 @@ impl<T: Real> Plan<T> {
             .iter()
             .map(|&i| self.sig.inputs[i].name.as_str())
             .collect()
+    }
+
+    /// The named terms of the last [`Plan::value_and_grad`] (or `_into`) call, whatever its
+    /// shapes: each one's value and weighted value ([`Output::terms`]).
+    pub fn terms(&self) -> impl Iterator<Item = Term<'_, T>> {
+        let plan = match self.others.last() {
+            Some((_, p)) if self.last_other => p,
+            _ => self,
+        };
+        Terms {
+            names: &plan.term_names,
+            values: &plan.term_vals,
+        }
+        .iter()
+    }
+
+    /// Sets a live parameter ([`Loss::live`]) for the next calls, without compiling: the same
+    /// result as a plan compiled with the loss `.set(name, value)`, to the last bits only where
+    /// constant folding would have rounded differently (`x * 1` is kept). The plans kept for
+    /// other shapes follow, as do the ones compiled later. A parameter that was not made live
+    /// is [`Error::NotLive`]; a value outside its range (or the range of a called loss it is
+    /// passed to) is [`Error::ParamValue`]. Split-phase evaluation ([`Plan::statistics`])
+    /// compiles its graphs again on its next call.
+    pub fn set_param(&mut self, name: &str, value: f64) -> Result<()> {
+        let k = self.loss.check_live_value(name, value)?;
+        self.live_vals[k] = T::from_f64(value);
+        self.loss.set_live_value(name, value);
+        self.split = None;
+        for (_, p) in &mut self.others {
+            p.set_param(name, value)?;
+        }
+        Ok(())
+    }
+
+    /// The current value of each live parameter ([`Plan::set_param`]).
+    pub fn live_params(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.loss
+            .live
+            .iter()
+            .zip(&self.live_vals)
+            .map(|(p, v)| (p.name.as_str(), v.to_f64()))
     }
 
     /// The input shapes (declaration order, `None` for an absent input) of the plans this plan
@@ -596,7 +710,9 @@ impl<T: Real> Plan<T> {
 
     /// The loss value and the gradient of every differentiable input (borrowed from the plan).
     pub fn value_and_grad(&mut self, inputs: &[(&str, ArrayViewD<T>)]) -> Result<Output<'_, T>> {
+        self.last_other = false;
         if let Some(k) = self.plan_for(inputs)? {
+            self.last_other = true;
             return self.others[k].1.value_and_grad(inputs);
         }
         // Every gradient into the plan's own buffers.
@@ -605,6 +721,10 @@ impl<T: Real> Plan<T> {
             value,
             grads: &self.grads,
             values: self.values.as_ref(),
+            terms: Terms {
+                names: &self.term_names,
+                values: &self.term_vals,
+            },
         })
     }
 
@@ -616,10 +736,15 @@ impl<T: Real> Plan<T> {
         inputs: &[(&str, ArrayViewD<T>)],
         grads: &mut [(&str, ArrayViewMutD<T>)],
     ) -> Result<T> {
+        self.last_other = false;
         if let Some(k) = self.plan_for(inputs)? {
+            self.last_other = true;
             return self.others[k].1.value_and_grad_into(inputs, grads);
         }
-        let slices = self.prepare(inputs)?;
+        let mut slices = self.prepare(inputs)?;
+        for (lp, v) in self.loss.live.iter().zip(&self.live_vals) {
+            slices[lp.index] = std::slice::from_ref(v);
+        }
         let mut user: [Option<usize>; MAX_GRADS] = [None; MAX_GRADS];
         for (j, (name, buf)) in grads.iter().enumerate() {
             let Some(k) = self
@@ -644,12 +769,17 @@ impl<T: Real> Plan<T> {
             }
             user[k] = Some(j);
         }
-        let n = self.diff.len() + usize::from(self.values.is_some());
+        let n = self.diff.len() + usize::from(self.values.is_some()) + self.term_vals.len();
         let mut own = self
             .grads
             .iter_mut()
-            .map(|(_, a)| a)
-            .chain(self.values.iter_mut());
+            .map(|(_, a)| a.as_slice_mut().expect("plan buffers are contiguous"))
+            .chain(
+                self.values
+                    .iter_mut()
+                    .map(|a| a.as_slice_mut().expect("plan buffers are contiguous")),
+            )
+            .chain(self.term_vals.chunks_mut(1));
         let mut theirs: [Option<&mut [T]>; MAX_GRADS] = std::array::from_fn(|_| None);
         for (j, (_, buf)) in grads.iter_mut().enumerate() {
             if let Some(k) = user.iter().position(|u| *u == Some(j)) {
@@ -660,17 +790,13 @@ impl<T: Real> Plan<T> {
             let mine = own.next();
             match (theirs[k].take(), mine) {
                 (Some(t), _) => t,
-                (None, Some(a)) => a.as_slice_mut().expect("plan buffers are contiguous"),
+                (None, Some(a)) => a,
                 (None, None) => &mut [],
             }
         });
         let value = self
             .exec
-            .run(
-                &slices[..self.sig.inputs.len()],
-                &mut bufs[..n],
-                self.check_finite,
-            )
+            .run(&slices[..self.n_slots], &mut bufs[..n], self.check_finite)
             .map_err(|i| non_finite(&self.sig, &slices, i))?;
         self.finite_result(value)
     }
@@ -721,11 +847,14 @@ impl<T: Real> Plan<T> {
         if let Some(k) = self.plan_for(inputs)? {
             return self.others[k].1.value(inputs);
         }
-        let slices = self.prepare(inputs)?;
+        let mut slices = self.prepare(inputs)?;
         self.build_value_exec();
+        for (lp, v) in self.loss.live.iter().zip(&self.live_vals) {
+            slices[lp.index] = std::slice::from_ref(v);
+        }
         let exec = self.value_exec.as_mut().expect("built above");
         let value = exec
-            .run(&slices[..self.sig.inputs.len()], &mut [], self.check_finite)
+            .run(&slices[..self.n_slots], &mut [], self.check_finite)
             .map_err(|i| non_finite(&self.sig, &slices, i))?;
         self.finite_result(value)
     }
@@ -760,7 +889,11 @@ impl<T: Real> Plan<T> {
             return Ok(());
         }
         let absent = self.binding.lowering_key();
-        let sg = self.loss.stage(super::Stage::Optimised, &absent)?;
+        // Live parameters as constants at their current values (`set_param` drops this state).
+        let sg = self
+            .loss
+            .without_live()
+            .stage(super::Stage::Optimised, &absent)?;
         let not = |reason: String| Error::NotSplittable {
             loss: self.sig.name.clone(),
             reason,
@@ -994,6 +1127,10 @@ impl<T: Real> Plan<T> {
             value: T::default(),
             grads: &self.grads,
             values: None,
+            terms: Terms {
+                names: &[],
+                values: &[],
+            },
         })
     }
 

@@ -87,6 +87,9 @@ impl<'a> Cx<'a> {
             self.unreduced.insert(x);
             return Val::T(x);
         }
+        if name.name == "term" {
+            return self.term(name, args, kwargs, span, env);
+        }
         if name.name == "labelled" {
             // `labelled(x)`: 0 where x is an input given as labels and the label is the ignore
             // value, else 1 (also for an input given one-hot).
@@ -650,7 +653,9 @@ impl<'a> Cx<'a> {
             return Val::Err;
         }
         self.stack.push(name.name.clone());
+        self.loss_depth += 1;
         let r = self.body(&loss.body, inner);
+        self.loss_depth -= 1;
         self.stack.pop();
         if let Val::T(id) = r {
             if self.g.axes(id) != 0 {
@@ -665,6 +670,72 @@ impl<'a> Cx<'a> {
             }
         }
         r
+    }
+}
+
+impl Cx<'_> {
+    /// `term(name, x)`: x itself, recorded as a term of the loss (its value, and its weighted
+    /// value `x · ∂loss/∂x`, come out beside the total) when written in the compiled loss's
+    /// own body or its helpers; in a called loss, x alone (that loss's terms are its own).
+    fn term(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        kwargs: &[(Ident, Expr)],
+        span: Span,
+        env: &Env,
+    ) -> Val {
+        let (label, x) = match (args, kwargs.is_empty()) {
+            ([l, x], true) => (l, x),
+            _ => {
+                return self.err(
+                    Diagnostic::new(Code::E0004, name.span, "`term` takes a name and a value")
+                        .label("wrong arguments")
+                        .help("write e.g. `lambda_dice * term(dice, dice(logits, target))`"),
+                )
+            }
+        };
+        let ExprKind::Name(label) = &label.kind else {
+            return self.err(
+                Diagnostic::new(Code::E0012, label.span, "a term's name is a bare name")
+                    .label("not a name")
+                    .help("write e.g. `term(dice, ...)`"),
+            );
+        };
+        let v = self.expr(x, env);
+        let Some(id) = self.tensor(v, x.span, "the value of a term") else {
+            return Val::Err;
+        };
+        if self.g.axes(id) != 0 {
+            return self.err(
+                Diagnostic::new(
+                    Code::E0016,
+                    x.span,
+                    format!(
+                        "term `{label}` has axes {}; a term is a scalar",
+                        self.g.space.fmt(self.g.axes(id))
+                    ),
+                )
+                .label("not a scalar"),
+            );
+        }
+        if self.loss_depth == 0 {
+            match self.terms.iter().find(|t| t.0 == *label) {
+                Some(&(_, other, _)) if other != id => {
+                    return self.err(
+                        Diagnostic::new(
+                            Code::E0011,
+                            span,
+                            format!("term `{label}` is named twice with different values"),
+                        )
+                        .label("second term of this name"),
+                    )
+                }
+                Some(_) => {}
+                None => self.terms.push((label.clone(), id, span)),
+            }
+        }
+        Val::T(id)
     }
 }
 

@@ -31,6 +31,28 @@ pub struct Lowered {
     pub input_nodes: Vec<NodeId>,
     /// The source span that first produced each node (for diagnostics).
     pub origins: HashMap<NodeId, Span>,
+    /// The live parameters, in the order they were asked for.
+    pub live: Vec<LiveParam>,
+    /// The loss's named terms (`term(name, x)`), in the order written.
+    pub terms: Vec<(String, NodeId)>,
+}
+
+/// A parameter lowered as a scalar input read per call instead of a constant (`Loss::live`),
+/// so that a plan changes it without compiling again.
+#[derive(Clone, Debug)]
+pub struct LiveParam {
+    pub name: String,
+    /// The input index it is read from ([`live_base`] onwards).
+    pub index: usize,
+    /// The ranges its value must lie in: its own, then those of the parameters of called
+    /// losses it is passed to, as (loss, parameter, range).
+    pub ranges: Vec<(String, String, ValueRange)>,
+}
+
+/// The input index of the first live parameter of a loss that declares `inputs` inputs: one
+/// past the seed input an unreduced result adds.
+pub fn live_base(inputs: usize) -> usize {
+    inputs + 1
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +89,16 @@ pub(super) struct Cx<'a> {
     /// arguments is the first one's value. Without it, helpers calling each other twice per
     /// level inline exponentially (24 levels took 18 s).
     pub(super) calls: HashMap<(FileId, usize, Vec<ArgKey>), Val>,
+    /// The root loss's parameters to lower live (taken by the first `bind_params`, the
+    /// root's), with the input index of the first.
+    pub(super) root_live: (Vec<String>, usize),
+    /// The live parameters lowered so far, and the node of each.
+    pub(super) live: Vec<LiveParam>,
+    pub(super) live_nodes: HashMap<NodeId, usize>,
+    /// Losses being inlined below the compiled one (terms are recorded at depth 0 only).
+    pub(super) loss_depth: usize,
+    /// The compiled loss's terms (`term(name, x)`): name, node, span.
+    pub(super) terms: Vec<(String, NodeId, Span)>,
 }
 
 /// A helper argument as a memo key (`None` for an erroneous one: not memoised).
@@ -88,7 +120,7 @@ impl Val {
     }
 }
 
-pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size", "unreduced"];
+pub(super) const BUILTINS: &[&str] = &["mean", "index", "labelled", "size", "term", "unreduced"];
 /// The name of the input an unreduced loss adds for the adjoint of its result (the first of
 /// these its declared inputs leave free).
 const SEED_NAMES: &[&str] = &["seed", "result_seed", "unreduced_seed"];
@@ -107,12 +139,15 @@ pub(super) const MAX_NODES: usize = 1_000_000;
 /// (a file's own nesting is bounded by `syntax::parse::MAX_NESTING`).
 pub(super) const MAX_EXPR_DEPTH: usize = 512;
 
-/// Lowers `def` with the given parameter values (defaults for the rest), the optional inputs at positions `absent` replaced by their defaults.
+/// Lowers `def` with the given parameter values (defaults for the rest), the optional inputs at
+/// positions `absent` replaced by their defaults, and the parameters named in `live` as scalar
+/// inputs from [`live_base`] on (their values still checked as given).
 pub fn lower_with(
     prog: &Program,
     def: Def,
     params: &[(String, ParamValue)],
     absent: &[usize],
+    live: &[String],
     diags: &mut Diagnostics,
 ) -> Option<Lowered> {
     let loss = prog.loss(def)?;
@@ -130,6 +165,11 @@ pub fn lower_with(
         unreduced: HashSet::new(),
         iterations: 0,
         calls: HashMap::new(),
+        root_live: (live.to_vec(), live_base(inputs.len())),
+        live: Vec::new(),
+        live_nodes: HashMap::new(),
+        loss_depth: 0,
+        terms: Vec::new(),
     };
     let mut given = HashMap::new();
     for (k, v) in params {
@@ -280,6 +320,8 @@ pub fn lower_with(
         values,
         input_nodes,
         origins: cx.origins,
+        live: cx.live,
+        terms: cx.terms.iter().map(|t| (t.0.clone(), t.1)).collect(),
     };
     check_differentiable(&lowered, cx.diags, &prog.sources);
     if cx.diags.len() > before {
@@ -343,6 +385,7 @@ impl<'a> Cx<'a> {
             file,
             vars: HashMap::new(),
         };
+        let (live, base) = std::mem::take(&mut self.root_live);
         for p in &loss.params {
             if env.vars.contains_key(&p.name.name) {
                 self.err(
@@ -383,7 +426,22 @@ impl<'a> Cx<'a> {
                     }
                 },
             };
-            let v = self.check_param(&loss.name.name, p, v, span);
+            let mut v = self.check_param(&loss.name.name, p, v, span);
+            if let (Some(j), Val::T(_)) = (live.iter().position(|n| *n == p.name.name), &v) {
+                // Checked as a constant; read per call from here on.
+                let id = self.g.input(base + j, 0);
+                self.live_nodes.insert(id, self.live.len());
+                self.live.push(LiveParam {
+                    name: p.name.name.clone(),
+                    index: base + j,
+                    ranges: p
+                        .range
+                        .iter()
+                        .map(|r| (loss.name.name.clone(), p.name.name.clone(), *r))
+                        .collect(),
+                });
+                v = Val::T(id);
+            }
             env.vars.insert(p.name.name.clone(), v);
         }
         env.vars
@@ -462,6 +520,14 @@ impl<'a> Cx<'a> {
                 ),
                 Some(x) if !in_range(p.range.as_ref(), x) => self.err(param_range_error(loss, p, x, span)),
                 Some(_) => Val::T(id),
+                // A live parameter passed on as it is: the called loss's range holds it too.
+                None if *ty == ParamType::Number && self.live_nodes.contains_key(&id) => {
+                    let k = self.live_nodes[&id];
+                    if let Some(r) = p.range {
+                        self.live[k].ranges.push((loss.to_string(), name.clone(), r));
+                    }
+                    Val::T(id)
+                }
                 None => self.err(
                     Diagnostic::new(Code::E0013, span, format!("parameter `{name}` of `{loss}` must be a compile-time number"))
                         .label("depends on an input")

@@ -167,6 +167,11 @@ pub fn signature(prog: &Program, def: Def, diags: &mut Diagnostics) -> Option<Si
         unreduced: Default::default(),
         iterations: 0,
         calls: HashMap::new(),
+        root_live: Default::default(),
+        live: Vec::new(),
+        live_nodes: HashMap::new(),
+        loss_depth: 0,
+        terms: Vec::new(),
     };
     let vals = cx.bind_params(loss, file, HashMap::new());
     let params = loss

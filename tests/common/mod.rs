@@ -137,3 +137,18 @@ pub fn helper_chain(n: usize, nest: usize) -> String {
     }
     src
 }
+
+/// Logits (2·N(0, 1)), a binary target (40 % ones) and a mask (85 % ones) of `shape`, drawn
+/// from `seed`.
+pub fn logits_target_mask(shape: &[usize], seed: u64) -> Vec<(&'static str, ArrayD<f64>)> {
+    let n: usize = shape.iter().product();
+    let mut rng = losslang::internals::Rng::new(seed);
+    let z = (0..n).map(|_| 2.0 * rng.normal()).collect();
+    let y = (0..n).map(|_| f64::from(rng.uniform() < 0.4)).collect();
+    let m = (0..n).map(|_| f64::from(rng.uniform() < 0.85)).collect();
+    vec![
+        ("logits", ArrayD::from_shape_vec(IxDyn(shape), z).unwrap()),
+        ("target", ArrayD::from_shape_vec(IxDyn(shape), y).unwrap()),
+        ("mask", ArrayD::from_shape_vec(IxDyn(shape), m).unwrap()),
+    ]
+}

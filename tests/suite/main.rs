@@ -8,15 +8,19 @@
 mod common;
 
 mod broadcast_grad;
+mod deep;
 mod determinism;
 mod diagnostics;
 mod executors;
 mod golden;
+mod half;
 mod labels;
 mod limits;
+mod live_params;
 mod operators;
 mod plan_shapes;
 mod shape_errors;
 mod split;
 mod stress;
+mod terms;
 mod user_files;

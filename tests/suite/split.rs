@@ -6,18 +6,8 @@ use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, Axis, IxDyn};
 use losslang::{Error, Library, Loss, Real};
 
-/// Logits, target (and a mask) for a batch of `shape`, soft targets if `soft`.
 fn batch(shape: &[usize], seed: u64) -> Vec<(&'static str, ArrayD<f64>)> {
-    let n: usize = shape.iter().product();
-    let mut rng = Rng::new(seed);
-    let z = (0..n).map(|_| 2.0 * rng.normal()).collect();
-    let y = (0..n).map(|_| f64::from(rng.uniform() < 0.4)).collect();
-    let m = (0..n).map(|_| f64::from(rng.uniform() < 0.85)).collect();
-    vec![
-        ("logits", ArrayD::from_shape_vec(IxDyn(shape), z).unwrap()),
-        ("target", ArrayD::from_shape_vec(IxDyn(shape), y).unwrap()),
-        ("mask", ArrayD::from_shape_vec(IxDyn(shape), m).unwrap()),
-    ]
+    crate::common::logits_target_mask(shape, seed)
 }
 
 /// Images `lo..hi` of every input.

@@ -577,9 +577,19 @@ impl<T: Real> Executor<T> for Vm<T> {
                 continue;
             }
             let node = g.node(root);
-            let st = strides_for(node.axes, &self.bound.sizes, self.bound.sizes.len());
-            let v = &self.vals[root as usize];
             let sizes = &self.bound.sizes;
+            // Row-major strides of the root over the loss's axes (0 where it lacks one), on
+            // the stack: a call allocates nothing.
+            let mut st = [0usize; 16];
+            let mut s = 1;
+            for a in (0..sizes.len()).rev() {
+                if node.axes & (1 << a) != 0 {
+                    st[a] = s;
+                    s *= sizes[a];
+                }
+            }
+            let st = &st[..sizes.len()];
+            let v = &self.vals[root as usize];
             if let Some(a) = self.out_addr.get(k - 1) {
                 // A class plane of the caller's buffer: element (plane coords, i) of the graph.
                 let buf = &mut grads[a.real];
@@ -590,15 +600,16 @@ impl<T: Real> Executor<T> for Vm<T> {
                 } else {
                     1
                 };
-                let mut coords = vec![0usize; self.outer.len()];
+                let mut coords = [0usize; 16];
+                let coords = &mut coords[..self.outer.len()];
                 for plane in 0..self.planes {
                     let mut rem = plane;
                     for d in (0..self.outer.len()).rev() {
                         coords[d] = rem % self.outer[d];
                         rem /= self.outer[d];
                     }
-                    let base: usize = coords.iter().zip(&st).map(|(c, s)| c * s).sum();
-                    let at = a.start(&coords, 0);
+                    let base: usize = coords.iter().zip(st).map(|(c, s)| c * s).sum();
+                    let at = a.start(coords, 0);
                     for i in 0..inner {
                         buf[at + i] = T::from_f64(v[base + i * st[last]]);
                     }

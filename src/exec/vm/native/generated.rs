@@ -2299,10 +2299,16 @@ variants!(k27, probe);
 
 // dice_ce [4, 1, 64, 64]: value and gradient, pass 0
 // dice_ce [4, 1, 64, 64]: value, pass 0
+// dice_ce (live weights) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_ce (live weights) [4, 1, 64, 64]: value, pass 0
 // dice_ce [2, 3, 16, 16]: value and gradient, pass 0
 // dice_ce [2, 3, 16, 16]: value, pass 0
+// dice_ce (live weights) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_ce (live weights) [2, 3, 16, 16]: value, pass 0
 // dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice_ce [2, 1, 8, 8, 8]: value, pass 0
+// dice_ce (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_ce (live weights) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
 fn k28<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
@@ -2391,10 +2397,16 @@ variants!(k28, probe);
 
 // dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice_ce (all inputs) [4, 1, 64, 64]: value, pass 0
+// dice_ce (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_ce (live weights) (all inputs) [4, 1, 64, 64]: value, pass 0
 // dice_ce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // dice_ce (all inputs) [2, 3, 16, 16]: value, pass 0
+// dice_ce (live weights) (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_ce (live weights) (all inputs) [2, 3, 16, 16]: value, pass 0
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// dice_ce (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_ce (live weights) (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
 fn k29<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
@@ -2501,8 +2513,11 @@ fn k29<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 variants!(k29, probe);
 
 // dice_ce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// dice_ce (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_ce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// dice_ce (live weights) (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_ce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+// dice_ce (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
 fn k30<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
@@ -2581,11 +2596,83 @@ fn k30<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 }
 variants!(k30, probe);
 
-// dice_focal [4, 1, 64, 64]: value and gradient, pass 0
-// dice_focal [2, 3, 16, 16]: value and gradient, pass 0
-// dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_ce (live weights) [4, 1, 64, 64]: value and gradient, pass 1
+// dice_ce (live weights) [2, 3, 16, 16]: value and gradient, pass 1
+// dice_ce (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
 fn k31<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+            }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r6, r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r7, r6);
+            o0[j] = r5;
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r4 = f[0];
+            let r5 = f[1];
+            let r6 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r5, r6, r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r7, r6);
+            o0[j] = r5;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+            }
+        }
+    }
+    io.finish(0, y0);
+    if PROBE {
+        io.probe(&nan);
+    }
+}
+variants!(k31, probe);
+
+// dice_focal [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal (live weights) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal (live weights) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_focal (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k32<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2681,13 +2768,16 @@ fn k31<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k31, probe);
+variants!(k32, probe);
 
 // dice_focal [4, 1, 64, 64]: value and gradient, pass 1
+// dice_focal (live weights) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal [2, 3, 16, 16]: value and gradient, pass 1
+// dice_focal (live weights) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
+// dice_focal (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k32<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2783,13 +2873,16 @@ fn k32<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k32, probe);
+variants!(k33, probe);
 
 // dice_focal [4, 1, 64, 64]: value, pass 0
+// dice_focal (live weights) [4, 1, 64, 64]: value, pass 0
 // dice_focal [2, 3, 16, 16]: value, pass 0
+// dice_focal (live weights) [2, 3, 16, 16]: value, pass 0
 // dice_focal [2, 1, 8, 8, 8]: value, pass 0
+// dice_focal (live weights) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2885,13 +2978,16 @@ fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k33, probe);
+variants!(k34, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal (live weights) (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k35<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3006,13 +3102,16 @@ fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k34, probe);
+variants!(k35, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// dice_focal (live weights) (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+// dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k35<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3112,13 +3211,16 @@ fn k35<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k35, probe);
+variants!(k36, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value, pass 0
+// dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value, pass 0
 // dice_focal (all inputs) [2, 3, 16, 16]: value, pass 0
+// dice_focal (live weights) (all inputs) [2, 3, 16, 16]: value, pass 0
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3233,7 +3335,7 @@ fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k36, probe);
+variants!(k37, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log [4, 1, 64, 64]: value, pass 0
@@ -3242,7 +3344,7 @@ variants!(k36, probe);
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3354,13 +3456,13 @@ fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k37, probe);
+variants!(k38, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3472,13 +3574,13 @@ fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k38, probe);
+variants!(k39, probe);
 
 // exp_log [4, 1, 64, 64]: value, pass 1
 // exp_log [2, 3, 16, 16]: value, pass 1
 // exp_log [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3546,7 +3648,7 @@ fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k39, probe);
+variants!(k40, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -3555,7 +3657,7 @@ variants!(k39, probe);
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3678,13 +3780,13 @@ fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k40, probe);
+variants!(k41, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3803,13 +3905,13 @@ fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k41, probe);
+variants!(k42, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 1
 #[inline(always)]
-fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k43<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3882,13 +3984,13 @@ fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k42, probe);
+variants!(k43, probe);
 
 // focal [4, 1, 64, 64]: value and gradient, pass 0
 // focal [2, 3, 16, 16]: value and gradient, pass 0
 // focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k43<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k44<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3990,13 +4092,13 @@ fn k43<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k43, probe);
+variants!(k44, probe);
 
 // focal [4, 1, 64, 64]: value, pass 0
 // focal [2, 3, 16, 16]: value, pass 0
 // focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k44<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k45<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4068,13 +4170,13 @@ fn k44<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k44, probe);
+variants!(k45, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k45<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k46<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4159,13 +4261,13 @@ fn k45<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k45, probe);
+variants!(k46, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k46<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4257,13 +4359,13 @@ fn k46<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k46, probe);
+variants!(k47, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4348,7 +4450,7 @@ fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k47, probe);
+variants!(k48, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 0
 // mcc [4, 1, 64, 64]: value, pass 0
@@ -4357,7 +4459,7 @@ variants!(k47, probe);
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4441,13 +4543,13 @@ fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k48, probe);
+variants!(k49, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 1
 // mcc [2, 3, 16, 16]: value and gradient, pass 1
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4509,7 +4611,7 @@ fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k49, probe);
+variants!(k50, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // mcc (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4518,7 +4620,7 @@ variants!(k49, probe);
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4611,13 +4713,13 @@ fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k50, probe);
+variants!(k51, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // mcc (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4686,7 +4788,7 @@ fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k51, probe);
+variants!(k52, probe);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity [4, 1, 64, 64]: value, pass 0
@@ -4695,7 +4797,7 @@ variants!(k51, probe);
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k53<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4773,13 +4875,13 @@ fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k52, probe);
+variants!(k53, probe);
 
 // sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k53<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4845,7 +4947,7 @@ fn k53<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k53, probe);
+variants!(k54, probe);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4854,7 +4956,7 @@ variants!(k53, probe);
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k55<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -4936,13 +5038,13 @@ fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k54, probe);
+variants!(k55, probe);
 
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k55<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k56<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5008,13 +5110,13 @@ fn k55<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k55, probe);
+variants!(k56, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k56<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5125,13 +5227,13 @@ fn k56<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k56, probe);
+variants!(k57, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5236,13 +5338,13 @@ fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k57, probe);
+variants!(k58, probe);
 
 // unified_focal [4, 1, 64, 64]: value, pass 0
 // unified_focal [2, 3, 16, 16]: value, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5353,13 +5455,13 @@ fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k58, probe);
+variants!(k59, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5497,13 +5599,13 @@ fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k59, probe);
+variants!(k60, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5618,13 +5720,13 @@ fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k60, probe);
+variants!(k61, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5760,13 +5862,13 @@ fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k61, probe);
+variants!(k62, probe);
 
 // weighted_bce [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce [2, 3, 16, 16]: value and gradient, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5844,13 +5946,13 @@ fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k62, probe);
+variants!(k63, probe);
 
 // weighted_bce [4, 1, 64, 64]: value, pass 0
 // weighted_bce [2, 3, 16, 16]: value, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5906,13 +6008,13 @@ fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k63, probe);
+variants!(k64, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k65<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5983,13 +6085,13 @@ fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k64, probe);
+variants!(k65, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k65<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -6053,13 +6155,13 @@ fn k65<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k65, probe);
+variants!(k66, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value, pass 0
 // weighted_bce (all inputs) [2, 3, 16, 16]: value, pass 0
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k67<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -6128,7 +6230,7 @@ fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k66, probe);
+variants!(k67, probe);
 
 /// The kernel for a pass key.
 pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
@@ -6164,42 +6266,43 @@ pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
         "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i1 r0 i1;MMul r1 i0 i1 i0;MSub r4 r2 r1 r2;R0 r3;R1 r0;R2 i1;R3 r4" => [k28::base, k28::avx2, k28::avx512],
         "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i2 r0 i2;MMul r0 i1 r3 i1;MMul r1 i1 i2 i1;MMul r4 i0 i1 i0;MSub r5 r2 r4 r2;MMul r4 i2 r5 i2;R0 r0;R1 r3;R2 r1;R3 i2;R4 r4" => [k29::base, k29::avx2, k29::avx512],
         "p3;FSig i0 [3, 4, 0, 0, 0, 0];MMul r5 i2 r0 i2;MNeg r6 r5 r5 r5;MMul r7 r3 r5 r3;MMulAdd r5 i1 r6 r7;MMulSub r7 i1 r1 r2;MMul r6 i2 r7 i2;MMul r7 r3 r4 r3;MMulAdd r4 r6 r7 r5;S0 r4" => [k30::base, k30::avx2, k30::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 i1 r0 i1;MMul3 r9 r4 r4 r8;MSub r4 r1 i1 r1;MMul r8 r2 r4 r2;MMul3 r4 r3 r3 r8;MMul r8 r4 r5 r4;MMulAdd r5 r9 r6 r8;R0 r7;R1 r3;R2 i1;R3 r5" => [k31::base, k31::avx2, k31::avx512],
-        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r9 r10 r9;MMul3 r18 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r18 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;S0 r15" => [k32::base, k32::avx2, k32::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k33::base, k33::avx2, k33::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 i1 r0 i1;MMul3 r11 r4 r4 r10;MSub r4 r1 i1 r1;MMul r10 r2 r4 r2;MMul3 r4 r3 r3 r10;MMul r10 r4 r5 r4;MMulAdd r5 r11 r6 r10;MMul r10 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r10" => [k34::base, k34::avx2, k34::avx512],
-        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 i2 r3 i2;MMul r17 r8 r9 r8;MMul3 r18 r15 r10 r17;MMulAdd r10 r4 r18 r14;MMul3 r18 r12 r11 r17;MMulSub r11 r5 r18 r13;MMul r18 r9 r11 r9;MMulAdd r11 r8 r10 r18;MMulSub r18 i1 r6 r7;MMul3 r10 i2 r18 r17;MMulAdd r18 r16 r11 r10;S0 r18" => [k35::base, k35::avx2, k35::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k36::base, k36::avx2, k36::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k37::base, k37::avx2, k37::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul r18 r16 r13 r16;MPow r13 r15 r5 r15;MMul3 r15 r16 r6 r13;MGe r13 r17 r3 r17;MWhere r17 r13 r15 r7;MMul r13 r11 r12 r11;MMul r12 i1 r8 i1;MMulAdd r15 r14 r9 r12;MAdd r12 r10 r15 r10;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 r13 r12 r11;R0 r18;S0 r15" => [k38::base, k38::avx2, k38::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul r7 r5 r8 r5;R0 r7" => [k39::base, k39::avx2, k39::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k40::base, k40::avx2, k40::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul3 r18 r16 r13 i2;MPow r13 r15 r5 r15;MMul r15 i2 r6 i2;MMul3 r19 r16 r15 r13;MGe r15 r17 r3 r17;MWhere r17 r15 r19 r7;MMul r15 i1 r8 i1;MMulAdd r19 r14 r9 r15;MAdd r15 r10 r19 r10;MMul3 r19 r11 r12 r15;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 i2 r19 r11;R0 r18;S0 r15" => [k41::base, k41::avx2, k41::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul3 r7 r5 r8 i2;R0 r7" => [k42::base, k42::avx2, k42::avx512],
-        "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k43::base, k43::avx2, k43::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k44::base, k44::avx2, k44::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k45::base, k45::avx2, k45::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k46::base, k46::avx2, k46::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k47::base, k47::avx2, k47::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k48::base, k48::avx2, k48::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k49::base, k49::avx2, k49::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k50::base, k50::avx2, k50::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k51::base, k51::avx2, k51::avx512],
-        "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k52::base, k52::avx2, k52::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k53::base, k53::avx2, k53::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k54::base, k54::avx2, k54::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k55::base, k55::avx2, k55::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MSub r11 r0 i1 r0;MMul r12 i1 r7 i1;MMax r13 r6 r1 r6;MPow r14 r13 r2 r13;MMul3 r13 r3 r14 r11;MMul3 r14 i1 r9 r4;MMulAdd r9 r13 r8 r14;MDiv r14 r9 r5 r9;R0 r10;R1 r6;R2 r12;R3 r7;R4 r14" => [k56::base, k56::avx2, k56::avx512],
-        "p12;FSigSoftplus i0 [12, 13, 14, 15, 0, 0];MSub r15 r0 i1 r0;MMul r16 i1 r13 i1;MMax r17 r12 r1 r12;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r15;MPow r18 r17 r4 r17;MMul r17 r15 r5 r15;MMul3 r20 r14 r17 r18;MGe r17 r12 r1 r12;MWhere r18 r17 r20 r6;MMul r17 r12 r13 r12;MMul r13 i1 r7 i1;MMulAdd r20 r15 r8 r13;MAdd r13 r18 r20 r18;MSub r20 r13 r9 r13;MMul r13 r12 r19 r12;MMul r19 r16 r10 r16;MMulAdd r16 r11 r13 r19;MMulAdd r19 r17 r20 r16;S0 r19" => [k57::base, k57::avx2, k57::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k58::base, k58::avx2, k58::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MSub r12 r0 i1 r0;MMul r13 i2 r7 i2;MMul r7 i1 r13 i1;MMax r14 r6 r1 r6;MPow r6 r14 r2 r14;MMul3 r14 r3 r6 r12;MMul r6 r4 i1 r4;MMul r12 r6 r9 r6;MMulAdd r9 r14 r8 r12;MDiv r12 r9 r5 r9;MMul r9 i2 r12 i2;R0 r11;R1 r10;R2 r7;R3 r13;R4 i2;R5 r9;R6 i2" => [k59::base, k59::avx2, k59::avx512],
-        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r16 r0 i1 r0;MMax r17 r13 r1 r13;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r16;MMul r18 r4 i1 r4;MMul r20 i2 r5 i2;MDiv r21 r20 r6 r20;MPow r20 r17 r7 r17;MMul3 r17 r16 r8 r15;MMul3 r15 r21 r17 r20;MGe r17 r13 r1 r13;MWhere r20 r17 r15 r9;MMul r17 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r22 r16 r11 r15;MSub r15 r22 r12 r22;MMulAdd r22 i2 r15 r20;MMul r15 r14 r18 r14;MMulSub r18 r13 r19 r15;MMul r15 r21 r18 r21;MMulAdd r18 r17 r22 r15;S0 r18" => [k60::base, k60::avx2, k60::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k61::base, k61::avx2, k61::avx512],
-        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul3 r9 i0 i1 r2;MMulAdd r7 r5 r8 r9;MMul3 r9 r5 r6 r3;MMulAdd r6 i1 r4 r9;R0 r7;S0 r6" => [k62::base, k62::avx2, k62::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;R0 r6" => [k63::base, k63::avx2, k63::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul r5 r2 i1 r2;MMul r6 i0 r5 i0;MMulSub r5 r3 r4 r6;MMul r6 i2 r5 i2;R0 r6;R1 i2" => [k64::base, k64::avx2, k64::avx512],
-        "p4;MMulAdd r4 i1 r0 r1;MMul r5 r2 i1 r2;MSigmoid r6 i0 i0 i0;MMulSub r7 r4 r6 r5;MMul3 r6 i2 r3 r7;S0 r6" => [k65::base, k65::avx2, k65::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5;R1 i2" => [k66::base, k66::avx2, k66::avx512],
+        "p4;FSig i0 [4, 5, 0, 0, 0, 0];MMulSub r6 i1 r0 r1;MMulAdd r7 r5 r6 r2;MMul r6 i1 r3 i1;MMulAdd r5 r4 r7 r6;S0 r5" => [k31::base, k31::avx2, k31::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 i1 r0 i1;MMul3 r9 r4 r4 r8;MSub r4 r1 i1 r1;MMul r8 r2 r4 r2;MMul3 r4 r3 r3 r8;MMul r8 r4 r5 r4;MMulAdd r5 r9 r6 r8;R0 r7;R1 r3;R2 i1;R3 r5" => [k32::base, k32::avx2, k32::avx512],
+        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r9 r10 r9;MMul3 r18 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r18 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;S0 r15" => [k33::base, k33::avx2, k33::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k34::base, k34::avx2, k34::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 i1 r0 i1;MMul3 r11 r4 r4 r10;MSub r4 r1 i1 r1;MMul r10 r2 r4 r2;MMul3 r4 r3 r3 r10;MMul r10 r4 r5 r4;MMulAdd r5 r11 r6 r10;MMul r10 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r10" => [k35::base, k35::avx2, k35::avx512],
+        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 i2 r3 i2;MMul r17 r8 r9 r8;MMul3 r18 r15 r10 r17;MMulAdd r10 r4 r18 r14;MMul3 r18 r12 r11 r17;MMulSub r11 r5 r18 r13;MMul r18 r9 r11 r9;MMulAdd r11 r8 r10 r18;MMulSub r18 i1 r6 r7;MMul3 r10 i2 r18 r17;MMulAdd r18 r16 r11 r10;S0 r18" => [k36::base, k36::avx2, k36::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k37::base, k37::avx2, k37::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k38::base, k38::avx2, k38::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul r18 r16 r13 r16;MPow r13 r15 r5 r15;MMul3 r15 r16 r6 r13;MGe r13 r17 r3 r17;MWhere r17 r13 r15 r7;MMul r13 r11 r12 r11;MMul r12 i1 r8 i1;MMulAdd r15 r14 r9 r12;MAdd r12 r10 r15 r10;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 r13 r12 r11;R0 r18;S0 r15" => [k39::base, k39::avx2, k39::avx512],
+        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul r7 r5 r8 r5;R0 r7" => [k40::base, k40::avx2, k40::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k41::base, k41::avx2, k41::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul3 r18 r16 r13 i2;MPow r13 r15 r5 r15;MMul r15 i2 r6 i2;MMul3 r19 r16 r15 r13;MGe r15 r17 r3 r17;MWhere r17 r15 r19 r7;MMul r15 i1 r8 i1;MMulAdd r19 r14 r9 r15;MAdd r15 r10 r19 r10;MMul3 r19 r11 r12 r15;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 i2 r19 r11;R0 r18;S0 r15" => [k42::base, k42::avx2, k42::avx512],
+        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul3 r7 r5 r8 i2;R0 r7" => [k43::base, k43::avx2, k43::avx512],
+        "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k44::base, k44::avx2, k44::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k45::base, k45::avx2, k45::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k46::base, k46::avx2, k46::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k47::base, k47::avx2, k47::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k48::base, k48::avx2, k48::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k49::base, k49::avx2, k49::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k50::base, k50::avx2, k50::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k51::base, k51::avx2, k51::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k52::base, k52::avx2, k52::avx512],
+        "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k53::base, k53::avx2, k53::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k54::base, k54::avx2, k54::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k55::base, k55::avx2, k55::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k56::base, k56::avx2, k56::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MSub r11 r0 i1 r0;MMul r12 i1 r7 i1;MMax r13 r6 r1 r6;MPow r14 r13 r2 r13;MMul3 r13 r3 r14 r11;MMul3 r14 i1 r9 r4;MMulAdd r9 r13 r8 r14;MDiv r14 r9 r5 r9;R0 r10;R1 r6;R2 r12;R3 r7;R4 r14" => [k57::base, k57::avx2, k57::avx512],
+        "p12;FSigSoftplus i0 [12, 13, 14, 15, 0, 0];MSub r15 r0 i1 r0;MMul r16 i1 r13 i1;MMax r17 r12 r1 r12;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r15;MPow r18 r17 r4 r17;MMul r17 r15 r5 r15;MMul3 r20 r14 r17 r18;MGe r17 r12 r1 r12;MWhere r18 r17 r20 r6;MMul r17 r12 r13 r12;MMul r13 i1 r7 i1;MMulAdd r20 r15 r8 r13;MAdd r13 r18 r20 r18;MSub r20 r13 r9 r13;MMul r13 r12 r19 r12;MMul r19 r16 r10 r16;MMulAdd r16 r11 r13 r19;MMulAdd r19 r17 r20 r16;S0 r19" => [k58::base, k58::avx2, k58::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k59::base, k59::avx2, k59::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MSub r12 r0 i1 r0;MMul r13 i2 r7 i2;MMul r7 i1 r13 i1;MMax r14 r6 r1 r6;MPow r6 r14 r2 r14;MMul3 r14 r3 r6 r12;MMul r6 r4 i1 r4;MMul r12 r6 r9 r6;MMulAdd r9 r14 r8 r12;MDiv r12 r9 r5 r9;MMul r9 i2 r12 i2;R0 r11;R1 r10;R2 r7;R3 r13;R4 i2;R5 r9;R6 i2" => [k60::base, k60::avx2, k60::avx512],
+        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r16 r0 i1 r0;MMax r17 r13 r1 r13;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r16;MMul r18 r4 i1 r4;MMul r20 i2 r5 i2;MDiv r21 r20 r6 r20;MPow r20 r17 r7 r17;MMul3 r17 r16 r8 r15;MMul3 r15 r21 r17 r20;MGe r17 r13 r1 r13;MWhere r20 r17 r15 r9;MMul r17 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r22 r16 r11 r15;MSub r15 r22 r12 r22;MMulAdd r22 i2 r15 r20;MMul r15 r14 r18 r14;MMulSub r18 r13 r19 r15;MMul r15 r21 r18 r21;MMulAdd r18 r17 r22 r15;S0 r18" => [k61::base, k61::avx2, k61::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k62::base, k62::avx2, k62::avx512],
+        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul3 r9 i0 i1 r2;MMulAdd r7 r5 r8 r9;MMul3 r9 r5 r6 r3;MMulAdd r6 i1 r4 r9;R0 r7;S0 r6" => [k63::base, k63::avx2, k63::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;R0 r6" => [k64::base, k64::avx2, k64::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul r5 r2 i1 r2;MMul r6 i0 r5 i0;MMulSub r5 r3 r4 r6;MMul r6 i2 r5 i2;R0 r6;R1 i2" => [k65::base, k65::avx2, k65::avx512],
+        "p4;MMulAdd r4 i1 r0 r1;MMul r5 r2 i1 r2;MSigmoid r6 i0 i0 i0;MMulSub r7 r4 r6 r5;MMul3 r6 i2 r3 r7;S0 r6" => [k66::base, k66::avx2, k66::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5;R1 i2" => [k67::base, k67::avx2, k67::avx512],
         _ => return None,
     })
 }

@@ -36,23 +36,41 @@ fn input_shapes(loss: &Loss, shape: &[usize], all: bool) -> Option<Vec<(String, 
     Some(inputs)
 }
 
-/// Every standard loss with default parameters at `shape`: required inputs only, then all.
+/// Every standard loss with default parameters at `shape`: required inputs only, then all;
+/// and a loss with term weights (`lambda_*` parameters) again with them live (`Loss::live`: a
+/// weight schedule keeps native kernels).
 fn plans(shape: &[usize], kind: ExecutorKind) -> Vec<(String, Plan<f32>)> {
     let lib = Library::standard();
     let mut out = Vec::new();
     for name in lib.names() {
         let loss = lib.get(name).expect("standard loss");
-        for all in [false, true] {
-            let Some(inputs) = input_shapes(&loss, shape, all) else {
-                continue;
-            };
-            let shapes: Vec<(&str, &[usize])> = inputs
-                .iter()
-                .map(|(n, d)| (n.as_str(), d.as_slice()))
-                .collect();
-            if let Ok(plan) = loss.compile_with::<f32>(&shapes, kind) {
-                let what = if all { " (all inputs)" } else { "" };
-                out.push((format!("{name}{what}"), plan));
+        let weights: Vec<&str> = loss
+            .params()
+            .iter()
+            .map(|p| p.name.as_str())
+            .filter(|n| n.starts_with("lambda_"))
+            .collect();
+        let mut variants = vec![(String::new(), loss.clone())];
+        if !weights.is_empty() {
+            let live = loss
+                .clone()
+                .live(&weights)
+                .expect("term weights can be live");
+            variants.push((" (live weights)".to_string(), live));
+        }
+        for (how, loss) in &variants {
+            for all in [false, true] {
+                let Some(inputs) = input_shapes(loss, shape, all) else {
+                    continue;
+                };
+                let shapes: Vec<(&str, &[usize])> = inputs
+                    .iter()
+                    .map(|(n, d)| (n.as_str(), d.as_slice()))
+                    .collect();
+                if let Ok(plan) = loss.compile_with::<f32>(&shapes, kind) {
+                    let what = if all { " (all inputs)" } else { "" };
+                    out.push((format!("{name}{how}{what}"), plan));
+                }
             }
         }
     }
