@@ -191,6 +191,103 @@ impl CandleLoss {
     }
 }
 
+/// Deep supervision with candle tensors (`losslang::DeepSupervision`): one loss at several
+/// decoder depths, each output at its own spatial size, against one target resized per depth
+/// (nearest for class labels, average pooling for soft maps), weighted as MONAI's
+/// `DeepSupervisionLoss` (`exp`, `same`, `two`, or given weights).
+pub struct CandleDeepLoss {
+    inner: losslang::DeepSupervision,
+    diff: String,
+}
+
+impl CandleDeepLoss {
+    /// `loss` (one differentiable input) at every depth with `weights`.
+    pub fn new(loss: Loss, weights: losslang::DeepWeights) -> Result<CandleDeepLoss> {
+        let diff = TrainingLoss::new(loss.clone())?.diff_input().to_string();
+        Ok(CandleDeepLoss {
+            inner: losslang::DeepSupervision::new(loss, weights)?,
+            diff,
+        })
+    }
+
+    /// A loss of the standard library by name at every depth with `weights`.
+    pub fn standard(name: &str, weights: losslang::DeepWeights) -> Result<CandleDeepLoss> {
+        CandleDeepLoss::new(losslang::Library::standard().get(name)?, weights)
+    }
+
+    /// The same with another way of resizing the target (`losslang::Resize`).
+    pub fn resize(self, resize: losslang::Resize) -> CandleDeepLoss {
+        CandleDeepLoss {
+            inner: self.inner.resize(resize),
+            diff: self.diff,
+        }
+    }
+
+    /// The weighted total over `outputs` (depth 0, at the target's size, first; f32 or f64,
+    /// one dtype) against `target`: a scalar tensor whose backward gives each output its
+    /// depth's gradient times its weight, and the per-depth values and weights to log.
+    pub fn forward(
+        &self,
+        outputs: &[&Tensor],
+        target: &Tensor,
+    ) -> Result<(Tensor, losslang::DeepValue)> {
+        match outputs.first().map(|o| o.dtype()) {
+            Some(DType::F32) => self.run::<f32>(outputs, target),
+            Some(DType::F64) => self.run::<f64>(outputs, target),
+            d => Err(Error::Input {
+                input: self.diff.clone(),
+                detail: format!(
+                    "dtype {d:?}: deep supervision takes one or more f32 or f64 outputs"
+                ),
+            }),
+        }
+    }
+
+    fn run<T: Real + 'static + candle_core::WithDType>(
+        &self,
+        outputs: &[&Tensor],
+        target: &Tensor,
+    ) -> Result<(Tensor, losslang::DeepValue)> {
+        let outs: Vec<ArrayD<T>> = outputs
+            .iter()
+            .enumerate()
+            .map(|(l, o)| host_data::<T>(&format!("outputs[{l}]"), o, T::DTYPE))
+            .collect::<Result<_>>()?;
+        let y = host_data::<T>("target", target, T::DTYPE)?;
+        let mut grads: Vec<ArrayD<T>> = outs
+            .iter()
+            .map(|o| ArrayD::from_elem(o.raw_dim(), T::default()))
+            .collect();
+        let r = {
+            let views: Vec<ArrayViewD<T>> = outs.iter().map(|o| o.view()).collect();
+            let mut gviews: Vec<ArrayViewMutD<T>> =
+                grads.iter_mut().map(|g| g.view_mut()).collect();
+            self.inner
+                .value_and_grads_into(&views, y.view(), &mut gviews)?
+        };
+        let mut total: Option<Tensor> = None;
+        for (l, (o, g)) in outputs.iter().zip(grads).enumerate() {
+            let op = LossOp {
+                value: r.weights[l] * r.values[l],
+                grad: Mutex::new(Some(Tensor::from_vec(
+                    g.into_raw_vec_and_offset().0,
+                    o.dims(),
+                    o.device(),
+                )?)),
+            };
+            let part = o.apply_op1(op)?;
+            total = Some(match total {
+                Some(t) => (t + part)?,
+                None => part,
+            });
+        }
+        Ok((
+            total.expect("at least one output (checked by the engine)"),
+            r,
+        ))
+    }
+}
+
 /// A tensor's elements as a row-major array of `T` on the host (class indices and masks of
 /// other dtypes converted exactly for the values they hold).
 fn host_data<T: Real + candle_core::WithDType>(

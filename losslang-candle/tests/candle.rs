@@ -303,3 +303,45 @@ fn f16_and_bf16_logits_give_the_f32_loss_and_a_gradient_of_their_dtype() {
         );
     }
 }
+
+#[test]
+fn deep_supervision_equals_candles_own_weighted_sum_over_depths() {
+    use losslang_candle::CandleDeepLoss;
+    let z0 = Var::from_tensor(&tensor(&[2, 1, 8, 8], 41)).unwrap();
+    let z1 = Var::from_tensor(&tensor(&[2, 1, 4, 4], 42)).unwrap();
+    let y: Vec<f64> = values(128, 43)
+        .iter()
+        .map(|&v| f64::from(v > 0.5))
+        .collect();
+    let y = Tensor::from_vec(y, (2, 1, 8, 8), &DEV).unwrap();
+    let dice = losslang::Library::standard()
+        .get("dice")
+        .unwrap()
+        .set("reduction", "image")
+        .unwrap();
+    // MONAI's `exp` weights, 1 and 0.5; the soft target of depth 1 by candle's 2 × 2 pooling.
+    let deep = CandleDeepLoss::new(dice, losslang::DeepWeights::Exp)
+        .unwrap()
+        .resize(losslang::Resize::AvgPool);
+    let (ours, r) = deep.forward(&[z0.as_tensor(), z1.as_tensor()], &y).unwrap();
+    assert_eq!(r.weights, [1.0, 0.5]);
+    let g = ours.backward().unwrap();
+    let y1 = y.avg_pool2d(2).unwrap();
+    let theirs = (candle_dice(z0.as_tensor(), &y).unwrap()
+        + (candle_dice(z1.as_tensor(), &y1).unwrap() * 0.5).unwrap())
+    .unwrap();
+    let h = theirs.backward().unwrap();
+    for z in [&z0, &z1] {
+        let d = max_abs_diff(g.get(z.as_tensor()).unwrap(), h.get(z.as_tensor()).unwrap());
+        assert!(d <= 1e-12, "gradient off by {d:e}");
+    }
+    let (v, t) = (
+        ours.to_scalar::<f64>().unwrap(),
+        theirs.to_scalar::<f64>().unwrap(),
+    );
+    assert!(
+        (v - t).abs() <= 1e-12 && (r.total - t).abs() <= 1e-12,
+        "{v} {} vs {t}",
+        r.total
+    );
+}
