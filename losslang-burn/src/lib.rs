@@ -208,16 +208,13 @@ impl BurnLoss {
 /// `DeepSupervisionLoss` (`exp`, `same`, `two`, or given weights).
 pub struct BurnDeepLoss {
     inner: losslang::DeepSupervision,
-    diff: String,
 }
 
 impl BurnDeepLoss {
     /// `loss` (one differentiable input) at every depth with `weights`.
     pub fn new(loss: Loss, weights: losslang::DeepWeights) -> Result<BurnDeepLoss> {
-        let diff = TrainingLoss::new(loss.clone())?.diff_input().to_string();
         Ok(BurnDeepLoss {
             inner: losslang::DeepSupervision::new(loss, weights)?,
-            diff,
         })
     }
 
@@ -230,7 +227,6 @@ impl BurnDeepLoss {
     pub fn resize(self, resize: losslang::Resize) -> BurnDeepLoss {
         BurnDeepLoss {
             inner: self.inner.resize(resize),
-            diff: self.diff,
         }
     }
 
@@ -248,7 +244,7 @@ impl BurnDeepLoss {
             Some(DType::F32) => self.run::<f32, D>(outputs, &target),
             Some(DType::F64) => self.run::<f64, D>(outputs, &target),
             d => Err(Error::Input {
-                input: self.diff.clone(),
+                input: self.inner.diff_input().to_string(),
                 detail: format!(
                     "dtype {d:?}: deep supervision takes one or more f32 or f64 outputs"
                 ),

@@ -197,16 +197,13 @@ impl CandleLoss {
 /// `DeepSupervisionLoss` (`exp`, `same`, `two`, or given weights).
 pub struct CandleDeepLoss {
     inner: losslang::DeepSupervision,
-    diff: String,
 }
 
 impl CandleDeepLoss {
     /// `loss` (one differentiable input) at every depth with `weights`.
     pub fn new(loss: Loss, weights: losslang::DeepWeights) -> Result<CandleDeepLoss> {
-        let diff = TrainingLoss::new(loss.clone())?.diff_input().to_string();
         Ok(CandleDeepLoss {
             inner: losslang::DeepSupervision::new(loss, weights)?,
-            diff,
         })
     }
 
@@ -219,7 +216,6 @@ impl CandleDeepLoss {
     pub fn resize(self, resize: losslang::Resize) -> CandleDeepLoss {
         CandleDeepLoss {
             inner: self.inner.resize(resize),
-            diff: self.diff,
         }
     }
 
@@ -235,7 +231,7 @@ impl CandleDeepLoss {
             Some(DType::F32) => self.run::<f32>(outputs, target),
             Some(DType::F64) => self.run::<f64>(outputs, target),
             d => Err(Error::Input {
-                input: self.diff.clone(),
+                input: self.inner.diff_input().to_string(),
                 detail: format!(
                     "dtype {d:?}: deep supervision takes one or more f32 or f64 outputs"
                 ),

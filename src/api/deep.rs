@@ -85,6 +85,9 @@ pub struct DeepValue {
 /// A loss applied at several decoder depths against one target.
 pub struct DeepSupervision {
     loss: Loss,
+    /// The loss's differentiable input and its target (as [`TrainingLoss`] names them).
+    diff: String,
+    target: Option<String>,
     weights: DeepWeights,
     resize: Resize,
     /// One training loss per depth (each with its own plans), made on first use.
@@ -95,13 +98,20 @@ impl DeepSupervision {
     /// `loss` (one differentiable input, else [`Error::DiffInputs`]) at every depth, weighted
     /// by `weights`, the target resized by [`Resize::Auto`].
     pub fn new(loss: Loss, weights: DeepWeights) -> Result<DeepSupervision> {
-        TrainingLoss::new(loss.clone())?;
+        let tl = TrainingLoss::new(loss.clone())?;
         Ok(DeepSupervision {
+            diff: tl.diff_input().to_string(),
+            target: tl.target_input().map(str::to_string),
             loss,
             weights,
             resize: Resize::Auto,
             depths: Default::default(),
         })
+    }
+
+    /// The differentiable input's name (the logits of every depth).
+    pub fn diff_input(&self) -> &str {
+        &self.diff
     }
 
     /// The same with another way of resizing the target.
@@ -190,15 +200,15 @@ impl DeepSupervision {
             (Resize::Auto, true) | (Resize::Nearest, _) => Resize::Nearest,
             _ => Resize::AvgPool,
         };
-        let sig = self.loss.signature();
-        let diff = sig.inputs.iter().find(|i| i.diff).map(|i| i.name.clone());
-        let tname = sig.inputs.iter().find(|i| !i.diff).map(|i| i.name.clone());
-        let (Some(diff), Some(tname)) = (diff, tname) else {
+        let Some(tname) = &self.target else {
             return Err(shape_error(
                 "target",
                 "a loss with a target input",
                 target.shape(),
-                &format!("`{}` has no input besides the differentiable one", sig.name),
+                &format!(
+                    "`{}` has no input besides the differentiable one",
+                    self.loss.name()
+                ),
             ));
         };
         let mut depths = self.depths.lock().unwrap_or_else(|p| p.into_inner());
@@ -217,7 +227,7 @@ impl DeepSupervision {
                 resized.view()
             };
             let v = depths[l].value_and_grad_into(
-                &[(diff.as_str(), o.view()), (tname.as_str(), t)],
+                &[(self.diff.as_str(), o.view()), (tname.as_str(), t)],
                 g.view_mut(),
             )?;
             let w = weights[l];

@@ -446,21 +446,15 @@ impl Loss {
                 } else {
                     format!(" (it is passed to parameter `{param}` of `{loss}`)")
                 };
-                return Err(Error::ParamValue {
-                    name: name.to_string(),
-                    loss: self.sig.name.clone(),
-                    expected: format!("takes values in [{}, {}]{whose}", r.lo, r.hi),
-                    got: value.to_string(),
-                });
+                return Err(self.param_error(
+                    name,
+                    format!("takes values in [{}, {}]{whose}", r.lo, r.hi),
+                    value.to_string(),
+                ));
             }
         }
         if !value.is_finite() {
-            return Err(Error::ParamValue {
-                name: name.to_string(),
-                loss: self.sig.name.clone(),
-                expected: "must be finite".into(),
-                got: value.to_string(),
-            });
+            return Err(self.param_error(name, "must be finite".into(), value.to_string()));
         }
         Ok(k)
     }
