@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+#[cfg(feature = "burn")]
+mod via_burn;
 use losslang::internals::Rng;
 use losslang::ndarray::{ArrayD, IxDyn};
 use losslang::Real;
@@ -25,6 +28,10 @@ enum CliError {
     /// A malformed `--inputs` JSON file.
     #[error("{0}")]
     Json(String),
+    /// A framework adapter's error (`bench --via burn`).
+    #[cfg_attr(not(feature = "burn"), allow(dead_code))]
+    #[error("{0}")]
+    Adapter(String),
 }
 
 /// The instruction-set cap of the `LOSSLANG_ISA` environment variable (`avx512`, `avx2`,
@@ -81,6 +88,17 @@ struct Cli {
 enum Dtype {
     F32,
     F64,
+}
+
+/// What `bench` times.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Via {
+    /// The plan alone, on host buffers.
+    Plan,
+    /// One training step's loss call through losslang-burn (burn's Flex backend under
+    /// autodiff: the loss and its backward to the logits), beside the same loss in burn ops
+    /// where one is written (bce, dice, softmax_ce). Needs `lossc` built with `--features burn`.
+    Burn,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -170,6 +188,9 @@ enum Cmd {
         /// `Loss::live`), e.g. `--live lambda_dice,lambda_ce`.
         #[arg(long, value_delimiter = ',', value_name = "NAME")]
         live: Vec<String>,
+        /// What to time: the plan, or a training step through a framework adapter.
+        #[arg(long, value_enum, default_value = "plan")]
+        via: Via,
     },
     /// List the standard library's losses with their inputs and parameters.
     List,
@@ -235,8 +256,9 @@ fn main() -> ExitCode {
             iters,
             set,
             live,
+            via,
         } => files.iter().try_fold(ExitCode::SUCCESS, |_, file| {
-            bench(file, &shape, dtype, threads, iters, &set, &live)
+            bench(file, &shape, dtype, threads, iters, &set, &live, via)
         }),
         Cmd::List => list(),
         Cmd::Explain { code } => explain(code.as_deref()),
@@ -768,6 +790,7 @@ fn graph(
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
     file: &str,
     shape: &[usize],
@@ -776,6 +799,7 @@ fn bench(
     iters: usize,
     sets: &[String],
     live: &[String],
+    via: Via,
 ) -> Result<ExitCode, CliError> {
     let live: Vec<&str> = live.iter().map(|s| s.trim()).collect();
     let loss = apply_sets(load(file)?, sets)?.live(&live)?;
@@ -783,12 +807,27 @@ fn bench(
         .num_threads(threads.max(1))
         .build()
         .map_err(|e| CliError::Usage(format!("--threads {threads}: {e}")))?;
-    let out = pool.install(|| match dtype {
-        Dtype::F32 => run_bench::<f32>(&loss, shape, threads, iters),
-        Dtype::F64 => run_bench::<f64>(&loss, shape, threads, iters),
+    let out = pool.install(|| match (via, dtype) {
+        (Via::Plan, Dtype::F32) => run_bench::<f32>(&loss, shape, threads, iters),
+        (Via::Plan, Dtype::F64) => run_bench::<f64>(&loss, shape, threads, iters),
+        (Via::Burn, _) => via_burn(&loss, shape, dtype == Dtype::F64, iters),
     })?;
     println!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "burn")]
+fn via_burn(loss: &Loss, shape: &[usize], f64_: bool, iters: usize) -> Result<Value, CliError> {
+    let mut out = via_burn::bench(loss, shape, f64_, iters)?;
+    out["threads"] = json!(rayon::current_num_threads());
+    Ok(out)
+}
+
+#[cfg(not(feature = "burn"))]
+fn via_burn(_: &Loss, _: &[usize], _: bool, _: usize) -> Result<Value, CliError> {
+    Err(CliError::Usage(
+        "`--via burn` needs lossc built with the burn adapter: `cargo run --release -p lossc --features burn -- bench ...`".into(),
+    ))
 }
 
 fn run_bench<T: Real>(

@@ -743,3 +743,62 @@ fn eval_prints_a_composites_terms_beside_the_total() {
     assert!(close(&v["value"], 0.5 * dice + 2.0 * bce), "{v}");
     assert!(eval(&["dice"]).get("terms").is_none());
 }
+
+/// `bench --via burn`: a training step through the burn adapter beside the same loss in burn
+/// ops, the two values the same loss's (the adapter's and burn's arithmetic agree).
+#[cfg(feature = "burn")]
+#[test]
+fn bench_via_burn_times_the_adapter_beside_burn_ops() {
+    for (loss, shape) in [
+        ("losses/dice.loss", "2,1,16,16"),
+        ("losses/softmax_ce.loss", "2,3,8,8"),
+    ] {
+        let o = lossc(&[
+            "bench", loss, "--shape", shape, "--iters", "2", "--via", "burn",
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["via"], "burn", "{out}");
+        let (ours, theirs) = (
+            v["value"].as_f64().unwrap(),
+            v["burn_ops_value"].as_f64().unwrap(),
+        );
+        assert!(
+            (ours - theirs).abs() < 1e-5,
+            "{loss}: {ours} vs burn ops {theirs}"
+        );
+        assert_eq!(v["values_agree"], true, "{out}");
+        assert!(v["speedup"].as_f64().unwrap() > 0.0, "{out}");
+    }
+    // A loss without a burn-ops version is timed alone, and says so.
+    let o = lossc(&[
+        "bench",
+        "losses/tversky.loss",
+        "--shape",
+        "2,1,8,8",
+        "--iters",
+        "1",
+        "--via",
+        "burn",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("\"burn_ops\":\"none for this loss"), "{out}");
+}
+
+#[cfg(not(feature = "burn"))]
+#[test]
+fn bench_via_burn_without_the_feature_says_how_to_build_it() {
+    let o = lossc(&[
+        "bench",
+        "losses/dice.loss",
+        "--shape",
+        "2,1,8,8",
+        "--via",
+        "burn",
+    ]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("--features burn"), "{err}");
+}

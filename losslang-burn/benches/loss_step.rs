@@ -1,30 +1,16 @@
 //! One training step's loss call in burn (Flex backend under autodiff, f32): the loss of the
 //! model's logits and its backward down to the logits, through the adapter and as the same loss
-//! written in burn ops, same run. `cargo bench -p losslang-burn` (shape [8, 1, 256, 256] dice
-//! and [8, 4, 128, 128] softmax_ce; BENCHMARKS.md has the ratios).
+//! written in burn ops, same run. `cargo bench -p losslang-burn` (shape [8, 1, 256, 256] dice and
+//! bce, [8, 4, 128, 128] softmax_ce; BENCHMARKS.md has the ratios).
 
-use burn::tensor::{activation, DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion};
-use losslang_burn::BurnLoss;
+use losslang_burn::{burn_ops, BurnLoss};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n)
         .map(|k| ((k * 7919) % 1000) as f32 / 250.0 - 2.0)
         .collect()
-}
-
-/// Dice at the default `reduction = batch`: 1 - (2 Σ p y + 1) / (Σ p + Σ y + 1), p = sigmoid(z).
-fn burn_dice(z: Tensor<4>, y: Tensor<4>) -> Tensor<1> {
-    let p = activation::sigmoid(z);
-    let i = (p.clone() * y.clone()).sum();
-    let d = (i * 2.0 + 1.0) / (p.sum() + y.sum() + 1.0);
-    d.neg() + 1.0
-}
-
-/// Softmax cross-entropy against class indices: the mean of -log_softmax(z) at each label.
-fn burn_softmax_ce(z: Tensor<4>, labels: Tensor<3, Int>) -> Tensor<1> {
-    let ls = activation::log_softmax(z, 1);
-    ls.gather(1, labels.unsqueeze_dim(1)).mean().neg()
 }
 
 fn bench(c: &mut Criterion) {
@@ -47,7 +33,20 @@ fn bench(c: &mut Criterion) {
     group.bench_function("dice [8,1,256,256] burn ops", |b| {
         b.iter(|| {
             let z = z.clone().require_grad();
-            step(burn_dice(z.clone(), y.clone()), &z)
+            step(burn_ops::dice(z.clone(), y.clone()), &z)
+        })
+    });
+    let bce = BurnLoss::standard("bce").unwrap();
+    group.bench_function("bce [8,1,256,256] losslang-burn", |b| {
+        b.iter(|| {
+            let z = z.clone().require_grad();
+            step(bce.forward(z.clone(), y.clone()).unwrap(), &z)
+        })
+    });
+    group.bench_function("bce [8,1,256,256] burn ops", |b| {
+        b.iter(|| {
+            let z = z.clone().require_grad();
+            step(burn_ops::bce(z.clone(), y.clone()), &z)
         })
     });
 
@@ -66,7 +65,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("softmax_ce [8,4,128,128] burn ops", |b| {
         b.iter(|| {
             let z = z.clone().require_grad();
-            step(burn_softmax_ce(z.clone(), labels.clone()), &z)
+            step(
+                burn_ops::softmax_ce_labels(z.clone(), labels.clone().unsqueeze_dim(1)),
+                &z,
+            )
         })
     });
     group.finish();

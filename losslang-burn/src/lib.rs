@@ -30,7 +30,13 @@
 //! other device the same gradient reaches the logits through `sum(logits · g)` with its value
 //! replaced by the loss's (one product and one sum in burn ops).
 //!
-//! Never here: any loss arithmetic — every number comes from the losslang plan.
+//! Never here: any loss arithmetic — every number comes from the losslang plan (the comparison
+//! losses written in burn ops live apart, in [`burn_ops`]).
+
+pub mod burn_ops;
+
+/// The burn this crate is built against (its tensors are what the adapter takes).
+pub use burn;
 
 use burn::tensor::{DType, Tensor, TensorData};
 use losslang::ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
@@ -54,16 +60,37 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Any burn tensor passed as one of a loss's other inputs (a target, a mask): its elements are
-/// read to the host in the loss's dtype.
+/// read in the loss's dtype — in place, with no copy, from a contiguous Flex tensor of that
+/// dtype, else read to the host (and converted).
 pub trait LossInput {
     /// The tensor's elements (row-major) and shape.
     fn host_data(&self) -> std::result::Result<TensorData, String>;
+    /// The Flex storage the elements can be read from in place, if the tensor has one.
+    #[doc(hidden)]
+    fn flex_storage(&self) -> Option<flex::Storage> {
+        None
+    }
 }
 
-impl<const D: usize, K> LossInput for Tensor<D, K>
-where
-    K: burn::tensor::kind::Basic,
-{
+impl<const D: usize> LossInput for Tensor<D> {
+    fn host_data(&self) -> std::result::Result<TensorData, String> {
+        self.clone().try_into_data().map_err(|e| format!("{e:?}"))
+    }
+    fn flex_storage(&self) -> Option<flex::Storage> {
+        flex::float_storage(self)
+    }
+}
+
+impl<const D: usize> LossInput for Tensor<D, burn::tensor::Int> {
+    fn host_data(&self) -> std::result::Result<TensorData, String> {
+        self.clone().try_into_data().map_err(|e| format!("{e:?}"))
+    }
+    fn flex_storage(&self) -> Option<flex::Storage> {
+        flex::int_storage(self)
+    }
+}
+
+impl<const D: usize> LossInput for Tensor<D, burn::tensor::Bool> {
     fn host_data(&self) -> std::result::Result<TensorData, String> {
         self.clone().try_into_data().map_err(|e| format!("{e:?}"))
     }
@@ -167,33 +194,28 @@ impl BurnLoss {
         }
     }
 
-    fn run<T: Real + 'static + burn::tensor::Element, const D: usize>(
+    fn run<T: Real + 'static + burn::tensor::Element + bytemuck::Pod, const D: usize>(
         &self,
         logits: Tensor<D>,
         others: &[(&str, &dyn LossInput)],
     ) -> Result<Tensor<1>> {
-        let read = |name: &str, data: std::result::Result<TensorData, String>| {
-            let data = data.map_err(|detail| Error::Read {
-                input: name.to_string(),
-                detail,
-            })?;
-            host_values::<T>(name, data)
-        };
-        let logits_data = read(self.inner.diff_input(), LossInput::host_data(&logits))?;
+        let logits_data = host::<T>(self.inner.diff_input(), &logits)?;
         let other_data: Vec<(&str, Host<T>)> = others
             .iter()
-            .map(|(name, t)| Ok((*name, read(name, t.host_data())?)))
+            .map(|(name, t)| Ok((*name, host::<T>(name, *t)?)))
             .collect::<Result<_>>()?;
         let mut views: Vec<(&str, ArrayViewD<T>)> =
-            vec![(self.inner.diff_input(), view(&logits_data))];
-        views.extend(other_data.iter().map(|(n, d)| (*n, view(d))));
-        let shape = logits_data.0.clone();
-        let mut grad = vec![T::default(); logits_data.1.len()];
+            vec![(self.inner.diff_input(), logits_data.view())];
+        views.extend(other_data.iter().map(|(n, d)| (*n, d.view())));
+        let shape = logits_data.shape().to_vec();
+        // A fresh buffer: it becomes the gradient tensor's storage, with no copy.
+        let mut grad = vec![T::default(); shape.iter().product()];
         let value = {
             let g = ArrayViewMutD::from_shape(IxDyn(&shape), &mut grad[..])
                 .expect("the buffer has the logits' element count");
             self.inner.value_and_grad_into(&views, g)?
         };
+        drop(views);
         let dtype = logits.dtype();
         let device = logits.device();
         let value = TensorData::new(vec![value], [1]).convert_dtype(dtype);
@@ -252,18 +274,11 @@ impl BurnDeepLoss {
         }
     }
 
-    fn run<T: Real + 'static + burn::tensor::Element, const D: usize>(
+    fn run<T: Real + 'static + burn::tensor::Element + bytemuck::Pod, const D: usize>(
         &self,
         outputs: &[Tensor<D>],
         target: &dyn LossInput,
     ) -> Result<(Tensor<1>, losslang::DeepValue)> {
-        let read = |name: String, data: std::result::Result<TensorData, String>| {
-            let data = data.map_err(|detail| Error::Read {
-                input: name.clone(),
-                detail,
-            })?;
-            host_values::<T>(&name, data)
-        };
         let outs: Vec<Host<T>> = outputs
             .iter()
             .enumerate()
@@ -274,31 +289,36 @@ impl BurnDeepLoss {
                         detail: "every output has the dtype of outputs[0]".into(),
                     });
                 }
-                read(format!("outputs[{l}]"), LossInput::host_data(o))
+                host::<T>(&format!("outputs[{l}]"), o)
             })
             .collect::<Result<_>>()?;
-        let target = read("target".into(), target.host_data())?;
-        let mut grads: Vec<Vec<T>> = outs.iter().map(|o| vec![T::default(); o.1.len()]).collect();
+        let target = host::<T>("target", target)?;
+        let shapes: Vec<Vec<usize>> = outs.iter().map(|o| o.shape().to_vec()).collect();
+        let mut grads: Vec<Vec<T>> = shapes
+            .iter()
+            .map(|s| vec![T::default(); s.iter().product()])
+            .collect();
         let r = {
-            let views: Vec<ArrayViewD<T>> = outs.iter().map(view).collect();
+            let views: Vec<ArrayViewD<T>> = outs.iter().map(Host::view).collect();
             let mut gviews: Vec<ArrayViewMutD<T>> = grads
                 .iter_mut()
-                .zip(&outs)
-                .map(|(g, o)| {
-                    ArrayViewMutD::from_shape(IxDyn(&o.0), &mut g[..])
+                .zip(&shapes)
+                .map(|(g, s)| {
+                    ArrayViewMutD::from_shape(IxDyn(s), &mut g[..])
                         .expect("the buffer has the output's element count")
                 })
                 .collect();
             self.inner
-                .value_and_grads_into(&views, view(&target), &mut gviews)?
+                .value_and_grads_into(&views, target.view(), &mut gviews)?
         };
+        drop(outs);
         let mut total: Option<Tensor<1>> = None;
         for (l, (o, g)) in outputs.iter().zip(grads).enumerate() {
             let value = TensorData::new(vec![T::from_f64(r.weights[l] * r.values[l])], [1]);
             let part = attach(
                 o.clone(),
                 value,
-                TensorData::new(g, outs[l].0.clone()),
+                TensorData::new(g, shapes[l].clone()),
                 o.dtype(),
                 &o.device(),
             );
@@ -314,16 +334,61 @@ impl BurnDeepLoss {
     }
 }
 
-/// A tensor read to the host: its shape and its elements, row-major.
-type Host<T> = (Vec<usize>, Vec<T>);
+/// A tensor's elements as the loss reads them: the Flex storage itself (no copy), or a copy on
+/// the host in the loss's dtype.
+enum Host<T> {
+    InPlace(flex::Storage, Vec<usize>, std::marker::PhantomData<T>),
+    Copied(Vec<usize>, Vec<T>),
+}
 
-fn view<T>((shape, v): &Host<T>) -> ArrayViewD<'_, T> {
-    ArrayViewD::from_shape(IxDyn(shape), &v[..]).expect("element count matches the shape")
+impl<T: Real + burn::tensor::Element + bytemuck::Pod> Host<T> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Host::InPlace(_, shape, _) | Host::Copied(shape, _) => shape,
+        }
+    }
+    fn view(&self) -> ArrayViewD<'_, T> {
+        let data = match self {
+            Host::InPlace(storage, ..) => storage
+                .slice::<T>()
+                .expect("checked when the storage was taken"),
+            Host::Copied(_, v) => &v[..],
+        };
+        ArrayViewD::from_shape(IxDyn(self.shape()), data).expect("element count matches the shape")
+    }
+}
+
+/// `input` as the loss reads it: in place when it is a contiguous Flex tensor of the loss's
+/// dtype, else read to the host and converted.
+fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
+    name: &str,
+    input: &dyn LossInput,
+) -> Result<Host<T>> {
+    if let Some(storage) = input.flex_storage() {
+        if storage.slice::<T>().is_some() {
+            let shape = storage.shape();
+            return Ok(Host::InPlace(storage, shape, std::marker::PhantomData));
+        }
+        // Class indices (burn's `Int` is i64 by default): one conversion loop, exact for the
+        // values labels hold.
+        if let Some(values) = storage.widen::<T>() {
+            return Ok(Host::Copied(storage.shape(), values));
+        }
+    }
+    let data = input.host_data().map_err(|detail| Error::Read {
+        input: name.to_string(),
+        detail,
+    })?;
+    let (shape, values) = host_values::<T>(name, data)?;
+    Ok(Host::Copied(shape, values))
 }
 
 /// A tensor's elements as `T` with its shape (class indices and masks of other dtypes
 /// converted exactly for the values they hold).
-fn host_values<T: Real + burn::tensor::Element>(name: &str, data: TensorData) -> Result<Host<T>> {
+fn host_values<T: Real + burn::tensor::Element>(
+    name: &str,
+    data: TensorData,
+) -> Result<(Vec<usize>, Vec<T>)> {
     let shape = data.shape().to_vec();
     let data = if data.dtype() == <T as burn::tensor::Element>::dtype() {
         data
@@ -345,9 +410,10 @@ fn attach<const D: usize>(
     dtype: DType,
     device: &burn::tensor::Device,
 ) -> Tensor<1> {
-    if let Some(out) = flex::attach(&logits, &value, &grad) {
-        return out;
-    }
+    let (value, grad) = match flex::attach(&logits, value, grad) {
+        Ok(out) => return out,
+        Err(back) => *back,
+    };
     if !logits.is_tracked() {
         return Tensor::from_data(value, (device, dtype));
     }
@@ -358,65 +424,127 @@ fn attach<const D: usize>(
     s.clone() - s.detach() + v
 }
 
-/// The loss as an autodiff node of its own on the Flex backend.
-mod flex {
+/// The loss as an autodiff node of its own on the Flex backend, and Flex storage read in place.
+#[doc(hidden)]
+pub mod flex {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::autodiff::Autodiff;
-    use burn::backend::{Backend, Flex};
-    use burn::tensor::{Tensor, TensorData};
+    use burn::backend::ops::FloatTensorOps;
+    use burn::backend::{BackendTypes, Flex};
+    use burn::tensor::{Int, Tensor, TensorData};
+
+    /// Flex's tensor (float and integer alike).
+    type FlexTensor = <Flex as BackendTypes>::FloatTensorPrimitive;
 
     /// The step of the backward pass: the plan's gradient times the incoming one (a scalar).
     #[derive(Debug)]
     struct LossBackward;
 
-    impl<B: Backend> Backward<B, 1> for LossBackward {
-        type State = B::FloatTensorPrimitive;
+    impl Backward<Flex, 1> for LossBackward {
+        type State = FlexTensor;
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let incoming = grads.consume::<B>(&ops.node);
+            let incoming = grads.consume::<Flex>(&ops.node);
             let [parent] = ops.parents;
             if let Some(node) = parent {
-                let g = B::float_mul(ops.state, incoming);
-                grads.register::<B>(node.id, g);
+                // `loss.backward()` seeds 1: the plan's gradient is the gradient, as it is (a
+                // product with 1 is exact, so this only skips a pass over the logits).
+                let one = incoming.layout().num_elements() == 1
+                    && incoming.clone().into_data().iter::<f64>().next() == Some(1.0);
+                let g = if one {
+                    ops.state
+                } else {
+                    Flex::float_mul(ops.state, incoming)
+                };
+                grads.register::<Flex>(node.id, g);
             }
         }
     }
 
-    /// The loss tensor, if `logits` is a Flex tensor under autodiff without checkpointing.
+    /// The loss tensor, if `logits` is a Flex tensor under autodiff without checkpointing;
+    /// else the value and gradient back.
     pub(super) fn attach<const D: usize>(
         logits: &Tensor<D>,
-        value: &TensorData,
-        grad: &TensorData,
-    ) -> Option<Tensor<1>> {
-        let z = logits
+        value: TensorData,
+        grad: TensorData,
+    ) -> Result<Tensor<1>, Box<(TensorData, TensorData)>> {
+        match logits
             .clone()
             .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
-            .ok()?;
-        Some(Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(
-            node::<Flex, NoCheckpointing>(z, value, grad),
-        ))
+        {
+            Ok(z) => Ok(Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(
+                node::<NoCheckpointing>(z, value, grad),
+            )),
+            Err(_) => Err(Box::new((value, grad))),
+        }
     }
 
-    fn node<B: Backend, C: CheckpointStrategy>(
-        z: <Autodiff<B, C> as burn::backend::BackendTypes>::FloatTensorPrimitive,
-        value: &TensorData,
-        grad: &TensorData,
-    ) -> <Autodiff<B, C> as burn::backend::BackendTypes>::FloatTensorPrimitive {
+    fn node<C: CheckpointStrategy>(
+        z: <Autodiff<Flex, C> as BackendTypes>::FloatTensorPrimitive,
+        value: TensorData,
+        grad: TensorData,
+    ) -> <Autodiff<Flex, C> as BackendTypes>::FloatTensorPrimitive {
         let device = burn::backend::TensorMetadata::device(z.primitive());
-        let out = B::float_from_data(value.clone(), &device);
+        let out = Flex::float_from_data(value, &device);
         match LossBackward
             .prepare::<C>([z.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => {
-                let g = B::float_from_data(grad.clone(), &device);
-                prep.finish(g, out)
-            }
+            // The gradient's buffer becomes the state tensor's storage (no copy).
+            OpsKind::Tracked(prep) => prep.finish(Flex::float_from_data(grad, &device), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
+    }
+
+    /// A Flex tensor's storage, held (shared, not copied) while the loss reads it.
+    pub struct Storage(FlexTensor);
+
+    impl Storage {
+        /// The elements as `T`, if the storage holds `T` contiguously.
+        pub(super) fn slice<T: burn::tensor::Element + bytemuck::Pod>(&self) -> Option<&[T]> {
+            self.0.as_slice::<T>()
+        }
+        /// Integer elements converted to `T`, if the storage holds a contiguous integer dtype.
+        pub(super) fn widen<T: losslang::Real>(&self) -> Option<Vec<T>> {
+            fn conv<E: Copy, T>(s: Option<&[E]>, f: impl Fn(E) -> T) -> Option<Vec<T>> {
+                s.map(|s| s.iter().map(|&x| f(x)).collect())
+            }
+            let t = &self.0;
+            conv(t.as_slice::<i64>(), |x| T::from_f64(x as f64))
+                .or_else(|| conv(t.as_slice::<i32>(), |x| T::from_f64(f64::from(x))))
+                .or_else(|| conv(t.as_slice::<u8>(), |x| T::from_f64(f64::from(x))))
+                .or_else(|| conv(t.as_slice::<u32>(), |x| T::from_f64(f64::from(x))))
+                .or_else(|| conv(t.as_slice::<i16>(), |x| T::from_f64(f64::from(x))))
+                .or_else(|| conv(t.as_slice::<i8>(), |x| T::from_f64(f64::from(x))))
+        }
+        pub(super) fn shape(&self) -> Vec<usize> {
+            self.0.layout().shape().to_vec()
+        }
+    }
+
+    /// A float tensor's Flex storage, under autodiff or not.
+    pub(super) fn float_storage<const D: usize>(t: &Tensor<D>) -> Option<Storage> {
+        if let Ok(z) = t
+            .clone()
+            .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
+        {
+            return Some(Storage(z.primitive().clone()));
+        }
+        t.clone().try_into_primitive::<Flex>().ok().map(Storage)
+    }
+
+    /// An integer tensor's Flex storage, under autodiff or not.
+    pub(super) fn int_storage<const D: usize>(t: &Tensor<D, Int>) -> Option<Storage> {
+        if let Ok(z) = t
+            .clone()
+            .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
+        {
+            return Some(Storage(z));
+        }
+        t.clone().try_into_primitive::<Flex>().ok().map(Storage)
     }
 }

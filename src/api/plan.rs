@@ -677,8 +677,19 @@ impl<T: Real> Plan<T> {
             slices[i] = data;
         }
         for &(i, axis, classes, ignore) in &self.labels {
-            let ok = |x: f64| x == ignore || (x >= 0.0 && x < classes as f64 && x.fract() == 0.0);
-            if let Some(k) = slices[i].iter().position(|x| !ok(x.to_f64())) {
+            // Whole: adding and taking away 2^52 rounds x in [0, 2^52) to an integer, so it
+            // returns x exactly when x is one (float adds only, so the check vectorises; a
+            // float-to-int cast does not). Branch-free per block; the position is looked for
+            // only on failure.
+            const ROUND: f64 = 4_503_599_627_370_496.0;
+            let ok = |x: f64| {
+                x == ignore || (x >= 0.0 && x < classes as f64 && (x + ROUND) - ROUND == x)
+            };
+            let bad = slices[i]
+                .chunks(1024)
+                .any(|c| c.iter().fold(false, |b, x| b | !ok(x.to_f64())));
+            let first = bad.then(|| slices[i].iter().position(|x| !ok(x.to_f64())));
+            if let Some(k) = first.flatten() {
                 let shape = self.binding.shapes[i].as_deref().unwrap_or(&[]);
                 let mut index = vec![0; shape.len()];
                 let mut rem = k;

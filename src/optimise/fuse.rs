@@ -7,7 +7,10 @@
 //! lack the innermost axis: per-image, per-class or scalar values, broadcast per block). A
 //! reduction of a big node ends a pass: its result is available from the next pass on. Big nodes
 //! are recomputed in every pass that needs them, so no N-sized temporary is ever stored: a
-//! pixel-wise loss runs in one pass, a region loss in two.
+//! pixel-wise loss runs in one pass, a region loss in two. Each reduction goes in the earliest
+//! pass its arguments allow, or — when that computes fewer big nodes over all passes without
+//! adding one — in the latest pass that still gives its result in time (a sum only the value
+//! needs joins the pass that writes the gradient).
 //!
 //! Kernels are size-capped: a pass whose kernel would hold more than [`MAX_KERNEL_NODES`] big
 //! nodes is split by its outputs (reductions and stores, in order) into several kernels, each its
@@ -114,10 +117,7 @@ pub fn schedule_capped(
             }
         };
     }
-    let is_big_reduction = |id: usize| -> bool {
-        let node = g.node(id as NodeId);
-        matches!(node.op.def().class, Class::Reduce { .. }) && big[node.args[0] as usize]
-    };
+    let is_big_reduction = |id: usize| big_reduction(g, &big, id);
     let mut passes = 0;
     for id in 0..n {
         if live[id] && is_big_reduction(id) {
@@ -129,6 +129,35 @@ pub fn schedule_capped(
             passes = passes.max(stage[r as usize] + 1);
         }
     }
+    let asap = build(g, roots, &live, &big, &stage, passes, cap, depth_first);
+    defer_reductions(g, roots, &live, &big, &mut stage, passes);
+    let late = build(g, roots, &live, &big, &stage, passes, cap, depth_first);
+    // Deferred where it saves work (fewer big nodes computed over all passes) without a pass
+    // more (a kernel grown past the cap splits).
+    let work = |s: &Schedule| s.kernels.iter().map(|k| k.nodes.len()).sum::<usize>();
+    Ok(
+        if late.kernels.len() <= asap.kernels.len() && work(&late) < work(&asap) {
+            late
+        } else {
+            asap
+        },
+    )
+}
+
+/// The kernels and tails of a schedule whose nodes are staged by `stage`.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    g: &Graph,
+    roots: &[NodeId],
+    live: &[bool],
+    big: &[bool],
+    stage: &[usize],
+    passes: usize,
+    cap: usize,
+    depth_first: bool,
+) -> Schedule {
+    let n = g.len();
+    let is_big_reduction = |id: usize| big_reduction(g, big, id);
     let mut kernels = Vec::new();
     // `first_kernel[p]`: index of the first kernel of stage `p` (a stage is split when its kernel
     // would exceed the cap).
@@ -198,11 +227,72 @@ pub fn schedule_capped(
             tails[first_kernel[stage[id].min(passes)]].push(id as NodeId);
         }
     }
-    Ok(Schedule {
-        big,
+    Schedule {
+        big: big.to_vec(),
         kernels,
         tails,
-    })
+    }
+}
+
+/// Moves each big reduction to the last pass that still gives its result in time (`stage` is
+/// as early as possible on entry, and keeps the pass count `passes`): a reduction only the value
+/// needs — `softmax_ce`'s sum of CE against class labels, whose gradient needs only the count
+/// of labelled pixels — is accumulated in the pass that writes the gradient and reads those
+/// inputs anyway, so the first pass reads the labels alone instead of recomputing every
+/// `log_softmax`. Each sum is accumulated as before, in another pass: its bits are unchanged.
+fn defer_reductions(
+    g: &Graph,
+    roots: &[NodeId],
+    live: &[bool],
+    big: &[bool],
+    stage: &mut [usize],
+    passes: usize,
+) {
+    let n = g.len();
+    let is_big_reduction = |id: usize| big_reduction(g, big, id);
+    // `due[id]`: the stage by which the node must be available (a big node: the pass that
+    // computes it), from its consumers; roots after the last pass, big roots where they are
+    // stored.
+    let mut due = vec![passes; n];
+    for &r in roots {
+        if big[r as usize] {
+            due[r as usize] = due[r as usize].min(stage[r as usize]);
+        }
+    }
+    for id in (0..n).rev() {
+        if !live[id] {
+            continue;
+        }
+        let need = if is_big_reduction(id) {
+            // Accumulated in pass `due - 1`: its argument is computed there.
+            stage[id] = stage[id].max(due[id]);
+            stage[id] - 1
+        } else {
+            due[id]
+        };
+        for &a in &g.node(id as NodeId).args {
+            due[a as usize] = due[a as usize].min(need);
+        }
+    }
+    // Everything else as early as its (possibly later) arguments allow.
+    for id in 0..n {
+        if !live[id] || is_big_reduction(id) {
+            continue;
+        }
+        let node = g.node(id as NodeId);
+        stage[id] = node
+            .args
+            .iter()
+            .map(|&a| stage[a as usize])
+            .max()
+            .unwrap_or(0);
+    }
+}
+
+/// Whether `id` reduces a big node (its result is available from the next pass on).
+fn big_reduction(g: &Graph, big: &[bool], id: usize) -> bool {
+    let node = g.node(id as NodeId);
+    matches!(node.op.def().class, Class::Reduce { .. }) && big[node.args[0] as usize]
 }
 
 /// An output of a pass: a reduction it accumulates, or a root it stores (root index, node).

@@ -352,3 +352,31 @@ fn a_per_pixel_mask_and_monai_labels_broadcast_over_the_classes() {
         );
     }
 }
+
+/// Against class labels, `softmax_ce`'s gradient needs only the count of labelled pixels before
+/// its pass: the CE sum joins the gradient's pass (`defer_reductions`), so the first pass reads
+/// the labels alone instead of recomputing every `log_softmax` — same value and gradient as the
+/// one-hot target.
+#[test]
+fn softmax_ce_against_labels_first_counts_them_alone() {
+    let (z, labels) = case([2, 4, 8, 8], -100.0, 9);
+    let loss = Library::standard().get("softmax_ce").unwrap();
+    let plan = loss
+        .compile::<f64>(&[("logits", z.shape()), ("target", labels.shape())])
+        .unwrap();
+    let info = plan.pass_info();
+    assert_eq!(info.len(), 2, "{info:?}");
+    assert!(
+        info[0].nodes <= 3,
+        "the first pass computes more than the count: {info:?}"
+    );
+    let (y, m) = one_hot(&labels, 4, -100.0);
+    let (v_labels, g_labels) = eval(&loss, &[("logits", &z), ("target", &labels)]).unwrap();
+    let (v_hot, g_hot) = eval(&loss, &[("logits", &z), ("target", &y), ("mask", &m)]).unwrap();
+    assert!((v_labels - v_hot).abs() < 1e-12, "{v_labels} vs {v_hot}");
+    let d = g_labels
+        .iter()
+        .zip(&g_hot)
+        .fold(0f64, |a, (x, y)| a.max((x - y).abs()));
+    assert!(d < 1e-12, "gradients differ by {d}");
+}

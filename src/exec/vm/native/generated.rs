@@ -899,13 +899,135 @@ fn k11<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 variants!(k11, probe);
 
 // bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// bce (all inputs) [4, 1, 64, 64]: value, pass 0
+// focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// bce (all inputs) [2, 3, 16, 16]: value, pass 0
+// focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
 fn k12<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let x2 = io.input(2);
+    let mut acc0 = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a2: &[T; LANES] = Io::step(x2, q);
+        for j in 0..LANES {
+            acc0[j] = acc0[j] + a2[j];
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a2 = Io::lanes(x2, q, m);
+        let mut t0 = [zero; LANES];
+        for j in 0..LANES {
+            t0[j] = a2[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+    }
+    io.reduce(0, &acc0);
+}
+variants!(k12);
+
+// bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k13<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let x2 = io.input(2);
+    let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+            }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = f[2];
+            let r4 = f[3];
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r3, r4, r3);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r0, r2);
+            acc0[j] = acc0[j] + r4;
+            o0[j] = r1;
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r1 = f[0];
+            let r2 = f[1];
+            let r3 = f[2];
+            let r4 = f[3];
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r3, r4, r3);
+            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r2, a2[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r0, r2);
+            t0[j] = r4;
+            o0[j] = r1;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+            }
+        }
+    }
+    io.finish(0, y0);
+    if PROBE {
+        io.probe(&nan);
+    }
+    io.reduce(0, &acc0);
+}
+variants!(k13, probe);
+
+// bce (all inputs) [4, 1, 64, 64]: value, pass 0
+// bce (all inputs) [2, 3, 16, 16]: value, pass 0
+// bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+#[inline(always)]
+fn k14<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -969,70 +1091,7 @@ fn k12<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k12, probe);
-
-// bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
-// bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
-// bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
-#[inline(always)]
-fn k13<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let x2 = io.input(2);
-    let y0 = io.out_block(0);
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
-            }
-            let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-            let r2 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r1 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r0, r2);
-            o0[j] = r1;
-        }
-        Io::store(y0, q, LANES, &o0);
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let a2 = Io::lanes(x2, q, m);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            let r1 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-            let r2 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r1 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r0, r2);
-            o0[j] = r1;
-        }
-        Io::store(y0, q, m, &o0);
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
-            }
-        }
-    }
-    io.finish(0, y0);
-    if PROBE {
-        io.probe(&nan);
-    }
-}
-variants!(k13, probe);
+variants!(k14, probe);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 0
 // bce_dice [4, 1, 64, 64]: value, pass 0
@@ -1041,7 +1100,7 @@ variants!(k13, probe);
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k14<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k15<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -1124,7 +1183,7 @@ fn k14<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k14, probe);
+variants!(k15, probe);
 
 // bce_dice [4, 1, 64, 64]: value and gradient, pass 1
 // dice_ce [4, 1, 64, 64]: value and gradient, pass 1
@@ -1133,7 +1192,7 @@ variants!(k14, probe);
 // bce_dice [2, 1, 8, 8, 8]: value and gradient, pass 1
 // dice_ce [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k15<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k16<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1196,7 +1255,7 @@ fn k15<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k15, probe);
+variants!(k16, probe);
 
 // bce_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // bce_dice (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -1205,7 +1264,7 @@ variants!(k15, probe);
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k16<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k17<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let x0 = io.input(0);
     let x1 = io.input(1);
@@ -1307,13 +1366,13 @@ fn k16<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k16, probe);
+variants!(k17, probe);
 
 // bce_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // bce_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k17<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k18<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1388,73 +1447,76 @@ fn k17<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k17, probe);
+variants!(k18, probe);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 0
+// dice [4, 1, 64, 64]: value and gradient, pass 0
+// dice [4, 1, 64, 64]: value, pass 0
+// dice_focal [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal (live weights) [4, 1, 64, 64]: value and gradient, pass 0
+// jaccard [4, 1, 64, 64]: value and gradient, pass 0
+// jaccard [4, 1, 64, 64]: value, pass 0
+// log_cosh_dice [4, 1, 64, 64]: value and gradient, pass 0
+// log_cosh_dice [4, 1, 64, 64]: value, pass 0
 // combo [2, 3, 16, 16]: value and gradient, pass 0
+// dice [2, 3, 16, 16]: value and gradient, pass 0
+// dice [2, 3, 16, 16]: value, pass 0
+// dice_focal [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal (live weights) [2, 3, 16, 16]: value and gradient, pass 0
+// jaccard [2, 3, 16, 16]: value and gradient, pass 0
+// jaccard [2, 3, 16, 16]: value, pass 0
+// log_cosh_dice [2, 3, 16, 16]: value and gradient, pass 0
+// log_cosh_dice [2, 3, 16, 16]: value, pass 0
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice [2, 1, 8, 8, 8]: value, pass 0
+// dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_focal (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// jaccard [2, 1, 8, 8, 8]: value and gradient, pass 0
+// jaccard [2, 1, 8, 8, 8]: value, pass 0
+// log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
+// log_cosh_dice [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k18<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let x1 = io.input(1);
     let x0 = io.input(0);
+    let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
     let mut acc1 = [zero; LANES];
     let mut acc2 = [zero; LANES];
-    let mut acc3 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         for j in 0..LANES {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r4 = f[0];
-            let r5 = f[1];
-            let r6 = f[2];
-            let r7 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r6, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
-            acc0[j] = acc0[j] + r5;
-            acc1[j] = acc1[j] + r7;
-            acc2[j] = acc2[j] + r4;
-            acc3[j] = acc3[j] + a1[j];
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            acc0[j] = acc0[j] + r1;
+            acc1[j] = acc1[j] + r0;
+            acc2[j] = acc2[j] + a1[j];
         }
         q += LANES;
     }
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let mut t0 = [zero; LANES];
         let mut t1 = [zero; LANES];
         let mut t2 = [zero; LANES];
-        let mut t3 = [zero; LANES];
         for j in 0..LANES {
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r4 = f[0];
-            let r5 = f[1];
-            let r6 = f[2];
-            let r7 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r6, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r4, a1[j]);
-            t0[j] = r5;
-            t1[j] = r7;
-            t2[j] = r4;
-            t3[j] = a1[j];
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            t0[j] = r1;
+            t1[j] = r0;
+            t2[j] = a1[j];
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -1464,9 +1526,6 @@ fn k18<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         }
         for j in 0..m {
             acc2[j] = acc2[j] + t2[j];
-        }
-        for j in 0..m {
-            acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
             if PROBE {
@@ -1480,15 +1539,14 @@ fn k18<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
-    io.reduce(3, &acc3);
 }
-variants!(k18, probe);
+variants!(k19, probe);
 
 // combo [4, 1, 64, 64]: value and gradient, pass 1
 // combo [2, 3, 16, 16]: value and gradient, pass 1
 // combo [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k20<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1496,9 +1554,11 @@ fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let r3 = io.splat(3);
     let r4 = io.splat(4);
     let r5 = io.splat(5);
+    let r6 = io.splat(6);
     let x1 = io.input(1);
     let x0 = io.input(0);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -1512,16 +1572,21 @@ fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
-            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r7 = f[0];
-            let r8 = f[1];
-            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r4, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r7, r9, r7);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r10);
-            o0[j] = r9;
+            let r8 = f[0];
+            let r9 = f[1];
+            let r10 = f[2];
+            let r11 = f[3];
+            let r11 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r10, r11);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r3, r4);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r5, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r11, r8);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r6, r10);
+            acc0[j] = acc0[j] + r12;
+            o0[j] = r11;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -1532,19 +1597,28 @@ fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
-            let r6 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r7 = f[0];
-            let r8 = f[1];
-            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r4, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r7, r9, r7);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r10);
-            o0[j] = r9;
+            let r8 = f[0];
+            let r9 = f[1];
+            let r10 = f[2];
+            let r11 = f[3];
+            let r11 = T::lane_kernel::<FMA>(Op::Mul3, a0[j], a1[j], r2);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r10, r11);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r3, r4);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r5, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r8, r11, r8);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r6, r10);
+            t0[j] = r12;
+            o0[j] = r11;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
@@ -1556,14 +1630,15 @@ fn k19<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k19, probe);
+variants!(k20, probe);
 
 // combo [4, 1, 64, 64]: value, pass 0
 // combo [2, 3, 16, 16]: value, pass 0
 // combo [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k20<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k21<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1650,88 +1725,64 @@ fn k20<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k20, probe);
+variants!(k21, probe);
 
 // combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k21<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let x1 = io.input(1);
     let x0 = io.input(0);
     let x2 = io.input(2);
+    let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
     let mut acc1 = [zero; LANES];
     let mut acc2 = [zero; LANES];
     let mut acc3 = [zero; LANES];
-    let mut acc4 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         for j in 0..LANES {
             if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
-            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r6, a0[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r4);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-            acc0[j] = acc0[j] + r4;
-            acc1[j] = acc1[j] + a2[j];
-            acc2[j] = acc2[j] + r3;
-            acc3[j] = acc3[j] + r6;
-            acc4[j] = acc4[j] + r5;
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + a2[j];
+            acc1[j] = acc1[j] + r0;
+            acc2[j] = acc2[j] + r1;
+            acc3[j] = acc3[j] + r2;
         }
         q += LANES;
     }
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
         let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let mut t0 = [zero; LANES];
         let mut t1 = [zero; LANES];
         let mut t2 = [zero; LANES];
         let mut t3 = [zero; LANES];
-        let mut t4 = [zero; LANES];
         for j in 0..LANES {
-            let r2 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r6, a0[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::MulSub, r2, r5, r4);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-            t0[j] = r4;
-            t1[j] = a2[j];
-            t2[j] = r3;
-            t3[j] = r6;
-            t4[j] = r5;
+            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            t0[j] = a2[j];
+            t1[j] = r0;
+            t2[j] = r1;
+            t3[j] = r2;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -1746,12 +1797,9 @@ fn k21<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             acc3[j] = acc3[j] + t3[j];
         }
         for j in 0..m {
-            acc4[j] = acc4[j] + t4[j];
-        }
-        for j in 0..m {
             if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -1762,15 +1810,14 @@ fn k21<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
-    io.reduce(4, &acc4);
 }
-variants!(k21, probe);
+variants!(k22, probe);
 
 // combo (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // combo (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // combo (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k23<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1781,6 +1828,7 @@ fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let x0 = io.input(0);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -1797,20 +1845,26 @@ fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
             let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r7 = f[0];
-            let r8 = f[1];
-            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Neg, r8, r8, r8);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r11, r6);
-            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r10, r9, r12);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r12, r11);
-            o0[j] = r8;
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r9, a0[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r8, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r11, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r11, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Neg, r7, r7, r7);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r9, r12, r9);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r11, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r5, r7, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r13, r12);
+            acc0[j] = acc0[j] + r10;
+            o0[j] = r7;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -1822,24 +1876,34 @@ fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a0 = Io::lanes(x0, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
             let f = family_element::<T, FMA>(a0[j]);
-            let r7 = f[0];
-            let r8 = f[1];
-            let r9 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, r7, r8, r7);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Neg, r8, r8, r8);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r11, r6);
-            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r10, r9, r12);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r7, r12, r11);
-            o0[j] = r8;
+            let r6 = f[0];
+            let r7 = f[1];
+            let r8 = f[2];
+            let r9 = f[3];
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r1, a1[j], r1);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r9, a0[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r8, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r11, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r2, r3);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r11, a2[j]);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r4, a2[j]);
+            let r12 = T::lane_kernel::<FMA>(Op::Neg, r7, r7, r7);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r9, r12, r9);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r11, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Mul, r5, r7, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r13, r12);
+            t0[j] = r10;
+            o0[j] = r7;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
@@ -1852,14 +1916,15 @@ fn k22<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k22, probe);
+variants!(k23, probe);
 
 // combo (all inputs) [4, 1, 64, 64]: value, pass 0
 // combo (all inputs) [2, 3, 16, 16]: value, pass 0
 // combo (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k23<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k24<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -1965,90 +2030,6 @@ fn k23<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k23, probe);
-
-// dice [4, 1, 64, 64]: value and gradient, pass 0
-// dice [4, 1, 64, 64]: value, pass 0
-// jaccard [4, 1, 64, 64]: value and gradient, pass 0
-// jaccard [4, 1, 64, 64]: value, pass 0
-// log_cosh_dice [4, 1, 64, 64]: value and gradient, pass 0
-// log_cosh_dice [4, 1, 64, 64]: value, pass 0
-// dice [2, 3, 16, 16]: value and gradient, pass 0
-// dice [2, 3, 16, 16]: value, pass 0
-// jaccard [2, 3, 16, 16]: value and gradient, pass 0
-// jaccard [2, 3, 16, 16]: value, pass 0
-// log_cosh_dice [2, 3, 16, 16]: value and gradient, pass 0
-// log_cosh_dice [2, 3, 16, 16]: value, pass 0
-// dice [2, 1, 8, 8, 8]: value and gradient, pass 0
-// dice [2, 1, 8, 8, 8]: value, pass 0
-// jaccard [2, 1, 8, 8, 8]: value and gradient, pass 0
-// jaccard [2, 1, 8, 8, 8]: value, pass 0
-// log_cosh_dice [2, 1, 8, 8, 8]: value and gradient, pass 0
-// log_cosh_dice [2, 1, 8, 8, 8]: value, pass 0
-#[inline(always)]
-fn k24<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let mut acc0 = [zero; LANES];
-    let mut acc1 = [zero; LANES];
-    let mut acc2 = [zero; LANES];
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            acc0[j] = acc0[j] + r1;
-            acc1[j] = acc1[j] + r0;
-            acc2[j] = acc2[j] + a1[j];
-        }
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let mut t0 = [zero; LANES];
-        let mut t1 = [zero; LANES];
-        let mut t2 = [zero; LANES];
-        for j in 0..LANES {
-            let r0 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            t0[j] = r1;
-            t1[j] = r0;
-            t2[j] = a1[j];
-        }
-        for j in 0..m {
-            acc0[j] = acc0[j] + t0[j];
-        }
-        for j in 0..m {
-            acc1[j] = acc1[j] + t1[j];
-        }
-        for j in 0..m {
-            acc2[j] = acc2[j] + t2[j];
-        }
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-        }
-    }
-    if PROBE {
-        io.probe(&nan);
-    }
-    io.reduce(0, &acc0);
-    io.reduce(1, &acc1);
-    io.reduce(2, &acc2);
-}
 variants!(k24, probe);
 
 // dice [4, 1, 64, 64]: value and gradient, pass 1
@@ -2122,18 +2103,24 @@ variants!(k25, probe);
 
 // dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // dice (all inputs) [4, 1, 64, 64]: value, pass 0
+// dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // jaccard (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // jaccard (all inputs) [4, 1, 64, 64]: value, pass 0
 // log_cosh_dice (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // log_cosh_dice (all inputs) [4, 1, 64, 64]: value, pass 0
 // dice (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // dice (all inputs) [2, 3, 16, 16]: value, pass 0
+// dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// dice_focal (live weights) (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // jaccard (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // jaccard (all inputs) [2, 3, 16, 16]: value, pass 0
 // log_cosh_dice (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // log_cosh_dice (all inputs) [2, 3, 16, 16]: value, pass 0
 // dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // dice (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+// dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // jaccard (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // jaccard (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 // log_cosh_dice (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
@@ -2665,111 +2652,6 @@ fn k31<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 }
 variants!(k31, probe);
 
-// dice_focal [4, 1, 64, 64]: value and gradient, pass 0
-// dice_focal (live weights) [4, 1, 64, 64]: value and gradient, pass 0
-// dice_focal [2, 3, 16, 16]: value and gradient, pass 0
-// dice_focal (live weights) [2, 3, 16, 16]: value and gradient, pass 0
-// dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
-// dice_focal (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 0
-#[inline(always)]
-fn k32<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let mut acc0 = [zero; LANES];
-    let mut acc1 = [zero; LANES];
-    let mut acc2 = [zero; LANES];
-    let mut acc3 = [zero; LANES];
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r8);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r6, r8);
-            acc0[j] = acc0[j] + r7;
-            acc1[j] = acc1[j] + r3;
-            acc2[j] = acc2[j] + a1[j];
-            acc3[j] = acc3[j] + r5;
-        }
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let mut t0 = [zero; LANES];
-        let mut t1 = [zero; LANES];
-        let mut t2 = [zero; LANES];
-        let mut t3 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r8);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r9, r6, r8);
-            t0[j] = r7;
-            t1[j] = r3;
-            t2[j] = a1[j];
-            t3[j] = r5;
-        }
-        for j in 0..m {
-            acc0[j] = acc0[j] + t0[j];
-        }
-        for j in 0..m {
-            acc1[j] = acc1[j] + t1[j];
-        }
-        for j in 0..m {
-            acc2[j] = acc2[j] + t2[j];
-        }
-        for j in 0..m {
-            acc3[j] = acc3[j] + t3[j];
-        }
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-        }
-    }
-    if PROBE {
-        io.probe(&nan);
-    }
-    io.reduce(0, &acc0);
-    io.reduce(1, &acc1);
-    io.reduce(2, &acc2);
-    io.reduce(3, &acc3);
-}
-variants!(k32, probe);
-
 // dice_focal [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal (live weights) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal [2, 3, 16, 16]: value and gradient, pass 1
@@ -2777,7 +2659,7 @@ variants!(k32, probe);
 // dice_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 // dice_focal (live weights) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k32<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2791,6 +2673,7 @@ fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let x0 = io.input(0);
     let x1 = io.input(1);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -2814,17 +2697,20 @@ fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r15 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
             let r16 = T::lane_kernel::<FMA>(Op::Mul, r2, r15, r2);
             let r15 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r16);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r11, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r12, r17);
             let r17 = T::lane_kernel::<FMA>(Op::Mul, r9, r10, r9);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
             let r12 = T::lane_kernel::<FMA>(Op::Mul, r9, r16, r9);
             let r16 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r3);
-            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r16);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r19, r16);
             let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r12);
             let r12 = T::lane_kernel::<FMA>(Op::Sub, r16, r6, r16);
             let r16 = T::lane_kernel::<FMA>(Op::Mul, r9, r15, r9);
             let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r14, r7);
             let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r16, r15);
             let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r12, r14);
+            acc0[j] = acc0[j] + r18;
             o0[j] = r15;
         }
         Io::store(y0, q, LANES, &o0);
@@ -2836,6 +2722,7 @@ fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a0 = Io::lanes(x0, q, m);
         let a1 = Io::lanes(x1, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
             let r9 = f[0];
@@ -2847,20 +2734,26 @@ fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r15 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
             let r16 = T::lane_kernel::<FMA>(Op::Mul, r2, r15, r2);
             let r15 = T::lane_kernel::<FMA>(Op::Mul3, r9, r9, r16);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r11, r15);
+            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r12, r17);
             let r17 = T::lane_kernel::<FMA>(Op::Mul, r9, r10, r9);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r13, r10, r12);
             let r12 = T::lane_kernel::<FMA>(Op::Mul, r9, r16, r9);
             let r16 = T::lane_kernel::<FMA>(Op::Mul3, r11, r12, r3);
-            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r16);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r19, r16);
             let r16 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r5, r12);
             let r12 = T::lane_kernel::<FMA>(Op::Sub, r16, r6, r16);
             let r16 = T::lane_kernel::<FMA>(Op::Mul, r9, r15, r9);
             let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r14, r7);
             let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r16, r15);
             let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r12, r14);
+            t0[j] = r18;
             o0[j] = r15;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
@@ -2872,8 +2765,9 @@ fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k33, probe);
+variants!(k32, probe);
 
 // dice_focal [4, 1, 64, 64]: value, pass 0
 // dice_focal (live weights) [4, 1, 64, 64]: value, pass 0
@@ -2882,7 +2776,7 @@ variants!(k33, probe);
 // dice_focal [2, 1, 8, 8, 8]: value, pass 0
 // dice_focal (live weights) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k33<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -2978,131 +2872,7 @@ fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k34, probe);
-
-// dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// dice_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// dice_focal (live weights) (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-#[inline(always)]
-fn k35<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let x0 = io.input(0);
-    let x2 = io.input(2);
-    let x1 = io.input(1);
-    let mut acc0 = [zero; LANES];
-    let mut acc1 = [zero; LANES];
-    let mut acc2 = [zero; LANES];
-    let mut acc3 = [zero; LANES];
-    let mut acc4 = [zero; LANES];
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-            }
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r10);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r6, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            acc0[j] = acc0[j] + r8;
-            acc1[j] = acc1[j] + r7;
-            acc2[j] = acc2[j] + r9;
-            acc3[j] = acc3[j] + a2[j];
-            acc4[j] = acc4[j] + r10;
-        }
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a2 = Io::lanes(x2, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let mut t0 = [zero; LANES];
-        let mut t1 = [zero; LANES];
-        let mut t2 = [zero; LANES];
-        let mut t3 = [zero; LANES];
-        let mut t4 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r10);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r6, r10);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            t0[j] = r8;
-            t1[j] = r7;
-            t2[j] = r9;
-            t3[j] = a2[j];
-            t4[j] = r10;
-        }
-        for j in 0..m {
-            acc0[j] = acc0[j] + t0[j];
-        }
-        for j in 0..m {
-            acc1[j] = acc1[j] + t1[j];
-        }
-        for j in 0..m {
-            acc2[j] = acc2[j] + t2[j];
-        }
-        for j in 0..m {
-            acc3[j] = acc3[j] + t3[j];
-        }
-        for j in 0..m {
-            acc4[j] = acc4[j] + t4[j];
-        }
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-            }
-        }
-    }
-    if PROBE {
-        io.probe(&nan);
-    }
-    io.reduce(0, &acc0);
-    io.reduce(1, &acc1);
-    io.reduce(2, &acc2);
-    io.reduce(3, &acc3);
-    io.reduce(4, &acc4);
-}
-variants!(k35, probe);
+variants!(k33, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
@@ -3111,7 +2881,7 @@ variants!(k35, probe);
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 // dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k34<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3125,6 +2895,7 @@ fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let x1 = io.input(1);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -3150,18 +2921,22 @@ fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r14 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
             let r15 = T::lane_kernel::<FMA>(Op::Mul, r2, r14, r2);
             let r14 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r15);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r17);
-            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r14);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r17);
-            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r18, r13);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
-            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r18);
-            let r18 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r18, r17);
-            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r10);
-            o0[j] = r18;
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r14, r10, r14);
+            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r11, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r17, a2[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r18);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r19, r14);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r18);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r19, r13);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r19);
+            let r19 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r19, r18);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r11, r10);
+            acc0[j] = acc0[j] + r16;
+            o0[j] = r19;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -3173,6 +2948,7 @@ fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a1 = Io::lanes(x1, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
             let r8 = f[0];
@@ -3184,20 +2960,27 @@ fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r14 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
             let r15 = T::lane_kernel::<FMA>(Op::Mul, r2, r14, r2);
             let r14 = T::lane_kernel::<FMA>(Op::Mul3, r8, r8, r15);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r17);
-            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r18, r14);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r17);
-            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r18, r13);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
-            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r18);
-            let r18 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
-            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r18, r17);
-            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r10);
-            o0[j] = r18;
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r14, r10, r14);
+            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r11, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r17, a2[j]);
+            let r17 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r3, a2[j]);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r8, r9, r8);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r15, r10, r18);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r4, r19, r14);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r12, r11, r18);
+            let r11 = T::lane_kernel::<FMA>(Op::MulSub, r5, r19, r13);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, r9, r11, r9);
+            let r11 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r10, r19);
+            let r19 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r6, r7);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r19, r18);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r11, r10);
+            t0[j] = r16;
+            o0[j] = r19;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
@@ -3210,8 +2993,9 @@ fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k36, probe);
+variants!(k34, probe);
 
 // dice_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // dice_focal (live weights) (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -3220,7 +3004,7 @@ variants!(k36, probe);
 // dice_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 // dice_focal (live weights) (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k35<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3335,16 +3119,13 @@ fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k37, probe);
+variants!(k35, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 0
-// exp_log [4, 1, 64, 64]: value, pass 0
 // exp_log [2, 3, 16, 16]: value and gradient, pass 0
-// exp_log [2, 3, 16, 16]: value, pass 0
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 0
-// exp_log [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k36<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3456,13 +3237,13 @@ fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k38, probe);
+variants!(k36, probe);
 
 // exp_log [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k37<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3574,44 +3355,30 @@ fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k39, probe);
+variants!(k37, probe);
 
-// exp_log [4, 1, 64, 64]: value, pass 1
-// exp_log [2, 3, 16, 16]: value, pass 1
-// exp_log [2, 1, 8, 8, 8]: value, pass 1
+// exp_log [4, 1, 64, 64]: value, pass 0
+// sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 0
+// exp_log [2, 3, 16, 16]: value, pass 0
+// sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 0
+// exp_log [2, 1, 8, 8, 8]: value, pass 0
+// sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k38<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let r3 = io.splat(3);
-    let r4 = io.splat(4);
     let x1 = io.input(1);
-    let x0 = io.input(0);
     let mut acc0 = [zero; LANES];
-    let mut nan = [zero; LANES];
+    let mut acc1 = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
         let a1: &[T; LANES] = Io::step(x1, q);
-        let a0: &[T; LANES] = Io::step(x0, q);
         for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
-            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
-            acc0[j] = acc0[j] + r7;
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            acc0[j] = acc0[j] + a1[j];
+            acc1[j] = acc1[j] + r1;
         }
         q += LANES;
     }
@@ -3619,26 +3386,140 @@ fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let m = n - full;
     if m > 0 {
         let a1 = Io::lanes(x1, q, m);
-        let a0 = Io::lanes(x0, q, m);
         let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
         for j in 0..LANES {
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
-            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r5, r8, r5);
-            t0[j] = r7;
+            let r1 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            t0[j] = a1[j];
+            t1[j] = r1;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+    }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+}
+variants!(k38);
+
+// exp_log [4, 1, 64, 64]: value, pass 1
+// exp_log [2, 3, 16, 16]: value, pass 1
+// exp_log [2, 1, 8, 8, 8]: value, pass 1
+#[inline(always)]
+fn k39<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let r3 = io.splat(3);
+    let r4 = io.splat(4);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut acc5 = [zero; LANES];
+    let mut acc6 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        for j in 0..LANES {
             if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+            }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r5, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r9, r1, r9);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Sub, r7, r11, r7);
+            let r11 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r11, r4, r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
+            acc0[j] = acc0[j] + r8;
+            acc1[j] = acc1[j] + r5;
+            acc2[j] = acc2[j] + a1[j];
+            acc3[j] = acc3[j] + r10;
+            acc4[j] = acc4[j] + r6;
+            acc5[j] = acc5[j] + r9;
+            acc6[j] = acc6[j] + r11;
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        let mut t5 = [zero; LANES];
+        let mut t6 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r5, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r9, r1, r9);
+            let r12 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Sub, r7, r11, r7);
+            let r11 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r11, r4, r11);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
+            t0[j] = r8;
+            t1[j] = r5;
+            t2[j] = a1[j];
+            t3[j] = r10;
+            t4[j] = r6;
+            t5[j] = r9;
+            t6[j] = r11;
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            acc5[j] = acc5[j] + t5[j];
+        }
+        for j in 0..m {
+            acc6[j] = acc6[j] + t6[j];
+        }
+        for j in 0..m {
+            if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
             }
         }
@@ -3647,17 +3528,20 @@ fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
     io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+    io.reduce(5, &acc5);
+    io.reduce(6, &acc6);
 }
-variants!(k40, probe);
+variants!(k39, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// exp_log (all inputs) [4, 1, 64, 64]: value, pass 0
 // exp_log (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// exp_log (all inputs) [2, 3, 16, 16]: value, pass 0
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-// exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k40<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -3780,13 +3664,13 @@ fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(6, &acc6);
     io.reduce(7, &acc7);
 }
-variants!(k41, probe);
+variants!(k40, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // exp_log (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // exp_log (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k41<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -3905,6 +3789,68 @@ fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
+variants!(k41, probe);
+
+// exp_log (all inputs) [4, 1, 64, 64]: value, pass 0
+// sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
+// exp_log (all inputs) [2, 3, 16, 16]: value, pass 0
+// sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
+// exp_log (all inputs) [2, 1, 8, 8, 8]: value, pass 0
+// sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
+#[inline(always)]
+fn k42<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let x1 = io.input(1);
+    let x2 = io.input(2);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+            }
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            acc0[j] = acc0[j] + r0;
+            acc1[j] = acc1[j] + a2[j];
+        }
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        for j in 0..LANES {
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            t0[j] = r0;
+            t1[j] = a2[j];
+        }
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+            }
+        }
+    }
+    if PROBE {
+        io.probe(&nan);
+    }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+}
 variants!(k42, probe);
 
 // exp_log (all inputs) [4, 1, 64, 64]: value, pass 1
@@ -3918,64 +3864,122 @@ fn k43<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let r2 = io.splat(2);
     let r3 = io.splat(3);
     let r4 = io.splat(4);
-    let x1 = io.input(1);
     let x0 = io.input(0);
     let x2 = io.input(2);
+    let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut acc2 = [zero; LANES];
+    let mut acc3 = [zero; LANES];
+    let mut acc4 = [zero; LANES];
+    let mut acc5 = [zero; LANES];
+    let mut acc6 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
     let mut q = 0;
     while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
         let a0: &[T; LANES] = Io::step(x0, q);
         let a2: &[T; LANES] = Io::step(x2, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
         for j in 0..LANES {
             if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
-            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r5, r8, a2[j]);
-            acc0[j] = acc0[j] + r7;
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r10, r11, r10);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r10, r1, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Sub, r7, r12, r7);
+            let r12 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r12, r4, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul3, r10, r13, a2[j]);
+            acc0[j] = acc0[j] + a2[j];
+            acc1[j] = acc1[j] + r5;
+            acc2[j] = acc2[j] + r8;
+            acc3[j] = acc3[j] + r9;
+            acc4[j] = acc4[j] + r6;
+            acc5[j] = acc5[j] + r11;
+            acc6[j] = acc6[j] + r12;
         }
         q += LANES;
     }
     let q = full;
     let m = n - full;
     if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
         let a0 = Io::lanes(x0, q, m);
         let a2 = Io::lanes(x2, q, m);
+        let a1 = Io::lanes(x1, q, m);
         let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        let mut t2 = [zero; LANES];
+        let mut t3 = [zero; LANES];
+        let mut t4 = [zero; LANES];
+        let mut t5 = [zero; LANES];
+        let mut t6 = [zero; LANES];
         for j in 0..LANES {
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r1, r5);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::Sub, r6, r7, r6);
-            let r7 = T::lane_kernel::<FMA>(Op::Max, r8, r3, r8);
-            let r8 = T::lane_kernel::<FMA>(Op::Pow, r7, r4, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r5, r8, a2[j]);
-            t0[j] = r7;
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r8, a1[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], a2[j], a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r11 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r10, r11, r10);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, r10, r1, r10);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r2, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul, a0[j], a1[j], a0[j]);
+            let r13 = T::lane_kernel::<FMA>(Op::Sub, r7, r12, r7);
+            let r12 = T::lane_kernel::<FMA>(Op::Max, r13, r3, r13);
+            let r13 = T::lane_kernel::<FMA>(Op::Pow, r12, r4, r12);
+            let r12 = T::lane_kernel::<FMA>(Op::Mul3, r10, r13, a2[j]);
+            t0[j] = a2[j];
+            t1[j] = r5;
+            t2[j] = r8;
+            t3[j] = r9;
+            t4[j] = r6;
+            t5[j] = r11;
+            t6[j] = r12;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
         }
         for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            acc2[j] = acc2[j] + t2[j];
+        }
+        for j in 0..m {
+            acc3[j] = acc3[j] + t3[j];
+        }
+        for j in 0..m {
+            acc4[j] = acc4[j] + t4[j];
+        }
+        for j in 0..m {
+            acc5[j] = acc5[j] + t5[j];
+        }
+        for j in 0..m {
+            acc6[j] = acc6[j] + t6[j];
+        }
+        for j in 0..m {
             if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
         }
     }
@@ -3983,6 +3987,12 @@ fn k43<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
     io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+    io.reduce(2, &acc2);
+    io.reduce(3, &acc3);
+    io.reduce(4, &acc4);
+    io.reduce(5, &acc5);
+    io.reduce(6, &acc6);
 }
 variants!(k43, probe);
 
@@ -4172,102 +4182,11 @@ fn k45<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 }
 variants!(k45, probe);
 
-// focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-#[inline(always)]
-fn k46<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let x2 = io.input(2);
-    let mut acc0 = [zero; LANES];
-    let mut acc1 = [zero; LANES];
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-            }
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r7);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            acc0[j] = acc0[j] + r7;
-            acc1[j] = acc1[j] + a2[j];
-        }
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let a2 = Io::lanes(x2, q, m);
-        let mut t0 = [zero; LANES];
-        let mut t1 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = f[2];
-            let r6 = f[3];
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r0, a1[j], r0);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, r7);
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r2, r4, r2);
-            let r4 = T::lane_kernel::<FMA>(Op::Mul3, r3, r3, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r4, r5, r4);
-            let r5 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r6, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            t0[j] = r7;
-            t1[j] = a2[j];
-        }
-        for j in 0..m {
-            acc0[j] = acc0[j] + t0[j];
-        }
-        for j in 0..m {
-            acc1[j] = acc1[j] + t1[j];
-        }
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-            }
-        }
-    }
-    if PROBE {
-        io.probe(&nan);
-    }
-    io.reduce(0, &acc0);
-    io.reduce(1, &acc1);
-}
-variants!(k46, probe);
-
 // focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k46<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4279,6 +4198,7 @@ fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let x1 = io.input(1);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -4304,15 +4224,19 @@ fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r12 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
             let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, r12, r2);
             let r12 = T::lane_kernel::<FMA>(Op::Mul3, r6, r6, r13);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r13, r8, r14);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r15, r12);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r9, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::MulSub, r4, r15, r11);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul, r7, r14, r7);
-            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r14);
-            o0[j] = r15;
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, r12, r8, r12);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r9, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r15, a2[j]);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r13, r8, r15);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r16, r12);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r10, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::MulSub, r4, r16, r11);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r7, r15, r7);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r15);
+            acc0[j] = acc0[j] + r14;
+            o0[j] = r16;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -4324,6 +4248,7 @@ fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a1 = Io::lanes(x1, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
             let r6 = f[0];
@@ -4335,17 +4260,24 @@ fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r12 = T::lane_kernel::<FMA>(Op::Sub, r1, a1[j], r1);
             let r13 = T::lane_kernel::<FMA>(Op::Mul, r2, r12, r2);
             let r12 = T::lane_kernel::<FMA>(Op::Mul3, r6, r6, r13);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r13, r8, r14);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r15, r12);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r10, r9, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::MulSub, r4, r15, r11);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul, r7, r14, r7);
-            let r14 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r14);
-            o0[j] = r15;
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, r12, r8, r12);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r9, r14);
+            let r14 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r15, a2[j]);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r6, r7, r6);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r13, r8, r15);
+            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r3, r16, r12);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, r10, r9, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::MulSub, r4, r16, r11);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, r7, r15, r7);
+            let r15 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r8, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r15);
+            t0[j] = r14;
+            o0[j] = r16;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
@@ -4358,14 +4290,15 @@ fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k47, probe);
+variants!(k46, probe);
 
 // focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k47<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4450,7 +4383,7 @@ fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k48, probe);
+variants!(k47, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 0
 // mcc [4, 1, 64, 64]: value, pass 0
@@ -4459,7 +4392,7 @@ variants!(k48, probe);
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k48<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4543,13 +4476,13 @@ fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k49, probe);
+variants!(k48, probe);
 
 // mcc [4, 1, 64, 64]: value and gradient, pass 1
 // mcc [2, 3, 16, 16]: value and gradient, pass 1
 // mcc [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k49<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4611,7 +4544,7 @@ fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
-variants!(k50, probe);
+variants!(k49, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // mcc (all inputs) [4, 1, 64, 64]: value, pass 0
@@ -4620,7 +4553,7 @@ variants!(k50, probe);
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // mcc (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k50<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let x0 = io.input(0);
@@ -4713,13 +4646,13 @@ fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
 }
-variants!(k51, probe);
+variants!(k50, probe);
 
 // mcc (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // mcc (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // mcc (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k51<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -4788,13 +4721,102 @@ fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         io.probe(&nan);
     }
 }
+variants!(k51, probe);
+
+// sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 1
+// sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 1
+// sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 1
+#[inline(always)]
+fn k52<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+    let zero = T::from_f64(0.0);
+    let r0 = io.splat(0);
+    let r1 = io.splat(1);
+    let r2 = io.splat(2);
+    let x0 = io.input(0);
+    let x1 = io.input(1);
+    let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
+    let mut nan = [zero; LANES];
+    let n = io.len;
+    let full = n / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        let a0: &[T; LANES] = Io::step(x0, q);
+        let a1: &[T; LANES] = Io::step(x1, q);
+        let mut o0 = [zero; LANES];
+        for j in 0..LANES {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+            }
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r3, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r5, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r2, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r3, r10, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r5, r9, r4);
+            acc0[j] = acc0[j] + r7;
+            acc1[j] = acc1[j] + r6;
+            o0[j] = r10;
+        }
+        Io::store(y0, q, LANES, &o0);
+        q += LANES;
+    }
+    let q = full;
+    let m = n - full;
+    if m > 0 {
+        let a0 = Io::lanes(x0, q, m);
+        let a1 = Io::lanes(x1, q, m);
+        let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
+        for j in 0..LANES {
+            let f = family_element::<T, FMA>(a0[j]);
+            let r3 = f[0];
+            let r4 = f[1];
+            let r5 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r3, a1[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, r5, r5, r5);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
+            let r8 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            let r10 = T::lane_kernel::<FMA>(Op::MulAdd, r8, r2, r9);
+            let r9 = T::lane_kernel::<FMA>(Op::Mul, r3, r10, r3);
+            let r10 = T::lane_kernel::<FMA>(Op::Mul3, r5, r9, r4);
+            t0[j] = r7;
+            t1[j] = r6;
+            o0[j] = r10;
+        }
+        Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
+        for j in 0..m {
+            if PROBE {
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+            }
+        }
+    }
+    io.finish(0, y0);
+    if PROBE {
+        io.probe(&nan);
+    }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
+}
 variants!(k52, probe);
 
-// sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity [4, 1, 64, 64]: value, pass 0
-// sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 0
 // sensitivity_specificity [2, 3, 16, 16]: value, pass 0
-// sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
 fn k53<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
@@ -4877,18 +4899,20 @@ fn k53<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 }
 variants!(k53, probe);
 
-// sensitivity_specificity [4, 1, 64, 64]: value and gradient, pass 1
-// sensitivity_specificity [2, 3, 16, 16]: value and gradient, pass 1
-// sensitivity_specificity [2, 1, 8, 8, 8]: value and gradient, pass 1
+// sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
+// sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
+// sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
 fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
-    let r2 = io.splat(2);
     let x0 = io.input(0);
     let x1 = io.input(1);
+    let x2 = io.input(2);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
+    let mut acc1 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -4896,22 +4920,26 @@ fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     while q < full {
         let a0: &[T; LANES] = Io::step(x0, q);
         let a1: &[T; LANES] = Io::step(x1, q);
+        let a2: &[T; LANES] = Io::step(x2, q);
         let mut o0 = [zero; LANES];
         for j in 0..LANES {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
             let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r3, a1[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r2, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r8, r3);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul3, r5, r7, r4);
-            o0[j] = r8;
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r2, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r5, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r7, r2);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r4, r8, r3);
+            acc0[j] = acc0[j] + r6;
+            acc1[j] = acc1[j] + r5;
+            o0[j] = r7;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -4921,24 +4949,36 @@ fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if m > 0 {
         let a0 = Io::lanes(x0, q, m);
         let a1 = Io::lanes(x1, q, m);
+        let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
+        let mut t1 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r3 = f[0];
-            let r4 = f[1];
-            let r5 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r3, a1[j]);
-            let r6 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
-            let r8 = T::lane_kernel::<FMA>(Op::MulAdd, r6, r2, r7);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, r3, r8, r3);
-            let r8 = T::lane_kernel::<FMA>(Op::Mul3, r5, r7, r4);
-            o0[j] = r8;
+            let r2 = f[0];
+            let r3 = f[1];
+            let r4 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r2, a1[j]);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r4, r4, a2[j]);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r5, a1[j]);
+            let r7 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
+            let r8 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r7, r2);
+            let r7 = T::lane_kernel::<FMA>(Op::Mul3, r4, r8, r3);
+            t0[j] = r6;
+            t1[j] = r5;
+            o0[j] = r7;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
+        for j in 0..m {
+            acc1[j] = acc1[j] + t1[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
+                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
         }
     }
@@ -4946,14 +4986,13 @@ fn k54<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
+    io.reduce(1, &acc1);
 }
 variants!(k54, probe);
 
-// sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [4, 1, 64, 64]: value, pass 0
-// sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [2, 3, 16, 16]: value, pass 0
-// sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 // sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
 fn k55<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
@@ -5040,97 +5079,18 @@ fn k55<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
 }
 variants!(k55, probe);
 
-// sensitivity_specificity (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
-// sensitivity_specificity (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
-// sensitivity_specificity (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
-#[inline(always)]
-fn k56<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let x0 = io.input(0);
-    let x1 = io.input(1);
-    let x2 = io.input(2);
-    let y0 = io.out_block(0);
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
-            }
-            let f = family_element::<T, FMA>(a0[j]);
-            let r2 = f[0];
-            let r3 = f[1];
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r2, a1[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r2);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r4, r6, r3);
-            o0[j] = r5;
-        }
-        Io::store(y0, q, LANES, &o0);
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a0 = Io::lanes(x0, q, m);
-        let a1 = Io::lanes(x1, q, m);
-        let a2 = Io::lanes(x2, q, m);
-        let mut o0 = [zero; LANES];
-        for j in 0..LANES {
-            let f = family_element::<T, FMA>(a0[j]);
-            let r2 = f[0];
-            let r3 = f[1];
-            let r4 = T::lane_kernel::<FMA>(Op::Sub, a1[j], r2, a1[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::MulSub, a1[j], r0, r1);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r5, r2);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul3, r4, r6, r3);
-            o0[j] = r5;
-        }
-        Io::store(y0, q, m, &o0);
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
-            }
-        }
-    }
-    io.finish(0, y0);
-    if PROBE {
-        io.probe(&nan);
-    }
-}
-variants!(k56, probe);
-
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k56<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let r3 = io.splat(3);
-    let r4 = io.splat(4);
-    let r5 = io.splat(5);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let mut acc0 = [zero; LANES];
     let mut acc1 = [zero; LANES];
     let mut acc2 = [zero; LANES];
     let mut acc3 = [zero; LANES];
-    let mut acc4 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -5144,24 +5104,14 @@ fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
             let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[0];
-            let r7 = f[1];
-            let r8 = f[2];
-            let r9 = f[3];
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-            let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
-            let r14 = T::lane_kernel::<FMA>(Op::Pow, r13, r2, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r3, r14, r11);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r4);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r8, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
-            acc0[j] = acc0[j] + r10;
-            acc1[j] = acc1[j] + r6;
-            acc2[j] = acc2[j] + r12;
-            acc3[j] = acc3[j] + r7;
-            acc4[j] = acc4[j] + r14;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            acc0[j] = acc0[j] + r2;
+            acc1[j] = acc1[j] + r0;
+            acc2[j] = acc2[j] + r3;
+            acc3[j] = acc3[j] + r1;
         }
         q += LANES;
     }
@@ -5174,27 +5124,16 @@ fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let mut t1 = [zero; LANES];
         let mut t2 = [zero; LANES];
         let mut t3 = [zero; LANES];
-        let mut t4 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[0];
-            let r7 = f[1];
-            let r8 = f[2];
-            let r9 = f[3];
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r6, a1[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-            let r13 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
-            let r14 = T::lane_kernel::<FMA>(Op::Pow, r13, r2, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul3, r3, r14, r11);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r9, r4);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r8, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
-            t0[j] = r10;
-            t1[j] = r6;
-            t2[j] = r12;
-            t3[j] = r7;
-            t4[j] = r14;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r0, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r1, a1[j]);
+            t0[j] = r2;
+            t1[j] = r0;
+            t2[j] = r3;
+            t3[j] = r1;
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -5207,9 +5146,6 @@ fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         }
         for j in 0..m {
             acc3[j] = acc3[j] + t3[j];
-        }
-        for j in 0..m {
-            acc4[j] = acc4[j] + t4[j];
         }
         for j in 0..m {
             if PROBE {
@@ -5225,15 +5161,14 @@ fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(1, &acc1);
     io.reduce(2, &acc2);
     io.reduce(3, &acc3);
-    io.reduce(4, &acc4);
 }
-variants!(k57, probe);
+variants!(k56, probe);
 
 // unified_focal [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k57<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5247,9 +5182,12 @@ fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let r9 = io.splat(9);
     let r10 = io.splat(10);
     let r11 = io.splat(11);
+    let r12 = io.splat(12);
+    let r13 = io.splat(13);
     let x0 = io.input(0);
     let x1 = io.input(1);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -5264,30 +5202,34 @@ fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
             let f = family_element::<T, FMA>(a0[j]);
-            let r12 = f[0];
-            let r13 = f[1];
-            let r14 = f[2];
-            let r15 = f[3];
-            let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
-            let r17 = T::lane_kernel::<FMA>(Op::Max, r12, r1, r12);
-            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r15);
-            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r4, r17);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r5, r15);
-            let r20 = T::lane_kernel::<FMA>(Op::Mul3, r14, r17, r18);
-            let r17 = T::lane_kernel::<FMA>(Op::Ge, r12, r1, r12);
-            let r18 = T::lane_kernel::<FMA>(Op::Where, r17, r20, r6);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-            let r20 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r8, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Add, r18, r20, r18);
-            let r20 = T::lane_kernel::<FMA>(Op::Sub, r13, r9, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul, r12, r19, r12);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul, r16, r10, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r13, r19);
-            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r20, r16);
-            o0[j] = r19;
+            let r14 = f[0];
+            let r15 = f[1];
+            let r16 = f[2];
+            let r17 = f[3];
+            let r18 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r15, a1[j]);
+            let r20 = T::lane_kernel::<FMA>(Op::Max, r14, r1, r14);
+            let r21 = T::lane_kernel::<FMA>(Op::Pow, r20, r2, r20);
+            let r22 = T::lane_kernel::<FMA>(Op::Mul3, r3, r21, r18);
+            let r21 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r17, r4);
+            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r22, r16, r21);
+            let r21 = T::lane_kernel::<FMA>(Op::Div, r17, r5, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Pow, r20, r6, r20);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul, r18, r7, r18);
+            let r23 = T::lane_kernel::<FMA>(Op::Mul3, r16, r20, r17);
+            let r20 = T::lane_kernel::<FMA>(Op::Ge, r14, r1, r14);
+            let r17 = T::lane_kernel::<FMA>(Op::Where, r20, r23, r8);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul, r14, r15, r14);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r9, a1[j]);
+            let r23 = T::lane_kernel::<FMA>(Op::MulAdd, r18, r10, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Add, r17, r23, r17);
+            let r23 = T::lane_kernel::<FMA>(Op::Sub, r15, r11, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r22, r14);
+            let r22 = T::lane_kernel::<FMA>(Op::Mul, r19, r12, r19);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r15, r22);
+            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r20, r23, r19);
+            acc0[j] = acc0[j] + r21;
+            o0[j] = r22;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -5298,34 +5240,42 @@ fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a0 = Io::lanes(x0, q, m);
         let a1 = Io::lanes(x1, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r12 = f[0];
-            let r13 = f[1];
-            let r14 = f[2];
-            let r15 = f[3];
-            let r15 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r16 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
-            let r17 = T::lane_kernel::<FMA>(Op::Max, r12, r1, r12);
-            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r15);
-            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r4, r17);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r15, r5, r15);
-            let r20 = T::lane_kernel::<FMA>(Op::Mul3, r14, r17, r18);
-            let r17 = T::lane_kernel::<FMA>(Op::Ge, r12, r1, r12);
-            let r18 = T::lane_kernel::<FMA>(Op::Where, r17, r20, r6);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r12, r13, r12);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r7, a1[j]);
-            let r20 = T::lane_kernel::<FMA>(Op::MulAdd, r15, r8, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Add, r18, r20, r18);
-            let r20 = T::lane_kernel::<FMA>(Op::Sub, r13, r9, r13);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul, r12, r19, r12);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul, r16, r10, r16);
-            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r11, r13, r19);
-            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r20, r16);
-            o0[j] = r19;
+            let r14 = f[0];
+            let r15 = f[1];
+            let r16 = f[2];
+            let r17 = f[3];
+            let r18 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r15, a1[j]);
+            let r20 = T::lane_kernel::<FMA>(Op::Max, r14, r1, r14);
+            let r21 = T::lane_kernel::<FMA>(Op::Pow, r20, r2, r20);
+            let r22 = T::lane_kernel::<FMA>(Op::Mul3, r3, r21, r18);
+            let r21 = T::lane_kernel::<FMA>(Op::Mul3, a1[j], r17, r4);
+            let r17 = T::lane_kernel::<FMA>(Op::MulAdd, r22, r16, r21);
+            let r21 = T::lane_kernel::<FMA>(Op::Div, r17, r5, r17);
+            let r17 = T::lane_kernel::<FMA>(Op::Pow, r20, r6, r20);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul, r18, r7, r18);
+            let r23 = T::lane_kernel::<FMA>(Op::Mul3, r16, r20, r17);
+            let r20 = T::lane_kernel::<FMA>(Op::Ge, r14, r1, r14);
+            let r17 = T::lane_kernel::<FMA>(Op::Where, r20, r23, r8);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul, r14, r15, r14);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r9, a1[j]);
+            let r23 = T::lane_kernel::<FMA>(Op::MulAdd, r18, r10, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Add, r17, r23, r17);
+            let r23 = T::lane_kernel::<FMA>(Op::Sub, r15, r11, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r22, r14);
+            let r22 = T::lane_kernel::<FMA>(Op::Mul, r19, r12, r19);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r13, r15, r22);
+            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r20, r23, r19);
+            t0[j] = r21;
+            o0[j] = r22;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
@@ -5337,14 +5287,15 @@ fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k58, probe);
+variants!(k57, probe);
 
 // unified_focal [4, 1, 64, 64]: value, pass 0
 // unified_focal [2, 3, 16, 16]: value, pass 0
 // unified_focal [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k58<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5455,20 +5406,14 @@ fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
 }
-variants!(k59, probe);
+variants!(k58, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k59<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let r3 = io.splat(3);
-    let r4 = io.splat(4);
-    let r5 = io.splat(5);
     let x0 = io.input(0);
     let x2 = io.input(2);
     let x1 = io.input(1);
@@ -5478,7 +5423,6 @@ fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let mut acc3 = [zero; LANES];
     let mut acc4 = [zero; LANES];
     let mut acc5 = [zero; LANES];
-    let mut acc6 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -5493,30 +5437,18 @@ fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
             }
             let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[0];
-            let r7 = f[1];
-            let r8 = f[2];
-            let r9 = f[3];
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-            let r12 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
-            let r14 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Pow, r14, r2, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r3, r6, r12);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r8, r12);
-            let r12 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r12, a2[j]);
-            acc0[j] = acc0[j] + r11;
-            acc1[j] = acc1[j] + r10;
-            acc2[j] = acc2[j] + r7;
-            acc3[j] = acc3[j] + r13;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            acc0[j] = acc0[j] + r0;
+            acc1[j] = acc1[j] + r2;
+            acc2[j] = acc2[j] + r1;
+            acc3[j] = acc3[j] + r3;
             acc4[j] = acc4[j] + a2[j];
-            acc5[j] = acc5[j] + r9;
-            acc6[j] = acc6[j] + a2[j];
+            acc5[j] = acc5[j] + a2[j];
         }
         q += LANES;
     }
@@ -5532,33 +5464,20 @@ fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let mut t3 = [zero; LANES];
         let mut t4 = [zero; LANES];
         let mut t5 = [zero; LANES];
-        let mut t6 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
-            let r6 = f[0];
-            let r7 = f[1];
-            let r8 = f[2];
-            let r9 = f[3];
-            let r10 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
-            let r11 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-            let r12 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r13 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r7, a2[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r13, a1[j]);
-            let r14 = T::lane_kernel::<FMA>(Op::Max, r6, r1, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Pow, r14, r2, r14);
-            let r14 = T::lane_kernel::<FMA>(Op::Mul3, r3, r6, r12);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
-            let r12 = T::lane_kernel::<FMA>(Op::Mul, r6, r9, r6);
-            let r9 = T::lane_kernel::<FMA>(Op::MulAdd, r14, r8, r12);
-            let r12 = T::lane_kernel::<FMA>(Op::Div, r9, r5, r9);
-            let r9 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r12, a2[j]);
-            t0[j] = r11;
-            t1[j] = r10;
-            t2[j] = r7;
-            t3[j] = r13;
+            let r0 = f[0];
+            let r1 = f[1];
+            let r2 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r0, a2[j]);
+            let r0 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r2, a1[j]);
+            let r3 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r1, a2[j]);
+            let r1 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r3, a1[j]);
+            t0[j] = r0;
+            t1[j] = r2;
+            t2[j] = r1;
+            t3[j] = r3;
             t4[j] = a2[j];
-            t5[j] = r9;
-            t6[j] = a2[j];
+            t5[j] = a2[j];
         }
         for j in 0..m {
             acc0[j] = acc0[j] + t0[j];
@@ -5579,9 +5498,6 @@ fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             acc5[j] = acc5[j] + t5[j];
         }
         for j in 0..m {
-            acc6[j] = acc6[j] + t6[j];
-        }
-        for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
@@ -5597,15 +5513,14 @@ fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(3, &acc3);
     io.reduce(4, &acc4);
     io.reduce(5, &acc5);
-    io.reduce(6, &acc6);
 }
-variants!(k60, probe);
+variants!(k59, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k60<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5624,6 +5539,7 @@ fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let x1 = io.input(1);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -5644,28 +5560,33 @@ fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
             let r14 = f[1];
             let r15 = f[2];
             let r16 = f[3];
-            let r16 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r17 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
-            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r16);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
-            let r20 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            let r21 = T::lane_kernel::<FMA>(Op::Div, r20, r6, r20);
-            let r20 = T::lane_kernel::<FMA>(Op::Pow, r17, r7, r17);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul3, r16, r8, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r21, r17, r20);
-            let r17 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
-            let r20 = T::lane_kernel::<FMA>(Op::Where, r17, r15, r9);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
+            let r17 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r18 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
+            let r19 = T::lane_kernel::<FMA>(Op::Pow, r18, r2, r18);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul3, r3, r19, r17);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+            let r21 = T::lane_kernel::<FMA>(Op::Mul, r19, r16, r19);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r20, r15, r21);
+            let r21 = T::lane_kernel::<FMA>(Op::Div, r16, r5, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r21, a2[j]);
+            let r21 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r22 = T::lane_kernel::<FMA>(Op::Div, r21, r5, r21);
+            let r21 = T::lane_kernel::<FMA>(Op::Pow, r18, r7, r18);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r17, r8, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r22, r18, r21);
+            let r18 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
+            let r21 = T::lane_kernel::<FMA>(Op::Where, r18, r15, r9);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
             let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Sub, r22, r12, r22);
-            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r20);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r18, r14);
-            let r18 = T::lane_kernel::<FMA>(Op::MulSub, r13, r19, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul, r21, r18, r21);
-            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r22, r15);
-            o0[j] = r18;
+            let r23 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r11, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r23, r12, r23);
+            let r23 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r21);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r19, r14);
+            let r19 = T::lane_kernel::<FMA>(Op::MulSub, r13, r20, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r22, r19, r22);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r18, r23, r15);
+            acc0[j] = acc0[j] + r16;
+            o0[j] = r19;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -5677,36 +5598,45 @@ fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a1 = Io::lanes(x1, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let f = family_element::<T, FMA>(a0[j]);
             let r13 = f[0];
             let r14 = f[1];
             let r15 = f[2];
             let r16 = f[3];
-            let r16 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
-            let r17 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
-            let r18 = T::lane_kernel::<FMA>(Op::Pow, r17, r2, r17);
-            let r19 = T::lane_kernel::<FMA>(Op::Mul3, r3, r18, r16);
-            let r18 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
-            let r20 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            let r21 = T::lane_kernel::<FMA>(Op::Div, r20, r6, r20);
-            let r20 = T::lane_kernel::<FMA>(Op::Pow, r17, r7, r17);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul3, r16, r8, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r21, r17, r20);
-            let r17 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
-            let r20 = T::lane_kernel::<FMA>(Op::Where, r17, r15, r9);
-            let r17 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
+            let r17 = T::lane_kernel::<FMA>(Op::Sub, r0, a1[j], r0);
+            let r18 = T::lane_kernel::<FMA>(Op::Max, r13, r1, r13);
+            let r19 = T::lane_kernel::<FMA>(Op::Pow, r18, r2, r18);
+            let r20 = T::lane_kernel::<FMA>(Op::Mul3, r3, r19, r17);
+            let r19 = T::lane_kernel::<FMA>(Op::Mul, r4, a1[j], r4);
+            let r21 = T::lane_kernel::<FMA>(Op::Mul, r19, r16, r19);
+            let r16 = T::lane_kernel::<FMA>(Op::MulAdd, r20, r15, r21);
+            let r21 = T::lane_kernel::<FMA>(Op::Div, r16, r5, r16);
+            let r16 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r21, a2[j]);
+            let r21 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r6, a2[j]);
+            let r22 = T::lane_kernel::<FMA>(Op::Div, r21, r5, r21);
+            let r21 = T::lane_kernel::<FMA>(Op::Pow, r18, r7, r18);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul3, r17, r8, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul3, r22, r18, r21);
+            let r18 = T::lane_kernel::<FMA>(Op::Ge, r13, r1, r13);
+            let r21 = T::lane_kernel::<FMA>(Op::Where, r18, r15, r9);
+            let r18 = T::lane_kernel::<FMA>(Op::Mul, r13, r14, r13);
             let r15 = T::lane_kernel::<FMA>(Op::Mul, a1[j], r10, a1[j]);
-            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, r16, r11, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Sub, r22, r12, r22);
-            let r22 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r20);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r18, r14);
-            let r18 = T::lane_kernel::<FMA>(Op::MulSub, r13, r19, r15);
-            let r15 = T::lane_kernel::<FMA>(Op::Mul, r21, r18, r21);
-            let r18 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r22, r15);
-            o0[j] = r18;
+            let r23 = T::lane_kernel::<FMA>(Op::MulAdd, r17, r11, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Sub, r23, r12, r23);
+            let r23 = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], r15, r21);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r14, r19, r14);
+            let r19 = T::lane_kernel::<FMA>(Op::MulSub, r13, r20, r15);
+            let r15 = T::lane_kernel::<FMA>(Op::Mul, r22, r19, r22);
+            let r19 = T::lane_kernel::<FMA>(Op::MulAdd, r18, r23, r15);
+            t0[j] = r16;
+            o0[j] = r19;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
@@ -5719,14 +5649,15 @@ fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k61, probe);
+variants!(k60, probe);
 
 // unified_focal (all inputs) [4, 1, 64, 64]: value, pass 0
 // unified_focal (all inputs) [2, 3, 16, 16]: value, pass 0
 // unified_focal (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k61<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5862,13 +5793,13 @@ fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(5, &acc5);
     io.reduce(6, &acc6);
 }
-variants!(k62, probe);
+variants!(k61, probe);
 
 // weighted_bce [4, 1, 64, 64]: value and gradient, pass 0
 // weighted_bce [2, 3, 16, 16]: value and gradient, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value and gradient, pass 0
 #[inline(always)]
-fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k62<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -5946,13 +5877,13 @@ fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k63, probe);
+variants!(k62, probe);
 
 // weighted_bce [4, 1, 64, 64]: value, pass 0
 // weighted_bce [2, 3, 16, 16]: value, pass 0
 // weighted_bce [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k63<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -6008,90 +5939,13 @@ fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     }
     io.reduce(0, &acc0);
 }
-variants!(k64, probe);
-
-// weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 0
-// weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 0
-// weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 0
-#[inline(always)]
-fn k65<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
-    let zero = T::from_f64(0.0);
-    let r0 = io.splat(0);
-    let r1 = io.splat(1);
-    let r2 = io.splat(2);
-    let x1 = io.input(1);
-    let x0 = io.input(0);
-    let x2 = io.input(2);
-    let mut acc0 = [zero; LANES];
-    let mut acc1 = [zero; LANES];
-    let mut nan = [zero; LANES];
-    let n = io.len;
-    let full = n / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        let a1: &[T; LANES] = Io::step(x1, q);
-        let a0: &[T; LANES] = Io::step(x0, q);
-        let a2: &[T; LANES] = Io::step(x2, q);
-        for j in 0..LANES {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r5, a0[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            acc0[j] = acc0[j] + r6;
-            acc1[j] = acc1[j] + a2[j];
-        }
-        q += LANES;
-    }
-    let q = full;
-    let m = n - full;
-    if m > 0 {
-        let a1 = Io::lanes(x1, q, m);
-        let a0 = Io::lanes(x0, q, m);
-        let a2 = Io::lanes(x2, q, m);
-        let mut t0 = [zero; LANES];
-        let mut t1 = [zero; LANES];
-        for j in 0..LANES {
-            let r3 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r4 = T::lane_kernel::<FMA>(Op::Softplus, a0[j], a0[j], a0[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r5, a0[j]);
-            let r5 = T::lane_kernel::<FMA>(Op::MulSub, r3, r4, r6);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r5, a2[j]);
-            t0[j] = r6;
-            t1[j] = a2[j];
-        }
-        for j in 0..m {
-            acc0[j] = acc0[j] + t0[j];
-        }
-        for j in 0..m {
-            acc1[j] = acc1[j] + t1[j];
-        }
-        for j in 0..m {
-            if PROBE {
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
-                nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a0[j], zero, nan[j]);
-            }
-        }
-    }
-    if PROBE {
-        io.probe(&nan);
-    }
-    io.reduce(0, &acc0);
-    io.reduce(1, &acc1);
-}
-variants!(k65, probe);
+variants!(k63, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 3, 16, 16]: value and gradient, pass 1
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value and gradient, pass 1
 #[inline(always)]
-fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k64<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -6101,6 +5955,7 @@ fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let x0 = io.input(0);
     let x2 = io.input(2);
     let y0 = io.out_block(0);
+    let mut acc0 = [zero; LANES];
     let mut nan = [zero; LANES];
     let n = io.len;
     let full = n / LANES * LANES;
@@ -6117,11 +5972,19 @@ fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a2[j], zero, nan[j]);
             }
             let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
-            let r6 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r6, r5);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r7);
-            o0[j] = r6;
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r8, a0[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r7, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r5, r8);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r9);
+            acc0[j] = acc0[j] + r6;
+            o0[j] = r5;
         }
         Io::store(y0, q, LANES, &o0);
         q += LANES;
@@ -6133,15 +5996,27 @@ fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
         let a0 = Io::lanes(x0, q, m);
         let a2 = Io::lanes(x2, q, m);
         let mut o0 = [zero; LANES];
+        let mut t0 = [zero; LANES];
         for j in 0..LANES {
             let r4 = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], r0, r1);
-            let r5 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
-            let r6 = T::lane_kernel::<FMA>(Op::Sigmoid, a0[j], a0[j], a0[j]);
-            let r7 = T::lane_kernel::<FMA>(Op::MulSub, r4, r6, r5);
-            let r6 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r7);
-            o0[j] = r6;
+            let f = family_element::<T, FMA>(a0[j]);
+            let r5 = f[0];
+            let r6 = f[1];
+            let r7 = f[2];
+            let r8 = f[3];
+            let r8 = T::lane_kernel::<FMA>(Op::Mul, r2, a1[j], r2);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a0[j], r8, a0[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r7, r6);
+            let r6 = T::lane_kernel::<FMA>(Op::Mul, a2[j], r9, a2[j]);
+            let r9 = T::lane_kernel::<FMA>(Op::MulSub, r4, r5, r8);
+            let r5 = T::lane_kernel::<FMA>(Op::Mul3, a2[j], r3, r9);
+            t0[j] = r6;
+            o0[j] = r5;
         }
         Io::store(y0, q, m, &o0);
+        for j in 0..m {
+            acc0[j] = acc0[j] + t0[j];
+        }
         for j in 0..m {
             if PROBE {
                 nan[j] = T::lane_kernel::<FMA>(Op::MulAdd, a1[j], zero, nan[j]);
@@ -6154,14 +6029,15 @@ fn k66<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     if PROBE {
         io.probe(&nan);
     }
+    io.reduce(0, &acc0);
 }
-variants!(k66, probe);
+variants!(k64, probe);
 
 // weighted_bce (all inputs) [4, 1, 64, 64]: value, pass 0
 // weighted_bce (all inputs) [2, 3, 16, 16]: value, pass 0
 // weighted_bce (all inputs) [2, 1, 8, 8, 8]: value, pass 0
 #[inline(always)]
-fn k67<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
+fn k65<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     let zero = T::from_f64(0.0);
     let r0 = io.splat(0);
     let r1 = io.splat(1);
@@ -6230,7 +6106,7 @@ fn k67<T: Real, const FMA: bool, const PROBE: bool>(io: &mut Io<T>) {
     io.reduce(0, &acc0);
     io.reduce(1, &acc1);
 }
-variants!(k67, probe);
+variants!(k65, probe);
 
 /// The kernel for a pass key.
 pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
@@ -6247,19 +6123,19 @@ pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
         "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i1 r2 i0;MMulSub r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5" => [k9::base, k9::avx2, k9::avx512],
         "p2;FSigSoftplus i0 [2, 3, 4, 5, 0, 0];MMul r5 i0 i1 i0;MSub r3 r4 r5 r4;MMul r5 r0 r2 r0;MMulAdd r2 i1 r1 r5;R0 r3;S0 r2" => [k10::base, k10::avx2, k10::avx512],
         "p0;MSoftplus r0 i0 i0 i0;MMul r1 i0 i1 i0;MSub r2 r0 r1 r0;R0 r2" => [k11::base, k11::avx2, k11::avx512],
-        "p0;MSoftplus r0 i0 i0 i0;MMul r1 i0 i1 i0;MSub r2 r0 r1 r0;MMul r1 i2 r2 i2;R0 r1;R1 i2" => [k12::base, k12::avx2, k12::avx512],
-        "p1;MSigmoid r1 i0 i0 i0;MSub r2 r1 i1 r1;MMul3 r1 i2 r0 r2;S0 r1" => [k13::base, k13::avx2, k13::avx512],
-        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i0 i1 i0;MSub r1 r2 r3 r2;MMul r3 i1 r0 i1;R0 r1;R1 r3;R2 r0;R3 i1" => [k14::base, k14::avx2, k14::avx512],
-        "p4;FSig i0 [4, 5, 0, 0, 0, 0];MMulSub r6 i1 r0 r1;MMulAdd r7 r5 r6 r2;MMul r6 r4 r7 r4;MMulAdd r7 i1 r3 r6;S0 r7" => [k15::base, k15::avx2, k15::avx512],
-        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i0 i1 i0;MSub r1 r2 r3 r2;MMul r3 i2 r1 i2;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r3;R1 i2;R2 r0;R3 r1;R4 r2" => [k16::base, k16::avx2, k16::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MMulSub r5 i1 r0 r1;MMul r6 i2 r5 i2;MMul r5 r3 r4 r3;MMul r4 i2 r2 i2;MNeg r7 r4 r4 r4;MMul r8 i1 r7 i1;MMulAdd r7 r6 r5 r8;MMulAdd r8 r3 r4 r7;S0 r8" => [k17::base, k17::avx2, k17::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;FSigSoftplus i0 [4, 5, 6, 7, 0, 0];MMul3 r7 i0 i1 r2;MMulAdd r5 r3 r6 r7;MMul r7 i1 r4 i1;R0 r5;R1 r7;R2 r4;R3 i1" => [k18::base, k18::avx2, k18::avx512],
-        "p6;MMulAdd r6 i1 r0 r1;FSig i0 [7, 8, 0, 0, 0, 0];MMulSub r9 i1 r2 r3;MMul r10 r8 r9 r8;MMulAdd r9 r6 r4 r10;MMul r10 r7 r9 r7;MMulAdd r9 i1 r5 r10;S0 r9" => [k19::base, k19::avx2, k19::avx512],
-        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul3 r6 r1 i1 i0;MMulSub r4 r2 r5 r6;MMul r6 i1 r3 i1;R0 r4;R1 r6;R2 r3;R3 i1" => [k20::base, k20::avx2, k20::avx512],
-        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r6 r1 i1 r1;MMul r4 i0 r6 i0;MMulSub r6 r2 r5 r4;MMul r4 i2 r6 i2;MMul r6 i2 r3 i2;MMul r3 i1 r6 i1;MMul r5 i1 i2 i1;R0 r4;R1 i2;R2 r3;R3 r6;R4 r5" => [k21::base, k21::avx2, k21::avx512],
-        "p5;MMulAdd r5 i1 r0 r1;MMul r6 r1 i1 r1;FSig i0 [7, 8, 0, 0, 0, 0];MMulSub r9 i1 r2 r3;MMul r10 i2 r9 i2;MMul r9 r7 r8 r7;MMul r8 i2 r4 i2;MNeg r11 r8 r8 r8;MMul r12 r6 r11 r6;MMulAdd r11 r10 r9 r12;MMul r12 r5 r8 r5;MMulAdd r8 r7 r12 r11;S0 r8" => [k22::base, k22::avx2, k22::avx512],
-        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul3 r6 r1 i1 i0;MMulSub r4 r2 r5 r6;MMul r6 i2 r4 i2;MMul r4 i2 r3 i2;MMul r3 i1 r4 i1;MMul r5 i1 i2 i1;R0 r6;R1 i2;R2 r3;R3 r4;R4 r5" => [k23::base, k23::avx2, k23::avx512],
-        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i1 r0 i1;R0 r1;R1 r0;R2 i1" => [k24::base, k24::avx2, k24::avx512],
+        "p0;R0 i2" => [k12::base, k12::avx2, k12::avx512],
+        "p1;FSigSoftplus i0 [1, 2, 3, 4, 0, 0];MMul r4 i0 i1 i0;MSub r2 r3 r4 r3;MMul r4 i2 r2 i2;MSub r2 r1 i1 r1;MMul3 r1 i2 r0 r2;R0 r4;S0 r1" => [k13::base, k13::avx2, k13::avx512],
+        "p0;MSoftplus r0 i0 i0 i0;MMul r1 i0 i1 i0;MSub r2 r0 r1 r0;MMul r1 i2 r2 i2;R0 r1;R1 i2" => [k14::base, k14::avx2, k14::avx512],
+        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i0 i1 i0;MSub r1 r2 r3 r2;MMul r3 i1 r0 i1;R0 r1;R1 r3;R2 r0;R3 i1" => [k15::base, k15::avx2, k15::avx512],
+        "p4;FSig i0 [4, 5, 0, 0, 0, 0];MMulSub r6 i1 r0 r1;MMulAdd r7 r5 r6 r2;MMul r6 r4 r7 r4;MMulAdd r7 i1 r3 r6;S0 r7" => [k16::base, k16::avx2, k16::avx512],
+        "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i0 i1 i0;MSub r1 r2 r3 r2;MMul r3 i2 r1 i2;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r3;R1 i2;R2 r0;R3 r1;R4 r2" => [k17::base, k17::avx2, k17::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MMulSub r5 i1 r0 r1;MMul r6 i2 r5 i2;MMul r5 r3 r4 r3;MMul r4 i2 r2 i2;MNeg r7 r4 r4 r4;MMul r8 i1 r7 i1;MMulAdd r7 r6 r5 r8;MMulAdd r8 r3 r4 r7;S0 r8" => [k18::base, k18::avx2, k18::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i1 r0 i1;R0 r1;R1 r0;R2 i1" => [k19::base, k19::avx2, k19::avx512],
+        "p7;MMulAdd r7 i1 r0 r1;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul3 r11 i0 i1 r2;MMulAdd r12 r7 r10 r11;MMulSub r11 i1 r3 r4;MMul r10 r9 r11 r9;MMulAdd r11 r7 r5 r10;MMul r10 r8 r11 r8;MMulAdd r11 i1 r6 r10;R0 r12;S0 r11" => [k20::base, k20::avx2, k20::avx512],
+        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul3 r6 r1 i1 i0;MMulSub r4 r2 r5 r6;MMul r6 i1 r3 i1;R0 r4;R1 r6;R2 r3;R3 i1" => [k21::base, k21::avx2, k21::avx512],
+        "p0;MSigmoid r0 i0 i0 i0;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 i2;R1 r0;R2 r1;R3 r2" => [k22::base, k22::avx2, k22::avx512],
+        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r9 r1 i1 r1;MMul r10 i0 r9 i0;MMulSub r11 r5 r8 r10;MMul r10 i2 r11 i2;MMulSub r11 i1 r2 r3;MMul r8 i2 r11 i2;MMul r11 r6 r7 r6;MMul r7 i2 r4 i2;MNeg r12 r7 r7 r7;MMul r13 r9 r12 r9;MMulAdd r12 r8 r11 r13;MMul r13 r5 r7 r5;MMulAdd r7 r6 r13 r12;R0 r10;S0 r7" => [k23::base, k23::avx2, k23::avx512],
+        "p2;MMulAdd r2 i1 r0 r1;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul3 r6 r1 i1 i0;MMulSub r4 r2 r5 r6;MMul r6 i2 r4 i2;MMul r4 i2 r3 i2;MMul r3 i1 r4 i1;MMul r5 i1 i2 i1;R0 r6;R1 i2;R2 r3;R3 r4;R4 r5" => [k24::base, k24::avx2, k24::avx512],
         "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul3 r5 r2 r3 r4;S0 r5" => [k25::base, k25::avx2, k25::avx512],
         "p0;MSigmoid r0 i0 i0 i0;MMul r1 i2 r0 i2;MMul r0 i1 r1 i1;MMul r2 i1 i2 i1;R0 r0;R1 r1;R2 r2;R3 i2" => [k26::base, k26::avx2, k26::avx512],
         "p2;FSig i0 [2, 3, 0, 0, 0, 0];MMulSub r4 i1 r0 r1;MMul r5 r2 r3 r2;MMul3 r3 i2 r4 r5;S0 r3" => [k27::base, k27::avx2, k27::avx512],
@@ -6267,42 +6143,40 @@ pub(super) fn lookup<T: Real>(key: &str) -> Option<Variants<T>> {
         "p0;FSigSoftplus i0 [0, 1, 2, 3, 0, 0];MMul r3 i2 r0 i2;MMul r0 i1 r3 i1;MMul r1 i1 i2 i1;MMul r4 i0 i1 i0;MSub r5 r2 r4 r2;MMul r4 i2 r5 i2;R0 r0;R1 r3;R2 r1;R3 i2;R4 r4" => [k29::base, k29::avx2, k29::avx512],
         "p3;FSig i0 [3, 4, 0, 0, 0, 0];MMul r5 i2 r0 i2;MNeg r6 r5 r5 r5;MMul r7 r3 r5 r3;MMulAdd r5 i1 r6 r7;MMulSub r7 i1 r1 r2;MMul r6 i2 r7 i2;MMul r7 r3 r4 r3;MMulAdd r4 r6 r7 r5;S0 r4" => [k30::base, k30::avx2, k30::avx512],
         "p4;FSig i0 [4, 5, 0, 0, 0, 0];MMulSub r6 i1 r0 r1;MMulAdd r7 r5 r6 r2;MMul r6 i1 r3 i1;MMulAdd r5 r4 r7 r6;S0 r5" => [k31::base, k31::avx2, k31::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 i1 r0 i1;MMul3 r9 r4 r4 r8;MSub r4 r1 i1 r1;MMul r8 r2 r4 r2;MMul3 r4 r3 r3 r8;MMul r8 r4 r5 r4;MMulAdd r5 r9 r6 r8;R0 r7;R1 r3;R2 i1;R3 r5" => [k32::base, k32::avx2, k32::avx512],
-        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r9 r10 r9;MMul3 r18 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r18 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;S0 r15" => [k33::base, k33::avx2, k33::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k34::base, k34::avx2, k34::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 i1 r0 i1;MMul3 r11 r4 r4 r10;MSub r4 r1 i1 r1;MMul r10 r2 r4 r2;MMul3 r4 r3 r3 r10;MMul r10 r4 r5 r4;MMulAdd r5 r11 r6 r10;MMul r10 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r10" => [k35::base, k35::avx2, k35::avx512],
-        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 i2 r3 i2;MMul r17 r8 r9 r8;MMul3 r18 r15 r10 r17;MMulAdd r10 r4 r18 r14;MMul3 r18 r12 r11 r17;MMulSub r11 r5 r18 r13;MMul r18 r9 r11 r9;MMulAdd r11 r8 r10 r18;MMulSub r18 i1 r6 r7;MMul3 r10 i2 r18 r17;MMulAdd r18 r16 r11 r10;S0 r18" => [k36::base, k36::avx2, k36::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k37::base, k37::avx2, k37::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k38::base, k38::avx2, k38::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul r18 r16 r13 r16;MPow r13 r15 r5 r15;MMul3 r15 r16 r6 r13;MGe r13 r17 r3 r17;MWhere r17 r13 r15 r7;MMul r13 r11 r12 r11;MMul r12 i1 r8 i1;MMulAdd r15 r14 r9 r12;MAdd r12 r10 r15 r10;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 r13 r12 r11;R0 r18;S0 r15" => [k39::base, k39::avx2, k39::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul r7 r5 r8 r5;R0 r7" => [k40::base, k40::avx2, k40::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k41::base, k41::avx2, k41::avx512],
-        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul3 r18 r16 r13 i2;MPow r13 r15 r5 r15;MMul r15 i2 r6 i2;MMul3 r19 r16 r15 r13;MGe r15 r17 r3 r17;MWhere r17 r15 r19 r7;MMul r15 i1 r8 i1;MMulAdd r19 r14 r9 r15;MAdd r15 r10 r19 r10;MMul3 r19 r11 r12 r15;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 i2 r19 r11;R0 r18;S0 r15" => [k42::base, k42::avx2, k42::avx512],
-        "p5;MSub r5 r0 i1 r0;MMul r6 r5 r1 r5;MMulAdd r5 i1 r2 r6;MSoftplus r6 i0 i0 i0;MMul r7 i0 i1 i0;MSub r8 r6 r7 r6;MMax r7 r8 r3 r8;MPow r8 r7 r4 r7;MMul3 r7 r5 r8 i2;R0 r7" => [k43::base, k43::avx2, k43::avx512],
+        "p9;FSigSoftplus i0 [9, 10, 11, 12, 0, 0];MMul r13 i1 r0 i1;MMul3 r14 r10 r10 r13;MSub r15 r1 i1 r1;MMul r16 r2 r15 r2;MMul3 r15 r9 r9 r16;MMul r17 r15 r11 r15;MMulAdd r18 r14 r12 r17;MMul r17 r9 r10 r9;MMul3 r19 r13 r10 r12;MMul r12 r9 r16 r9;MMul3 r16 r11 r12 r3;MMulAdd r12 r4 r19 r16;MMulAdd r16 i1 r5 r12;MSub r12 r16 r6 r16;MMul r16 r9 r15 r9;MMul3 r15 r10 r14 r7;MMulAdd r14 r8 r16 r15;MMulAdd r15 r17 r12 r14;R0 r18;S0 r15" => [k32::base, k32::avx2, k32::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i1 r3 i1;MMul r8 r4 r4 r4;MMul3 r4 i1 r0 r8;MSub r8 r1 i1 r1;MMul r9 r2 r8 r2;MMul r8 r3 r3 r3;MMul3 r10 r9 r8 r5;MMulAdd r5 r4 r6 r10;R0 r7;R1 r3;R2 i1;R3 r5" => [k33::base, k33::avx2, k33::avx512],
+        "p8;FSigSoftplus i0 [8, 9, 10, 11, 0, 0];MMul r12 i1 r0 i1;MMul3 r13 r9 r9 r12;MSub r14 r1 i1 r1;MMul r15 r2 r14 r2;MMul3 r14 r8 r8 r15;MMul r16 r14 r10 r14;MMulAdd r17 r13 r11 r16;MMul r16 i2 r17 i2;MMul r17 i2 r3 i2;MMul r18 r8 r9 r8;MMul3 r19 r15 r10 r18;MMulAdd r10 r4 r19 r14;MMul3 r19 r12 r11 r18;MMulSub r11 r5 r19 r13;MMul r19 r9 r11 r9;MMulAdd r11 r8 r10 r19;MMulSub r19 i1 r6 r7;MMul3 r10 i2 r19 r18;MMulAdd r19 r17 r11 r10;R0 r16;S0 r19" => [k34::base, k34::avx2, k34::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 i2 r3 i2;MMul r8 i1 r7 i1;MMul r9 i1 i2 i1;MMul r10 r4 r4 r4;MMul3 r4 i1 r0 r10;MSub r10 r1 i1 r1;MMul r11 r2 r10 r2;MMul r10 r3 r3 r3;MMul3 r3 r11 r10 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r8;R1 r7;R2 r9;R3 i2;R4 r3" => [k35::base, k35::avx2, k35::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;R0 r3;R1 r1;R2 i1;R3 r5;R4 r2;R5 r4;R6 i1;R7 r4" => [k36::base, k36::avx2, k36::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul r18 r16 r13 r16;MPow r13 r15 r5 r15;MMul3 r15 r16 r6 r13;MGe r13 r17 r3 r17;MWhere r17 r13 r15 r7;MMul r13 r11 r12 r11;MMul r12 i1 r8 i1;MMulAdd r15 r14 r9 r12;MAdd r12 r10 r15 r10;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 r13 r12 r11;R0 r18;S0 r15" => [k37::base, k37::avx2, k37::avx512],
+        "p1;MSub r1 r0 i1 r0;R0 i1;R1 r1" => [k38::base, k38::avx2, k38::avx512],
+        "p5;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MMul r8 i1 r5 i1;MSub r9 r0 i1 r0;MMul r10 r6 r9 r6;MMul r11 r9 r1 r9;MMulAdd r12 i1 r2 r11;MMul r11 i0 i1 i0;MSub r13 r7 r11 r7;MMax r11 r13 r3 r13;MPow r13 r11 r4 r11;MMul r11 r12 r13 r12;R0 r8;R1 r5;R2 i1;R3 r10;R4 r6;R5 r9;R6 r11" => [k39::base, k39::avx2, k39::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i1 i2 i1;MSub r5 r0 i1 r0;MMul r6 i2 r2 i2;MMul r2 r5 r6 r5;R0 i2;R1 r1;R2 r3;R3 r4;R4 r2;R5 r6;R6 r4;R7 i2" => [k40::base, k40::avx2, k40::avx512],
+        "p11;FSigSoftplus i0 [11, 12, 13, 14, 0, 0];MSub r14 r0 i1 r0;MMul r15 r14 r1 r14;MMulAdd r16 i1 r2 r15;MMul r15 i0 i1 i0;MSub r17 r13 r15 r13;MMax r15 r17 r3 r17;MPow r13 r15 r4 r15;MMul3 r18 r16 r13 i2;MPow r13 r15 r5 r15;MMul r15 i2 r6 i2;MMul3 r19 r16 r15 r13;MGe r15 r17 r3 r17;MWhere r17 r15 r19 r7;MMul r15 i1 r8 i1;MMulAdd r19 r14 r9 r15;MAdd r15 r10 r19 r10;MMul3 r19 r11 r12 r15;MSub r15 r11 i1 r11;MMul r11 r17 r15 r17;MMulAdd r15 i2 r19 r11;R0 r18;S0 r15" => [k41::base, k41::avx2, k41::avx512],
+        "p0;MMul r0 i1 i2 i1;R0 r0;R1 i2" => [k42::base, k42::avx2, k42::avx512],
+        "p5;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MMul r8 i2 r5 i2;MMul r5 i1 r8 i1;MMul r9 i1 i2 i1;MSub r10 r0 i1 r0;MMul r11 i2 r6 i2;MMul r6 r10 r11 r10;MMul r12 r10 r1 r10;MMulAdd r10 i1 r2 r12;MMul r12 i0 i1 i0;MSub r13 r7 r12 r7;MMax r12 r13 r3 r13;MPow r13 r12 r4 r12;MMul3 r12 r10 r13 i2;R0 i2;R1 r5;R2 r8;R3 r9;R4 r6;R5 r11;R6 r12" => [k43::base, k43::avx2, k43::avx512],
         "p7;FSigSoftplus i0 [7, 8, 9, 10, 0, 0];MMul r11 r0 i1 r0;MMul3 r12 r8 r8 r11;MSub r13 r1 i1 r1;MMul r14 r2 r13 r2;MMul3 r13 r7 r7 r14;MMul r15 r13 r9 r13;MMulAdd r16 r12 r10 r15;MMul r15 r7 r8 r7;MMul r17 r14 r9 r14;MMul3 r9 r15 r17 r3;MMulAdd r17 r13 r4 r9;MMul r9 r11 r10 r11;MMul3 r10 r15 r9 r5;MMulAdd r9 r12 r6 r10;MMul r10 r8 r9 r8;MMulAdd r9 r7 r17 r10;R0 r16;S0 r9" => [k44::base, k44::avx2, k44::avx512],
         "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;R0 r5" => [k45::base, k45::avx2, k45::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r0 i1 r0;MMul3 r8 r4 r4 r7;MSub r4 r1 i1 r1;MMul r7 r2 r4 r2;MMul3 r4 r3 r3 r7;MMul r7 r4 r5 r4;MMulAdd r5 r8 r6 r7;MMul r7 i2 r5 i2;R0 r7;R1 i2" => [k46::base, k46::avx2, k46::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r6 r7 r6;MMul3 r15 r13 r8 r14;MMulAdd r8 r3 r15 r12;MMul3 r15 r10 r9 r14;MMulSub r14 r4 r15 r11;MMul r15 r7 r14 r7;MMulAdd r14 r6 r8 r15;MMul3 r15 i2 r5 r14;S0 r15" => [k47::base, k47::avx2, k47::avx512],
-        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k48::base, k48::avx2, k48::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k49::base, k49::avx2, k49::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k50::base, k50::avx2, k50::avx512],
-        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k51::base, k51::avx2, k51::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k52::base, k52::avx2, k52::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 r0 i1 r0;MMul3 r11 r7 r7 r10;MSub r12 r1 i1 r1;MMul r13 r2 r12 r2;MMul3 r12 r6 r6 r13;MMul r14 r12 r8 r12;MMulAdd r15 r11 r9 r14;MMul r14 i2 r15 i2;MMul r15 r6 r7 r6;MMul3 r16 r13 r8 r15;MMulAdd r8 r3 r16 r12;MMul3 r16 r10 r9 r15;MMulSub r15 r4 r16 r11;MMul r16 r7 r15 r7;MMulAdd r15 r6 r8 r16;MMul3 r16 i2 r5 r15;R0 r14;S0 r16" => [k46::base, k46::avx2, k46::avx512],
+        "p3;FSigSoftplus i0 [3, 4, 5, 6, 0, 0];MMul r7 r4 r4 r4;MMul3 r4 r0 i1 r7;MSub r7 r1 i1 r1;MMul r8 r2 r7 r2;MMul r7 r3 r3 r3;MMul3 r3 r8 r7 r5;MMulAdd r5 r4 r6 r3;MMul r3 i2 r5 i2;R0 r3;R1 i2" => [k47::base, k47::avx2, k47::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i1 r1 i1;MSub r4 r0 i1 r0;MMul r5 r2 r4 r2;MMul r4 i1 r2 i1;R0 r3;R1 r5;R2 r1;R3 r4" => [k48::base, k48::avx2, k48::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul3 r6 r3 r4 r7;S0 r6" => [k49::base, k49::avx2, k49::avx512],
+        "p1;FSig i0 [1, 2, 0, 0, 0, 0];MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;MMul r4 i2 r2 i2;MSub r2 r0 i1 r0;MMul r5 r4 r2 r4;MMul r2 i1 r4 i1;R0 r1;R1 r5;R2 r3;R3 r2" => [k50::base, k50::avx2, k50::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 r0 i1 r0;MMul r6 i1 r1 i1;MMulAdd r7 r5 r2 r6;MMul r6 i2 r7 i2;MMul3 r7 r3 r4 r6;S0 r7" => [k51::base, k51::avx2, k51::avx512],
+        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MMul r6 r5 r5 r5;MMul r7 i1 r6 i1;MSub r8 r0 i1 r0;MMul r9 i1 r1 i1;MMulAdd r10 r8 r2 r9;MMul r9 r3 r10 r3;MMul3 r10 r5 r9 r4;R0 r7;R1 r6;S0 r10" => [k52::base, k52::avx2, k52::avx512],
         "p1;MSigmoid r1 i0 i0 i0;MSub r2 i1 r1 i1;MMul r1 r2 r2 r2;MMul r2 i1 r1 i1;MSub r3 r0 i1 r0;R0 r2;R1 i1;R2 r1;R3 r3" => [k53::base, k53::avx2, k53::avx512],
-        "p3;FSig i0 [3, 4, 0, 0, 0, 0];MSub r5 i1 r3 i1;MSub r6 r0 i1 r0;MMul r7 i1 r1 i1;MMulAdd r8 r6 r2 r7;MMul r7 r3 r8 r3;MMul3 r8 r5 r7 r4;S0 r8" => [k54::base, k54::avx2, k54::avx512],
+        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMul3 r5 r4 r4 i2;MMul r6 i1 r5 i1;MMulSub r7 i1 r0 r1;MMul3 r8 i2 r7 r2;MMul3 r7 r4 r8 r3;R0 r6;R1 r5;S0 r7" => [k54::base, k54::avx2, k54::avx512],
         "p0;MSigmoid r0 i0 i0 i0;MSub r1 i1 r0 i1;MMul3 r0 r1 r1 i2;MMul r1 i1 r0 i1;MMul r2 i1 i2 i1;R0 r1;R1 r2;R2 r0;R3 i2" => [k55::base, k55::avx2, k55::avx512],
-        "p2;FSig i0 [2, 3, 0, 0, 0, 0];MSub r4 i1 r2 i1;MMulSub r5 i1 r0 r1;MMul3 r6 i2 r5 r2;MMul3 r5 r4 r6 r3;S0 r5" => [k56::base, k56::avx2, k56::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MSub r11 r0 i1 r0;MMul r12 i1 r7 i1;MMax r13 r6 r1 r6;MPow r14 r13 r2 r13;MMul3 r13 r3 r14 r11;MMul3 r14 i1 r9 r4;MMulAdd r9 r13 r8 r14;MDiv r14 r9 r5 r9;R0 r10;R1 r6;R2 r12;R3 r7;R4 r14" => [k57::base, k57::avx2, k57::avx512],
-        "p12;FSigSoftplus i0 [12, 13, 14, 15, 0, 0];MSub r15 r0 i1 r0;MMul r16 i1 r13 i1;MMax r17 r12 r1 r12;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r15;MPow r18 r17 r4 r17;MMul r17 r15 r5 r15;MMul3 r20 r14 r17 r18;MGe r17 r12 r1 r12;MWhere r18 r17 r20 r6;MMul r17 r12 r13 r12;MMul r13 i1 r7 i1;MMulAdd r20 r15 r8 r13;MAdd r13 r18 r20 r18;MSub r20 r13 r9 r13;MMul r13 r12 r19 r12;MMul r19 r16 r10 r16;MMulAdd r16 r11 r13 r19;MMulAdd r19 r17 r20 r16;S0 r19" => [k58::base, k58::avx2, k58::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k59::base, k59::avx2, k59::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MSub r12 r0 i1 r0;MMul r13 i2 r7 i2;MMul r7 i1 r13 i1;MMax r14 r6 r1 r6;MPow r6 r14 r2 r14;MMul3 r14 r3 r6 r12;MMul r6 r4 i1 r4;MMul r12 r6 r9 r6;MMulAdd r9 r14 r8 r12;MDiv r12 r9 r5 r9;MMul r9 i2 r12 i2;R0 r11;R1 r10;R2 r7;R3 r13;R4 i2;R5 r9;R6 i2" => [k60::base, k60::avx2, k60::avx512],
-        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r16 r0 i1 r0;MMax r17 r13 r1 r13;MPow r18 r17 r2 r17;MMul3 r19 r3 r18 r16;MMul r18 r4 i1 r4;MMul r20 i2 r5 i2;MDiv r21 r20 r6 r20;MPow r20 r17 r7 r17;MMul3 r17 r16 r8 r15;MMul3 r15 r21 r17 r20;MGe r17 r13 r1 r13;MWhere r20 r17 r15 r9;MMul r17 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r22 r16 r11 r15;MSub r15 r22 r12 r22;MMulAdd r22 i2 r15 r20;MMul r15 r14 r18 r14;MMulSub r18 r13 r19 r15;MMul r15 r21 r18 r21;MMulAdd r18 r17 r22 r15;S0 r18" => [k61::base, k61::avx2, k61::avx512],
-        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k62::base, k62::avx2, k62::avx512],
-        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul3 r9 i0 i1 r2;MMulAdd r7 r5 r8 r9;MMul3 r9 r5 r6 r3;MMulAdd r6 i1 r4 r9;R0 r7;S0 r6" => [k63::base, k63::avx2, k63::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;R0 r6" => [k64::base, k64::avx2, k64::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul r5 r2 i1 r2;MMul r6 i0 r5 i0;MMulSub r5 r3 r4 r6;MMul r6 i2 r5 i2;R0 r6;R1 i2" => [k65::base, k65::avx2, k65::avx512],
-        "p4;MMulAdd r4 i1 r0 r1;MMul r5 r2 i1 r2;MSigmoid r6 i0 i0 i0;MMulSub r7 r4 r6 r5;MMul3 r6 i2 r3 r7;S0 r6" => [k66::base, k66::avx2, k66::avx512],
-        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5;R1 i2" => [k67::base, k67::avx2, k67::avx512],
+        "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i1 r0 i1;MMul r3 i1 r1 i1;R0 r2;R1 r0;R2 r3;R3 r1" => [k56::base, k56::avx2, k56::avx512],
+        "p14;FSigSoftplus i0 [14, 15, 16, 17, 0, 0];MSub r18 r0 i1 r0;MMul r19 i1 r15 i1;MMax r20 r14 r1 r14;MPow r21 r20 r2 r20;MMul3 r22 r3 r21 r18;MMul3 r21 i1 r17 r4;MMulAdd r17 r22 r16 r21;MDiv r21 r17 r5 r17;MPow r17 r20 r6 r20;MMul r20 r18 r7 r18;MMul3 r23 r16 r20 r17;MGe r20 r14 r1 r14;MWhere r17 r20 r23 r8;MMul r20 r14 r15 r14;MMul r15 i1 r9 i1;MMulAdd r23 r18 r10 r15;MAdd r15 r17 r23 r17;MSub r23 r15 r11 r15;MMul r15 r14 r22 r14;MMul r22 r19 r12 r19;MMulAdd r19 r13 r15 r22;MMulAdd r22 r20 r23 r19;R0 r21;S0 r22" => [k57::base, k57::avx2, k57::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i1 r6 i1;MMul r11 i1 r7 i1;MMax r12 r6 r0 r6;MPow r13 r12 r1 r12;MMul r12 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r13;MMulAdd r14 r12 r9 r15;MDiv r15 r14 r5 r14;R0 r10;R1 r6;R2 r11;R3 r7;R4 r15" => [k58::base, k58::avx2, k58::avx512],
+        "p0;FSig i0 [0, 1, 0, 0, 0, 0];MMul r2 i2 r0 i2;MMul r0 i1 r2 i1;MMul r3 i2 r1 i2;MMul r1 i1 r3 i1;R0 r0;R1 r2;R2 r1;R3 r3;R4 i2;R5 i2" => [k59::base, k59::avx2, k59::avx512],
+        "p13;FSigSoftplus i0 [13, 14, 15, 16, 0, 0];MSub r17 r0 i1 r0;MMax r18 r13 r1 r13;MPow r19 r18 r2 r18;MMul3 r20 r3 r19 r17;MMul r19 r4 i1 r4;MMul r21 r19 r16 r19;MMulAdd r16 r20 r15 r21;MDiv r21 r16 r5 r16;MMul r16 i2 r21 i2;MMul r21 i2 r6 i2;MDiv r22 r21 r5 r21;MPow r21 r18 r7 r18;MMul3 r18 r17 r8 r15;MMul3 r15 r22 r18 r21;MGe r18 r13 r1 r13;MWhere r21 r18 r15 r9;MMul r18 r13 r14 r13;MMul r15 i1 r10 i1;MMulAdd r23 r17 r11 r15;MSub r15 r23 r12 r23;MMulAdd r23 i2 r15 r21;MMul r15 r14 r19 r14;MMulSub r19 r13 r20 r15;MMul r15 r22 r19 r22;MMulAdd r19 r18 r23 r15;R0 r16;S0 r19" => [k60::base, k60::avx2, k60::avx512],
+        "p6;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul r10 i2 r6 i2;MMul r11 i1 r10 i1;MMul r12 i2 r7 i2;MMul r7 i1 r12 i1;MMax r13 r6 r0 r6;MPow r6 r13 r1 r13;MMul r13 r2 i1 r2;MMulAdd r14 i1 r3 r4;MMul3 r15 r8 r14 r6;MMulAdd r14 r13 r9 r15;MDiv r15 r14 r5 r14;MMul r14 i2 r15 i2;R0 r11;R1 r10;R2 r7;R3 r12;R4 i2;R5 r14;R6 i2" => [k61::base, k61::avx2, k61::avx512],
+        "p5;MMulAdd r5 i1 r0 r1;FSigSoftplus i0 [6, 7, 8, 9, 0, 0];MMul3 r9 i0 i1 r2;MMulAdd r7 r5 r8 r9;MMul3 r9 r5 r6 r3;MMulAdd r6 i1 r4 r9;R0 r7;S0 r6" => [k62::base, k62::avx2, k62::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;R0 r6" => [k63::base, k63::avx2, k63::avx512],
+        "p4;MMulAdd r4 i1 r0 r1;FSigSoftplus i0 [5, 6, 7, 8, 0, 0];MMul r8 r2 i1 r2;MMul r6 i0 r8 i0;MMulSub r9 r4 r7 r6;MMul r6 i2 r9 i2;MMulSub r9 r4 r5 r8;MMul3 r5 i2 r3 r9;R0 r6;S0 r5" => [k64::base, k64::avx2, k64::avx512],
+        "p3;MMulAdd r3 i1 r0 r1;MSoftplus r4 i0 i0 i0;MMul3 r5 i0 r2 i1;MMulAdd r6 r3 r4 r5;MMul r5 i2 r6 i2;R0 r5;R1 i2" => [k65::base, k65::avx2, k65::avx512],
         _ => return None,
     })
 }
