@@ -830,6 +830,26 @@ fn via_burn(_: &Loss, _: &[usize], _: bool, _: usize) -> Result<Value, CliError>
     ))
 }
 
+/// The median and minimum milliseconds of `iters` calls of `step` after two untimed ones, and
+/// the value the last call returned.
+fn time_calls(
+    iters: usize,
+    mut step: impl FnMut() -> Result<f64, CliError>,
+) -> Result<(f64, f64, f64), CliError> {
+    for _ in 0..2 {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    let mut value = 0.0;
+    for _ in 0..iters {
+        let t = Instant::now();
+        value = step()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[0], value))
+}
+
 fn run_bench<T: Real>(
     loss: &Loss,
     shape: &[usize],
@@ -873,19 +893,9 @@ fn run_bench<T: Real>(
     let mut plan = compile::<T>(loss, &shapes)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let views: Vec<(&str, _)> = arrays.iter().map(|(k, a)| (k.as_str(), a.view())).collect();
-    for _ in 0..2 {
-        plan.value_and_grad(&views)?;
-    }
-    let mut times = Vec::with_capacity(iters.max(1));
-    let mut value = 0.0;
-    for _ in 0..iters.max(1) {
-        let t = Instant::now();
-        let out = plan.value_and_grad(&views)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        value = out.value.to_f64();
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let (median, min, value) = time_calls(iters.max(1), || {
+        Ok(plan.value_and_grad(&views)?.value.to_f64())
+    })?;
     let bytes = ((arrays.len() + plan.grad_inputs().len()) * n * std::mem::size_of::<T>()) as f64;
     Ok(json!({
         "loss": loss.name(),
@@ -893,9 +903,9 @@ fn run_bench<T: Real>(
         "shape": shape,
         "elements": n,
         "threads": threads,
-        "iters": times.len(),
+        "iters": iters.max(1),
         "median_ms": median,
-        "min_ms": times[0],
+        "min_ms": min,
         "passes": plan.passes(),
         "effective_gb_per_s": bytes / (median * 1e-3) / 1e9,
         "compile_ms": compile_ms,

@@ -6,34 +6,13 @@
 //! In: a loss, a shape, a dtype, the timed call count. Out: the JSON object `bench` prints.
 //! Never here: the loss's arithmetic (the adapter and burn compute every number).
 
-use std::time::Instant;
-
 use losslang::internals::Rng;
 use losslang::Loss;
 use losslang_burn::burn::tensor::{DType, Device, Tensor, TensorData};
 use losslang_burn::{burn_ops, BurnLoss, LossInput};
 use serde_json::{json, Value};
 
-use crate::CliError;
-
-/// The median and minimum milliseconds of `iters` calls of `step`, after two untimed ones.
-fn time(
-    iters: usize,
-    mut step: impl FnMut() -> Result<f64, CliError>,
-) -> Result<(f64, f64, f64), CliError> {
-    for _ in 0..2 {
-        step()?;
-    }
-    let mut times = Vec::with_capacity(iters);
-    let mut value = 0.0;
-    for _ in 0..iters {
-        let t = Instant::now();
-        value = step()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], times[0], value))
-}
+use crate::{time_calls as time, CliError};
 
 pub(crate) fn bench(
     loss: &Loss,
